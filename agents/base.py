@@ -1,0 +1,136 @@
+"""The lifecycle every agent shares: start, heartbeat, run, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import MutableMapping
+from typing import Any
+
+from bus import Bus
+from schemas import AGENTS_TOKEN, Event, EventType, Heartbeat, utcnow
+
+from agents.settings import Settings
+
+
+class AgentLog(logging.LoggerAdapter[logging.Logger]):
+    """Prefixes every line with the agent id and keeps it in `extra` for structured handlers."""
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
+        extra = dict(self.extra or {})
+        kwargs["extra"] = {**extra, **kwargs.get("extra", {})}
+        return f"[{extra.get('agent')}] {msg}", kwargs
+
+
+def new_agent_id(role: str) -> str:
+    return f"{role}-{socket.gethostname()[:20]}-{uuid.uuid4().hex[:6]}".replace(".", "-")
+
+
+class Agent:
+    """Base class. Subclasses implement `main()`, which returns once `self.stopping` is set.
+
+    `run()` owns the lifecycle; `shutdown()` may be called at any time, from anywhere,
+    any number of times (including before `run()` started).
+    """
+
+    role = "agent"
+
+    def __init__(self, bus: Bus, settings: Settings, agent_id: str | None = None) -> None:
+        self.bus = bus
+        self.settings = settings
+        self.id = agent_id or new_agent_id(self.role)
+        self.log = AgentLog(logging.getLogger(type(self).__module__), {"agent": self.id})
+        self.stopping = asyncio.Event()
+        # Set by subclasses once they serve their subjects; tests and `omoi up` wait on it.
+        self.ready = asyncio.Event()
+        self.current_task: str | None = None
+        self._started_at = utcnow()
+        self._done = asyncio.Event()
+        self._heartbeat_task: asyncio.Task[None] | None = None
+
+    # Lifecycle
+
+    async def run(self) -> None:
+        try:
+            await self._beat()
+            await self._emit_agent_event(EventType.AGENT_STARTED)
+            self._heartbeat_task = asyncio.create_task(self._heartbeat_loop())
+            self.log.info("started")
+            if not self.stopping.is_set():
+                await self.main()
+            self.ready.set()
+        finally:
+            await self._finish()
+
+    async def main(self) -> None:
+        raise NotImplementedError
+
+    def request_stop(self) -> None:
+        """Ask the agent to stop; returns immediately. Safe from signal handlers."""
+        if not self.stopping.is_set():
+            self.log.info("stopping")
+            self.stopping.set()
+
+    async def shutdown(self) -> None:
+        """Stop and wait until the agent has finished."""
+        self.request_stop()
+        if self._heartbeat_task is None and not self._done.is_set():
+            return  # never started
+        await self._done.wait()
+
+    async def _finish(self) -> None:
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat_task
+        with contextlib.suppress(Exception):
+            await self.bus.heartbeats.delete(self.id)
+            await self._emit_agent_event(EventType.AGENT_STOPPED)
+        self.log.info("stopped")
+        self._done.set()
+
+    # Heartbeats
+
+    def heartbeat(self) -> Heartbeat:
+        return Heartbeat(
+            agent_id=self.id,
+            role=self.role,
+            current_task=self.current_task,
+            status="busy" if self.current_task else "idle",
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            interval_s=self.settings.heartbeat_interval_s,
+            started_at=self._started_at,
+        )
+
+    async def _beat(self) -> None:
+        await self.bus.heartbeats.put(self.id, self.heartbeat())
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_interval_s)
+            try:
+                await self._beat()
+            except Exception:  # noqa: BLE001 - a missed beat must not kill the agent
+                self.log.warning("heartbeat failed", exc_info=True)
+
+    async def _emit_agent_event(self, kind: EventType, **data: Any) -> None:
+        await self.bus.publish_event(
+            Event(
+                id=f"{self.id}.{kind.value}",
+                type=kind,
+                ticket_id=AGENTS_TOKEN,
+                agent=self.id,
+                data={"role": self.role, **data},
+            )
+        )
+
+    async def wait_stopping(self, timeout: float) -> bool:
+        """Sleep up to `timeout`, waking early on stop. True if stopping."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), timeout)
+        return self.stopping.is_set()

@@ -1,0 +1,62 @@
+"""The agents package's exceptions. Task failures carry their retry decision."""
+
+from __future__ import annotations
+
+from schemas import ErrorCategory
+
+
+class AgentError(Exception):
+    """Root of everything the agents package raises."""
+
+
+class InvalidTicket(AgentError):  # noqa: N818 - reads better at the raise site
+    """A submission that can never become a ticket (bad JSON, schema, graph)."""
+
+    def __init__(self, message: str, category: str = "invalid_ticket") -> None:
+        super().__init__(message)
+        self.message = message
+        self.category = category
+
+
+class TransitionError(AgentError):
+    """A phase transition the state machine does not allow."""
+
+
+class CommandError(AgentError):
+    """An operator command that cannot be carried out."""
+
+    def __init__(self, message: str, category: str = "invalid_command") -> None:
+        super().__init__(message)
+        self.message = message
+        self.category = category
+
+
+class TaskFailure(AgentError):
+    """A task attempt failed. `retryable` says whether another attempt may help."""
+
+    retryable = True
+    category: str = ErrorCategory.EXECUTOR_ERROR
+
+    def __init__(self, message: str, *, category: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if category is not None:
+            self.category = category
+
+
+class TransientFailure(TaskFailure):
+    category = ErrorCategory.EXIT_CODE
+
+
+class TaskTimeout(TransientFailure):
+    category = ErrorCategory.TIMEOUT
+
+
+class PermanentFailure(TaskFailure):
+    retryable = False
+    category = ErrorCategory.INVALID_SPEC
+
+
+class TaskCancelled(TaskFailure):
+    retryable = False
+    category = ErrorCategory.CANCELLED

@@ -1,0 +1,59 @@
+"""The monitor: watches heartbeats and reports agents that went silent (and came back)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from bus import Bus
+from schemas import AGENTS_TOKEN, Event, EventType, Heartbeat, utcnow
+
+from agents.base import Agent
+from agents.settings import Settings
+
+MISSED_BEATS = 3
+
+
+class Monitor(Agent):
+    role = "monitor"
+
+    def __init__(self, bus: Bus, settings: Settings, agent_id: str | None = None) -> None:
+        super().__init__(bus, settings, agent_id)
+        self.stale: dict[str, Heartbeat] = {}
+
+    async def main(self) -> None:
+        self.ready.set()
+        while not await self.wait_stopping(self.settings.heartbeat_interval_s):
+            try:
+                await self.check()
+            except Exception:  # noqa: BLE001 - a failed check is retried next interval
+                self.log.warning("heartbeat check failed", exc_info=True)
+
+    async def check(self) -> None:
+        now = utcnow()
+        for beat in await self.bus.heartbeats.values():
+            if beat.is_stale(now, MISSED_BEATS):
+                if beat.agent_id not in self.stale:
+                    self.stale[beat.agent_id] = beat
+                    self.log.warning(
+                        "agent %s is stale (last beat %.1fs ago)", beat.agent_id, beat.age_s(now)
+                    )
+                    await self._report(beat, EventType.AGENT_STALE, now)
+            elif self.stale.pop(beat.agent_id, None) is not None:
+                await self._report(beat, EventType.AGENT_RECOVERED, now)
+
+    async def _report(self, beat: Heartbeat, kind: EventType, now: datetime) -> None:
+        await self.bus.publish_event(
+            Event(
+                # One event per silence: keyed by the last beat it was silent after.
+                id=f"{beat.agent_id}.{kind.value}.{beat.at.timestamp()}",
+                type=kind,
+                ticket_id=AGENTS_TOKEN,
+                agent=beat.agent_id,
+                data={
+                    "role": beat.role,
+                    "last_beat": beat.at.isoformat(),
+                    "current_task": beat.current_task,
+                    "reported_by": self.id,
+                },
+            )
+        )

@@ -1,0 +1,1 @@
+"""The planner agent: intake, reconciliation of ticket state, operator commands."""

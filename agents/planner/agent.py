@@ -1,0 +1,251 @@
+"""The planner: turns intake messages into tickets and drives every ticket forward.
+
+It consumes three inputs, all idempotently:
+- the intake stream (new tickets), with a core queue subscription answering requests;
+- task outcome events (a task succeeded, failed or was cancelled);
+- operator commands (request/reply).
+A periodic sweep reconciles every running ticket, so a lost event delays a ticket but
+never strands it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from pydantic import BaseModel, ValidationError
+
+from bus import Bus, Reject, settle
+from bus import constants as c
+from schemas import (
+    CancelTask,
+    CancelTicket,
+    ErrorInfo,
+    Event,
+    EventType,
+    MoveTicket,
+    Reply,
+)
+
+from agents.base import Agent
+from agents.errors import CommandError, InvalidTicket
+from agents.planner.apply import Reconciler
+from agents.planner.commands import Commands
+from agents.planner.intake import build, derive_ticket_id, same_ticket
+from agents.settings import Settings
+
+
+class Planner(Agent):
+    role = "planner"
+
+    def __init__(self, bus: Bus, settings: Settings, agent_id: str | None = None) -> None:
+        super().__init__(bus, settings, agent_id)
+        self.reconciler = Reconciler(bus, self.id)
+        self.commands = Commands(bus, self.reconciler)
+        self._workflow_dirs = [d for d in [settings.workflows_dir] if d is not None]
+        self._workflow_dirs.append(settings.data_dir / "workflows")
+
+    async def main(self) -> None:
+        # Queue groups: with several planners, exactly one answers each request.
+        subs = [
+            await self.bus.serve(c.SUBMIT_SUBJECT, self._answer_intake, queue=c.PLANNER_QUEUE),
+            *[
+                await self.bus.serve(subject, self._command(model), queue=c.PLANNER_QUEUE)
+                for subject, model in (
+                    (c.CMD_TICKET_CANCEL, CancelTicket),
+                    (c.CMD_TASK_CANCEL, CancelTask),
+                    (c.CMD_TICKET_MOVE, MoveTicket),
+                )
+            ],
+        ]
+        await self.sweep(redispatch=True)
+        self.ready.set()
+        loops = [
+            asyncio.create_task(self._consume(c.INTAKE_STREAM, c.INTAKE_CONSUMER, self._intake)),
+            asyncio.create_task(
+                self._consume(c.EVENTS_STREAM, c.PLANNER_EVENTS_CONSUMER, self._on_event)
+            ),
+            asyncio.create_task(self._sweep_loop()),
+        ]
+        try:
+            await self.stopping.wait()
+        finally:
+            for sub in subs:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+            # Loops finish the message in hand before they notice the stop.
+            done, pending = await asyncio.wait(loops, timeout=self.settings.shutdown_grace_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+
+    async def _consume(self, stream: str, durable: str, handler: Callable[[Msg], Any]) -> None:
+        sub = await self.bus.pull(stream, durable)
+        try:
+            await self._consume_from(sub, stream, durable, handler)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _consume_from(
+        self, sub: Any, stream: str, durable: str, handler: Callable[[Msg], Any]
+    ) -> None:
+        dead_letter = self.bus.dead_letterer("intake" if stream == c.INTAKE_STREAM else "events")
+        while not self.stopping.is_set():
+            try:
+                msgs = await sub.fetch(1, timeout=self.settings.fetch_poll_s)
+            except NatsTimeoutError:
+                continue
+            except Exception:  # noqa: BLE001 - reconnects are the client's job; keep polling
+                self.log.warning("fetch from %s failed", durable, exc_info=True)
+                await self.wait_stopping(1.0)
+                continue
+            for msg in msgs:
+                await settle(msg, handler, dead_letter)
+
+    # Intake
+
+    async def _intake(self, msg: Msg) -> None:
+        ticket_id = derive_ticket_id(msg.data)
+        try:
+            intake = build(
+                msg.data,
+                max_bytes=self.settings.max_ticket_bytes,
+                default_workflow=self.settings.default_workflow,
+                workflow_dirs=self._workflow_dirs,
+            )
+        except InvalidTicket as exc:
+            await self._rejected(ticket_id, exc.category, exc.message, len(msg.data))
+            raise Reject(exc.message, exc.category) from exc
+
+        ticket = intake.ticket
+        existing = await self.bus.tickets.value(ticket.id)
+        if existing is not None:
+            if not same_ticket(existing, ticket):
+                reason = f"ticket id {ticket.id} is already used by a different ticket"
+                await self._rejected(ticket.id, "duplicate_id", reason, len(msg.data))
+                raise Reject(reason, "duplicate_id")
+            self.log.info("ticket %s already exists; duplicate submission ignored", ticket.id)
+        else:
+            # Tasks first: a ticket that exists always has all its tasks.
+            for task in intake.tasks:
+                await self.bus.tasks.create(task.id, task)
+            if await self.bus.tickets.create(ticket.id, ticket):
+                self.log.info("ticket %s created with %d tasks", ticket.id, len(intake.tasks))
+        stored = await self.bus.tickets.value(ticket.id)
+        if stored is not None:
+            await self.bus.publish_event(
+                Event(
+                    id=f"{ticket.id}.created",
+                    type=EventType.TICKET_CREATED,
+                    ticket_id=ticket.id,
+                    agent=self.id,
+                    at=stored.created_at,
+                    data={
+                        "title": stored.title,
+                        "tasks": stored.tasks,
+                        "workflow": stored.workflow,
+                        "priority": stored.priority,
+                    },
+                )
+            )
+        await self.reconciler.reconcile(ticket.id)
+
+    async def _rejected(self, ticket_id: str, category: str, message: str, size: int) -> None:
+        self.log.warning("rejected submission %s: %s", ticket_id, message)
+        await self.bus.publish_event(
+            Event(
+                id=f"{ticket_id}.rejected.{category}",
+                type=EventType.TICKET_REJECTED,
+                ticket_id=ticket_id,
+                agent=self.id,
+                data={"error": {"category": category, "message": message}, "bytes": size},
+            )
+        )
+
+    async def _answer_intake(self, msg: Msg) -> None:
+        """Reply to a request on the intake subject. The stream consumer does the work."""
+        if not msg.reply:
+            return
+        ticket_id = derive_ticket_id(msg.data)
+        try:
+            intake = build(
+                msg.data,
+                max_bytes=self.settings.max_ticket_bytes,
+                default_workflow=self.settings.default_workflow,
+                workflow_dirs=self._workflow_dirs,
+            )
+            existing = await self.bus.tickets.value(intake.ticket.id)
+            if existing is not None and not same_ticket(existing, intake.ticket):
+                raise InvalidTicket(
+                    f"ticket id {intake.ticket.id} is already used by a different ticket",
+                    "duplicate_id",
+                )
+            reply = Reply(ok=True, ticket_id=intake.ticket.id, message="accepted")
+        except InvalidTicket as exc:
+            reply = Reply(
+                ok=False,
+                ticket_id=ticket_id,
+                error=ErrorInfo(category=exc.category, message=exc.message),
+            )
+        await msg.respond(reply.to_json())
+
+    # Task outcomes
+
+    async def _on_event(self, msg: Msg) -> None:
+        try:
+            event = Event.model_validate_json(msg.data)
+        except ValidationError as exc:
+            raise Reject(f"not an event: {exc}", "invalid_event") from exc
+        await self.reconciler.reconcile(event.ticket_id)
+
+    # Commands
+
+    def _command[M: BaseModel](
+        self, model: type[M]
+    ) -> Callable[[Msg], Awaitable[None]]:
+        handlers: dict[type[BaseModel], Callable[[Any], Awaitable[Any]]] = {
+            CancelTicket: self.commands.cancel_ticket,
+            CancelTask: self.commands.cancel_task,
+            MoveTicket: self.commands.move_ticket,
+        }
+        run = handlers[model]
+
+        async def handle(msg: Msg) -> None:
+            try:
+                cmd = model.model_validate_json(msg.data)
+                result = await run(cmd)
+                reply = Reply(
+                    ok=True,
+                    ticket_id=getattr(result, "ticket_id", None) or getattr(result, "id", None),
+                    task_id=getattr(cmd, "task_id", None),
+                    message=f"{type(cmd).__name__} done",
+                )
+            except ValidationError as exc:
+                reply = Reply(ok=False, error=ErrorInfo(category="invalid_command", message=str(exc)))
+            except CommandError as exc:
+                reply = Reply(ok=False, error=ErrorInfo(category=exc.category, message=exc.message))
+            except Exception as exc:  # noqa: BLE001 - the caller must always get an answer
+                self.log.exception("command on %s failed", msg.subject)
+                reply = Reply(ok=False, error=ErrorInfo(category="internal", message=repr(exc)))
+            if msg.reply:
+                await msg.respond(reply.to_json())
+
+        return handle
+
+    # Sweep
+
+    async def sweep(self, *, redispatch: bool = False) -> None:
+        for ticket_id in await self.reconciler.running_tickets():
+            try:
+                await self.reconciler.reconcile(ticket_id, redispatch=redispatch)
+            except Exception:  # noqa: BLE001 - one bad ticket must not stop the sweep
+                self.log.exception("reconciling %s failed", ticket_id)
+
+    async def _sweep_loop(self) -> None:
+        while not await self.wait_stopping(self.settings.reconcile_interval_s):
+            await self.sweep()

@@ -1,0 +1,156 @@
+"""Operator commands: cancel a ticket, cancel a task, move a ticket to another phase."""
+
+from __future__ import annotations
+
+from bus import Bus
+from bus.constants import control_cancel_subject
+from schemas import (
+    CancelTask,
+    CancelTicket,
+    EventType,
+    MoveTicket,
+    Phase,
+    PhaseTransition,
+    TaskState,
+    TaskStatus,
+    TicketStatus,
+    split_task_key,
+    utcnow,
+)
+from schemas.ticket import TicketState
+
+from agents.errors import CommandError, TransitionError
+from agents.planner.apply import Reconciler
+from agents.planner.phases import check_transition, phase_index
+
+# Moving back to this phase re-runs it and every phase after it up to where the ticket was.
+REWORK_FROM = Phase.IMPLEMENTATION
+
+
+class Commands:
+    def __init__(self, bus: Bus, reconciler: Reconciler) -> None:
+        self.bus = bus
+        self.reconciler = reconciler
+
+    async def _ticket(self, ticket_id: str) -> TicketState:
+        ticket = await self.bus.tickets.value(ticket_id)
+        if ticket is None:
+            raise CommandError(f"no ticket {ticket_id!r}", "not_found")
+        return ticket
+
+    async def cancel_ticket(self, cmd: CancelTicket) -> TicketState:
+        before = await self._ticket(cmd.ticket_id)
+
+        def cancel(t: TicketState) -> TicketState | None:
+            if t.status.terminal:
+                return None
+            t.status = TicketStatus.CANCELLED
+            t.reason = cmd.reason
+            t.finished_at = t.updated_at = utcnow()
+            return t
+
+        after = await self.bus.tickets.update(cmd.ticket_id, cancel)
+        if after is None:
+            raise CommandError(
+                f"ticket {cmd.ticket_id} is already {before.status.value}", "already_finished"
+            )
+        for name in after.tasks:
+            await self.reconciler.end_task(
+                f"{after.id}.{name}", TaskStatus.CANCELLED, cmd.reason, EventType.TASK_CANCELLED
+            )
+        await self.reconciler.emit_ticket_changes(before, after)
+        return after
+
+    async def cancel_task(self, cmd: CancelTask) -> TaskState:
+        try:
+            split_task_key(cmd.task_id)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        existing = await self.bus.tasks.value(cmd.task_id)
+        if existing is None:
+            raise CommandError(f"no task {cmd.task_id!r}", "not_found")
+        task = await self.reconciler.end_task(
+            cmd.task_id, TaskStatus.CANCELLED, cmd.reason, EventType.TASK_CANCELLED
+        )
+        if task is None:
+            raise CommandError(
+                f"task {cmd.task_id} is already {existing.status.value}", "already_finished"
+            )
+        # The planner's own event consumer sees task.cancelled and winds the ticket down.
+        return task
+
+    async def move_ticket(self, cmd: MoveTicket) -> TicketState:
+        before = await self._ticket(cmd.ticket_id)
+        if before.status.terminal:
+            raise CommandError(
+                f"ticket {before.id} is {before.status.value}; only running tickets move",
+                "already_finished",
+            )
+        try:
+            check_transition(before.phase, cmd.phase, before.blocked_from)
+        except TransitionError as exc:
+            raise CommandError(str(exc), "invalid_transition") from exc
+
+        def move(t: TicketState) -> TicketState | None:
+            if (t.phase, t.status) != (before.phase, before.status):
+                return None
+            t.phase_history.append(PhaseTransition(from_=t.phase, to=cmd.phase, reason=cmd.reason))
+            t.blocked_from = t.phase if cmd.phase is Phase.BLOCKED else None
+            t.phase = cmd.phase
+            if cmd.phase is Phase.DONE:
+                t.status = TicketStatus.DONE
+                t.reason = cmd.reason
+                t.finished_at = utcnow()
+            t.updated_at = utcnow()
+            return t
+
+        after = await self.bus.tickets.update(before.id, move)
+        if after is None:
+            raise CommandError(f"ticket {before.id} changed meanwhile; try again", "conflict")
+
+        leaving, target = before.phase, cmd.phase
+        if target is not Phase.BLOCKED and leaving is not Phase.BLOCKED:
+            forward = target is Phase.DONE or phase_index(target) > phase_index(leaving)
+            if forward:
+                await self._skip_phase(after, leaving, cmd.reason)
+            else:
+                await self._rework(after, target, leaving)
+        await self.reconciler.emit_ticket_changes(before, after)
+        await self.reconciler.reconcile(after.id)
+        return after
+
+    async def _skip_phase(self, ticket: TicketState, phase: Phase, reason: str) -> None:
+        for name in ticket.tasks:
+            key = f"{ticket.id}.{name}"
+            task = await self.bus.tasks.value(key)
+            if task is not None and task.phase is phase:
+                await self.reconciler.skip_task(key, reason, stop_running=True)
+
+    async def _rework(self, ticket: TicketState, start: Phase, until: Phase) -> None:
+        """Reset every task from `start` up to `until` so those phases run again."""
+        span = range(phase_index(start), phase_index(until) + 1)
+        was_running = False
+
+        def reset(t: TaskState) -> TaskState | None:
+            nonlocal was_running
+            if phase_index(t.phase) not in span:
+                return None
+            was_running = t.status is TaskStatus.RUNNING
+            t.status = TaskStatus.BLOCKED
+            t.generation += 1
+            t.attempts = 0
+            t.error = None
+            t.result = None
+            t.worker = None
+            t.msg_seq = None
+            t.delivery = 0
+            t.reason = "phase re-entered"
+            t.queued_at = t.started_at = t.finished_at = None
+            t.updated_at = utcnow()
+            return t
+
+        for name in ticket.tasks:
+            was_running = False
+            await self.bus.tasks.update(f"{ticket.id}.{name}", reset)
+            if was_running:
+                await self.bus.nc.publish(control_cancel_subject(ticket.id, name), b"")

@@ -1,0 +1,87 @@
+"""Run one agent as a process: parse arguments, connect, handle signals, shut down cleanly.
+
+This is the only place (with the CLI) that reads the environment or installs signal
+handlers; agents themselves get everything passed in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from bus import Bus
+
+from agents.base import Agent
+from agents.settings import DEFAULT_NATS_PORT, Settings
+
+ROLES = ("planner", "worker", "monitor")
+
+
+def configure_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("nats").setLevel(logging.WARNING)
+
+
+def parser(role: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"omoi agent {role}")
+    p.add_argument("--agent-id", default=None)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--log-level", default="INFO")
+    if role == "worker":
+        p.add_argument("--phase", action="append", dest="phases", help="repeatable; default all")
+        p.add_argument("--capability", action="append", dest="capabilities", help="default shell")
+    return p
+
+
+def build_agent(role: str, bus: Bus, settings: Settings, args: argparse.Namespace) -> Agent:
+    # Imported here so a process only loads the role it runs.
+    if role == "planner":
+        from agents.planner.agent import Planner
+
+        return Planner(bus, settings, agent_id=args.agent_id)
+    if role == "worker":
+        from agents.worker.agent import Worker, default_executors
+        from schemas import WORK_PHASES
+
+        return Worker(
+            bus,
+            settings,
+            phases=args.phases or [p.value for p in WORK_PHASES],
+            capabilities=args.capabilities or ["shell"],
+            executors=default_executors(dict(os.environ)),
+            agent_id=args.agent_id,
+        )
+    if role == "monitor":
+        from agents.monitor.agent import Monitor
+
+        return Monitor(bus, settings, agent_id=args.agent_id)
+    raise SystemExit(f"unknown agent role {role!r}; one of {', '.join(ROLES)}")
+
+
+async def run_agent(role: str, settings: Settings, args: argparse.Namespace) -> None:
+    url = settings.nats_url or f"nats://127.0.0.1:{DEFAULT_NATS_PORT}"
+    bus = await Bus.connect(url, name=f"omoi-{role}", topology=settings.topology())
+    agent = build_agent(role, bus, settings, args)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, agent.request_stop)
+    try:
+        await agent.run()
+    finally:
+        await bus.close()
+
+
+def main(role: str, argv: Sequence[str] | None = None) -> None:
+    args = parser(role).parse_args(argv)
+    configure_logging(args.log_level)
+    settings = Settings.from_env(os.environ, data_dir=args.data_dir)
+    asyncio.run(run_agent(role, settings, args))

@@ -1,0 +1,1 @@
+"""The worker agent: runs tasks for the phases and capabilities it serves."""

@@ -1,0 +1,323 @@
+"""The worker: pulls tasks for its phases and capabilities and runs them, one at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Literal
+
+from nats.aio.msg import Msg
+from pydantic import ValidationError
+
+from bus import Abandon, Bus, MultiFetcher, Reject, Retry, settle
+from bus.constants import CONTROL_CANCEL_PREFIX
+from schemas import (
+    AttemptError,
+    EventType,
+    Heartbeat,
+    TaskDispatch,
+    TaskResult,
+    TaskState,
+    TaskStatus,
+    utcnow,
+)
+
+from agents.base import Agent
+from agents.errors import PermanentFailure, TaskFailure, TransientFailure
+from agents.events import task_event
+from agents.executors import ExecutionContext, Executor, ShellExecutor
+from agents.settings import Settings
+from agents.worker.claim import Delivery, Verdict, claimed, exhausted, judge
+
+Interrupt = Literal["cancelled", "handback"]
+
+
+@dataclass
+class Outcome:
+    result: TaskResult | None = None
+    failure: TaskFailure | None = None
+    interrupted: Interrupt | None = None
+
+
+def default_executors(env: Mapping[str, str]) -> dict[str, Executor]:
+    return {"shell": ShellExecutor(env)}
+
+
+class Worker(Agent):
+    role = "worker"
+
+    def __init__(
+        self,
+        bus: Bus,
+        settings: Settings,
+        *,
+        phases: Sequence[str],
+        capabilities: Sequence[str],
+        executors: Mapping[str, Executor],
+        agent_id: str | None = None,
+    ) -> None:
+        super().__init__(bus, settings, agent_id)
+        self.phases = list(phases)
+        self.capabilities = list(capabilities)
+        self.executors = dict(executors)
+        self._interrupt = asyncio.Event()
+        self._interrupt_reason: Interrupt = "cancelled"
+        self._grace_timer: asyncio.TimerHandle | None = None
+
+    def heartbeat(self) -> Heartbeat:
+        beat = super().heartbeat()
+        beat.phases = self.phases
+        beat.capabilities = self.capabilities
+        return beat
+
+    # Lifecycle
+
+    def request_stop(self) -> None:
+        super().request_stop()
+        if self.current_task and self._grace_timer is None:
+            # Let the task in hand finish, but not forever: then hand it back.
+            self._grace_timer = asyncio.get_running_loop().call_later(
+                self.settings.shutdown_grace_s, self._interrupt_current, "handback"
+            )
+
+    def _interrupt_current(self, reason: Interrupt) -> None:
+        if self.current_task:
+            self._interrupt_reason = reason
+            self._interrupt.set()
+
+    async def main(self) -> None:
+        topology = self.settings.topology()
+        subs = [
+            await self.bus.pull_tasks(phase, capability, topology)
+            for phase in self.phases
+            for capability in self.capabilities
+        ]
+        fetcher = MultiFetcher(subs, poll_s=self.settings.fetch_poll_s)
+        control = await self.bus.serve(f"{CONTROL_CANCEL_PREFIX}.>", self._on_control)
+        dead_letter = self.bus.dead_letterer("tasks")
+        self.ready.set()
+        try:
+            while not self.stopping.is_set():
+                try:
+                    msg = await fetcher.next()
+                except Exception:  # noqa: BLE001 - reconnects are the client's job
+                    self.log.warning("fetching tasks failed", exc_info=True)
+                    await self.wait_stopping(1.0)
+                    continue
+                if msg is None:
+                    continue
+                if self.stopping.is_set():
+                    await msg.nak()
+                    break
+                await settle(msg, self._handle, dead_letter)
+        finally:
+            if self._grace_timer is not None:
+                self._grace_timer.cancel()
+            await fetcher.close()
+            for sub in [control, *subs]:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+
+    async def _on_control(self, msg: Msg) -> None:
+        ticket_task = msg.subject[len(CONTROL_CANCEL_PREFIX) + 1 :]
+        if ticket_task == self.current_task:
+            self.log.info("cancel requested for %s", ticket_task)
+            self._interrupt_current("cancelled")
+
+    # One message
+
+    async def _handle(self, msg: Msg) -> None:
+        try:
+            dispatch = TaskDispatch.model_validate_json(msg.data)
+        except ValidationError as exc:
+            raise Reject(f"not a task dispatch: {exc}", "invalid_dispatch") from exc
+        meta = msg.metadata
+        delivery = Delivery(seq=meta.sequence.stream, number=meta.num_delivered or 1)
+        verdict: Verdict | None = None
+
+        def claim(t: TaskState) -> TaskState | None:
+            nonlocal verdict
+            verdict = judge(t, dispatch, delivery)
+            if verdict is Verdict.RUN:
+                return claimed(t, self.id, delivery)
+            if verdict is Verdict.EXHAUSTED:
+                return exhausted(t)
+            return None
+
+        task = await self.bus.tasks.update(dispatch.key, claim)
+        if verdict is None:
+            raise Reject(f"no task {dispatch.key!r}", "unknown_task")
+        if verdict is Verdict.ABANDON:
+            raise Abandon()
+        if verdict is Verdict.DROP:
+            await self._reannounce(dispatch.key)
+            return
+        assert task is not None
+        if verdict is Verdict.EXHAUSTED:
+            await self._emit(task, EventType.TASK_FAILED, error=task.error_info())
+            return
+
+        self.log.info("running %s attempt %d", task.id, task.attempts)
+        await self._emit(task, EventType.TASK_STARTED, worker=self.id)
+        outcome = await self._execute(task, msg)
+        await self._record(task, outcome)
+
+    async def _execute(self, task: TaskState, msg: Msg) -> Outcome:
+        executor = self.executors.get(task.capability)
+        if executor is None:
+            return Outcome(failure=PermanentFailure(f"no executor for {task.capability!r}"))
+        ticket = await self.bus.tickets.value(task.ticket_id)
+        ctx = ExecutionContext(
+            workspace=self.settings.workspaces_dir / task.ticket_id,
+            attempt=task.attempts,
+            env={
+                "OMOI_TICKET_ID": task.ticket_id,
+                "OMOI_TICKET_TITLE": ticket.title if ticket else "",
+                "OMOI_TICKET_DESCRIPTION": ticket.description if ticket else "",
+                "OMOI_TASK": task.name,
+                "OMOI_PHASE": task.phase.value,
+                "OMOI_ATTEMPT": str(task.attempts),
+            },
+        )
+        self._interrupt.clear()
+        self.current_task = task.id
+        run = asyncio.create_task(executor.run(task, ctx))
+        # Keep the message alive well inside the ack wait, and look at the task's state
+        # as often, in case a cancel broadcast was missed.
+        tick = max(0.2, min(self.settings.ack_wait_s / 3, 5.0))
+        try:
+            while not run.done():
+                interrupted = asyncio.create_task(self._interrupt.wait())
+                await asyncio.wait({run, interrupted}, timeout=tick, return_when="FIRST_COMPLETED")
+                interrupted.cancel()
+                if run.done():
+                    break
+                if not self._interrupt.is_set():
+                    await msg.in_progress()
+                    if not await self._still_mine(task):
+                        self._interrupt_current("cancelled")
+                if self._interrupt.is_set():
+                    run.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await run
+                    return Outcome(interrupted=self._interrupt_reason)
+            try:
+                return Outcome(result=run.result())
+            except TaskFailure as exc:
+                return Outcome(failure=exc)
+            except Exception as exc:  # noqa: BLE001 - an executor bug fails the attempt, not the worker
+                self.log.exception("executor crashed on %s", task.id)
+                return Outcome(failure=TransientFailure(repr(exc), category="executor_error"))
+        finally:
+            if not run.done():
+                run.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await run
+            self.current_task = None
+
+    def _is_mine(self, claim: TaskState, t: TaskState) -> bool:
+        """Whether `t` is still the attempt this worker claimed (not cancelled, reset, taken)."""
+        return (
+            t.status is TaskStatus.RUNNING
+            and t.worker == self.id
+            and t.generation == claim.generation
+            and t.msg_seq == claim.msg_seq
+            and t.attempts == claim.attempts
+        )
+
+    async def _still_mine(self, claim: TaskState) -> bool:
+        current = await self.bus.tasks.value(claim.id)
+        return current is not None and self._is_mine(claim, current)
+
+    async def _record(self, claim: TaskState, outcome: Outcome) -> None:
+        now = utcnow()
+
+        if outcome.interrupted == "cancelled":
+            self.log.info("%s stopped: cancelled or superseded", claim.id)
+            return
+        if outcome.interrupted == "handback":
+
+            def hand_back(t: TaskState) -> TaskState | None:
+                if not self._is_mine(claim, t):
+                    return None
+                t.status = TaskStatus.QUEUED
+                t.attempts -= 1
+                t.worker = None
+                t.updated_at = now
+                return t
+
+            await self.bus.tasks.update(claim.id, hand_back)
+            raise Retry("worker shutting down; task handed back")
+
+        if outcome.result is not None:
+            result = outcome.result
+
+            def succeed(t: TaskState) -> TaskState | None:
+                if not self._is_mine(claim, t):
+                    return None
+                t.status = TaskStatus.SUCCEEDED
+                t.result = result
+                t.finished_at = t.updated_at = now
+                return t
+
+            done = await self.bus.tasks.update(claim.id, succeed)
+            if done is not None:
+                await self._emit(
+                    done,
+                    EventType.TASK_SUCCEEDED,
+                    duration_s=result.duration_s,
+                    exit_code=result.exit_code,
+                    output_tail=result.output_tail[-1000:],
+                )
+            return
+
+        failure = outcome.failure or TransientFailure("no outcome")
+        error = AttemptError(attempt=claim.attempts, category=failure.category, message=failure.message)
+        retry = failure.retryable and claim.attempts < claim.max_attempts
+        delay = self.settings.retry_delay(claim.attempts, random.random()) if retry else 0.0
+
+        def fail(t: TaskState) -> TaskState | None:
+            if not self._is_mine(claim, t):
+                return None
+            t.errors.append(error)
+            t.error = error
+            t.updated_at = now
+            if retry:
+                t.status = TaskStatus.QUEUED
+                t.next_attempt_at = now + timedelta(seconds=delay)
+            else:
+                t.status = TaskStatus.FAILED
+                t.finished_at = now
+            return t
+
+        updated = await self.bus.tasks.update(claim.id, fail)
+        if updated is None:
+            return
+        info = {"category": error.category, "message": error.message}
+        if retry:
+            self.log.info("%s attempt %d failed, retry in %.2fs", claim.id, claim.attempts, delay)
+            await self._emit(updated, EventType.TASK_RETRYING, error=info, delay_s=round(delay, 3))
+            raise Retry(error.message, delay)
+        self.log.info("%s failed: %s", claim.id, error.message)
+        await self._emit(updated, EventType.TASK_FAILED, error=info)
+
+    async def _reannounce(self, key: str) -> None:
+        """Publish a finished task's outcome again (same event id, so deduplicated).
+
+        Covers a worker that died between recording an outcome and announcing it.
+        """
+        task = await self.bus.tasks.value(key)
+        if task is None:
+            return
+        if task.status is TaskStatus.SUCCEEDED:
+            await self._emit(task, EventType.TASK_SUCCEEDED)
+        elif task.status is TaskStatus.FAILED and task.worker is not None:
+            await self._emit(task, EventType.TASK_FAILED, error=task.error_info())
+
+    async def _emit(self, task: TaskState, kind: EventType, **data: object) -> None:
+        payload = {k: (v.model_dump() if hasattr(v, "model_dump") else v) for k, v in data.items()}
+        await self.bus.publish_event(task_event(task, kind, self.id, **payload))

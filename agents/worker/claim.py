@@ -1,0 +1,80 @@
+"""Decide whether a delivered dispatch may run, from the task's state alone.
+
+JetStream delivers at least once, and a dispatch can be published twice (a planner that
+crashed and re-dispatched). The task records which stream message and which delivery
+of it holds the claim, which tells the cases apart:
+- the task already finished: drop the message (and re-announce the outcome);
+- the dispatch is for an older generation of the task: drop it;
+- another message holds the claim: a duplicate dispatch, drop it;
+- the same message, a later delivery, while "running": the previous worker died, run
+  it again (counting the lost attempt);
+- the same message, an older delivery: a stale copy someone else now owns, leave it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from schemas import AttemptError, ErrorCategory, TaskDispatch, TaskState, TaskStatus, utcnow
+
+
+class Verdict(StrEnum):
+    RUN = "run"
+    DROP = "drop"
+    ABANDON = "abandon"
+    EXHAUSTED = "exhausted"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    seq: int
+    number: int
+
+
+def judge(task: TaskState, dispatch: TaskDispatch, delivery: Delivery) -> Verdict:
+    if task.status.terminal or task.status is TaskStatus.BLOCKED:
+        return Verdict.DROP
+    if dispatch.generation != task.generation:
+        return Verdict.DROP
+    if task.msg_seq is not None and task.msg_seq != delivery.seq:
+        return Verdict.DROP
+    if task.msg_seq == delivery.seq and delivery.number <= task.delivery:
+        return Verdict.ABANDON
+    if task.attempts >= task.max_attempts:
+        return Verdict.EXHAUSTED
+    return Verdict.RUN
+
+
+def claimed(task: TaskState, worker: str, delivery: Delivery) -> TaskState:
+    """The task as it looks once `worker` starts a new attempt under `delivery`."""
+    now = utcnow()
+    if task.status is TaskStatus.RUNNING:
+        lost = AttemptError(
+            attempt=task.attempts,
+            category=ErrorCategory.WORKER_LOST,
+            message=f"worker {task.worker} stopped responding; message redelivered",
+        )
+        task.errors.append(lost)
+        task.error = lost
+    task.status = TaskStatus.RUNNING
+    task.attempts += 1
+    task.worker = worker
+    task.msg_seq = delivery.seq
+    task.delivery = delivery.number
+    task.started_at = task.updated_at = now
+    task.next_attempt_at = None
+    return task
+
+
+def exhausted(task: TaskState) -> TaskState:
+    lost = AttemptError(
+        attempt=task.attempts,
+        category=ErrorCategory.WORKER_LOST,
+        message=f"no attempts left after worker {task.worker} was lost",
+    )
+    task.errors.append(lost)
+    task.error = lost
+    task.status = TaskStatus.FAILED
+    task.finished_at = task.updated_at = utcnow()
+    return task

@@ -1,0 +1,1 @@
+"""Shipped workflow templates (TOML files in this folder)."""

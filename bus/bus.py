@@ -1,0 +1,158 @@
+"""The agents' handle on NATS: state buckets, publishing and subscriptions."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
+
+from bus import constants as c
+from bus.state import Bucket
+from bus.topology import TopologyConfig, ensure_consumer, provision, task_consumer_config
+from schemas import Event, Heartbeat, TaskDispatch, TaskState, TicketState
+
+log = logging.getLogger(__name__)
+
+
+class Bus:
+    """A connected NATS client with Omoi's buckets bound.
+
+    Create with `await Bus.connect(url, name)`; close with `await bus.close()`, which
+    drains so in-flight publishes and acks reach the server.
+    """
+
+    def __init__(self, nc: Client, js: JetStreamContext) -> None:
+        self.nc = nc
+        self.js = js
+        self.tickets: Bucket[TicketState]
+        self.tasks: Bucket[TaskState]
+        self.heartbeats: Bucket[Heartbeat]
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        name: str,
+        *,
+        topology: TopologyConfig | None = None,
+        connect_timeout: float = 5.0,
+    ) -> Bus:
+        """Connect, optionally provision the topology, and bind the buckets."""
+        nc = await nats.connect(
+            servers=[u.strip() for u in url.split(",")],
+            name=name,
+            connect_timeout=connect_timeout,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            drain_timeout=5,
+            error_cb=_log_error,
+        )
+        bus = cls(nc, nc.jetstream(timeout=10.0))
+        if topology is not None:
+            await provision(bus.js, topology)
+        await bus._bind()
+        return bus
+
+    async def _bind(self) -> None:
+        self.tickets = Bucket(await self.js.key_value(c.TICKETS_BUCKET), TicketState)
+        self.tasks = Bucket(await self.js.key_value(c.TASKS_BUCKET), TaskState)
+        self.heartbeats = Bucket(await self.js.key_value(c.HEARTBEATS_BUCKET), Heartbeat)
+
+    async def close(self) -> None:
+        if self.nc.is_closed:
+            return
+        try:
+            await self.nc.drain()
+        except Exception:  # noqa: BLE001 - closing is best effort once draining fails
+            log.debug("drain failed, closing", exc_info=True)
+            await self.nc.close()
+
+    # Publishing
+
+    async def publish_event(self, event: Event) -> None:
+        await self.js.publish(
+            c.event_subject(event.ticket_id, event.type),
+            event.to_json(),
+            headers={c.HDR_MSG_ID: event.id},
+        )
+
+    async def dispatch(self, task: TaskState) -> None:
+        """Put a task on its work subject. The msg id makes a re-dispatch a no-op."""
+        dispatch = TaskDispatch(ticket_id=task.ticket_id, task=task.name, generation=task.generation)
+        await self.js.publish(
+            c.task_subject(task.phase, task.capability),
+            dispatch.to_json(),
+            headers={c.HDR_MSG_ID: f"{task.id}.g{task.generation}"},
+        )
+
+    async def dead_letter(
+        self,
+        origin: str,
+        data: bytes,
+        reason: str,
+        category: str,
+        *,
+        subject: str = "",
+        seq: int | None = None,
+    ) -> None:
+        headers = {
+            c.HDR_REASON: _header_safe(reason),
+            c.HDR_ERROR_CATEGORY: category,
+            c.HDR_ORIGIN_SUBJECT: subject,
+        }
+        if seq is not None:
+            headers[c.HDR_ORIGIN_SEQ] = str(seq)
+            headers[c.HDR_MSG_ID] = f"dlq.{origin}.{seq}"
+        await self.js.publish(c.dlq_subject(origin), data, headers=headers)
+
+    def dead_letterer(self, origin: str) -> Callable[[Msg, str, str], Awaitable[None]]:
+        """A `settle` dead-letter callback that files messages under `origin`."""
+
+        async def dead_letter(msg: Msg, reason: str, category: str) -> None:
+            seq = msg.metadata.sequence.stream if msg.reply else None
+            await self.dead_letter(
+                origin, msg.data, reason, category, subject=msg.subject, seq=seq
+            )
+
+        return dead_letter
+
+    # Subscriptions
+
+    async def pull(self, stream: str, durable: str) -> JetStreamContext.PullSubscription:
+        return await self.js.pull_subscribe_bind(durable=durable, stream=stream)
+
+    async def pull_tasks(
+        self, phase: str, capability: str, topology: TopologyConfig
+    ) -> JetStreamContext.PullSubscription:
+        """Bind to the (phase, capability) consumer, creating it if this pair is new."""
+        config = task_consumer_config(phase, capability, topology)
+        try:
+            await self.js.consumer_info(c.TASKS_STREAM, config.durable_name)
+        except nats.js.errors.NotFoundError:
+            await ensure_consumer(self.js, c.TASKS_STREAM, config)
+        return await self.pull(c.TASKS_STREAM, c.task_consumer(phase, capability))
+
+    async def serve(
+        self, subject: str, handler: Callable[[Msg], Awaitable[None]], queue: str = ""
+    ) -> Subscription:
+        return await self.nc.subscribe(subject, queue=queue, cb=handler)
+
+    async def request_json(self, subject: str, payload: bytes, timeout: float = 5.0) -> Any:
+        reply = await self.nc.request(subject, payload, timeout=timeout)
+        return json.loads(reply.data)
+
+
+def _header_safe(text: str) -> str:
+    # Header values are a single line.
+    return " ".join(text.split())[:1000]
+
+
+async def _log_error(exc: Exception) -> None:
+    log.warning("nats: %s", exc)

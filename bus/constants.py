@@ -1,0 +1,79 @@
+"""Every subject, stream, consumer, bucket and header name Omoi uses, in one place.
+
+These names are the public debugging surface (`nats sub`, `nats kv get`), so they are
+documented in the README and must not change casually.
+"""
+
+from __future__ import annotations
+
+# Intake: a core publish here is captured by the intake stream, so it is durable even
+# when no planner is running. A request also gets a JSON reply from the planner.
+SUBMIT_SUBJECT = "omoi.tickets.submit"
+INTAKE_STREAM = "OMOI_INTAKE"
+INTAKE_CONSUMER = "planner-intake"
+# Planners answer intake requests in this queue group, so exactly one replies.
+PLANNER_QUEUE = "omoi-planner"
+
+# Work: one work-queue stream, one durable pull consumer per (phase, capability).
+TASKS_STREAM = "OMOI_TASKS"
+TASKS_SUBJECTS = "omoi.tasks.>"
+
+# Events: `omoi.events.<ticket_id>.<type>`, retained by age.
+EVENTS_STREAM = "OMOI_EVENTS"
+EVENTS_SUBJECTS = "omoi.events.>"
+PLANNER_EVENTS_CONSUMER = "planner-events"
+# The outcomes the planner reacts to.
+PLANNER_EVENT_FILTERS = (
+    "omoi.events.*.task.succeeded",
+    "omoi.events.*.task.failed",
+    "omoi.events.*.task.cancelled",
+)
+
+# Dead letters: `omoi.dlq.<origin>`, original bytes plus the reason in headers.
+DLQ_STREAM = "OMOI_DLQ"
+DLQ_SUBJECTS = "omoi.dlq.>"
+
+# Operator commands, request/reply, answered by a planner.
+CMD_TICKET_CANCEL = "omoi.commands.ticket.cancel"
+CMD_TICKET_MOVE = "omoi.commands.ticket.move"
+CMD_TASK_CANCEL = "omoi.commands.task.cancel"
+
+# Core (non-persisted) broadcast telling whichever worker runs a task to stop it now.
+CONTROL_CANCEL_PREFIX = "omoi.control.cancel"
+
+# KV buckets.
+TICKETS_BUCKET = "omoi_tickets"
+TASKS_BUCKET = "omoi_tasks"
+HEARTBEATS_BUCKET = "omoi_heartbeats"
+LOCKS_BUCKET = "omoi_locks"
+
+# Headers.
+HDR_MSG_ID = "Nats-Msg-Id"
+HDR_REASON = "Omoi-Reason"
+HDR_ERROR_CATEGORY = "Omoi-Error-Category"
+HDR_ORIGIN_SUBJECT = "Omoi-Origin-Subject"
+HDR_ORIGIN_SEQ = "Omoi-Origin-Seq"
+
+
+def task_subject(phase: str, capability: str) -> str:
+    return f"omoi.tasks.{phase}.{capability}"
+
+
+def task_consumer(phase: str, capability: str) -> str:
+    return f"tasks-{phase}-{capability}"
+
+
+def event_subject(ticket_id: str, event_type: str) -> str:
+    return f"omoi.events.{ticket_id}.{event_type}"
+
+
+def ticket_events_filter(ticket_id: str) -> str:
+    return f"omoi.events.{ticket_id}.>"
+
+
+def dlq_subject(origin: str) -> str:
+    return f"omoi.dlq.{origin}"
+
+
+def control_cancel_subject(ticket_id: str, task: str) -> str:
+    return f"{CONTROL_CANCEL_PREFIX}.{ticket_id}.{task}"

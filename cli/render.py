@@ -1,0 +1,114 @@
+"""Human-readable output for the CLI (rich tables and lines)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from rich.console import Console
+from rich.table import Table
+
+from schemas import Event, Heartbeat, TaskState, TicketState, utcnow
+
+STATUS_STYLE = {
+    "succeeded": "green",
+    "done": "green",
+    "running": "cyan",
+    "queued": "yellow",
+    "failed": "red",
+    "cancelled": "magenta",
+    "skipped": "dim",
+    "blocked": "dim",
+    "ok": "green",
+    "stale": "red",
+}
+
+
+def styled(value: str) -> str:
+    style = STATUS_STYLE.get(value)
+    return f"[{style}]{value}[/]" if style else value
+
+
+def ago(at: datetime | None) -> str:
+    if at is None:
+        return "-"
+    return f"{(utcnow() - at).total_seconds():.1f}s ago"
+
+
+def ticket(console: Console, t: TicketState, tasks: list[TaskState]) -> None:
+    console.print(f"[bold]{t.id}[/]  {t.title}")
+    console.print(f"phase {styled(t.phase.value)}  status {styled(t.status.value)}")
+    if t.reason:
+        console.print(f"reason: {t.reason}")
+    history = Table("from", "to", "at", "reason", title="phase history", title_justify="left")
+    for step in t.phase_history:
+        history.add_row(
+            step.from_.value if step.from_ else "-", step.to.value, step.at.isoformat(), step.reason
+        )
+    console.print(history)
+    console.print(task_table(tasks))
+
+
+def task_table(tasks: list[TaskState]) -> Table:
+    table = Table("task", "phase", "cap", "status", "attempts", "depends on", "last error")
+    for t in tasks:
+        error = f"{t.error.category}: {t.error.message}" if t.error else ""
+        table.add_row(
+            t.name,
+            t.phase.value,
+            t.capability,
+            styled(t.status.value),
+            f"{t.attempts}/{t.max_attempts}",
+            ", ".join(t.depends_on),
+            error[:80],
+        )
+    return table
+
+
+def task_detail(console: Console, t: TaskState) -> None:
+    console.print(f"[bold]{t.id}[/]  {styled(t.status.value)}  phase {t.phase.value}")
+    console.print(f"command: {t.command}")
+    console.print(f"attempts {t.attempts}/{t.max_attempts}, timeout {t.timeout_s:g}s")
+    for err in t.errors:
+        console.print(f"  attempt {err.attempt}: [red]{err.category}[/] {err.message}")
+    if t.result:
+        console.print(f"exit {t.result.exit_code} in {t.result.duration_s}s; output tail:")
+        console.print(t.result.output_tail, markup=False, highlight=False)
+
+
+def ticket_list(tickets: list[TicketState]) -> Table:
+    table = Table("id", "title", "phase", "status", "tasks", "created")
+    for t in tickets:
+        table.add_row(
+            t.id, t.title[:40], styled(t.phase.value), styled(t.status.value),
+            str(len(t.tasks)), t.created_at.isoformat(timespec="seconds"),
+        )  # fmt: skip
+    return table
+
+
+def agent_table(beats: list[Heartbeat]) -> Table:
+    now = utcnow()
+    table = Table("agent", "role", "phases", "capabilities", "current task", "last beat", "health")
+    for b in beats:
+        table.add_row(
+            b.agent_id, b.role, ",".join(b.phases) or "-", ",".join(b.capabilities) or "-",
+            b.current_task or "-", ago(b.at), styled("stale" if b.is_stale(now) else "ok"),
+        )  # fmt: skip
+    return table
+
+
+def event_line(e: Event) -> str:
+    data = e.data
+    what = e.task or ""
+    if e.type == "ticket.phase_changed":
+        what = f"{data.get('from')} -> {data.get('to')} ({data.get('reason')})"
+    elif e.type in ("task.retrying", "task.failed") and data.get("error"):
+        err = data["error"]
+        what += f" attempt {data.get('attempt')}: {err.get('category')}: {err.get('message')}"
+    elif e.type == "task.started":
+        what += f" attempt {data.get('attempt')} on {e.agent}"
+    elif e.type == "ticket.rejected":
+        what = f"{data.get('error', {}).get('message')}"
+    elif e.type.startswith("ticket."):
+        what = str(data.get("reason") or data.get("title") or "")
+    phase = data.get("phase", "")
+    return f"{e.at.strftime('%H:%M:%S')} {phase:<14} {styled(e.type):<30} {what}"

@@ -1,0 +1,1 @@
+"""The HTTP gateway (Litestar) over the bus. Arrives with its own issue."""

@@ -1,0 +1,34 @@
+"""Operator commands (request/reply on `omoi.commands.*`) and the replies to them and to intake."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from schemas.common import ErrorInfo, Phase, StrictWireModel, WireModel
+
+
+class CancelTicket(StrictWireModel):
+    ticket_id: str
+    reason: str = "cancelled by operator"
+
+
+class CancelTask(StrictWireModel):
+    task_id: str = Field(description="<ticket_id>.<task_name>")
+    reason: str = "cancelled by operator"
+
+
+class MoveTicket(StrictWireModel):
+    ticket_id: str
+    phase: Phase
+    reason: str = "moved by operator"
+
+
+class Reply(WireModel):
+    """The JSON answer to an intake request or a command."""
+
+    ok: bool
+    ticket_id: str | None = None
+    task_id: str | None = None
+    duplicate: bool = False
+    message: str = ""
+    error: ErrorInfo | None = None

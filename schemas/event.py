@@ -1,0 +1,50 @@
+"""Events: every state change, published on `omoi.events.<ticket_id>.<type>`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import Field
+
+from schemas.common import WireModel, utcnow
+
+# Agent-level events have no ticket; they use this token in the ticket position.
+AGENTS_TOKEN = "_agents"
+
+
+class EventType(StrEnum):
+    TICKET_CREATED = "ticket.created"
+    TICKET_REJECTED = "ticket.rejected"
+    TICKET_PHASE_CHANGED = "ticket.phase_changed"
+    TICKET_DONE = "ticket.done"
+    TICKET_FAILED = "ticket.failed"
+    TICKET_CANCELLED = "ticket.cancelled"
+    TASK_QUEUED = "task.queued"
+    TASK_STARTED = "task.started"
+    TASK_RETRYING = "task.retrying"
+    TASK_SUCCEEDED = "task.succeeded"
+    TASK_FAILED = "task.failed"
+    TASK_CANCELLED = "task.cancelled"
+    TASK_SKIPPED = "task.skipped"
+    AGENT_STARTED = "agent.started"
+    AGENT_STOPPED = "agent.stopped"
+    AGENT_STALE = "agent.stale"
+    AGENT_RECOVERED = "agent.recovered"
+
+
+class Event(WireModel):
+    """An immutable record of something that happened.
+
+    `id` is deterministic for the state change it records, and doubles as the
+    `Nats-Msg-Id`, so a handler that runs twice publishes the event once.
+    """
+
+    id: str
+    type: EventType
+    ticket_id: str
+    task: str | None = None
+    agent: str | None = None
+    at: datetime = Field(default_factory=utcnow)
+    data: dict[str, Any] = Field(default_factory=dict)

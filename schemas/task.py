@@ -1,0 +1,146 @@
+"""Task specs (what a user asks for), task state (what the KV bucket holds) and dispatches."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field, StringConstraints
+
+from schemas.common import ErrorInfo, Identifier, Phase, StrictWireModel, WireModel, utcnow
+
+Capability = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
+
+
+class TaskStatus(StrEnum):
+    BLOCKED = "blocked"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_TASK_STATUSES
+
+
+TERMINAL_TASK_STATUSES = frozenset(
+    {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.SKIPPED}
+)
+
+
+class ErrorCategory(StrEnum):
+    EXIT_CODE = "exit_code"
+    TIMEOUT = "timeout"
+    INVALID_SPEC = "invalid_spec"
+    WORKER_LOST = "worker_lost"
+    EXECUTOR_ERROR = "executor_error"
+    CANCELLED = "cancelled"
+
+
+class TaskSpec(StrictWireModel):
+    """One node of a ticket's task graph, as submitted."""
+
+    name: Identifier
+    phase: Phase
+    capability: Capability = "shell"
+    command: str | None = Field(default=None, max_length=20_000)
+    depends_on: list[Identifier] = Field(default_factory=list)
+    timeout_s: float = Field(default=600.0, gt=0, le=7 * 24 * 3600)
+    max_retries: int = Field(default=3, ge=0, le=50)
+
+
+class AttemptError(WireModel):
+    attempt: int
+    category: str
+    message: str
+    at: datetime = Field(default_factory=utcnow)
+
+
+class TaskResult(WireModel):
+    exit_code: int | None = None
+    output_tail: str = ""
+    duration_s: float = 0.0
+
+
+class TaskState(WireModel):
+    """The current state of one task, kept in the `omoi_tasks` bucket under `<ticket>.<name>`."""
+
+    id: str
+    ticket_id: str
+    name: str
+    phase: Phase
+    capability: str = "shell"
+    command: str | None = None
+    depends_on: list[str] = Field(default_factory=list)
+    timeout_s: float = 600.0
+    max_retries: int = 3
+    status: TaskStatus = TaskStatus.BLOCKED
+    attempts: int = 0
+    # Bumped when a ticket moves back to a phase and the task must run again; dispatches
+    # of an older generation are stale and dropped.
+    generation: int = 0
+    error: AttemptError | None = None
+    errors: list[AttemptError] = Field(default_factory=list)
+    result: TaskResult | None = None
+    worker: str | None = None
+    # Which stream message (and which delivery of it) holds the current claim, so a
+    # redelivery after a crash can be told apart from a duplicate dispatch.
+    msg_seq: int | None = None
+    delivery: int = 0
+    reason: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    queued_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    next_attempt_at: datetime | None = None
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    @classmethod
+    def from_spec(cls, ticket_id: str, spec: TaskSpec) -> TaskState:
+        return cls(
+            id=task_key(ticket_id, spec.name),
+            ticket_id=ticket_id,
+            name=spec.name,
+            phase=spec.phase,
+            capability=spec.capability,
+            command=spec.command,
+            depends_on=list(spec.depends_on),
+            timeout_s=spec.timeout_s,
+            max_retries=spec.max_retries,
+        )
+
+    @property
+    def max_attempts(self) -> int:
+        return self.max_retries + 1
+
+    def error_info(self) -> ErrorInfo | None:
+        if self.error is None:
+            return None
+        return ErrorInfo(category=self.error.category, message=self.error.message)
+
+
+class TaskDispatch(WireModel):
+    """The work message on `omoi.tasks.<phase>.<capability>`: ids, not the task itself."""
+
+    ticket_id: str
+    task: str
+    generation: int = 0
+
+    @property
+    def key(self) -> str:
+        return task_key(self.ticket_id, self.task)
+
+
+def task_key(ticket_id: str, name: str) -> str:
+    return f"{ticket_id}.{name}"
+
+
+def split_task_key(key: str) -> tuple[str, str]:
+    ticket_id, sep, name = key.partition(".")
+    if not sep or not ticket_id or not name:
+        raise ValueError(f"task id must look like <ticket_id>.<task_name>, got {key!r}")
+    return ticket_id, name

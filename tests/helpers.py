@@ -1,0 +1,117 @@
+"""Test helpers: wait on events and state with timeouts, never on sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from nats.js.api import DeliverPolicy
+
+from agents.base import Agent
+from bus import Bus
+from schemas import Event, TicketState
+
+
+class EventLog:
+    """Every event on the stream (from the start), collected as it arrives."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.events: list[Event] = []
+        self._changed = asyncio.Condition()
+        self._sub: Any = None
+
+    async def start(self, subject: str = "omoi.events.>") -> EventLog:
+        self._sub = await self.bus.js.subscribe(
+            subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL, cb=self._on_msg
+        )
+        return self
+
+    async def _on_msg(self, msg: Any) -> None:
+        async with self._changed:
+            self.events.append(Event.model_validate_json(msg.data))
+            self._changed.notify_all()
+
+    async def wait(self, match: Callable[[Event], bool], timeout: float = 20.0) -> Event:
+        async def first() -> Event:
+            async with self._changed:
+                while True:
+                    for event in self.events:
+                        if match(event):
+                            return event
+                    await self._changed.wait()
+
+        return await asyncio.wait_for(first(), timeout)
+
+    async def wait_type(self, ticket_id: str, kind: str, timeout: float = 20.0, **data: Any) -> Event:
+        def match(e: Event) -> bool:
+            return (
+                e.ticket_id == ticket_id
+                and e.type == kind
+                and all(e.data.get(k) == v or getattr(e, k, None) == v for k, v in data.items())
+            )
+
+        return await self.wait(match, timeout)
+
+    def of(self, ticket_id: str, kind: str | None = None) -> list[Event]:
+        return [e for e in self.events if e.ticket_id == ticket_id and (kind is None or e.type == kind)]
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+
+
+async def wait_until[T](
+    probe: Callable[[], Awaitable[T]], timeout: float = 20.0, interval: float = 0.05
+) -> T:
+    """Poll `probe` until it returns something truthy. For state without an event."""
+
+    async def loop() -> T:
+        while True:
+            value = await probe()
+            if value:
+                return value
+            await asyncio.sleep(interval)
+
+    return await asyncio.wait_for(loop(), timeout)
+
+
+class Running:
+    """Agents running in this event loop, stopped at teardown."""
+
+    def __init__(self) -> None:
+        self.agents: list[tuple[Agent, asyncio.Task[None]]] = []
+
+    async def start(self, agent: Agent) -> Agent:
+        task = asyncio.create_task(agent.run())
+        self.agents.append((agent, task))
+        ready = asyncio.create_task(agent.ready.wait())
+        await asyncio.wait({task, ready}, timeout=15, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        if task.done():
+            task.result()  # surface a start-up failure
+        assert agent.ready.is_set(), f"{agent.id} did not become ready"
+        return agent
+
+    async def stop(self, agent: Agent) -> None:
+        for a, task in self.agents:
+            if a is agent:
+                await agent.shutdown()
+                await task
+
+    async def stop_all(self) -> None:
+        for agent, task in self.agents:
+            await agent.shutdown()
+            await asyncio.wait_for(task, 30)
+
+
+async def submit(bus: Bus, payload: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+    reply = await bus.nc.request("omoi.tickets.submit", json.dumps(payload).encode(), timeout=timeout)
+    return dict(json.loads(reply.data))
+
+
+async def ticket_finished(bus: Bus, ticket_id: str) -> TicketState | None:
+    t = await bus.tickets.value(ticket_id)
+    return t if t is not None and t.status != "running" else None
