@@ -115,3 +115,48 @@ async def submit(bus: Bus, payload: dict[str, Any], timeout: float = 10.0) -> di
 async def ticket_finished(bus: Bus, ticket_id: str) -> TicketState | None:
     t = await bus.tickets.value(ticket_id)
     return t if t is not None and t.status != "running" else None
+
+
+class AgentProcess:
+    """An agent run as a real OS process (`python -m agents.<role>`), for kill -9 tests."""
+
+    def __init__(self, role: str, agent_id: str, env: dict[str, str], log_path: Any) -> None:
+        self.role = role
+        self.agent_id = agent_id
+        self.env = env
+        self.log_path = log_path
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self, bus: Bus, *args: str) -> AgentProcess:
+        import sys
+
+        with open(self.log_path, "ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", f"agents.{self.role}", "--agent-id", self.agent_id, *args,
+                env=self.env, stdout=log, stderr=log,
+            )  # fmt: skip
+        await wait_until(lambda: bus.heartbeats.value(self.agent_id), timeout=30)
+        return self
+
+    async def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        await self.proc.wait()
+
+    async def terminate(self) -> int:
+        if self.proc is None or self.proc.returncode is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.terminate()
+        return await asyncio.wait_for(self.proc.wait(), 30)
+
+
+async def read_pid(path: Any, timeout: float = 20.0) -> int:
+    """Wait for a task to write its pid file, and return the pid."""
+
+    async def probe() -> int:
+        try:
+            return int(path.read_text())
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    return await wait_until(probe, timeout)

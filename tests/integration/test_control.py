@@ -12,7 +12,7 @@ import pytest
 from agents.settings import Settings
 from bus import Bus
 from bus import constants as c
-from tests.helpers import EventLog, submit, wait_until
+from tests.helpers import EventLog, read_pid, submit, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -38,16 +38,6 @@ def alive(pid: int) -> bool:
 async def command(bus: Bus, subject: str, body: dict[str, Any]) -> dict[str, Any]:
     msg = await bus.nc.request(subject, json.dumps(body).encode(), timeout=10)
     return dict(json.loads(msg.data))
-
-
-async def read_pid(path: Any) -> int:
-    async def probe() -> int:
-        try:
-            return int(path.read_text())
-        except (FileNotFoundError, ValueError):
-            return 0
-
-    return await wait_until(probe)
 
 
 async def test_timeout_kills_the_process_tree_and_counts_as_retryable(

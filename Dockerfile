@@ -1,0 +1,22 @@
+FROM python:3.12-slim
+
+# Logs reach `docker logs` as they happen; no .pyc files written into read-only layers.
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+COPY . /app
+RUN pip install --no-cache-dir .
+
+# Workers execute task commands, so nothing runs as root. /data is created here, owned by
+# that user, because a fresh named volume mounted over it inherits this ownership.
+RUN useradd --system --create-home --uid 10001 omoi \
+    && mkdir -p /data \
+    && chown omoi:omoi /data
+USER omoi
+
+# The image default; the default relative .omoi would land in /app, which omoi cannot write.
+ENV OMOI_DATA_DIR=/data
+
+CMD ["omoi", "agent", "worker"]
