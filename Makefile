@@ -16,7 +16,11 @@ install: $(BIN)/omoi
 run: install
 	$(BIN)/omoi up --demo
 
-test: install
+# nats.js is the independent client the compatibility tests drive Omoi with.
+tests/js/node_modules/nats: tests/js/package-lock.json
+	npm ci --prefix tests/js --no-audit --no-fund
+
+test: install tests/js/node_modules/nats
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -43,13 +43,18 @@ class Bus:
         *,
         topology: TopologyConfig | None = None,
         connect_timeout: float = 5.0,
+        max_reconnect_attempts: int = -1,
     ) -> Bus:
-        """Connect, optionally provision the topology, and bind the buckets."""
+        """Connect, optionally provision the topology, and bind the buckets.
+
+        Agents keep retrying forever (a cluster may still be starting); one-shot
+        clients pass a small `max_reconnect_attempts` to fail fast.
+        """
         nc = await nats.connect(
             servers=[u.strip() for u in url.split(",")],
             name=name,
             connect_timeout=connect_timeout,
-            max_reconnect_attempts=-1,
+            max_reconnect_attempts=max_reconnect_attempts,
             reconnect_time_wait=0.5,
             drain_timeout=5,
             error_cb=_log_error,

@@ -51,7 +51,9 @@ def nats_url() -> str:
 def run[T](action: Callable[[Bus], Awaitable[T]]) -> T:
     async def go() -> T:
         try:
-            bus = await Bus.connect(nats_url(), name="omoi-cli", connect_timeout=3)
+            bus = await Bus.connect(
+                nats_url(), name="omoi-cli", connect_timeout=3, max_reconnect_attempts=2
+            )
         except Exception as exc:  # noqa: BLE001 - any connect failure reads the same to a user
             raise ClientError(f"cannot reach NATS at {nats_url()}: {exc}") from exc
         try:

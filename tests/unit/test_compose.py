@@ -62,7 +62,8 @@ def test_three_nats_nodes_form_a_jetstream_cluster() -> None:
 
 def test_cluster_max_payload_matches_embedded_server() -> None:
     for node in nats_services(load()).values():
-        conf = ROOT / "deploy" / Path(flags(argv(node))["config"]).name
+        mounts = dict(reversed(str(m).split(":")[:2]) for m in node["volumes"])
+        conf = ROOT / mounts[flags(argv(node))["config"]]
         match = re.search(r"^max_payload:\s*(\d+)MB\s*$", conf.read_text(), re.MULTILINE)
         assert match is not None, f"{conf} sets no max_payload"
         assert int(match[1]) * 1024 * 1024 == DEFAULT_MAX_PAYLOAD
@@ -78,10 +79,13 @@ def resolves(args: list[str]) -> bool:
     if args[:2] == ["omoi", "agent"] and len(args) >= 3:
         return args[2] in ROLES
     if len(args) >= 3 and args[0].startswith("python") and args[1] == "-m":
-        module = args[2]
-        return module.startswith("agents.") and (
-            importlib.util.find_spec(f"{module}.__main__") is not None
-        )
+        package, _, role = args[2].partition(".")
+        if package != "agents" or role not in ROLES:
+            return False
+        try:
+            return importlib.util.find_spec(f"agents.{role}.__main__") is not None
+        except ModuleNotFoundError:  # the parent is not a package
+            return False
     return False
 
 
@@ -94,9 +98,9 @@ def test_agent_services_run_real_entry_points_against_the_cluster() -> None:
         assert resolves(argv(service)), f"{role}: {argv(service)} is not an agent entry point"
         env = service["environment"]
         assert hosts(env["NATS_URL"]) == nodes, role
-        assert str(env["OMOI_REPLICAS"]) == "3"
+        assert str(env["OMOI_REPLICAS"]) == "3", role
         assert nodes <= set(service["depends_on"]), role
-        assert service.get("restart") == "unless-stopped"
+        assert service.get("restart") == "unless-stopped", role
     assert compose["services"]["worker"]["deploy"]["replicas"] >= 2
 
 

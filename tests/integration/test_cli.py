@@ -1,0 +1,129 @@
+"""The `omoi` CLI against a real server, as a user runs it (a subprocess)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agents.settings import Settings
+from tests.helpers import EventLog
+
+pytestmark = pytest.mark.integration
+
+OMOI = str(Path(sys.executable).parent / "omoi")
+Start = Callable[..., Awaitable[Any]]
+
+
+async def omoi(settings: Settings, *args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
+    assert settings.nats_url
+    proc = await asyncio.create_subprocess_exec(
+        OMOI, *args,
+        env={**os.environ, "NATS_URL": settings.nats_url, "COLUMNS": "200"},
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(stdin), 40)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture
+async def system(start_planner: Start, start_worker: Start, start_monitor: Start) -> None:
+    await start_planner()
+    await start_worker()
+    await start_monitor()
+
+
+@pytest.mark.usefixtures("system")
+async def test_submit_follow_show_list(settings: Settings, events: EventLog) -> None:
+    code, out, err = await omoi(
+        settings, "submit", "--id", "cli-1", "--title", "From the CLI", "--follow"
+    )
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "cli-1"
+    assert any("ticket.phase_changed" in line and "testing -> deployment" in line for line in lines)
+    assert "ticket.done" in lines[-1]
+
+    code, out, _ = await omoi(settings, "ticket", "show", "cli-1", "--json")
+    assert code == 0
+    shown = json.loads(out)
+    assert shown["ticket"]["status"] == "done"
+    assert shown["ticket"]["phase_history"][0]["from"] == "requirements"
+    assert {t["status"] for t in shown["tasks"]} == {"succeeded"}
+
+    code, out, _ = await omoi(settings, "ticket", "show", "cli-1")
+    assert code == 0
+    assert "phase history" in out and "implement-code" in out
+
+    code, out, _ = await omoi(settings, "ticket", "list", "--json")
+    assert [t["id"] for t in json.loads(out)] == ["cli-1"]
+
+    code, out, _ = await omoi(settings, "task", "show", "cli-1.deploy", "--json")
+    assert code == 0
+    assert json.loads(out)["result"]["exit_code"] == 0
+
+
+@pytest.mark.usefixtures("system")
+async def test_submit_from_file_and_rejections(settings: Settings, events: EventLog) -> None:
+    ticket = {
+        "id": "from-file",
+        "title": "file",
+        "tasks": [{"name": "x", "phase": "design", "command": "true"}],
+    }
+    code, out, _ = await omoi(settings, "submit", "--file", "-", stdin=json.dumps(ticket).encode())
+    assert code == 0
+    assert out.strip() == "from-file"
+    await events.wait_type("from-file", "ticket.done")
+
+    bad = {"title": "cyclic", "tasks": [{"name": "x", "phase": "design", "command": "true",
+                                          "depends_on": ["x"]}]}  # fmt: skip
+    code, out, err = await omoi(settings, "submit", "--file", "-", stdin=json.dumps(bad).encode())
+    assert code == 1
+    assert "dependency cycle: x -> x" in err
+
+    code, _, err = await omoi(settings, "ticket", "move", "from-file", "design")
+    assert code == 1
+    assert "already_finished" in err
+
+    code, _, err = await omoi(settings, "task", "cancel", "from-file.x")
+    assert code == 1
+    assert "already succeeded" in err
+
+    code, _, err = await omoi(settings, "ticket", "show", "nope")
+    assert code == 1
+    assert "no ticket 'nope'" in err
+
+
+@pytest.mark.usefixtures("system")
+async def test_agents_lists_roles_and_health(settings: Settings) -> None:
+    code, out, _ = await omoi(settings, "agents", "--json")
+    assert code == 0
+    agents = json.loads(out)
+    assert {a["role"] for a in agents} == {"planner", "worker", "monitor"}
+    assert {a["health"] for a in agents} == {"ok"}
+    worker = next(a for a in agents if a["role"] == "worker")
+    assert "implementation" in worker["phases"]
+    assert worker["capabilities"] == ["shell"]
+
+    code, out, _ = await omoi(settings, "agents")
+    assert code == 0
+    assert "worker" in out and "ok" in out
+
+
+async def test_unreachable_server_is_a_clear_error(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        OMOI, "ticket", "list",
+        env={**os.environ, "NATS_URL": "nats://127.0.0.1:1"},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 1
+    assert "cannot reach NATS" in err.decode()

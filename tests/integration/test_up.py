@@ -1,0 +1,114 @@
+"""`omoi up` end to end: embedded server, supervised agents, restart with the same data dir."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bus import Bus
+from tests.helpers import EventLog, read_pid, submit, wait_until
+
+pytestmark = pytest.mark.integration
+
+OMOI = str(Path(sys.executable).parent / "omoi")
+GATED = "echo $$ > b.pid; for i in $(seq 600); do [ -f release ] && exit 0; sleep 0.05; done; exit 1"
+
+
+def up_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "NATS_URL"}
+    env.update(
+        OMOI_HEARTBEAT_INTERVAL_S="0.5",
+        OMOI_ACK_WAIT_S="2",
+        OMOI_SHUTDOWN_GRACE_S="1",
+        OMOI_RETRY_BASE_S="0.05",
+        OMOI_RETRY_CAP_S="0.2",
+        OMOI_FETCH_POLL_S="0.25",
+    )
+    return env
+
+
+class Up:
+    def __init__(self, data_dir: Path, log: Path) -> None:
+        self.data_dir = data_dir
+        self.log = log
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> str:
+        state = self.data_dir / "omoi-up.json"
+        state.unlink(missing_ok=True)
+        with open(self.log, "ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                OMOI, "up", "--data-dir", str(self.data_dir), "--nats-port", "0", "--workers", "1",
+                env=up_env(), stdout=log, stderr=log,
+            )  # fmt: skip
+        text = await wait_until(lambda: _read(state), timeout=30)
+        return str(json.loads(text)["nats_url"])
+
+    async def stop(self) -> int:
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return await asyncio.wait_for(self.proc.wait(), 40)
+
+
+async def _read(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
+@pytest.fixture
+async def up(tmp_path: Path) -> AsyncIterator[Up]:
+    u = Up(tmp_path / "omoi-data", tmp_path / "up.log")
+    yield u
+    if u.proc is not None and u.proc.returncode is None:
+        u.proc.kill()
+        await u.proc.wait()
+
+
+async def connect(url: str) -> tuple[Bus, EventLog]:
+    bus = await Bus.connect(url, name="test-up")
+    await wait_until(lambda: _agents_ready(bus), timeout=30)
+    return bus, await EventLog(bus).start()
+
+
+async def _agents_ready(bus: Bus) -> Any:
+    roles = {b.role for b in await bus.heartbeats.values()}
+    return {"planner", "worker", "monitor"} <= roles
+
+
+async def test_restart_with_same_data_dir_continues_in_flight_tickets(up: Up) -> None:
+    bus, events = await connect(await up.start())
+    tasks = [
+        {"name": "a", "phase": "requirements", "command": "echo a >> runs.log"},
+        {"name": "b", "phase": "design", "command": "echo b >> runs.log; " + GATED},
+        {"name": "c", "phase": "deployment", "command": "echo c >> runs.log"},
+    ]
+    reply = await submit(bus, {"id": "survivor", "title": "restart", "tasks": tasks})
+    assert reply["ok"], reply
+    ws = up.data_dir / "workspaces" / "survivor"
+    await read_pid(ws / "b.pid")
+    await events.stop()
+    await bus.close()
+
+    assert await up.stop() == 0  # graceful: b is handed back, not failed
+
+    bus, events = await connect(await up.start())
+    try:
+        (ws / "release").touch()
+        await events.wait_type("survivor", "ticket.done", timeout=40)
+        b = await bus.tasks.value("survivor.b")
+        assert b is not None
+        assert b.status == "succeeded"
+        assert b.attempts == 1  # handing back on shutdown did not use up an attempt
+        assert (ws / "runs.log").read_text().split() == ["a", "b", "b", "c"]
+    finally:
+        await events.stop()
+        await bus.close()
+    assert await up.stop() == 0
