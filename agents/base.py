@@ -11,10 +11,9 @@ import uuid
 from collections.abc import MutableMapping
 from typing import Any
 
+from agents.settings import Settings
 from bus import Bus
 from schemas import AGENTS_TOKEN, Event, EventType, Heartbeat, utcnow
-
-from agents.settings import Settings
 
 
 class AgentLog(logging.LoggerAdapter[logging.Logger]):
@@ -115,7 +114,7 @@ class Agent:
             await asyncio.sleep(self.settings.heartbeat_interval_s)
             try:
                 await self._beat()
-            except Exception:  # noqa: BLE001 - a missed beat must not kill the agent
+            except Exception:
                 self.log.warning("heartbeat failed", exc_info=True)
 
     async def _emit_agent_event(self, kind: EventType, **data: Any) -> None:

@@ -9,7 +9,7 @@ class AgentError(Exception):
     """Root of everything the agents package raises."""
 
 
-class InvalidTicket(AgentError):  # noqa: N818 - reads better at the raise site
+class InvalidTicket(AgentError):
     """A submission that can never become a ticket (bad JSON, schema, graph)."""
 
     def __init__(self, message: str, category: str = "invalid_ticket") -> None:

@@ -14,10 +14,9 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from bus import Bus
-
 from agents.base import Agent
 from agents.settings import DEFAULT_NATS_PORT, Settings
+from bus import Bus
 
 ROLES = ("planner", "worker", "monitor")
 

@@ -68,5 +68,5 @@ class Settings(BaseModel):
 
     def retry_delay(self, attempt: int, jitter: float) -> float:
         """Exponential backoff for retry number `attempt` (1-based); `jitter` in [0, 1)."""
-        delay = min(self.retry_cap_s, self.retry_base_s * 2 ** max(attempt - 1, 0))
+        delay: float = min(self.retry_cap_s, self.retry_base_s * 2.0 ** max(attempt - 1, 0))
         return min(self.retry_cap_s, delay * (0.8 + 0.4 * jitter))

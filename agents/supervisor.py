@@ -50,7 +50,7 @@ class Supervisor:
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
         self.healthy_after_s = healthy_after_s
-        self._stopping = False
+        self._stop = asyncio.Event()
 
     async def start(self) -> None:
         for child in self.children:
@@ -64,17 +64,17 @@ class Supervisor:
 
     async def _watch(self, child: Child) -> None:
         failures = 0
-        while not self._stopping:
+        while not self._stop.is_set():
             assert child.proc is not None
             code = await child.proc.wait()
-            if self._stopping:
+            if self._stop.is_set():
                 return
             lived = time.monotonic() - child.started
             failures = 0 if lived >= self.healthy_after_s else failures + 1
             delay = min(self.backoff_cap_s, self.backoff_base_s * 2 ** max(failures - 1, 0))
             log.warning("%s exited with %s; restarting in %.1fs", child.name, code, delay)
             await asyncio.sleep(delay)
-            if self._stopping:
+            if self._stop.is_set():
                 return
             child.restarts += 1
             await self._spawn(child)
@@ -84,7 +84,7 @@ class Supervisor:
 
     async def shutdown(self, grace_s: float) -> None:
         """SIGTERM every child, wait up to `grace_s`, then SIGKILL. Safe to call twice."""
-        self._stopping = True
+        self._stop.set()
         for child in self.children:
             if child.watcher is not None:
                 child.watcher.cancel()
@@ -94,7 +94,7 @@ class Supervisor:
                 proc.send_signal(signal.SIGTERM)
         waits = [asyncio.create_task(p.wait()) for p in running]
         if waits:
-            _, pending = await asyncio.wait(waits, timeout=grace_s)
+            await asyncio.wait(waits, timeout=grace_s)
             for proc in running:
                 if proc.returncode is None:
                     log.warning("pid %d did not stop in %.0fs; killing", proc.pid, grace_s)

@@ -75,7 +75,7 @@ class Bus:
             return
         try:
             await self.nc.drain()
-        except Exception:  # noqa: BLE001 - closing is best effort once draining fails
+        except Exception:
             log.debug("drain failed, closing", exc_info=True)
             await self.nc.close()
 
@@ -90,7 +90,9 @@ class Bus:
 
     async def dispatch(self, task: TaskState) -> None:
         """Put a task on its work subject. The msg id makes a re-dispatch a no-op."""
-        dispatch = TaskDispatch(ticket_id=task.ticket_id, task=task.name, generation=task.generation)
+        dispatch = TaskDispatch(
+            ticket_id=task.ticket_id, task=task.name, generation=task.generation
+        )
         await self.js.publish(
             c.task_subject(task.phase, task.capability),
             dispatch.to_json(),
@@ -122,9 +124,7 @@ class Bus:
 
         async def dead_letter(msg: Msg, reason: str, category: str) -> None:
             seq = msg.metadata.sequence.stream if msg.reply else None
-            await self.dead_letter(
-                origin, msg.data, reason, category, subject=msg.subject, seq=seq
-            )
+            await self.dead_letter(origin, msg.data, reason, category, subject=msg.subject, seq=seq)
 
         return dead_letter
 
@@ -138,11 +138,12 @@ class Bus:
     ) -> JetStreamContext.PullSubscription:
         """Bind to the (phase, capability) consumer, creating it if this pair is new."""
         config = task_consumer_config(phase, capability, topology)
+        durable = c.task_consumer(phase, capability)
         try:
-            await self.js.consumer_info(c.TASKS_STREAM, config.durable_name)
+            await self.js.consumer_info(c.TASKS_STREAM, durable)
         except nats.js.errors.NotFoundError:
             await ensure_consumer(self.js, c.TASKS_STREAM, config)
-        return await self.pull(c.TASKS_STREAM, c.task_consumer(phase, capability))
+        return await self.pull(c.TASKS_STREAM, durable)
 
     async def serve(
         self, subject: str, handler: Callable[[Msg], Awaitable[None]], queue: str = ""

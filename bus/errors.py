@@ -19,7 +19,7 @@ class ConflictError(BusError):
     """A compare-and-set update kept losing to concurrent writers."""
 
 
-class HandlerOutcome(BusError):  # noqa: N818 - these are control flow, not failures
+class HandlerOutcome(BusError):
     """Base for the decisions a message handler can raise."""
 
 

@@ -66,7 +66,7 @@ class MultiFetcher:
         for poll in polls:
             try:
                 msgs = await poll
-            except Exception:  # noqa: BLE001 - a failed poll has nothing to hand back
+            except Exception:
                 log.debug("leftover poll failed", exc_info=True)
                 continue
             for msg in msgs:

@@ -94,7 +94,8 @@ class EmbeddedNatsServer:
         return self.url
 
     async def _wait_ready(self) -> None:
-        assert self._proc is not None and self._proc.stderr is not None
+        assert self._proc is not None
+        assert self._proc.stderr is not None
         lines: list[str] = []
         while True:
             raw = await self._proc.stderr.readline()

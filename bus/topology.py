@@ -41,8 +41,7 @@ class TopologyConfig:
 
 
 def stream_configs(cfg: TopologyConfig) -> list[StreamConfig]:
-    common = {"storage": StorageType.FILE, "num_replicas": cfg.replicas}
-    return [
+    streams = [
         StreamConfig(
             name=c.INTAKE_STREAM,
             subjects=[c.SUBMIT_SUBJECT],
@@ -52,14 +51,12 @@ def stream_configs(cfg: TopologyConfig) -> list[StreamConfig]:
             no_ack=True,
             max_msg_size=cfg.max_msg_size,
             duplicate_window=cfg.duplicate_window_s,
-            **common,
         ),
         StreamConfig(
             name=c.TASKS_STREAM,
             subjects=[c.TASKS_SUBJECTS],
             retention=RetentionPolicy.WORK_QUEUE,
             duplicate_window=cfg.duplicate_window_s,
-            **common,
         ),
         StreamConfig(
             name=c.EVENTS_STREAM,
@@ -67,7 +64,6 @@ def stream_configs(cfg: TopologyConfig) -> list[StreamConfig]:
             retention=RetentionPolicy.LIMITS,
             max_age=cfg.events_max_age_s,
             duplicate_window=cfg.duplicate_window_s,
-            **common,
         ),
         StreamConfig(
             name=c.DLQ_STREAM,
@@ -76,9 +72,12 @@ def stream_configs(cfg: TopologyConfig) -> list[StreamConfig]:
             max_age=cfg.dlq_max_age_s,
             max_msg_size=cfg.max_msg_size,
             duplicate_window=cfg.duplicate_window_s,
-            **common,
         ),
     ]
+    for stream in streams:
+        stream.storage = StorageType.FILE
+        stream.num_replicas = cfg.replicas
+    return streams
 
 
 def task_consumer_config(phase: str, capability: str, cfg: TopologyConfig) -> ConsumerConfig:
@@ -134,6 +133,9 @@ async def ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerCon
     try:
         await js.add_consumer(stream, config)
     except BadRequestError:
+        # Not every consumer setting can be updated in place; recreate it. Messages stay
+        # in the stream, so nothing is lost, only unacked deliveries are redelivered.
+        assert config.durable_name is not None
         await js.delete_consumer(stream, config.durable_name)
         await js.add_consumer(stream, config)
 

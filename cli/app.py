@@ -54,7 +54,7 @@ def run[T](action: Callable[[Bus], Awaitable[T]]) -> T:
             bus = await Bus.connect(
                 nats_url(), name="omoi-cli", connect_timeout=3, max_reconnect_attempts=2
             )
-        except Exception as exc:  # noqa: BLE001 - any connect failure reads the same to a user
+        except Exception as exc:
             raise ClientError(f"cannot reach NATS at {nats_url()}: {exc}") from exc
         try:
             return await action(bus)
@@ -110,7 +110,9 @@ async def _demo(s: Settings) -> None:
         ticket, tasks = await client.ticket_with_tasks(bus, payload["id"])
         render.ticket(out, ticket, tasks)
         ws = s.workspaces_dir / payload["id"]
-        out.print(f"workspace: {ws}\nstill running; submit more with `omoi submit`, stop with Ctrl-C")
+        out.print(
+            f"workspace: {ws}\nstill running; submit more with `omoi submit`, stop with Ctrl-C"
+        )
     finally:
         await bus.close()
 
@@ -134,28 +136,16 @@ def submit(
     ticket_id: Annotated[str | None, typer.Option("--id", help="Client-chosen id.")] = None,
     priority: Annotated[str | None, typer.Option(help="low|normal|high|critical")] = None,
     workflow: Annotated[str | None, typer.Option(help="Workflow template name.")] = None,
-    file: Annotated[Path | None, typer.Option("--file", help="JSON ticket file, - for stdin")] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", help="JSON ticket file, - for stdin")
+    ] = None,
     follow: Annotated[bool, typer.Option(help="Show live progress until it finishes.")] = False,
     as_json: JsonFlag = False,
     timeout: Timeout = 5.0,
 ) -> None:
     """Submit a ticket; prints its id."""
-    payload: dict[str, Any] = {}
-    if file is not None:
-        text = sys.stdin.read() if str(file) == "-" else file.read_text()
-        try:
-            payload = json.loads(text)
-        except ValueError as exc:
-            err.print(f"[red]error:[/] {file} is not JSON: {exc}")
-            raise typer.Exit(2) from None
     flags = {"title": title, "id": ticket_id, "priority": priority, "workflow": workflow}
-    payload.update({k: v for k, v in flags.items() if v is not None})
-    if description:
-        payload["description"] = description
-    if "title" not in payload:
-        err.print("[red]error:[/] a ticket needs a title (--title or in --file)")
-        raise typer.Exit(2)
-    payload.setdefault("id", client.new_ticket_id())
+    payload = _ticket_payload(file, flags, description)
 
     async def go(bus: Bus) -> int:
         reply = await client.submit(bus, payload, timeout)
@@ -182,6 +172,25 @@ def submit(
         return 0
 
     raise typer.Exit(run(go))
+
+
+def _ticket_payload(file: Path | None, flags: dict[str, Any], description: str) -> dict[str, Any]:
+    payload: dict[str, Any] = {}
+    if file is not None:
+        text = sys.stdin.read() if str(file) == "-" else file.read_text()
+        try:
+            payload = json.loads(text)
+        except ValueError as exc:
+            err.print(f"[red]error:[/] {file} is not JSON: {exc}")
+            raise typer.Exit(2) from None
+    payload.update({k: v for k, v in flags.items() if v is not None})
+    if description:
+        payload["description"] = description
+    if "title" not in payload:
+        err.print("[red]error:[/] a ticket needs a title (--title or in --file)")
+        raise typer.Exit(2)
+    payload.setdefault("id", client.new_ticket_id())
+    return payload
 
 
 @ticket_app.command("show")

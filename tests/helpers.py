@@ -45,7 +45,9 @@ class EventLog:
 
         return await asyncio.wait_for(first(), timeout)
 
-    async def wait_type(self, ticket_id: str, kind: str, timeout: float = 20.0, **data: Any) -> Event:
+    async def wait_type(
+        self, ticket_id: str, kind: str, timeout: float = 20.0, **data: Any
+    ) -> Event:
         def match(e: Event) -> bool:
             return (
                 e.ticket_id == ticket_id
@@ -56,7 +58,9 @@ class EventLog:
         return await self.wait(match, timeout)
 
     def of(self, ticket_id: str, kind: str | None = None) -> list[Event]:
-        return [e for e in self.events if e.ticket_id == ticket_id and (kind is None or e.type == kind)]
+        return [
+            e for e in self.events if e.ticket_id == ticket_id and (kind is None or e.type == kind)
+        ]
 
     async def stop(self) -> None:
         if self._sub is not None:
@@ -108,7 +112,9 @@ class Running:
 
 
 async def submit(bus: Bus, payload: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
-    reply = await bus.nc.request("omoi.tickets.submit", json.dumps(payload).encode(), timeout=timeout)
+    reply = await bus.nc.request(
+        "omoi.tickets.submit", json.dumps(payload).encode(), timeout=timeout
+    )
     return dict(json.loads(reply.data))
 
 
@@ -160,3 +166,13 @@ async def read_pid(path: Any, timeout: float = 20.0) -> int:
             return 0
 
     return await wait_until(probe, timeout)
+
+
+def gated(name: str, limit_s: float = 30.0) -> str:
+    """A shell command that records its pid in `<name>.pid`, then waits for a `release`
+    file in the workspace (the test creates it), failing after `limit_s`."""
+    loops = int(limit_s / 0.05)
+    return (
+        f"echo $$ > {name}.pid; for i in $(seq {loops}); do "
+        "[ -f release ] && exit 0; sleep 0.05; done; exit 1"
+    )

@@ -10,10 +10,9 @@ import signal
 import time
 from collections.abc import Mapping
 
-from schemas import TaskResult, TaskState
-
 from agents.errors import PermanentFailure, TaskTimeout, TransientFailure
 from agents.executors.base import ExecutionContext
+from schemas import TaskResult, TaskState
 
 OUTPUT_TAIL_BYTES = 8 * 1024
 KILL_GRACE_S = 1.0
@@ -56,8 +55,7 @@ class ShellExecutor:
                 code = await proc.wait()
         except TimeoutError:
             raise TaskTimeout(
-                f"timed out after {task.timeout_s:g}s; process group killed"
-                + _last_line(tail)
+                f"timed out after {task.timeout_s:g}s; process group killed" + _last_line(tail)
             ) from None
         finally:
             await _kill_group(proc)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from bus import Bus
-from schemas import AGENTS_TOKEN, Event, EventType, Heartbeat, utcnow
-
 from agents.base import Agent
 from agents.settings import Settings
+from bus import Bus
+from schemas import AGENTS_TOKEN, Event, EventType, Heartbeat, utcnow
 
 MISSED_BEATS = 3
 
@@ -25,7 +24,7 @@ class Monitor(Agent):
         while not await self.wait_stopping(self.settings.heartbeat_interval_s):
             try:
                 await self.check()
-            except Exception:  # noqa: BLE001 - a failed check is retried next interval
+            except Exception:
                 self.log.warning("heartbeat check failed", exc_info=True)
 
     async def check(self) -> None:

@@ -19,6 +19,12 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import BaseModel, ValidationError
 
+from agents.base import Agent
+from agents.errors import CommandError, InvalidTicket
+from agents.planner.apply import Reconciler
+from agents.planner.commands import Commands
+from agents.planner.intake import build, derive_ticket_id, same_ticket
+from agents.settings import Settings
 from bus import Bus, Reject, settle
 from bus import constants as c
 from schemas import (
@@ -30,13 +36,6 @@ from schemas import (
     MoveTicket,
     Reply,
 )
-
-from agents.base import Agent
-from agents.errors import CommandError, InvalidTicket
-from agents.planner.apply import Reconciler
-from agents.planner.commands import Commands
-from agents.planner.intake import build, derive_ticket_id, same_ticket
-from agents.settings import Settings
 
 
 class Planner(Agent):
@@ -78,7 +77,7 @@ class Planner(Agent):
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
             # Loops finish the message in hand before they notice the stop.
-            done, pending = await asyncio.wait(loops, timeout=self.settings.shutdown_grace_s)
+            _, pending = await asyncio.wait(loops, timeout=self.settings.shutdown_grace_s)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
@@ -100,7 +99,7 @@ class Planner(Agent):
                 msgs = await sub.fetch(1, timeout=self.settings.fetch_poll_s)
             except NatsTimeoutError:
                 continue
-            except Exception:  # noqa: BLE001 - reconnects are the client's job; keep polling
+            except Exception:
                 self.log.warning("fetch from %s failed", durable, exc_info=True)
                 await self.wait_stopping(1.0)
                 continue
@@ -205,9 +204,7 @@ class Planner(Agent):
 
     # Commands
 
-    def _command[M: BaseModel](
-        self, model: type[M]
-    ) -> Callable[[Msg], Awaitable[None]]:
+    def _command[M: BaseModel](self, model: type[M]) -> Callable[[Msg], Awaitable[None]]:
         handlers: dict[type[BaseModel], Callable[[Any], Awaitable[Any]]] = {
             CancelTicket: self.commands.cancel_ticket,
             CancelTask: self.commands.cancel_task,
@@ -226,10 +223,12 @@ class Planner(Agent):
                     message=f"{type(cmd).__name__} done",
                 )
             except ValidationError as exc:
-                reply = Reply(ok=False, error=ErrorInfo(category="invalid_command", message=str(exc)))
+                reply = Reply(
+                    ok=False, error=ErrorInfo(category="invalid_command", message=str(exc))
+                )
             except CommandError as exc:
                 reply = Reply(ok=False, error=ErrorInfo(category=exc.category, message=exc.message))
-            except Exception as exc:  # noqa: BLE001 - the caller must always get an answer
+            except Exception as exc:
                 self.log.exception("command on %s failed", msg.subject)
                 reply = Reply(ok=False, error=ErrorInfo(category="internal", message=repr(exc)))
             if msg.reply:
@@ -243,7 +242,7 @@ class Planner(Agent):
         for ticket_id in await self.reconciler.running_tickets():
             try:
                 await self.reconciler.reconcile(ticket_id, redispatch=redispatch)
-            except Exception:  # noqa: BLE001 - one bad ticket must not stop the sweep
+            except Exception:
                 self.log.exception("reconciling %s failed", ticket_id)
 
     async def _sweep_loop(self) -> None:

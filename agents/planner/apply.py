@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
+
+from agents.events import task_event, ticket_event
+from agents.planner.reconcile import Plan, plan
 from bus import Bus
 from bus.constants import control_cancel_subject
 from schemas import Event, EventType, Phase, TaskState, TaskStatus, TicketStatus, utcnow
 from schemas.ticket import TicketState
-
-from agents.events import task_event, ticket_event
-from agents.planner.reconcile import Plan, plan
 
 log = logging.getLogger(__name__)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from agents.errors import CommandError, TransitionError
+from agents.planner.apply import Reconciler
+from agents.planner.phases import check_transition, phase_index
 from bus import Bus
 from bus.constants import control_cancel_subject
 from schemas import (
@@ -18,10 +21,6 @@ from schemas import (
     utcnow,
 )
 from schemas.ticket import TicketState
-
-from agents.errors import CommandError, TransitionError
-from agents.planner.apply import Reconciler
-from agents.planner.phases import check_transition, phase_index
 
 # Moving back to this phase re-runs it and every phase after it up to where the ticket was.
 REWORK_FROM = Phase.IMPLEMENTATION

@@ -43,7 +43,7 @@ def plan(ticket: TicketState, tasks: Mapping[str, TaskState]) -> Plan:
     if failed:
         return _wind_down(tasks, failed, out)
 
-    phase = ticket.phase
+    phase: Phase = ticket.phase
     while phase is not Phase.DONE:
         in_phase = [t for t in tasks.values() if t.phase is phase]
         for task in in_phase:
@@ -73,5 +73,3 @@ def _wind_down(tasks: Mapping[str, TaskState], failed: list[str], out: Plan) -> 
         out.finish = TicketStatus.FAILED
         out.reason = why
     return out
-
-

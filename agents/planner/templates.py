@@ -47,7 +47,9 @@ def load_workflow(name: str, search: Sequence[Path] = ()) -> Workflow:
     try:
         return Workflow.model_validate(tomllib.loads(path.read_text()))
     except (tomllib.TOMLDecodeError, ValidationError) as exc:
-        raise InvalidTicket(f"workflow {name!r} ({path}) is invalid: {exc}", "bad_workflow") from exc
+        raise InvalidTicket(
+            f"workflow {name!r} ({path}) is invalid: {exc}", "bad_workflow"
+        ) from exc
 
 
 def render(workflow: Workflow, ticket_id: str, submission: TicketSubmission) -> list[TaskSpec]:
@@ -74,7 +76,7 @@ def render(workflow: Workflow, ticket_id: str, submission: TicketSubmission) -> 
 
 
 def available_workflows(search: Sequence[Path] = ()) -> list[str]:
-    names = set()
+    names: set[str] = set()
     for directory in [*search, SHIPPED_DIR]:
         if directory.is_dir():
             names.update(p.stem for p in directory.glob("*.toml"))

@@ -13,6 +13,12 @@ from typing import Literal
 from nats.aio.msg import Msg
 from pydantic import ValidationError
 
+from agents.base import Agent
+from agents.errors import PermanentFailure, TaskFailure, TransientFailure
+from agents.events import task_event
+from agents.executors import ExecutionContext, Executor, ShellExecutor
+from agents.settings import Settings
+from agents.worker.claim import Delivery, Verdict, claimed, exhausted, judge
 from bus import Abandon, Bus, MultiFetcher, Reject, Retry, settle
 from bus.constants import CONTROL_CANCEL_PREFIX
 from schemas import (
@@ -25,13 +31,6 @@ from schemas import (
     TaskStatus,
     utcnow,
 )
-
-from agents.base import Agent
-from agents.errors import PermanentFailure, TaskFailure, TransientFailure
-from agents.events import task_event
-from agents.executors import ExecutionContext, Executor, ShellExecutor
-from agents.settings import Settings
-from agents.worker.claim import Delivery, Verdict, claimed, exhausted, judge
 
 Interrupt = Literal["cancelled", "handback"]
 
@@ -104,7 +103,7 @@ class Worker(Agent):
             while not self.stopping.is_set():
                 try:
                     msg = await fetcher.next()
-                except Exception:  # noqa: BLE001 - reconnects are the client's job
+                except Exception:
                     self.log.warning("fetching tasks failed", exc_info=True)
                     await self.wait_stopping(1.0)
                     continue
@@ -118,9 +117,11 @@ class Worker(Agent):
             if self._grace_timer is not None:
                 self._grace_timer.cancel()
             await fetcher.close()
-            for sub in [control, *subs]:
+            with contextlib.suppress(Exception):
+                await control.unsubscribe()
+            for pull in subs:
                 with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
+                    await pull.unsubscribe()
 
     async def _on_control(self, msg: Msg) -> None:
         ticket_task = msg.subject[len(CONTROL_CANCEL_PREFIX) + 1 :]
@@ -209,7 +210,7 @@ class Worker(Agent):
                 return Outcome(result=run.result())
             except TaskFailure as exc:
                 return Outcome(failure=exc)
-            except Exception as exc:  # noqa: BLE001 - an executor bug fails the attempt, not the worker
+            except Exception as exc:
                 self.log.exception("executor crashed on %s", task.id)
                 return Outcome(failure=TransientFailure(repr(exc), category="executor_error"))
         finally:
@@ -234,49 +235,53 @@ class Worker(Agent):
         return current is not None and self._is_mine(claim, current)
 
     async def _record(self, claim: TaskState, outcome: Outcome) -> None:
-        now = utcnow()
-
+        """Write the attempt's outcome, if the claim is still ours, and announce it."""
         if outcome.interrupted == "cancelled":
             self.log.info("%s stopped: cancelled or superseded", claim.id)
-            return
-        if outcome.interrupted == "handback":
+        elif outcome.interrupted == "handback":
+            await self._hand_back(claim)
+        elif outcome.result is not None:
+            await self._succeed(claim, outcome.result)
+        else:
+            await self._fail(claim, outcome.failure or TransientFailure("no outcome"))
 
-            def hand_back(t: TaskState) -> TaskState | None:
-                if not self._is_mine(claim, t):
-                    return None
-                t.status = TaskStatus.QUEUED
-                t.attempts -= 1
-                t.worker = None
-                t.updated_at = now
-                return t
+    async def _hand_back(self, claim: TaskState) -> None:
+        def hand_back(t: TaskState) -> TaskState | None:
+            if not self._is_mine(claim, t):
+                return None
+            t.status = TaskStatus.QUEUED
+            t.attempts -= 1  # an interrupted attempt is not a failed one
+            t.worker = None
+            t.updated_at = utcnow()
+            return t
 
-            await self.bus.tasks.update(claim.id, hand_back)
-            raise Retry("worker shutting down; task handed back")
+        await self.bus.tasks.update(claim.id, hand_back)
+        raise Retry("worker shutting down; task handed back")
 
-        if outcome.result is not None:
-            result = outcome.result
+    async def _succeed(self, claim: TaskState, result: TaskResult) -> None:
+        def succeed(t: TaskState) -> TaskState | None:
+            if not self._is_mine(claim, t):
+                return None
+            t.status = TaskStatus.SUCCEEDED
+            t.result = result
+            t.finished_at = t.updated_at = utcnow()
+            return t
 
-            def succeed(t: TaskState) -> TaskState | None:
-                if not self._is_mine(claim, t):
-                    return None
-                t.status = TaskStatus.SUCCEEDED
-                t.result = result
-                t.finished_at = t.updated_at = now
-                return t
+        done = await self.bus.tasks.update(claim.id, succeed)
+        if done is not None:
+            await self._emit(
+                done,
+                EventType.TASK_SUCCEEDED,
+                duration_s=result.duration_s,
+                exit_code=result.exit_code,
+                output_tail=result.output_tail[-1000:],
+            )
 
-            done = await self.bus.tasks.update(claim.id, succeed)
-            if done is not None:
-                await self._emit(
-                    done,
-                    EventType.TASK_SUCCEEDED,
-                    duration_s=result.duration_s,
-                    exit_code=result.exit_code,
-                    output_tail=result.output_tail[-1000:],
-                )
-            return
-
-        failure = outcome.failure or TransientFailure("no outcome")
-        error = AttemptError(attempt=claim.attempts, category=failure.category, message=failure.message)
+    async def _fail(self, claim: TaskState, failure: TaskFailure) -> None:
+        now = utcnow()
+        error = AttemptError(
+            attempt=claim.attempts, category=failure.category, message=failure.message
+        )
         retry = failure.retryable and claim.attempts < claim.max_attempts
         delay = self.settings.retry_delay(claim.attempts, random.random()) if retry else 0.0
 

@@ -12,7 +12,7 @@ import pytest
 from agents.settings import Settings
 from bus import Bus
 from bus import constants as c
-from tests.helpers import EventLog, read_pid, submit, wait_until
+from tests.helpers import EventLog, gated, read_pid, submit, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -165,10 +165,9 @@ async def test_testing_can_return_to_implementation(
 ) -> None:
     await start_planner()
     await start_worker()
-    gate = "for i in $(seq 200); do [ -f release ] && exit 0; sleep 0.05; done; exit 1"
     tasks = [
         {"name": "impl", "phase": "implementation", "command": "echo x >> impl.log"},
-        {"name": "verify", "phase": "testing", "command": gate},
+        {"name": "verify", "phase": "testing", "command": gated("verify")},
     ]
     assert (await submit(bus, {"id": "rw", "title": "rework", "tasks": tasks}))["ok"]
     await events.wait_type("rw", "task.started", task="verify")

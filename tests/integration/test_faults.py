@@ -14,12 +14,11 @@ import pytest
 from agents.settings import Settings
 from bus import Bus
 from tests.conftest import agent_env
-from tests.helpers import AgentProcess, EventLog, read_pid, submit, wait_until
+from tests.helpers import AgentProcess, EventLog, gated, read_pid, submit, wait_until
 
 pytestmark = pytest.mark.integration
 
 Start = Callable[..., Awaitable[Any]]
-GATED = "echo $$ > {name}.pid; for i in $(seq 600); do [ -f release ] && exit 0; sleep 0.05; done; exit 1"
 
 
 @pytest.fixture
@@ -59,7 +58,7 @@ async def test_worker_killed_mid_task_is_redelivered_and_reported_stale(
     await start_monitor()
     doomed = await procs("worker", "worker-doomed").start(bus)
     tasks = [
-        {"name": "work", "phase": "implementation", "command": GATED.format(name="work")},
+        {"name": "work", "phase": "implementation", "command": gated("work")},
         {"name": "after", "phase": "testing", "command": "true"},
     ]
     assert (await submit(bus, {"id": "k9w", "title": "kill worker", "tasks": tasks}))["ok"]
@@ -106,10 +105,15 @@ async def test_planner_killed_mid_ticket_then_restarted_completes_without_reruns
         {
             "name": "b",
             "phase": "design",
-            "command": "echo b >> runs.log; " + GATED.format(name="b"),
+            "command": "echo b >> runs.log; " + gated("b"),
         },
         {"name": "c", "phase": "implementation", "command": "echo c >> runs.log"},
-        {"name": "d", "phase": "implementation", "command": "echo d >> runs.log", "depends_on": ["c"]},
+        {
+            "name": "d",
+            "phase": "implementation",
+            "command": "echo d >> runs.log",
+            "depends_on": ["c"],
+        },
     ]
     assert (await submit(bus, {"id": "k9p", "title": "kill planner", "tasks": tasks}))["ok"]
     ws = settings.workspaces_dir / "k9p"

@@ -11,7 +11,10 @@ pytestmark = pytest.mark.integration
 
 
 async def test_default_workflow_runs_through_every_phase(
-    bus: Bus, events: EventLog, start_planner: Callable[..., object], start_worker: Callable[..., object]
+    bus: Bus,
+    events: EventLog,
+    start_planner: Callable[..., object],
+    start_worker: Callable[..., object],
 ) -> None:
     await start_planner()
     await start_worker()

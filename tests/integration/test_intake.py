@@ -105,7 +105,9 @@ BAD_INPUTS = [
         "colour",
         id="unknown-field",
     ),
-    pytest.param(json.dumps({"title": "   "}).encode(), "invalid_ticket", "title", id="empty-title"),
+    pytest.param(
+        json.dumps({"title": "   "}).encode(), "invalid_ticket", "title", id="empty-title"
+    ),
     pytest.param(
         json.dumps({"title": "big", "description": "x" * (10 * 1024 * 1024)}).encode(),
         "payload_too_large",

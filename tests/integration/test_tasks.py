@@ -24,7 +24,9 @@ async def test_independent_tasks_run_in_parallel_on_different_workers(
     bus: Bus, events: EventLog, start_planner: Start, start_worker: Start
 ) -> None:
     # Each task waits for the other's marker: they can only both finish if they overlap.
-    rendezvous = "touch {me}; for i in $(seq 200); do [ -f {other} ] && exit 0; sleep 0.05; done; exit 3"
+    rendezvous = (
+        "touch {me}; for i in $(seq 200); do [ -f {other} ] && exit 0; sleep 0.05; done; exit 3"
+    )
     await start_planner()
     a, b = await start_worker(), await start_worker()
     tasks = [

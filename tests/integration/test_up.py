@@ -14,12 +14,11 @@ from typing import Any
 import pytest
 
 from bus import Bus
-from tests.helpers import EventLog, read_pid, submit, wait_until
+from tests.helpers import EventLog, gated, read_pid, submit, wait_until
 
 pytestmark = pytest.mark.integration
 
 OMOI = str(Path(sys.executable).parent / "omoi")
-GATED = "echo $$ > b.pid; for i in $(seq 600); do [ -f release ] && exit 0; sleep 0.05; done; exit 1"
 
 
 def up_env() -> dict[str, str]:
@@ -87,7 +86,7 @@ async def test_restart_with_same_data_dir_continues_in_flight_tickets(up: Up) ->
     bus, events = await connect(await up.start())
     tasks = [
         {"name": "a", "phase": "requirements", "command": "echo a >> runs.log"},
-        {"name": "b", "phase": "design", "command": "echo b >> runs.log; " + GATED},
+        {"name": "b", "phase": "design", "command": "echo b >> runs.log; " + gated("b")},
         {"name": "c", "phase": "deployment", "command": "echo c >> runs.log"},
     ]
     reply = await submit(bus, {"id": "survivor", "title": "restart", "tasks": tasks})
