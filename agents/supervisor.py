@@ -11,6 +11,8 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from agents.procs import detach_from_terminal_and_follow_parent
+
 log = logging.getLogger(__name__)
 
 
@@ -58,7 +60,9 @@ class Supervisor:
             child.watcher = asyncio.create_task(self._watch(child))
 
     async def _spawn(self, child: Child) -> None:
-        child.proc = await asyncio.create_subprocess_exec(*child.argv, env=self.env)
+        child.proc = await asyncio.create_subprocess_exec(
+            *child.argv, env=self.env, preexec_fn=detach_from_terminal_and_follow_parent
+        )
         child.started = time.monotonic()
         log.info("started %s (pid %d)", child.name, child.proc.pid)
 

@@ -83,6 +83,9 @@ class EmbeddedNatsServer:
             str(conf),
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
+            # Own session: a terminal's Ctrl-C must not stop the server before the agents
+            # using it have drained; whoever started it stops it.
+            start_new_session=True,
         )
         try:
             await asyncio.wait_for(self._wait_ready(), timeout)

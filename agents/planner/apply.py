@@ -99,6 +99,7 @@ class Reconciler:
                     ticket_id=after.id,
                     agent=self.agent_id,
                     data={
+                        "phase": step.to.value,
                         "from": step.from_.value if step.from_ else None,
                         "to": step.to.value,
                         "reason": step.reason,
