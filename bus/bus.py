@@ -77,8 +77,10 @@ class Bus:
         try:
             await self.nc.drain()
         except Exception:
+            # Closing is best effort once draining failed (e.g. the server is gone).
             log.debug("drain failed, closing", exc_info=True)
-            await self.nc.close()
+            with contextlib.suppress(Exception):
+                await self.nc.close()
 
     # Publishing
 

@@ -31,7 +31,7 @@ def derive_ticket_id(data: bytes) -> str:
     """
     try:
         raw = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raw = None
     if isinstance(raw, dict) and isinstance(raw.get("id"), str) and ID_RE.match(raw["id"]):
         return str(raw["id"])
@@ -47,6 +47,8 @@ def parse_submission(data: bytes, max_bytes: int) -> TicketSubmission:
         decoded = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidTicket(f"payload is not valid JSON: {exc}", "malformed_json") from exc
+    except RecursionError as exc:
+        raise InvalidTicket("payload JSON is nested too deeply", "malformed_json") from exc
     if not isinstance(decoded, dict):
         raise InvalidTicket("payload must be a JSON object", "invalid_ticket")
     try:

@@ -93,6 +93,7 @@ async def _stream_empty(bus: Bus, stream: str) -> bool:
 BAD_INPUTS = [
     pytest.param(b"{not json", "malformed_json", "not valid JSON", id="malformed-json"),
     pytest.param(b"[1, 2, 3]", "invalid_ticket", "JSON object", id="not-an-object"),
+    pytest.param(b"[" * 100_000, "malformed_json", "nested too deeply", id="deeply-nested"),
     pytest.param(
         json.dumps({"title": 42, "description": ["x"]}).encode(),
         "invalid_ticket",

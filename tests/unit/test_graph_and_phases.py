@@ -1,5 +1,6 @@
 """The task-graph validator and the ticket phase state machine."""
 
+import itertools
 from typing import Any
 
 import pytest
@@ -78,7 +79,12 @@ def test_tasks_must_belong_to_a_work_phase(phase: Phase) -> None:
         ([spec("a", P.REQUIREMENTS, "b"), spec("b", P.REQUIREMENTS, "a")], "a -> b -> a"),
         ([spec("a", P.REQUIREMENTS, "a")], "a -> a"),
         (
-            [spec("x"), spec("a", P.DESIGN, "c"), spec("b", P.DESIGN, "a"), spec("c", P.DESIGN, "b")],
+            [
+                spec("x"),
+                spec("a", P.DESIGN, "c"),
+                spec("b", P.DESIGN, "a"),
+                spec("c", P.DESIGN, "b"),
+            ],
             "a -> c -> b -> a",
         ),
     ],
@@ -102,7 +108,7 @@ def test_find_cycle_returns_a_closed_path_of_real_edges() -> None:
     assert cycle is not None
     assert cycle[0] == cycle[-1]
     assert set(cycle) == {"a", "b", "c"}
-    for src, dst in zip(cycle, cycle[1:], strict=False):
+    for src, dst in itertools.pairwise(cycle):
         assert dst in deps[src]
 
 

@@ -10,7 +10,9 @@ from schemas import Phase, TaskState, TaskStatus, TicketState, TicketStatus
 P, S = Phase, TaskStatus
 
 
-def ticket(phase: Phase = P.REQUIREMENTS, status: TicketStatus = TicketStatus.RUNNING) -> TicketState:
+def ticket(
+    phase: Phase = P.REQUIREMENTS, status: TicketStatus = TicketStatus.RUNNING
+) -> TicketState:
     return TicketState(id="T1", title="t", phase=phase, status=status)
 
 
@@ -171,7 +173,9 @@ def test_blocked_or_terminal_tickets_get_an_empty_plan(ticket_state: TicketState
         (S.RUNNING, False),
     ],
 )
-def test_dependency_satisfied_when_succeeded_or_skipped(dep_status: TaskStatus, ready: bool) -> None:
+def test_dependency_satisfied_when_succeeded_or_skipped(
+    dep_status: TaskStatus, ready: bool
+) -> None:
     state = tasks(task("a", P.DESIGN, dep_status), task("b", P.DESIGN, S.BLOCKED, "a"))
     result = plan(ticket(P.DESIGN), state)
     assert ("b" in result.queue) is ready
