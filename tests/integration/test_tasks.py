@@ -139,3 +139,21 @@ async def test_exhausted_retries_fail_the_ticket_after_running_tasks_finish(
     assert doomed is not None
     assert doomed.attempts == 3
     assert [e.category for e in doomed.errors] == ["exit_code"] * 3
+
+
+async def test_long_task_is_kept_alive_and_not_redelivered(
+    bus: Bus, events: EventLog, settings: Settings, start_planner: Start, start_worker: Start
+) -> None:
+    # The task outlives the ack wait twice over; in_progress keeps it with its worker.
+    assert settings.ack_wait_s == 2.0
+    await start_planner()
+    await start_worker()
+    await start_worker()
+    spec = task("long", "design", "sleep 5", max_retries=0)
+    assert (await submit(bus, {"id": "alive", "title": "long", "tasks": [spec]}))["ok"]
+    await events.wait_type("alive", "ticket.done")
+    state = await bus.tasks.value("alive.long")
+    assert state is not None
+    assert state.attempts == 1
+    assert state.errors == []
+    assert len(events.of("alive", "task.started")) == 1

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bus import Bus
+from bus import Bus, EmbeddedNatsServer
 from tests.helpers import EventLog, gated, read_pid, submit, wait_until
 
 pytestmark = pytest.mark.integration
@@ -39,17 +39,22 @@ class Up:
         self.data_dir = data_dir
         self.log = log
         self.proc: asyncio.subprocess.Process | None = None
+        self.state: dict[str, Any] = {}
 
-    async def start(self) -> str:
+    async def start(self, nats_url: str | None = None) -> str:
         state = self.data_dir / "omoi-up.json"
         state.unlink(missing_ok=True)
+        env = up_env()
+        if nats_url:
+            env["NATS_URL"] = nats_url
         with open(self.log, "ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
                 OMOI, "up", "--data-dir", str(self.data_dir), "--nats-port", "0", "--workers", "1",
-                env=up_env(), stdout=log, stderr=log,
+                env=env, stdout=log, stderr=log,
             )  # fmt: skip
         text = await wait_until(lambda: _read(state), timeout=30)
-        return str(json.loads(text)["nats_url"])
+        self.state = json.loads(text)
+        return str(self.state["nats_url"])
 
     async def stop(self) -> int:
         assert self.proc is not None
@@ -110,4 +115,37 @@ async def test_restart_with_same_data_dir_continues_in_flight_tickets(up: Up) ->
     finally:
         await events.stop()
         await bus.close()
+    assert await up.stop() == 0
+
+
+async def test_supervisor_restarts_a_crashed_agent(up: Up) -> None:
+    bus, events = await connect(await up.start())
+    try:
+        before = {b.agent_id for b in await bus.heartbeats.values() if b.role == "worker"}
+        os.kill(up.state["agents"]["worker-1"], signal.SIGKILL)
+
+        async def replaced() -> bool:
+            now = {b.agent_id for b in await bus.heartbeats.values() if b.role == "worker"}
+            return bool(now - before)
+
+        await wait_until(replaced, timeout=30)
+        reply = await submit(bus, {"id": "after-crash", "title": "still served", "tasks": [
+            {"name": "x", "phase": "design", "command": "true"}]})  # fmt: skip
+        assert reply["ok"]
+        await events.wait_type("after-crash", "ticket.done")
+    finally:
+        await events.stop()
+        await bus.close()
+    assert await up.stop() == 0
+
+
+async def test_up_with_nats_url_uses_that_server_and_starts_none(
+    up: Up, nats_server: EmbeddedNatsServer
+) -> None:
+    url = await up.start(nats_server.url)
+    assert url == nats_server.url
+    assert not (up.data_dir / "nats").exists()
+    bus, events = await connect(url)
+    await events.stop()
+    await bus.close()
     assert await up.stop() == 0
