@@ -34,7 +34,8 @@ async def test_core_publish_without_agents_is_processed_once_a_planner_starts(
     payload = {"id": "early-bird", "title": "queued before anyone listens", "tasks": ONE_TASK}
     await bus.nc.publish(c.SUBMIT_SUBJECT, json.dumps(payload).encode())
     await bus.nc.flush()
-    assert (await bus.js.stream_info(c.INTAKE_STREAM)).state.messages == 1
+    # The stream stores a core publish asynchronously; there is no event to wait on.
+    await wait_until(lambda: _stream_count(bus, c.INTAKE_STREAM, 1))
     assert await bus.tickets.value("early-bird") is None
 
     await start_planner()
@@ -86,8 +87,12 @@ async def test_reusing_an_id_for_different_content_is_rejected(
     assert ticket is not None and ticket.title == "first"
 
 
+async def _stream_count(bus: Bus, stream: str, n: int) -> bool:
+    return (await bus.js.stream_info(stream)).state.messages == n
+
+
 async def _stream_empty(bus: Bus, stream: str) -> bool:
-    return (await bus.js.stream_info(stream)).state.messages == 0
+    return await _stream_count(bus, stream, 0)
 
 
 BAD_INPUTS = [
