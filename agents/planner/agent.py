@@ -23,7 +23,7 @@ from agents.base import Agent
 from agents.errors import CommandError, InvalidTicket
 from agents.planner.apply import Reconciler
 from agents.planner.commands import Commands
-from agents.planner.intake import build, derive_ticket_id, same_ticket
+from agents.planner.intake import Intake, build, derive_ticket_id, same_ticket
 from agents.settings import Settings
 from bus import Bus, Reject, settle
 from bus import constants as c
@@ -108,15 +108,18 @@ class Planner(Agent):
 
     # Intake
 
+    def _build(self, data: bytes) -> Intake:
+        return build(
+            data,
+            max_bytes=self.settings.max_ticket_bytes,
+            default_workflow=self.settings.default_workflow,
+            workflow_dirs=self._workflow_dirs,
+        )
+
     async def _intake(self, msg: Msg) -> None:
         ticket_id = derive_ticket_id(msg.data)
         try:
-            intake = build(
-                msg.data,
-                max_bytes=self.settings.max_ticket_bytes,
-                default_workflow=self.settings.default_workflow,
-                workflow_dirs=self._workflow_dirs,
-            )
+            intake = self._build(msg.data)
         except InvalidTicket as exc:
             await self._rejected(ticket_id, exc.category, exc.message, len(msg.data))
             raise Reject(exc.message, exc.category) from exc
@@ -172,12 +175,7 @@ class Planner(Agent):
             return
         ticket_id = derive_ticket_id(msg.data)
         try:
-            intake = build(
-                msg.data,
-                max_bytes=self.settings.max_ticket_bytes,
-                default_workflow=self.settings.default_workflow,
-                workflow_dirs=self._workflow_dirs,
-            )
+            intake = self._build(msg.data)
             existing = await self.bus.tickets.value(intake.ticket.id)
             if existing is not None and not same_ticket(existing, intake.ticket):
                 raise InvalidTicket(

@@ -50,13 +50,7 @@ def claimed(task: TaskState, worker: str, delivery: Delivery) -> TaskState:
     """The task as it looks once `worker` starts a new attempt under `delivery`."""
     now = utcnow()
     if task.status is TaskStatus.RUNNING:
-        lost = AttemptError(
-            attempt=task.attempts,
-            category=ErrorCategory.WORKER_LOST,
-            message=f"worker {task.worker} stopped responding; message redelivered",
-        )
-        task.errors.append(lost)
-        task.error = lost
+        _record_lost(task, f"worker {task.worker} stopped responding; message redelivered")
     task.status = TaskStatus.RUNNING
     task.attempts += 1
     task.worker = worker
@@ -68,13 +62,13 @@ def claimed(task: TaskState, worker: str, delivery: Delivery) -> TaskState:
 
 
 def exhausted(task: TaskState) -> TaskState:
-    lost = AttemptError(
-        attempt=task.attempts,
-        category=ErrorCategory.WORKER_LOST,
-        message=f"no attempts left after worker {task.worker} was lost",
-    )
-    task.errors.append(lost)
-    task.error = lost
+    _record_lost(task, f"no attempts left after worker {task.worker} was lost")
     task.status = TaskStatus.FAILED
     task.finished_at = task.updated_at = utcnow()
     return task
+
+
+def _record_lost(task: TaskState, message: str) -> None:
+    lost = AttemptError(attempt=task.attempts, category=ErrorCategory.WORKER_LOST, message=message)
+    task.errors.append(lost)
+    task.error = lost

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -13,7 +14,8 @@ from typing import Any
 import pytest
 
 from agents.settings import Settings
-from tests.helpers import EventLog
+from bus import Bus
+from tests.helpers import EventLog, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -127,3 +129,23 @@ async def test_unreachable_server_is_a_clear_error(tmp_path: Path) -> None:
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 1
     assert "cannot reach NATS" in err.decode()
+
+
+async def test_agent_command_runs_a_worker_for_chosen_phases(settings: Settings, bus: Bus) -> None:
+    assert settings.nats_url
+    proc = await asyncio.create_subprocess_exec(
+        OMOI, "agent", "worker", "--phase", "design", "--phase", "testing",
+        "--agent-id", "scale-out-1",
+        env={**os.environ, **settings.to_env()},
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        beat = await wait_until(lambda: bus.heartbeats.value("scale-out-1"), timeout=30)
+        assert beat.role == "worker"
+        assert beat.phases == ["design", "testing"]
+        assert beat.capabilities == ["shell"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), 30)
+    assert code == 0
+    assert await bus.heartbeats.value("scale-out-1") is None  # deregistered on shutdown
