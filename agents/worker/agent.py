@@ -238,6 +238,7 @@ class Worker(Agent):
         """Write the attempt's outcome, if the claim is still ours, and announce it."""
         if outcome.interrupted == "cancelled":
             self.log.info("%s stopped: cancelled or superseded", claim.id)
+            await self._superseded(claim)
         elif outcome.interrupted == "handback":
             await self._hand_back(claim)
         elif outcome.result is not None:
@@ -268,7 +269,9 @@ class Worker(Agent):
             return t
 
         done = await self.bus.tasks.update(claim.id, succeed)
-        if done is not None:
+        if done is None:
+            await self._superseded(claim)
+        else:
             await self._emit(
                 done,
                 EventType.TASK_SUCCEEDED,
@@ -301,6 +304,7 @@ class Worker(Agent):
 
         updated = await self.bus.tasks.update(claim.id, fail)
         if updated is None:
+            await self._superseded(claim)
             return
         info = {"category": error.category, "message": error.message}
         if retry:
@@ -309,6 +313,17 @@ class Worker(Agent):
             raise Retry(error.message, delay)
         self.log.info("%s failed: %s", claim.id, error.message)
         await self._emit(updated, EventType.TASK_FAILED, error=info)
+
+    async def _superseded(self, claim: TaskState) -> None:
+        """Our claim is gone. Ack only if the task no longer needs this message.
+
+        If another delivery of the same message took the task over (this worker stalled
+        past the ack wait), acking would delete the message under the new owner.
+        """
+        current = await self.bus.tasks.value(claim.id)
+        if current is None or current.status.terminal or current.generation != claim.generation:
+            return
+        raise Abandon()
 
     async def _reannounce(self, key: str) -> None:
         """Publish a finished task's outcome again (same event id, so deduplicated).

@@ -13,6 +13,7 @@ import pytest
 
 from agents.settings import Settings
 from bus import Bus
+from schemas import TaskState
 from tests.conftest import agent_env
 from tests.helpers import AgentProcess, EventLog, gated, read_pid, submit, wait_until
 
@@ -132,3 +133,32 @@ async def test_planner_killed_mid_ticket_then_restarted_completes_without_reruns
         state = await bus.tasks.value(f"k9p.{name}")
         assert state is not None and state.attempts == 1
     assert len(events.of("k9p", "ticket.created")) == 1
+
+
+async def test_worker_that_loses_its_claim_leaves_the_message_for_the_new_owner(
+    bus: Bus, events: EventLog, settings: Settings, start_planner: Start, start_worker: Start
+) -> None:
+    # Simulates a worker stalled past the ack wait: the server redelivered its message
+    # and another worker (who then died too) took the task over.
+    await start_planner()
+    await start_worker()
+    spec = {"name": "t", "phase": "design", "command": gated("t")}
+    assert (await submit(bus, {"id": "stall", "title": "stall", "tasks": [spec]}))["ok"]
+    ws = settings.workspaces_dir / "stall"
+    first_pid = await read_pid(ws / "t.pid")
+
+    def taken_over(t: TaskState) -> TaskState:
+        t.worker = "someone-else"
+        t.delivery += 1
+        return t
+
+    await bus.tasks.update("stall.t", taken_over)
+    # Our worker notices, stops its process, and must not ack the message away: it is
+    # redelivered and the task still completes.
+    await wait_until(lambda: _pid_changed(ws / "t.pid", first_pid), timeout=30)
+    (ws / "release").touch()
+    await events.wait_type("stall", "ticket.done", timeout=30)
+    state = await bus.tasks.value("stall.t")
+    assert state is not None
+    assert state.attempts == 2
+    assert [e.category for e in state.errors] == ["worker_lost"]
