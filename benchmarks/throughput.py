@@ -50,16 +50,12 @@ async def bare_round_trips(bus: Bus, n: int) -> float:
 
 
 async def omoi_tasks(bus: Bus, settings: Settings, tickets: int, per: int, workers: int) -> float:
-    agents = [Planner(bus, settings)] + [
-        Worker(
-            bus,
-            settings,
-            phases=["implementation"],
-            capabilities=["noop"],
-            executors={"noop": NoopExecutor()},
-        )  # fmt: skip
-        for _ in range(workers)
-    ]
+    noop = {"noop": NoopExecutor()}
+    agents: list[Planner | Worker] = [Planner(bus, settings)]
+    for _ in range(workers):
+        agents.append(
+            Worker(bus, settings, phases=["implementation"], capabilities=["noop"], executors=noop)
+        )
     runs = [asyncio.create_task(a.run()) for a in agents]
     for a in agents:
         await asyncio.wait_for(a.ready.wait(), 30)
