@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import nats
 from nats.aio.client import Client
@@ -152,10 +150,6 @@ class Bus:
         self, subject: str, handler: Callable[[Msg], Awaitable[None]], queue: str = ""
     ) -> Subscription:
         return await self.nc.subscribe(subject, queue=queue, cb=handler)
-
-    async def request_json(self, subject: str, payload: bytes, timeout: float = 5.0) -> Any:
-        reply = await self.nc.request(subject, payload, timeout=timeout)
-        return json.loads(reply.data)
 
 
 def _header_safe(text: str) -> str:

@@ -176,3 +176,9 @@ def gated(name: str, limit_s: float = 30.0) -> str:
         f"echo $$ > {name}.pid; for i in $(seq {loops}); do "
         "[ -f release ] && exit 0; sleep 0.05; done; exit 1"
     )
+
+
+async def stream_holds(bus: Bus, stream: str, n: int) -> bool:
+    """Whether `stream` holds exactly `n` messages. Storing a core publish is asynchronous
+    and emits no event, so tests poll this with `wait_until`."""
+    return (await bus.js.stream_info(stream)).state.messages == n

@@ -12,7 +12,7 @@ import pytest
 from agents.settings import Settings
 from bus import Bus
 from bus import constants as c
-from tests.helpers import EventLog, gated, read_pid, submit, wait_until
+from tests.helpers import EventLog, gated, read_pid, stream_holds, submit, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -114,13 +114,9 @@ async def test_cancel_ticket_stops_running_and_drops_queued(
     shell = await read_pid(ws / "shell.pid")
     await wait_until(lambda: _both_dead(shell), timeout=2.0)
     # The queued message is dropped, not run, once a worker gets to it.
-    await wait_until(lambda: _stream_empty(bus, c.TASKS_STREAM))
+    await wait_until(lambda: stream_holds(bus, c.TASKS_STREAM, 0))
     assert not (ws / "b.txt").exists()
     assert events.of("tc", "task.started")[-1].task == "a"
-
-
-async def _stream_empty(bus: Bus, stream: str) -> bool:
-    return (await bus.js.stream_info(stream)).state.messages == 0
 
 
 async def test_manual_moves_follow_the_state_machine(

@@ -10,7 +10,7 @@ import pytest
 
 from bus import Bus
 from bus import constants as c
-from tests.helpers import EventLog, submit, wait_until
+from tests.helpers import EventLog, stream_holds, submit, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +35,7 @@ async def test_core_publish_without_agents_is_processed_once_a_planner_starts(
     await bus.nc.publish(c.SUBMIT_SUBJECT, json.dumps(payload).encode())
     await bus.nc.flush()
     # The stream stores a core publish asynchronously; there is no event to wait on.
-    await wait_until(lambda: _stream_count(bus, c.INTAKE_STREAM, 1))
+    await wait_until(lambda: stream_holds(bus, c.INTAKE_STREAM, 1))
     assert await bus.tickets.value("early-bird") is None
 
     await start_planner()
@@ -54,7 +54,7 @@ async def test_same_id_twice_makes_one_ticket(
     assert first["ticket_id"] == second["ticket_id"] == "twice"
     await start_worker()
     await events.wait_type("twice", "ticket.done")
-    await wait_until(lambda: _stream_empty(bus, c.INTAKE_STREAM))
+    await wait_until(lambda: stream_holds(bus, c.INTAKE_STREAM, 0))
     assert await bus.tickets.keys() == ["twice"]
     assert len(events.of("twice", "task.succeeded")) == 1
 
@@ -69,7 +69,7 @@ async def test_missing_id_is_derived_from_content_so_a_resend_is_one_ticket(
     assert first["ticket_id"] == second["ticket_id"]
     assert first["ticket_id"].startswith("T-")
     await events.wait_type(first["ticket_id"], "ticket.created")
-    await wait_until(lambda: _stream_empty(bus, c.INTAKE_STREAM))
+    await wait_until(lambda: stream_holds(bus, c.INTAKE_STREAM, 0))
     assert len(await bus.tickets.keys()) == 1
 
 
@@ -85,14 +85,6 @@ async def test_reusing_an_id_for_different_content_is_rejected(
     await events.wait_type("mine", "ticket.rejected")
     ticket = await bus.tickets.value("mine")
     assert ticket is not None and ticket.title == "first"
-
-
-async def _stream_count(bus: Bus, stream: str, n: int) -> bool:
-    return (await bus.js.stream_info(stream)).state.messages == n
-
-
-async def _stream_empty(bus: Bus, stream: str) -> bool:
-    return await _stream_count(bus, stream, 0)
 
 
 BAD_INPUTS = [

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from bus import Bus, EmbeddedNatsServer, constants
-from tests.helpers import EventLog, wait_until
+from tests.helpers import EventLog, stream_holds, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -87,11 +87,7 @@ async def test_core_publish_is_durable_without_a_planner(
     # No agent is running: only the intake stream can catch this publish.
     await node(nats_server.url, "publish", json.dumps(ticket("js-publish-1")))
 
-    async def captured() -> bool:
-        info = await bus.js.stream_info(constants.INTAKE_STREAM)
-        return bool(info.state.messages >= 1)
-
-    await wait_until(captured, timeout=10)
+    await wait_until(lambda: stream_holds(bus, constants.INTAKE_STREAM, 1), timeout=10)
 
     await start_planner()
     await start_worker()
