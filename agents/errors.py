@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from schemas import ErrorCategory
+from schemas.usage import Usage
 
 
 class AgentError(Exception):
@@ -37,9 +38,13 @@ class TaskFailure(AgentError):
     retryable = True
     category: str = ErrorCategory.EXECUTOR_ERROR
 
-    def __init__(self, message: str, *, category: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, category: str | None = None, usage: Usage | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
+        # What the failed attempt spent (an agent's tokens and dollars), if anything.
+        self.usage = usage
         if category is not None:
             self.category = category
 

@@ -56,7 +56,7 @@ def build_agent(role: str, bus: Bus, settings: Settings, args: argparse.Namespac
             settings,
             phases=args.phases or [p.value for p in WORK_PHASES],
             capabilities=args.capabilities or ["shell"],
-            executors=default_executors(dict(os.environ)),
+            executors=default_executors(settings, dict(os.environ)),
             agent_id=args.agent_id,
         )
     if role == "monitor":

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 
 from bus.topology import TopologyConfig
+from schemas.usage import Budget
 
 DEFAULT_NATS_PORT = 4222
 ENV_PREFIX = "OMOI_"
@@ -30,6 +31,27 @@ class Settings(BaseModel):
     default_workflow: str = "default"
     workflows_dir: Path | None = None
     replicas: int = Field(default=1, ge=1, le=5)
+    # The model (any litellm model string). Unset: no decomposition or reviews, and
+    # agent tasks fail with a clear message.
+    llm_model: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_base_url: str | None = None
+    # For models litellm has no price for (local, scripted): dollars per token.
+    llm_input_cost_per_token: float | None = Field(default=None, ge=0)
+    llm_output_cost_per_token: float | None = Field(default=None, ge=0)
+    llm_num_retries: int = Field(default=2, ge=0)
+    llm_timeout_s: float = Field(default=120.0, gt=0)
+    # Per-attempt limits of an agent task, unless the task sets its own.
+    agent_max_iterations: int = Field(default=60, ge=1)
+    agent_max_cost_usd: float | None = Field(default=None, gt=0)
+    agent_max_tokens: int | None = Field(default=None, ge=1)
+    # Per-ticket limits over all attempts of all its tasks, unless the ticket sets its own.
+    ticket_max_cost_usd: float | None = Field(default=None, gt=0)
+    ticket_max_tokens: int | None = Field(default=None, ge=1)
+    # How often a running agent task may publish a task.progress event.
+    progress_interval_s: float = Field(default=2.0, gt=0)
+    # The size of the context one phase hands to the next, in (approximate) tokens.
+    context_tokens: int = Field(default=1200, ge=100)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: object) -> Settings:
@@ -47,7 +69,9 @@ class Settings(BaseModel):
         """The environment that makes a child process parse these same settings."""
         env = {}
         for name, value in self.model_dump(exclude_none=True).items():
-            if name == "nats_url":
+            if isinstance(value, SecretStr):
+                env[ENV_PREFIX + name.upper()] = value.get_secret_value()
+            elif name == "nats_url":
                 env["NATS_URL"] = str(value)
             else:
                 env[ENV_PREFIX + name.upper()] = str(value)
@@ -65,6 +89,21 @@ class Settings(BaseModel):
     @property
     def workspaces_dir(self) -> Path:
         return self.data_dir / "workspaces"
+
+    @property
+    def agent_state_dir(self) -> Path:
+        """Where agent conversations, and the SDK's own files, persist."""
+        return self.data_dir / "agent-state"
+
+    def agent_budget(self) -> Budget:
+        return Budget(
+            max_iterations=self.agent_max_iterations,
+            max_cost_usd=self.agent_max_cost_usd,
+            max_tokens=self.agent_max_tokens,
+        )
+
+    def ticket_budget(self) -> Budget:
+        return Budget(max_cost_usd=self.ticket_max_cost_usd, max_tokens=self.ticket_max_tokens)
 
     def retry_delay(self, attempt: int, jitter: float) -> float:
         """Exponential backoff for retry number `attempt` (1-based); `jitter` in [0, 1)."""

@@ -27,7 +27,14 @@ PLANNER_EVENT_FILTERS = (
     "omoi.events.*.task.succeeded",
     "omoi.events.*.task.failed",
     "omoi.events.*.task.cancelled",
+    "omoi.events.*.gate.passed",
+    "omoi.events.*.gate.failed",
 )
+
+# Phase gates: `omoi.gates.<phase>` requests, a work queue consumed by validators.
+GATES_STREAM = "OMOI_GATES"
+GATES_SUBJECTS = "omoi.gates.>"
+VALIDATOR_CONSUMER = "validator"
 
 # Dead letters: `omoi.dlq.<origin>`, original bytes plus the reason in headers.
 DLQ_STREAM = "OMOI_DLQ"
@@ -69,6 +76,10 @@ def event_subject(ticket_id: str, event_type: str) -> str:
 
 def ticket_events_filter(ticket_id: str) -> str:
     return f"omoi.events.{ticket_id}.>"
+
+
+def gate_subject(phase: str) -> str:
+    return f"omoi.gates.{phase}"
 
 
 def dlq_subject(origin: str) -> str:

@@ -37,7 +37,9 @@ class TopologyConfig:
     heartbeat_ttl_s: float = 150.0
     duplicate_window_s: float = 120.0
     max_msg_size: int = 16 * 1024 * 1024
-    capabilities: tuple[str, ...] = ("shell",)
+    capabilities: tuple[str, ...] = ("shell", "agent")
+    # A gate runs a test suite and maybe a model review: give it longer than a task tick.
+    gate_ack_wait_s: float = 120.0
 
 
 def stream_configs(cfg: TopologyConfig) -> list[StreamConfig]:
@@ -55,6 +57,12 @@ def stream_configs(cfg: TopologyConfig) -> list[StreamConfig]:
         StreamConfig(
             name=c.TASKS_STREAM,
             subjects=[c.TASKS_SUBJECTS],
+            retention=RetentionPolicy.WORK_QUEUE,
+            duplicate_window=cfg.duplicate_window_s,
+        ),
+        StreamConfig(
+            name=c.GATES_STREAM,
+            subjects=[c.GATES_SUBJECTS],
             retention=RetentionPolicy.WORK_QUEUE,
             duplicate_window=cfg.duplicate_window_s,
         ),
@@ -111,6 +119,15 @@ def consumer_configs(cfg: TopologyConfig) -> list[tuple[str, ConsumerConfig]]:
                 ack_policy=AckPolicy.EXPLICIT,
                 ack_wait=cfg.ack_wait_s,
                 deliver_policy=DeliverPolicy.ALL,
+                max_deliver=-1,
+            ),
+        ),
+        (
+            c.GATES_STREAM,
+            ConsumerConfig(
+                durable_name=c.VALIDATOR_CONSUMER,
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=cfg.gate_ack_wait_s,
                 max_deliver=-1,
             ),
         ),

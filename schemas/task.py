@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import Field, StringConstraints
 
 from schemas.common import ErrorInfo, Identifier, Phase, StrictWireModel, WireModel, utcnow
+from schemas.usage import Budget, Usage
 
 Capability = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
 
@@ -39,6 +40,10 @@ class ErrorCategory(StrEnum):
     WORKER_LOST = "worker_lost"
     EXECUTOR_ERROR = "executor_error"
     CANCELLED = "cancelled"
+    BUDGET = "budget"
+
+
+Criterion = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 
 
 class TaskSpec(StrictWireModel):
@@ -48,9 +53,13 @@ class TaskSpec(StrictWireModel):
     phase: Phase
     capability: Capability = "shell"
     command: str | None = Field(default=None, max_length=20_000)
+    # The prompt of an `agent` task: what the coding agent is asked to do.
+    instructions: str | None = Field(default=None, max_length=50_000)
+    acceptance: list[Criterion] = Field(default_factory=list, max_length=30)
     depends_on: list[Identifier] = Field(default_factory=list)
     timeout_s: float = Field(default=600.0, gt=0, le=7 * 24 * 3600)
     max_retries: int = Field(default=3, ge=0, le=50)
+    budget: Budget | None = None
 
 
 class AttemptError(WireModel):
@@ -64,6 +73,12 @@ class TaskResult(WireModel):
     exit_code: int | None = None
     output_tail: str = ""
     duration_s: float = 0.0
+    # The workspace commit that holds this task's work.
+    commit: str | None = None
+    # What the task says it did (an agent's final message), for the next phases.
+    summary: str = ""
+    files: list[str] = Field(default_factory=list)
+    usage: Usage | None = None
 
 
 class TaskState(WireModel):
@@ -75,9 +90,16 @@ class TaskState(WireModel):
     phase: Phase
     capability: str = "shell"
     command: str | None = None
+    instructions: str | None = None
+    acceptance: list[str] = Field(default_factory=list)
     depends_on: list[str] = Field(default_factory=list)
     timeout_s: float = 600.0
     max_retries: int = 3
+    budget: Budget | None = None
+    # Set on tasks the planner adds itself, e.g. "gate:testing:1" for a gate fix.
+    origin: str | None = None
+    # Spent by every attempt so far; a ticket's budget is checked against the sum.
+    usage: Usage = Field(default_factory=Usage)
     status: TaskStatus = TaskStatus.BLOCKED
     attempts: int = 0
     # Bumped when a ticket moves back to a phase and the task must run again; dispatches
@@ -108,9 +130,12 @@ class TaskState(WireModel):
             phase=spec.phase,
             capability=spec.capability,
             command=spec.command,
+            instructions=spec.instructions,
+            acceptance=list(spec.acceptance),
             depends_on=list(spec.depends_on),
             timeout_s=spec.timeout_s,
             max_retries=spec.max_retries,
+            budget=spec.budget,
         )
 
     @property

@@ -9,7 +9,9 @@ from typing import Annotated, Literal
 from pydantic import Field, StringConstraints
 
 from schemas.common import Identifier, Phase, StrictWireModel, WireModel, utcnow
+from schemas.gate import GateSpec, GateVerdict
 from schemas.task import TaskSpec
+from schemas.usage import Budget
 
 Priority = Literal["low", "normal", "high", "critical"]
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -35,6 +37,40 @@ class TicketSubmission(StrictWireModel):
     priority: Priority = "normal"
     workflow: Identifier | None = None
     tasks: list[TaskSpec] | None = Field(default=None, max_length=500)
+    # A git URL or path to clone into the ticket's workspace; never written to itself.
+    repository: str | None = Field(default=None, max_length=2000)
+    budget: Budget | None = None
+    # Phase gates; when absent, the workflow's gates apply (explicit tasks have none).
+    gates: dict[Phase, GateSpec] | None = None
+    max_gate_attempts: int | None = Field(default=None, ge=1, le=20)
+
+
+class GateStatus(StrEnum):
+    NONE = "none"  # not asked for yet (or asked again after a fix)
+    PENDING = "pending"  # a request is out, waiting for the validator's verdict
+    PASSED = "passed"
+    FAILED = "failed"  # failed with no attempts left: the ticket is blocked
+    OVERRIDDEN = "overridden"  # an operator moved the ticket past it
+
+
+class GateState(WireModel):
+    """Where one phase's gate stands, with the latest verdicts as evidence."""
+
+    attempts: int = 0
+    status: GateStatus = GateStatus.NONE
+    commit: str | None = None
+    verdicts: list[GateVerdict] = Field(default_factory=list)
+
+
+class PhaseContext(WireModel):
+    """What a finished phase hands to the phases after it."""
+
+    phase: Phase
+    summary: str
+    artifacts: list[str] = Field(default_factory=list)
+    feedback: list[str] = Field(default_factory=list)
+    summarised_by: Literal["model", "extract"] = "extract"
+    at: datetime = Field(default_factory=utcnow)
 
 
 class PhaseTransition(WireModel):
@@ -56,6 +92,14 @@ class TicketState(WireModel):
     status: TicketStatus = TicketStatus.RUNNING
     phase_history: list[PhaseTransition] = Field(default_factory=list)
     tasks: list[str] = Field(default_factory=list)
+    repository: str | None = None
+    budget: Budget | None = None
+    gate_specs: dict[Phase, GateSpec] = Field(default_factory=dict)
+    max_gate_attempts: int = 3
+    gates: dict[Phase, GateState] = Field(default_factory=dict)
+    context: list[PhaseContext] = Field(default_factory=list)
+    # The workspace commit holding the ticket's finished work.
+    commit: str | None = None
     # Where to return to when a blocked ticket is unblocked.
     blocked_from: Phase | None = None
     reason: str | None = None

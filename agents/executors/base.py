@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from schemas import TaskResult, TaskState
+from schemas.ticket import TicketState
+from schemas.usage import Budget
+
+# Publishes a `task.progress` event for the running attempt.
+ProgressReporter = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -14,6 +20,10 @@ class ExecutionContext:
     workspace: Path
     attempt: int
     env: dict[str, str] = field(default_factory=dict)
+    ticket: TicketState | None = None
+    report: ProgressReporter | None = None
+    # What is left of the ticket's budget; an executor that spends money stays inside it.
+    budget: Budget | None = None
 
 
 class Executor(Protocol):

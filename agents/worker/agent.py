@@ -5,18 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from nats.aio.msg import Msg
 from pydantic import ValidationError
 
+from agents import workspace
 from agents.base import Agent
 from agents.errors import PermanentFailure, TaskFailure, TransientFailure
 from agents.events import task_event
 from agents.executors import ExecutionContext, Executor, ShellExecutor
+from agents.executors.agent import AgentExecutor
 from agents.settings import Settings
 from agents.worker.claim import Delivery, Verdict, claimed, exhausted, judge
 from bus import Abandon, Bus, MultiFetcher, Reject, Retry, settle
@@ -31,6 +33,8 @@ from schemas import (
     TaskStatus,
     utcnow,
 )
+from schemas.ticket import TicketState
+from schemas.usage import Budget, Usage
 
 Interrupt = Literal["cancelled", "handback"]
 
@@ -42,8 +46,8 @@ class Outcome:
     interrupted: Interrupt | None = None
 
 
-def default_executors(env: Mapping[str, str]) -> dict[str, Executor]:
-    return {"shell": ShellExecutor(env)}
+def default_executors(settings: Settings, env: Mapping[str, str]) -> dict[str, Executor]:
+    return {"shell": ShellExecutor(env), "agent": AgentExecutor(settings, env)}
 
 
 class Worker(Agent):
@@ -168,22 +172,10 @@ class Worker(Agent):
         await self._record(task, outcome)
 
     async def _execute(self, task: TaskState, msg: Msg) -> Outcome:
-        executor = self.executors.get(task.capability)
-        if executor is None:
-            return Outcome(failure=PermanentFailure(f"no executor for {task.capability!r}"))
-        ticket = await self.bus.tickets.value(task.ticket_id)
-        ctx = ExecutionContext(
-            workspace=self.settings.workspaces_dir / task.ticket_id,
-            attempt=task.attempts,
-            env={
-                "OMOI_TICKET_ID": task.ticket_id,
-                "OMOI_TICKET_TITLE": ticket.title if ticket else "",
-                "OMOI_TICKET_DESCRIPTION": ticket.description if ticket else "",
-                "OMOI_TASK": task.name,
-                "OMOI_PHASE": task.phase.value,
-                "OMOI_ATTEMPT": str(task.attempts),
-            },
-        )
+        try:
+            executor, ctx = await self._prepare(task)
+        except TaskFailure as exc:
+            return Outcome(failure=exc)
         self._interrupt.clear()
         self.current_task = task.id
         run = asyncio.create_task(executor.run(task, ctx))
@@ -219,6 +211,33 @@ class Worker(Agent):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await run
             self.current_task = None
+
+    async def _prepare(self, task: TaskState) -> tuple[Executor, ExecutionContext]:
+        """The attempt's executor and context, with the ticket's workspace ready."""
+        executor = self.executors.get(task.capability)
+        if executor is None:
+            raise PermanentFailure(f"no executor for {task.capability!r}")
+        ticket = await self.bus.tickets.value(task.ticket_id)
+        ws = self.settings.workspaces_dir / task.ticket_id
+        try:
+            await asyncio.to_thread(workspace.ensure, ws, ticket.repository if ticket else None)
+        except workspace.WorkspaceError as exc:
+            raise TransientFailure(exc.args[0], category="workspace") from exc
+        return executor, ExecutionContext(
+            workspace=ws,
+            attempt=task.attempts,
+            env={
+                "OMOI_TICKET_ID": task.ticket_id,
+                "OMOI_TICKET_TITLE": ticket.title if ticket else "",
+                "OMOI_TICKET_DESCRIPTION": ticket.description if ticket else "",
+                "OMOI_TASK": task.name,
+                "OMOI_PHASE": task.phase.value,
+                "OMOI_ATTEMPT": str(task.attempts),
+            },
+            ticket=ticket,
+            report=self._reporter(task),
+            budget=await self._ticket_budget_left(ticket),
+        )
 
     def _is_mine(self, claim: TaskState, t: TaskState) -> bool:
         """Whether `t` is still the attempt this worker claimed (not cancelled, reset, taken)."""
@@ -260,11 +279,23 @@ class Worker(Agent):
         raise Retry("worker shutting down; task handed back")
 
     async def _succeed(self, claim: TaskState, result: TaskResult) -> None:
+        ws = self.settings.workspaces_dir / claim.ticket_id
+        first_line = (result.summary.strip().splitlines() or [""])[0][:72]
+        message = f"{claim.name}: {first_line or claim.phase.value}\n\nomoi task {claim.id}"
+        try:
+            result.commit, changed = await asyncio.to_thread(workspace.commit, ws, message)
+            result.files = result.files or changed
+        except workspace.WorkspaceError as exc:
+            await self._fail(claim, TransientFailure(exc.args[0], category="workspace"))
+            return
+
         def succeed(t: TaskState) -> TaskState | None:
             if not self._is_mine(claim, t):
                 return None
             t.status = TaskStatus.SUCCEEDED
             t.result = result
+            if result.usage is not None:
+                t.usage = t.usage + result.usage
             t.finished_at = t.updated_at = utcnow()
             return t
 
@@ -278,6 +309,9 @@ class Worker(Agent):
                 duration_s=result.duration_s,
                 exit_code=result.exit_code,
                 output_tail=result.output_tail[-1000:],
+                commit=result.commit,
+                files=result.files[:100],
+                usage=result.usage.model_dump() if result.usage else None,
             )
 
     async def _fail(self, claim: TaskState, failure: TaskFailure) -> None:
@@ -293,6 +327,8 @@ class Worker(Agent):
                 return None
             t.errors.append(error)
             t.error = error
+            if failure.usage is not None:
+                t.usage = t.usage + failure.usage
             t.updated_at = now
             if retry:
                 t.status = TaskStatus.QUEUED
@@ -307,12 +343,15 @@ class Worker(Agent):
             await self._superseded(claim)
             return
         info = {"category": error.category, "message": error.message}
+        usage = failure.usage.model_dump() if failure.usage else None
         if retry:
             self.log.info("%s attempt %d failed, retry in %.2fs", claim.id, claim.attempts, delay)
-            await self._emit(updated, EventType.TASK_RETRYING, error=info, delay_s=round(delay, 3))
+            await self._emit(
+                updated, EventType.TASK_RETRYING, error=info, delay_s=round(delay, 3), usage=usage
+            )
             raise Retry(error.message, delay)
         self.log.info("%s failed: %s", claim.id, error.message)
-        await self._emit(updated, EventType.TASK_FAILED, error=info)
+        await self._emit(updated, EventType.TASK_FAILED, error=info, usage=usage)
 
     async def _superseded(self, claim: TaskState) -> None:
         """Our claim is gone. Ack only if the task no longer needs this message.
@@ -337,6 +376,31 @@ class Worker(Agent):
             await self._emit(task, EventType.TASK_SUCCEEDED)
         elif task.status is TaskStatus.FAILED and task.worker is not None:
             await self._emit(task, EventType.TASK_FAILED, error=task.error_info())
+
+    def _reporter(self, task: TaskState) -> Callable[[dict[str, Any]], Awaitable[None]]:
+        count = 0
+
+        async def report(progress: dict[str, Any]) -> None:
+            nonlocal count
+            count += 1
+            base = task_event(task, EventType.TASK_PROGRESS, self.id, **progress)
+            await self.bus.publish_event(base.model_copy(update={"id": f"{base.id}.{count}"}))
+
+        return report
+
+    async def _ticket_budget_left(self, ticket: TicketState | None) -> Budget | None:
+        """The ticket's budget minus what all its tasks' attempts have spent so far."""
+        if ticket is None:
+            return None
+        budget = (ticket.budget or Budget()).tightest(self.settings.ticket_budget())
+        if budget == Budget():
+            return None
+        spent = Usage()
+        for name in ticket.tasks:
+            other = await self.bus.tasks.value(f"{ticket.id}.{name}")
+            if other is not None:
+                spent = spent + other.usage
+        return budget.remaining(spent)
 
     async def _emit(self, task: TaskState, kind: EventType, **data: object) -> None:
         payload = {k: (v.model_dump() if hasattr(v, "model_dump") else v) for k, v in data.items()}

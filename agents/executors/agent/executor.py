@@ -1,0 +1,236 @@
+"""Run an `agent` task as an OpenHands conversation in a child process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from collections import deque
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from agents.errors import PermanentFailure, TaskTimeout, TransientFailure
+from agents.executors.agent.prompt import build_prompt
+from agents.executors.agent.protocol import (
+    API_KEY_ENV,
+    ModelSpec,
+    Progress,
+    SessionResult,
+    SessionSpec,
+)
+from agents.executors.base import ExecutionContext
+from agents.settings import Settings
+from schemas import TaskResult, TaskState
+from schemas.usage import Budget, Usage
+
+log = logging.getLogger(__name__)
+
+# After SIGTERM the session interrupts its conversation and exits; it gets this long.
+INTERRUPT_GRACE_S = 1.2
+STDERR_TAIL_LINES = 40
+CONVERSATION_NS = uuid.UUID("6f6d6f69-0000-4000-8000-6167656e7473")
+
+
+def conversation_id(task: TaskState) -> str:
+    """Fixed per task and generation: a redelivered or retried attempt resumes it."""
+    return str(uuid.uuid5(CONVERSATION_NS, f"{task.id}/g{task.generation}"))
+
+
+class AgentExecutor:
+    capability = "agent"
+
+    def __init__(self, settings: Settings, base_env: Mapping[str, str]) -> None:
+        self.settings = settings
+        self._base_env = {k: v for k, v in base_env.items() if k != API_KEY_ENV}
+
+    def _model(self) -> ModelSpec:
+        s = self.settings
+        if not s.llm_model:
+            raise PermanentFailure(
+                "no model configured: set OMOI_LLM_MODEL (and OMOI_LLM_API_KEY, "
+                "OMOI_LLM_BASE_URL as needed)"
+            )
+        return ModelSpec(
+            model=s.llm_model,
+            base_url=s.llm_base_url,
+            input_cost_per_token=s.llm_input_cost_per_token,
+            output_cost_per_token=s.llm_output_cost_per_token,
+            num_retries=s.llm_num_retries,
+            timeout_s=s.llm_timeout_s,
+        )
+
+    def _budget(self, task: TaskState, ctx: ExecutionContext) -> Budget:
+        # The task's own limits win over the defaults; the ticket's remainder caps both.
+        own = task.budget.model_dump(exclude_none=True) if task.budget else {}
+        budget = self.settings.agent_budget().model_copy(update=own).tightest(ctx.budget)
+        reason = budget.exhausted_by(Usage())
+        if reason:
+            raise PermanentFailure(f"budget exhausted before starting: {reason}", category="budget")
+        return budget
+
+    async def run(self, task: TaskState, ctx: ExecutionContext) -> TaskResult:
+        model = self._model()
+        budget = self._budget(task, ctx)
+        conv_id = conversation_id(task)
+        state_dir = self.settings.agent_state_dir
+        spec = SessionSpec(
+            task_id=task.id,
+            conversation_id=conv_id,
+            workspace=str(ctx.workspace.resolve()),
+            state_dir=str((state_dir / "conversations").resolve()),
+            prompt=build_prompt(task, ctx.ticket, ctx.workspace.resolve()),
+            model=model,
+            budget=budget,
+            progress_interval_s=self.settings.progress_interval_s,
+        )
+        # Short: a tmux socket path must fit in 107 bytes.
+        tmux_dir = (
+            self.settings.data_dir.resolve() / "t" / hashlib.sha1(conv_id.encode()).hexdigest()[:8]
+        )
+        tmp = state_dir / "tmp" / f"{task.name}-{ctx.attempt}"
+        for d in (tmux_dir, tmp, state_dir / "home", state_dir / "sdk"):
+            d.mkdir(parents=True, exist_ok=True)
+        env = {
+            **self._base_env,
+            **ctx.env,
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "OPENHANDS_SUPPRESS_BANNER": "1",
+            "OH_PERSISTENCE_DIR": str((state_dir / "sdk").resolve()),
+            "HOME": str((state_dir / "home").resolve()),
+            "TMPDIR": str(tmp.resolve()),
+            "TMUX_TMPDIR": str(tmux_dir),
+            "PYTHONUNBUFFERED": "1",
+        }
+        env.pop("TMUX", None)
+        if self.settings.llm_api_key is not None:
+            env[API_KEY_ENV] = self.settings.llm_api_key.get_secret_value()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "agents.executors.agent.session",
+            cwd=ctx.workspace,
+            env=env,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            limit=8 * 1024 * 1024,
+        )
+        assert proc.stdin is not None
+        proc.stdin.write(spec.model_dump_json().encode())
+        proc.stdin.close()
+        stderr: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        results: list[SessionResult] = []
+        readers = [
+            asyncio.create_task(self._read_stdout(proc, ctx, results)),
+            asyncio.create_task(_read_stderr(proc, stderr)),
+        ]
+        try:
+            async with asyncio.timeout(task.timeout_s):
+                await proc.wait()
+                await asyncio.gather(*readers)
+        except TimeoutError:
+            await _stop(proc, tmux_dir)
+            raise TaskTimeout(
+                f"agent timed out after {task.timeout_s:g}s; session stopped"
+            ) from None
+        finally:
+            if proc.returncode is None:
+                await _stop(proc, tmux_dir)
+            for reader in readers:
+                reader.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
+            _kill_tmux(tmux_dir)
+            shutil.rmtree(tmp, ignore_errors=True)
+        if not results:
+            tail = self._redact("\n".join(stderr))
+            raise TransientFailure(
+                f"agent session exited {proc.returncode} without a result: {tail[-1500:]}",
+                category="executor_error",
+            )
+        return self._outcome(results[-1])
+
+    def _outcome(self, result: SessionResult) -> TaskResult:
+        message = self._redact(result.message)
+        if result.outcome == "finished":
+            return TaskResult(
+                exit_code=0,
+                output_tail=self._redact(result.summary),
+                summary=self._redact(result.summary),
+                files=result.files,
+                usage=result.usage,
+            )
+        failure: PermanentFailure | TransientFailure
+        if result.outcome == "budget":
+            failure = PermanentFailure(f"budget exceeded: {message}", category="budget")
+        elif result.outcome == "stuck":
+            failure = PermanentFailure(message, category="agent_stuck")
+        else:
+            failure = TransientFailure(f"agent {result.outcome}: {message}", category="agent_error")
+        failure.usage = result.usage
+        raise failure
+
+    async def _read_stdout(
+        self, proc: asyncio.subprocess.Process, ctx: ExecutionContext, results: list[SessionResult]
+    ) -> None:
+        assert proc.stdout is not None
+        while line := await proc.stdout.readline():
+            try:
+                if b'"kind":"result"' in line:
+                    results.append(SessionResult.model_validate_json(line))
+                elif b'"kind":"progress"' in line:
+                    progress = Progress.model_validate_json(line)
+                    if ctx.report is not None:
+                        await ctx.report(progress.model_dump(exclude={"kind"}))
+            except ValidationError:
+                log.debug("unreadable session line: %r", line[:200])
+
+    def _redact(self, text: str) -> str:
+        key = self.settings.llm_api_key
+        secret = key.get_secret_value() if key is not None else ""
+        return text.replace(secret, "***") if len(secret) >= 4 else text
+
+
+async def _read_stderr(proc: asyncio.subprocess.Process, tail: deque[str]) -> None:
+    assert proc.stderr is not None
+    while line := await proc.stderr.readline():
+        tail.append(line.decode(errors="replace").rstrip())
+
+
+async def _stop(proc: asyncio.subprocess.Process, tmux_dir: Path) -> None:
+    """Interrupt the conversation, then make sure the session and its commands are gone."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(proc.wait()), INTERRUPT_GRACE_S)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    _kill_tmux(tmux_dir)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(proc.wait()), 2.0)
+
+
+def _kill_tmux(tmux_dir: Path) -> None:
+    """Terminal commands run under tmux servers, outside the session's process group."""
+    for sock in tmux_dir.glob("tmux-*/*"):
+        panes = subprocess.run(
+            ["tmux", "-S", str(sock), "list-panes", "-a", "-F", "#{pane_pid}"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.split()
+        for pid in panes:
+            with contextlib.suppress(ProcessLookupError, ValueError, PermissionError):
+                os.killpg(int(pid), signal.SIGKILL)
+        subprocess.run(["tmux", "-S", str(sock), "kill-server"], capture_output=True, timeout=5)
+        with contextlib.suppress(OSError):
+            sock.unlink()

@@ -1,0 +1,42 @@
+"""The prompt an agent task starts from: the ticket, the task, and what earlier phases left."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from schemas import TaskState
+from schemas.ticket import TicketState
+
+
+def build_prompt(task: TaskState, ticket: TicketState | None, workspace: Path) -> str:
+    lines = [
+        f"You are working on ticket {task.ticket_id}, phase {task.phase.value}, task {task.name}.",
+        f"Workspace: {workspace}",
+        "",
+    ]
+    if ticket is not None:
+        lines += [f"Ticket: {ticket.title}"]
+        if ticket.description:
+            lines += ["", ticket.description.strip()]
+        lines.append("")
+    lines += ["## Your task", "", (task.instructions or task.name).strip(), ""]
+    if task.acceptance:
+        lines += ["## Acceptance criteria", ""]
+        lines += [f"- {c}" for c in task.acceptance]
+        lines.append("")
+    if ticket is not None and ticket.context:
+        lines += ["## What earlier phases produced", ""]
+        for ctx in ticket.context:
+            lines += [f"### {ctx.phase.value}", "", ctx.summary.strip(), ""]
+            if ctx.feedback:
+                lines += ["Gate feedback:", *[f"- {f}" for f in ctx.feedback], ""]
+    lines += [
+        "## Rules",
+        "",
+        f"- Work only inside {workspace}; it is a git repository. Use absolute paths "
+        "with the file editor.",
+        "- Do not commit or push: your changes are committed for you when you finish.",
+        "- When you are done, call the finish tool with a short summary of what you did "
+        "and why, naming the files you changed.",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,54 @@
+"""What the worker and a session child say to each other: a spec in, JSON lines out."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from schemas.common import WireModel
+from schemas.usage import Budget, Usage
+
+# The child reads the API key from here, never from its arguments or the spec.
+API_KEY_ENV = "OMOI_LLM_API_KEY"
+
+Outcome = Literal["finished", "budget", "error", "stuck", "interrupted"]
+
+
+class ModelSpec(WireModel):
+    model: str
+    base_url: str | None = None
+    input_cost_per_token: float | None = None
+    output_cost_per_token: float | None = None
+    num_retries: int = 2
+    timeout_s: float = 120.0
+
+
+class SessionSpec(WireModel):
+    task_id: str
+    conversation_id: str
+    workspace: str
+    state_dir: str
+    prompt: str
+    model: ModelSpec
+    budget: Budget = Field(default_factory=Budget)
+    progress_interval_s: float = 2.0
+
+
+class Progress(WireModel):
+    kind: Literal["progress"] = "progress"
+    tool_calls: int = 0
+    last_tool: str | None = None
+    last_command: str | None = None
+    files: list[str] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+
+
+class SessionResult(WireModel):
+    kind: Literal["result"] = "result"
+    outcome: Outcome
+    message: str = ""
+    summary: str = ""
+    resumed: bool = False
+    files: list[str] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)

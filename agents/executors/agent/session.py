@@ -1,0 +1,253 @@
+"""The child process that runs one OpenHands conversation for one task attempt.
+
+It reads a `SessionSpec` (JSON) on stdin and writes JSON lines on stdout: `Progress`
+at a bounded rate, then exactly one `SessionResult`. The conversation persists under
+`state_dir` with an id fixed per task, so a process started again after a crash
+resumes the conversation where it stopped instead of starting over. SIGTERM interrupts
+the conversation mid-step (`arun()` + `interrupt()`) and ends with an `interrupted`
+result.
+
+The parent sets the environment that keeps the SDK offline and inside the data dir
+(LITELLM_LOCAL_MODEL_COST_MAP, OH_PERSISTENCE_DIR, TMPDIR, TMUX_TMPDIR, HOME).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+from typing import Any, TextIO
+
+from pydantic import SecretStr
+
+from agents.executors.agent.protocol import (
+    API_KEY_ENV,
+    Outcome,
+    Progress,
+    SessionResult,
+    SessionSpec,
+)
+from schemas.usage import Usage
+
+log = logging.getLogger("omoi.agent-session")
+
+EDITING_COMMANDS = frozenset({"create", "str_replace", "insert", "undo_edit"})
+
+
+class Watcher:
+    """Follows conversation events: progress lines, touched files, the token budget."""
+
+    def __init__(self, spec: SessionSpec, out: TextIO) -> None:
+        self.spec = spec
+        self.out = out
+        self.lock = threading.Lock()
+        self.tool_calls = 0
+        self.last_tool: str | None = None
+        self.last_command: str | None = None
+        self.files: list[str] = []
+        self.summary = ""
+        self.error: tuple[str, str] | None = None
+        self.over_budget: str | None = None
+        self.last_report = 0.0
+        self.baseline = Usage()
+        self.usage_now: Any = None  # set once the conversation exists
+        self.on_over_budget: Any = None
+
+    def __call__(self, event: Any) -> None:
+        from openhands.sdk.event import ActionEvent, MessageEvent
+        from openhands.sdk.event.conversation_error import ConversationErrorEvent
+
+        with self.lock:
+            if isinstance(event, ActionEvent):
+                self._on_action(event)
+            elif isinstance(event, MessageEvent) and event.source == "agent":
+                self.summary = _text(event.llm_message.content) or self.summary
+            elif isinstance(event, ConversationErrorEvent):
+                self.error = (str(event.code), str(event.detail))
+            usage = self.usage()
+            reason = self.spec.budget.exhausted_by(usage) if usage.iterations else None
+            if reason and self.over_budget is None:
+                self.over_budget = reason
+                if self.on_over_budget is not None:
+                    self.on_over_budget()
+            now = time.monotonic()
+            if isinstance(event, ActionEvent) and (
+                now - self.last_report >= self.spec.progress_interval_s
+            ):
+                self.last_report = now
+                self.emit(self.progress(usage))
+
+    def _on_action(self, event: Any) -> None:
+        self.tool_calls += 1
+        self.last_tool = event.tool_name
+        action = event.action
+        if action is None:
+            return
+        command = getattr(action, "command", None)
+        if event.tool_name == "terminal" and isinstance(command, str):
+            self.last_command = command[:200]
+        path = getattr(action, "path", None)
+        if event.tool_name == "file_editor" and command in EDITING_COMMANDS and path:
+            rel = os.path.relpath(str(path), self.spec.workspace)
+            if rel not in self.files:
+                self.files.append(rel)
+        if event.tool_name == "finish":
+            self.summary = str(getattr(action, "message", "") or self.summary)
+
+    def usage(self) -> Usage:
+        if self.usage_now is None:
+            return Usage()
+        total: Usage = self.usage_now()
+        return Usage(
+            prompt_tokens=total.prompt_tokens - self.baseline.prompt_tokens,
+            completion_tokens=total.completion_tokens - self.baseline.completion_tokens,
+            cost_usd=round(total.cost_usd - self.baseline.cost_usd, 6),
+            iterations=total.iterations - self.baseline.iterations,
+        )
+
+    def progress(self, usage: Usage) -> Progress:
+        return Progress(
+            tool_calls=self.tool_calls,
+            last_tool=self.last_tool,
+            last_command=self.last_command,
+            files=list(self.files[-50:]),
+            usage=usage,
+        )
+
+    def emit(self, line: Progress | SessionResult) -> None:
+        self.out.write(line.model_dump_json() + "\n")
+        self.out.flush()
+
+
+def _text(content: Any) -> str:
+    parts = [getattr(c, "text", "") for c in content or []]
+    return "\n".join(p for p in parts if p).strip()
+
+
+def conversation_usage(conversation: Any) -> Usage:
+    metrics = conversation.conversation_stats.get_combined_metrics()
+    tokens = metrics.accumulated_token_usage
+    return Usage(
+        prompt_tokens=int(getattr(tokens, "prompt_tokens", 0) or 0),
+        completion_tokens=int(getattr(tokens, "completion_tokens", 0) or 0),
+        cost_usd=float(metrics.accumulated_cost or 0.0),
+        iterations=len(metrics.token_usages),
+    )
+
+
+def build_conversation(spec: SessionSpec, api_key: str | None, watcher: Watcher) -> Any:
+    from openhands.sdk import LLM, Agent, Conversation, Tool
+    from openhands.tools.file_editor import FileEditorTool
+    from openhands.tools.task_tracker import TaskTrackerTool
+    from openhands.tools.terminal import TerminalTool
+
+    m = spec.model
+    llm = LLM(
+        model=m.model,
+        base_url=m.base_url,
+        api_key=SecretStr(api_key) if api_key else None,
+        num_retries=m.num_retries,
+        timeout=int(m.timeout_s),
+        usage_id="omoi-agent",
+        input_cost_per_token=m.input_cost_per_token,
+        output_cost_per_token=m.output_cost_per_token,
+    )
+    agent = Agent(
+        llm=llm,
+        tools=[
+            Tool(name=TerminalTool.name, params={"terminal_type": "tmux"}),
+            Tool(name=FileEditorTool.name),
+            Tool(name=TaskTrackerTool.name),
+        ],
+    )
+    return Conversation(
+        agent=agent,
+        workspace=spec.workspace,
+        persistence_dir=spec.state_dir,
+        conversation_id=uuid.UUID(spec.conversation_id),
+        callbacks=[watcher],
+        visualizer=None,
+        max_iteration_per_run=spec.budget.max_iterations or 500,
+        delete_on_close=False,
+    )
+
+
+async def run(spec: SessionSpec, api_key: str | None, out: TextIO) -> SessionResult:
+    from openhands.sdk.conversation.state import ConversationExecutionStatus as Status
+
+    watcher = Watcher(spec, out)
+    conversation = await asyncio.to_thread(build_conversation, spec, api_key, watcher)
+    watcher.usage_now = lambda: conversation_usage(conversation)
+    watcher.baseline = conversation_usage(conversation)
+    watcher.on_over_budget = conversation.interrupt
+    state = conversation.state
+    resumed = any(getattr(e, "source", None) == "user" for e in state.events)
+    interrupted = False
+
+    def interrupt() -> None:
+        nonlocal interrupted
+        interrupted = True
+        conversation.interrupt()
+
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, interrupt)
+    try:
+        if state.execution_status is not Status.FINISHED:
+            if not resumed:
+                conversation.send_message(spec.prompt)
+            log.info("%s conversation %s", "resuming" if resumed else "starting", spec.task_id)
+            await conversation.arun()
+        status = conversation.state.execution_status
+        outcome: Outcome
+        message = ""
+        if watcher.over_budget:
+            outcome, message = "budget", watcher.over_budget
+        elif interrupted:
+            outcome, message = "interrupted", "interrupted"
+        elif status is Status.FINISHED:
+            outcome = "finished"
+        elif watcher.error and watcher.error[0] in ("MaxIterationsReached", "MaxBudgetReached"):
+            outcome, message = "budget", watcher.error[1]
+        elif status is Status.STUCK:
+            outcome, message = "stuck", "the agent is stuck repeating itself"
+        else:
+            detail = watcher.error[1] if watcher.error else f"conversation ended {status.value}"
+            outcome, message = "error", detail
+        return SessionResult(
+            outcome=outcome,
+            message=message[:2000],
+            summary=watcher.summary[:4000],
+            resumed=resumed,
+            files=watcher.files,
+            usage=watcher.usage(),
+        )
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        # Closing ends the tmux sessions, and with them any command still running.
+        await asyncio.to_thread(conversation.close)
+
+
+def main() -> int:
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
+    spec = SessionSpec.model_validate_json(sys.stdin.read())
+    api_key = os.environ.pop(API_KEY_ENV, None) or None
+    out = sys.stdout
+    try:
+        result = asyncio.run(run(spec, api_key, out))
+    except Exception as exc:
+        log.exception("session failed")
+        result = SessionResult(outcome="error", message=f"{type(exc).__name__}: {exc}"[:2000])
+    out.write(result.model_dump_json() + "\n")
+    out.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
