@@ -18,7 +18,7 @@ from agents.base import Agent
 from agents.settings import DEFAULT_NATS_PORT, Settings
 from bus import Bus
 
-ROLES = ("planner", "worker", "monitor")
+ROLES = ("planner", "worker", "monitor", "validator")
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -37,7 +37,9 @@ def parser(role: str) -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="INFO")
     if role == "worker":
         p.add_argument("--phase", action="append", dest="phases", help="repeatable; default all")
-        p.add_argument("--capability", action="append", dest="capabilities", help="default shell")
+        p.add_argument(
+            "--capability", action="append", dest="capabilities", help="default shell and agent"
+        )
     return p
 
 
@@ -55,7 +57,7 @@ def build_agent(role: str, bus: Bus, settings: Settings, args: argparse.Namespac
             bus,
             settings,
             phases=args.phases or [p.value for p in WORK_PHASES],
-            capabilities=args.capabilities or ["shell"],
+            capabilities=args.capabilities or ["shell", "agent"],
             executors=default_executors(settings, dict(os.environ)),
             agent_id=args.agent_id,
         )
@@ -63,6 +65,10 @@ def build_agent(role: str, bus: Bus, settings: Settings, args: argparse.Namespac
         from agents.monitor.agent import Monitor
 
         return Monitor(bus, settings, agent_id=args.agent_id)
+    if role == "validator":
+        from agents.validator.agent import Validator
+
+        return Validator(bus, settings, env=dict(os.environ), agent_id=args.agent_id)
     raise SystemExit(f"unknown agent role {role!r}; one of {', '.join(ROLES)}")
 
 

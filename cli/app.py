@@ -34,11 +34,6 @@ err = Console(stderr=True, highlight=False)
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 Timeout = Annotated[float, typer.Option(help="Seconds to wait for an answer.")]
 
-DEMO_TICKET = {
-    "title": "Add rate limiting to the API",
-    "description": "Limit each client to 100 requests per minute; answer 429 beyond that.",
-}
-
 
 def settings() -> Settings:
     return Settings.from_env(os.environ)
@@ -88,33 +83,24 @@ def up(
 
     configure_logging(os.environ.get("OMOI_LOG_LEVEL", "INFO"))
     on_ready = _demo if demo else None
-    asyncio.run(
-        run_up(
-            Settings.from_env(os.environ, data_dir=data_dir),
-            nats_port=nats_port,
-            workers=workers,
-            on_ready=on_ready,
-        )
-    )
+    settings = Settings.from_env(os.environ, data_dir=data_dir)
+    scripted = None
+    if demo and not settings.llm_model:
+        from cli.demo import start_scripted_model
+
+        settings, scripted = start_scripted_model(settings)
+        out.print(f"no OMOI_LLM_MODEL set: agents use the SCRIPTED MODEL at {scripted.url}")
+    try:
+        asyncio.run(run_up(settings, nats_port=nats_port, workers=workers, on_ready=on_ready))
+    finally:
+        if scripted is not None:
+            scripted.stop()
 
 
 async def _demo(s: Settings) -> None:
-    assert s.nats_url is not None
-    bus = await Bus.connect(s.nats_url, name="omoi-demo")
-    try:
-        payload = {"id": client.new_ticket_id(), **DEMO_TICKET}
-        reply = await client.submit(bus, payload, timeout=10)
-        out.print(f"submitted demo ticket [bold]{reply.ticket_id}[/]; following it (Ctrl-C stops)")
-        async for event in client.follow(bus, payload["id"]):
-            out.print(render.event_line(event))
-        ticket, tasks = await client.ticket_with_tasks(bus, payload["id"])
-        render.ticket(out, ticket, tasks)
-        ws = s.workspaces_dir / payload["id"]
-        out.print(
-            f"workspace: {ws}\nstill running; submit more with `omoi submit`, stop with Ctrl-C"
-        )
-    finally:
-        await bus.close()
+    from cli.demo import run_demo
+
+    await run_demo(s, out)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -194,13 +180,27 @@ def _ticket_payload(file: Path | None, flags: dict[str, Any], description: str) 
 
 
 @ticket_app.command("show")
-def ticket_show(ticket_id: str, as_json: JsonFlag = False) -> None:
-    """A ticket, its phase history and its tasks."""
+def ticket_show(
+    ticket_id: str,
+    as_json: JsonFlag = False,
+    show_context: Annotated[
+        bool, typer.Option("--context", help="Show what each phase handed to the next.")
+    ] = False,
+) -> None:
+    """A ticket, its phase history, its tasks and its gates."""
     t, tasks = run(lambda bus: client.ticket_with_tasks(bus, ticket_id))
     if as_json:
-        emit_json({"ticket": dump(t), "tasks": [dump(x) for x in tasks]})
+        emit_json(
+            [dump(c) for c in t.context]
+            if show_context
+            else {"ticket": dump(t), "tasks": [dump(x) for x in tasks]}
+        )
+    elif show_context:
+        render.context(out, t)
     else:
         render.ticket(out, t, tasks)
+        if t.gates:
+            render.gates(out, t)
 
 
 @ticket_app.command("list")

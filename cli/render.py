@@ -64,13 +64,60 @@ def task_table(tasks: list[TaskState]) -> Table:
     return table
 
 
+def gates(console: Console, t: TicketState) -> None:
+    """Each phase's gate, with the evidence of its latest verdict."""
+    table = Table(
+        "phase", "gate", "attempts", "commit", "evidence", title="gates", title_justify="left"
+    )
+    for phase, gate in t.gates.items():
+        verdict = gate.verdicts[-1] if gate.verdicts else None
+        lines = []
+        for check in verdict.checks if verdict else []:
+            mark = "[green]ok[/]" if check.passed else "[red]FAIL[/]"
+            lines.append(f"{mark} {check.name}: {check.detail}"[:110])
+        if verdict and verdict.review:
+            lines.append("review: " + verdict.review.splitlines()[0][:100])
+        table.add_row(
+            phase.value,
+            styled(gate.status.value),
+            str(gate.attempts),
+            (verdict.commit or "")[:10] if verdict else "",
+            "\n".join(lines),
+        )
+    console.print(table)
+
+
+def context(console: Console, t: TicketState) -> None:
+    """What each finished phase handed to the next."""
+    if not t.context:
+        console.print("no phase has handed over context yet")
+    for ctx in t.context:
+        console.print(f"[bold]{ctx.phase.value}[/] (summarised by {ctx.summarised_by})")
+        console.print(ctx.summary, markup=False, highlight=False)
+        if ctx.artifacts:
+            console.print("artifacts: " + ", ".join(ctx.artifacts), markup=False)
+        for note in ctx.feedback:
+            console.print(f"gate feedback: {note}", markup=False, highlight=False)
+
+
 def task_detail(console: Console, t: TaskState) -> None:
     console.print(f"[bold]{t.id}[/]  {styled(t.status.value)}  phase {t.phase.value}")
-    console.print(f"command: {t.command}")
+    if t.command:
+        console.print(f"command: {t.command}")
+    if t.instructions:
+        console.print(f"instructions: {t.instructions}", markup=False, highlight=False)
+    if t.usage.iterations:
+        u = t.usage
+        console.print(
+            f"usage: {u.prompt_tokens}+{u.completion_tokens} tokens, ${u.cost_usd:.4f}, "
+            f"{u.iterations} model calls"
+        )
     console.print(f"attempts {t.attempts}/{t.max_attempts}, timeout {t.timeout_s:g}s")
     for err in t.errors:
         console.print(f"  attempt {err.attempt}: [red]{err.category}[/] {err.message}")
     if t.result:
+        if t.result.commit:
+            console.print(f"commit {t.result.commit}; files: {', '.join(t.result.files)}")
         console.print(f"exit {t.result.exit_code} in {t.result.duration_s}s; output tail:")
         console.print(t.result.output_tail, markup=False, highlight=False)
 
@@ -106,9 +153,36 @@ def event_line(e: Event) -> str:
         what += f" attempt {data.get('attempt')}: {err.get('category')}: {err.get('message')}"
     elif e.type == "task.started":
         what += f" attempt {data.get('attempt')} on {e.agent}"
+    elif e.type in AGENT_DETAIL:
+        what += _agent_detail(e)
     elif e.type == "ticket.rejected":
         what = f"{data.get('error', {}).get('message')}"
     elif e.type.startswith("ticket."):
         what = str(data.get("reason") or data.get("title") or "")
     phase = data.get("phase", "")
     return f"{e.at.strftime('%H:%M:%S')} {phase:<14} {styled(e.type):<30} {what}"
+
+
+AGENT_DETAIL = frozenset({"task.progress", "task.succeeded", "gate.passed", "gate.failed"})
+
+
+def _agent_detail(e: Event) -> str:
+    data = e.data
+    what = ""
+    if e.type == "task.progress":
+        usage = data.get("usage") or {}
+        what += (
+            f" {data.get('tool_calls')} tool calls, last {data.get('last_tool')}, "
+            f"{usage.get('prompt_tokens', 0) + usage.get('completion_tokens', 0)} tokens"
+        )
+    elif e.type == "task.succeeded" and data.get("commit"):
+        what += f" commit {str(data['commit'])[:10]}"
+        if data.get("usage"):
+            what += f" ${data['usage'].get('cost_usd', 0):.4f}"
+    elif e.type in ("gate.passed", "gate.failed"):
+        checks = data.get("checks") or []
+        passed = sum(1 for c in checks if c.get("passed"))
+        what = f"attempt {data.get('attempt')}: {passed}/{len(checks)} checks passed"
+        if data.get("feedback"):
+            what += " - " + str(data["feedback"]).splitlines()[-1][:80]
+    return what

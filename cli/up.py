@@ -41,7 +41,11 @@ async def up(
         loop.add_signal_handler(sig, stop.set)
 
     bus = await Bus.connect(url, name="omoi-up", topology=settings.topology())
-    children = [("planner", agent_argv("planner")), ("monitor", agent_argv("monitor"))]
+    children = [
+        ("planner", agent_argv("planner")),
+        ("monitor", agent_argv("monitor")),
+        ("validator", agent_argv("validator")),
+    ]
     children += [(f"worker-{i + 1}", agent_argv("worker")) for i in range(workers)]
     supervisor = Supervisor(children, {**os.environ, **settings.to_env()})
     await supervisor.start()

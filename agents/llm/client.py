@@ -67,6 +67,8 @@ def import_litellm() -> Any:
 
     litellm.telemetry = False
     litellm.suppress_debug_info = True
+    # Its INFO lines go to stdout, into whatever the user is reading.
+    logging.getLogger("LiteLLM").setLevel(logging.WARNING)
     return litellm
 
 

@@ -21,9 +21,11 @@ from pydantic import BaseModel, ValidationError
 
 from agents.base import Agent
 from agents.errors import CommandError, InvalidTicket
+from agents.llm.client import ModelClient, ModelConfig
 from agents.planner.apply import Reconciler
 from agents.planner.commands import Commands
-from agents.planner.intake import Intake, build, derive_ticket_id, same_ticket
+from agents.planner.decompose import decompose
+from agents.planner.intake import Intake, assemble, build, derive_ticket_id, same_ticket
 from agents.settings import Settings
 from bus import Bus, Reject, settle
 from bus import constants as c
@@ -36,6 +38,7 @@ from schemas import (
     MoveTicket,
     Reply,
 )
+from schemas.gate import GateVerdict
 
 
 class Planner(Agent):
@@ -43,7 +46,15 @@ class Planner(Agent):
 
     def __init__(self, bus: Bus, settings: Settings, agent_id: str | None = None) -> None:
         super().__init__(bus, settings, agent_id)
-        self.reconciler = Reconciler(bus, self.id)
+        config = ModelConfig.from_settings(settings)
+        self.model = ModelClient(config) if config is not None else None
+        self.reconciler = Reconciler(
+            bus,
+            self.id,
+            workspaces=settings.workspaces_dir,
+            model=self.model,
+            context_tokens=settings.context_tokens,
+        )
         self.commands = Commands(bus, self.reconciler)
         self._workflow_dirs = [d for d in [settings.workflows_dir] if d is not None]
         self._workflow_dirs.append(settings.data_dir / "workflows")
@@ -126,6 +137,9 @@ class Planner(Agent):
 
         ticket = intake.ticket
         existing = await self.bus.tickets.value(ticket.id)
+        if existing is None:
+            intake = await self._plan_with_model(intake)
+            ticket = intake.ticket
         if existing is not None:
             if not same_ticket(existing, ticket):
                 reason = f"ticket id {ticket.id} is already used by a different ticket"
@@ -156,6 +170,22 @@ class Planner(Agent):
                 )
             )
         await self.reconciler.reconcile(ticket.id)
+
+    async def _plan_with_model(self, intake: Intake) -> Intake:
+        """Let the model plan the tasks when the workflow asks for it; else the template."""
+        workflow = intake.workflow
+        if workflow is None or not workflow.decompose or self.model is None:
+            return intake
+        ticket_id = intake.ticket.id
+        specs = await decompose(self.model, ticket_id, intake.submission)
+        if specs is None:
+            self.log.info("ticket %s keeps the %s template's tasks", ticket_id, workflow.name)
+            return intake
+        try:
+            return assemble(ticket_id, intake.submission, specs, workflow)
+        except InvalidTicket as exc:
+            self.log.warning("generated plan for %s rejected: %s", ticket_id, exc.message)
+            return intake
 
     async def _rejected(self, ticket_id: str, category: str, message: str, size: int) -> None:
         self.log.warning("rejected submission %s: %s", ticket_id, message)
@@ -196,8 +226,15 @@ class Planner(Agent):
     async def _on_event(self, msg: Msg) -> None:
         try:
             event = Event.model_validate_json(msg.data)
+            verdict = (
+                GateVerdict.model_validate(event.data)
+                if event.type in (EventType.GATE_PASSED, EventType.GATE_FAILED)
+                else None
+            )
         except ValidationError as exc:
             raise Reject(f"not an event: {exc}", "invalid_event") from exc
+        if verdict is not None:
+            await self.reconciler.record_verdict(verdict)
         await self.reconciler.reconcile(event.ticket_id)
 
     # Commands

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from agents.events import task_event, ticket_event
-from agents.planner.reconcile import Plan, plan
+from agents.llm.client import ModelClient
+from agents.planner import context, gates
+from agents.planner.reconcile import Plan, head_commit, plan
 from bus import Bus
 from bus.constants import control_cancel_subject
 from schemas import Event, EventType, Phase, TaskState, TaskStatus, TicketStatus, utcnow
-from schemas.ticket import TicketState
+from schemas.gate import GateVerdict
+from schemas.ticket import GateStatus, PhaseContext, TicketState
 
 log = logging.getLogger(__name__)
 
@@ -19,9 +23,20 @@ MAX_REPLANS = 20
 class Reconciler:
     """Brings a ticket's state forward: queue ready tasks, pass phases, finish tickets."""
 
-    def __init__(self, bus: Bus, agent_id: str) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        agent_id: str,
+        *,
+        workspaces: Path = Path(".omoi/workspaces"),
+        model: ModelClient | None = None,
+        context_tokens: int = 1200,
+    ) -> None:
         self.bus = bus
         self.agent_id = agent_id
+        self.workspaces = workspaces
+        self.model = model
+        self.context_tokens = context_tokens
 
     async def load(self, ticket_id: str) -> tuple[TicketState, dict[str, TaskState]] | None:
         ticket = await self.bus.tickets.value(ticket_id)
@@ -52,39 +67,26 @@ class Reconciler:
                 for task in tasks.values():
                     if task.status is TaskStatus.QUEUED and task.msg_seq is None:
                         await self.bus.dispatch(task)
+                for phase, gate in ticket.gates.items():
+                    if gate.status is GateStatus.PENDING:
+                        request = gates.build_request(ticket, tasks, phase, self.workspaces)
+                        await gates.publish_request(self.bus, request, self.agent_id)
             decided = plan(ticket, tasks)
             if decided.empty:
                 return ticket
-            if not await self._apply(ticket, decided):
+            if not await self._apply(ticket, tasks, decided):
                 continue  # somebody changed the ticket under us: decide again
         log.warning("ticket %s still changing after %d plans", ticket_id, MAX_REPLANS)
         return None
 
-    async def _apply(self, ticket: TicketState, decided: Plan) -> bool:
+    async def _apply(self, ticket: TicketState, tasks: dict[str, TaskState], decided: Plan) -> bool:
         for name, reason in decided.skip.items():
             await self.skip_task(f"{ticket.id}.{name}", reason)
 
-        if decided.transitions or decided.finish:
-            expected = (ticket.phase, ticket.status)
-
-            def advance(t: TicketState) -> TicketState | None:
-                if (t.phase, t.status) != expected:
-                    return None
-                for step in decided.transitions:
-                    t.phase_history.append(step)
-                    t.phase = step.to
-                if decided.finish:
-                    t.status = decided.finish
-                    t.reason = decided.reason
-                    t.finished_at = utcnow()
-                t.updated_at = utcnow()
-                return t
-
-            updated = await self.bus.tickets.update(ticket.id, advance)
-            if updated is None:
-                return False
-            await self.emit_ticket_changes(ticket, updated)
-
+        if (decided.transitions or decided.finish or decided.request_gate) and not (
+            await self._advance(ticket, tasks, decided)
+        ):
+            return False
         for name in decided.queue:
             await self.queue_task(f"{ticket.id}.{name}")
         return True
@@ -116,6 +118,107 @@ class Reconciler:
                 await self.bus.publish_event(
                     ticket_event(after, kind, self.agent_id, reason=after.reason)
                 )
+
+    async def _advance(
+        self, ticket: TicketState, tasks: dict[str, TaskState], decided: Plan
+    ) -> bool:
+        """Move the ticket through its transitions, ask for a gate, or finish it."""
+        expected = (ticket.phase, ticket.status, _gate_marks(ticket))
+        handed_over = [
+            await context.summarise(
+                self.model,
+                ticket,
+                context.gather(ticket, tasks, step.from_),
+                self.context_tokens,
+            )
+            for step in decided.transitions
+            if step.from_ is not None
+        ]
+        head = head_commit(tasks)
+
+        def advance(t: TicketState) -> TicketState | None:
+            if (t.phase, t.status, _gate_marks(t)) != expected:
+                return None
+            for step in decided.transitions:
+                t.phase_history.append(step)
+                t.phase = step.to
+            t.context = _merge_context(t.context, handed_over)
+            if decided.request_gate is not None:
+                gates.mark_pending(t, decided.request_gate, head)
+            if decided.finish:
+                t.status = decided.finish
+                t.reason = decided.reason
+                t.commit = head
+                t.finished_at = utcnow()
+            t.updated_at = utcnow()
+            return t
+
+        updated = await self.bus.tickets.update(ticket.id, advance)
+        if updated is None:
+            return False
+        await self.emit_ticket_changes(ticket, updated)
+        if decided.request_gate is not None:
+            request = gates.build_request(updated, tasks, decided.request_gate, self.workspaces)
+            await gates.publish_request(self.bus, request, self.agent_id)
+
+        return True
+
+    async def record_verdict(self, verdict: GateVerdict) -> None:
+        """Apply a validator's verdict once: pass, queue a fix, or block the ticket."""
+        loaded = await self.load(verdict.ticket_id)
+        if loaded is None:
+            return
+        before, tasks = loaded
+        fix = gates.fix_task(before, tasks, verdict)
+        if fix is not None:
+            await self.bus.tasks.create(fix.id, fix)
+        after = await self.bus.tickets.update(
+            verdict.ticket_id, lambda t: gates.apply_verdict(t, verdict, fix)
+        )
+        if after is None:
+            return
+        self.log_verdict(verdict, fix)
+        if fix is not None:
+            for task in tasks.values():
+                if gates.needs_rerun(task, fix.phase, verdict.phase):
+                    await self.reset_task(task.id, "re-run after a gate fix")
+        await self.emit_ticket_changes(before, after)
+        if after.phase is Phase.BLOCKED:
+            await self.bus.publish_event(gates.blocked_event(after, self.agent_id))
+
+    def log_verdict(self, verdict: GateVerdict, fix: TaskState | None) -> None:
+        outcome = "passed" if verdict.passed else f"failed (fix: {fix.name})" if fix else "failed"
+        log.info(
+            "ticket %s %s gate attempt %d %s",
+            verdict.ticket_id,
+            verdict.phase.value,
+            verdict.attempt,
+            outcome,
+        )
+
+    async def reset_task(self, key: str, reason: str) -> None:
+        """Send a task back to blocked, as a new generation, so it runs again."""
+        was_running = False
+
+        def reset(t: TaskState) -> TaskState | None:
+            nonlocal was_running
+            was_running = t.status is TaskStatus.RUNNING
+            t.status = TaskStatus.BLOCKED
+            t.generation += 1
+            t.attempts = 0
+            t.error = None
+            t.result = None
+            t.worker = None
+            t.msg_seq = None
+            t.delivery = 0
+            t.reason = reason
+            t.queued_at = t.started_at = t.finished_at = None
+            t.updated_at = utcnow()
+            return t
+
+        task = await self.bus.tasks.update(key, reset)
+        if task is not None and was_running:
+            await self.bus.nc.publish(control_cancel_subject(task.ticket_id, task.name), b"")
 
     async def queue_task(self, key: str) -> None:
         def to_queued(t: TaskState) -> TaskState | None:
@@ -172,3 +275,13 @@ class Reconciler:
         return [
             t.id for t in tickets if t.status is TicketStatus.RUNNING and t.phase is not Phase.DONE
         ]
+
+
+def _gate_marks(ticket: TicketState) -> dict[Phase, tuple[int, GateStatus]]:
+    return {phase: (g.attempts, g.status) for phase, g in ticket.gates.items()}
+
+
+def _merge_context(have: list[PhaseContext], new: list[PhaseContext]) -> list[PhaseContext]:
+    """A phase that runs again replaces what it handed over before."""
+    phases = {c.phase for c in new}
+    return [c for c in have if c.phase not in phases] + new

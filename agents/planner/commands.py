@@ -6,7 +6,6 @@ from agents.errors import CommandError, TransitionError
 from agents.planner.apply import Reconciler
 from agents.planner.phases import check_transition, phase_index
 from bus import Bus
-from bus.constants import control_cancel_subject
 from schemas import (
     CancelTask,
     CancelTicket,
@@ -20,7 +19,7 @@ from schemas import (
     split_task_key,
     utcnow,
 )
-from schemas.ticket import TicketState
+from schemas.ticket import GateStatus, TicketState
 
 # Moving back to this phase re-runs it and every phase after it up to where the ticket was.
 REWORK_FROM = Phase.IMPLEMENTATION
@@ -93,6 +92,7 @@ class Commands:
         def move(t: TicketState) -> TicketState | None:
             if (t.phase, t.status) != (before.phase, before.status):
                 return None
+            _release_gates(t, cmd.phase)
             t.phase_history.append(PhaseTransition(from_=t.phase, to=cmd.phase, reason=cmd.reason))
             t.blocked_from = t.phase if cmd.phase is Phase.BLOCKED else None
             t.phase = cmd.phase
@@ -128,28 +128,26 @@ class Commands:
     async def _rework(self, ticket: TicketState, start: Phase, until: Phase) -> None:
         """Reset every task from `start` up to `until` so those phases run again."""
         span = range(phase_index(start), phase_index(until) + 1)
-        was_running = False
-
-        def reset(t: TaskState) -> TaskState | None:
-            nonlocal was_running
-            if phase_index(t.phase) not in span:
-                return None
-            was_running = t.status is TaskStatus.RUNNING
-            t.status = TaskStatus.BLOCKED
-            t.generation += 1
-            t.attempts = 0
-            t.error = None
-            t.result = None
-            t.worker = None
-            t.msg_seq = None
-            t.delivery = 0
-            t.reason = "phase re-entered"
-            t.queued_at = t.started_at = t.finished_at = None
-            t.updated_at = utcnow()
-            return t
-
         for name in ticket.tasks:
-            was_running = False
-            await self.bus.tasks.update(f"{ticket.id}.{name}", reset)
-            if was_running:
-                await self.bus.nc.publish(control_cancel_subject(ticket.id, name), b"")
+            task = await self.bus.tasks.value(f"{ticket.id}.{name}")
+            if task is not None and phase_index(task.phase) in span:
+                await self.reconciler.reset_task(task.id, "phase re-entered")
+
+
+def _release_gates(ticket: TicketState, target: Phase) -> None:
+    """An operator's move decides over the gates it passes.
+
+    Moving on past a phase overrides its gate. Releasing a ticket blocked by a gate
+    back into that phase gives the gate a fresh set of attempts.
+    """
+    leaving = ticket.blocked_from if ticket.phase is Phase.BLOCKED else ticket.phase
+    if leaving is None or leaving not in ticket.gates:
+        return
+    gate = ticket.gates[leaving]
+    if target is leaving:
+        gate.status = GateStatus.NONE
+        gate.attempts = 0
+    elif target is Phase.DONE or (
+        target is not Phase.BLOCKED and phase_index(target) > phase_index(leaving)
+    ):
+        gate.status = GateStatus.OVERRIDDEN

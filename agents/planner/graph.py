@@ -22,8 +22,7 @@ def validate_graph(tasks: Sequence[TaskSpec]) -> None:
                 + ", ".join(p.value for p in WORK_PHASES),
                 "invalid_graph",
             )
-        if task.capability == "shell" and not (task.command or "").strip():
-            raise InvalidTicket(f"shell task {task.name!r} has no command", "invalid_graph")
+        _check_payload(task)
         for dep in task.depends_on:
             if dep not in by_name:
                 raise InvalidTicket(
@@ -38,6 +37,14 @@ def validate_graph(tasks: Sequence[TaskSpec]) -> None:
     cycle = find_cycle({t.name: t.depends_on for t in tasks})
     if cycle:
         raise InvalidTicket("dependency cycle: " + " -> ".join(cycle), "dependency_cycle")
+
+
+def _check_payload(task: TaskSpec) -> None:
+    """A task must carry what its executor needs: a command, or an agent's prompt."""
+    if task.capability == "shell" and not (task.command or "").strip():
+        raise InvalidTicket(f"shell task {task.name!r} has no command", "invalid_graph")
+    if task.capability == "agent" and not (task.instructions or "").strip():
+        raise InvalidTicket(f"agent task {task.name!r} has no instructions", "invalid_graph")
 
 
 def find_cycle(deps: dict[str, list[str]]) -> list[str] | None:

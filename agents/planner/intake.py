@@ -12,8 +12,8 @@ from pydantic import ValidationError
 
 from agents.errors import InvalidTicket
 from agents.planner.graph import validate_graph
-from agents.planner.templates import load_workflow, render
-from schemas import TaskState, TicketState, TicketSubmission
+from agents.planner.templates import Workflow, load_workflow, render
+from schemas import TaskSpec, TaskState, TicketState, TicketSubmission
 from schemas.common import ID_RE
 
 
@@ -21,6 +21,8 @@ from schemas.common import ID_RE
 class Intake:
     ticket: TicketState
     tasks: list[TaskState]
+    submission: TicketSubmission
+    workflow: Workflow | None = None
 
 
 def derive_ticket_id(data: bytes) -> str:
@@ -75,23 +77,43 @@ def build(
     """Validate a submission fully (schema, template, graph) and build its initial state."""
     submission = parse_submission(data, max_bytes)
     ticket_id = submission.id or derive_ticket_id(data)
+    workflow: Workflow | None = None
     if submission.tasks is not None:
         specs = submission.tasks
-        workflow = None
     else:
-        workflow = submission.workflow or default_workflow
-        specs = render(load_workflow(workflow, workflow_dirs), ticket_id, submission)
+        workflow = load_workflow(submission.workflow or default_workflow, workflow_dirs)
+        specs = render(workflow, ticket_id, submission)
+    return assemble(ticket_id, submission, specs, workflow)
+
+
+def assemble(
+    ticket_id: str,
+    submission: TicketSubmission,
+    specs: Sequence[TaskSpec],
+    workflow: Workflow | None,
+) -> Intake:
+    """The ticket and its tasks from a validated graph (explicit, templated or generated)."""
     validate_graph(specs)
     tasks = [TaskState.from_spec(ticket_id, spec) for spec in specs]
+    gates = submission.gates if submission.gates is not None else None
+    if gates is None:
+        gates = dict(workflow.gates) if workflow is not None else {}
+    max_gate_attempts = submission.max_gate_attempts or (
+        workflow.max_gate_attempts if workflow is not None else 3
+    )
     ticket = TicketState(
         id=ticket_id,
         title=submission.title,
         description=submission.description,
         priority=submission.priority,
-        workflow=workflow,
+        workflow=workflow.name if workflow is not None else None,
         tasks=[t.name for t in tasks],
+        repository=submission.repository,
+        budget=submission.budget,
+        gate_specs=gates,
+        max_gate_attempts=max_gate_attempts,
     )
-    return Intake(ticket=ticket, tasks=tasks)
+    return Intake(ticket=ticket, tasks=tasks, submission=submission, workflow=workflow)
 
 
 def same_ticket(existing: TicketState, new: TicketState) -> bool:

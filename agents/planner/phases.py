@@ -30,7 +30,8 @@ def allowed_targets(current: Phase, blocked_from: Phase | None = None) -> frozen
     if current is Phase.DONE:
         return frozenset()
     if current is Phase.BLOCKED:
-        return frozenset({blocked_from}) if blocked_from else frozenset()
+        # Back into the phase it was blocked in, or on past it (overriding its gate).
+        return frozenset({blocked_from, _NEXT[blocked_from]}) if blocked_from else frozenset()
     return frozenset({_NEXT[current], Phase.BLOCKED}) | _EXTRA.get(current, frozenset())
 
 

@@ -11,14 +11,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from agents.planner.phases import next_phase
+from agents.planner.phases import next_phase, phase_index
 from schemas import Phase, PhaseTransition, TaskState, TaskStatus, TicketStatus
-from schemas.ticket import TicketState
+from schemas.ticket import GateStatus, TicketState
 
 FAILED_OUTCOMES = frozenset({TaskStatus.FAILED, TaskStatus.CANCELLED})
 # A dependency is satisfied once it succeeded, or was skipped by an operator moving
 # the ticket past its phase (skips caused by failures never reach the queue step).
 SATISFIED = frozenset({TaskStatus.SUCCEEDED, TaskStatus.SKIPPED})
+GATE_OPEN = frozenset({GateStatus.PASSED, GateStatus.OVERRIDDEN})
 
 
 @dataclass
@@ -26,12 +27,14 @@ class Plan:
     skip: dict[str, str] = field(default_factory=dict)
     queue: list[str] = field(default_factory=list)
     transitions: list[PhaseTransition] = field(default_factory=list)
+    # The phase whose work is done and whose gate must now be asked for a verdict.
+    request_gate: Phase | None = None
     finish: TicketStatus | None = None
     reason: str = ""
 
     @property
     def empty(self) -> bool:
-        return not (self.skip or self.queue or self.transitions or self.finish)
+        return not (self.skip or self.queue or self.transitions or self.finish or self.request_gate)
 
 
 def plan(ticket: TicketState, tasks: Mapping[str, TaskState]) -> Plan:
@@ -46,21 +49,56 @@ def plan(ticket: TicketState, tasks: Mapping[str, TaskState]) -> Plan:
     phase: Phase = ticket.phase
     while phase is not Phase.DONE:
         in_phase = [t for t in tasks.values() if t.phase is phase]
-        for task in in_phase:
-            if task.status is TaskStatus.BLOCKED and all(
-                tasks[d].status in SATISFIED for d in task.depends_on if d in tasks
-            ):
-                out.queue.append(task.name)
+        out.queue.extend(_ready(in_phase, tasks))
         if out.queue or any(not t.status.terminal for t in in_phase):
             break
+        if _gate_closed(ticket, phase):
+            gate = ticket.gates.get(phase)
+            if gate is None or gate.status is GateStatus.NONE:
+                out.request_gate = phase
+            break  # a verdict is pending, or the gate failed for good (ticket blocked)
+        gate = ticket.gates.get(phase)
         target = next_phase(phase)
         reason = f"{phase.value} complete" if in_phase else f"{phase.value} has no tasks"
+        if gate is not None:
+            reason += f", gate {gate.status.value}"
         out.transitions.append(PhaseTransition(from_=phase, to=target, reason=reason))
         phase = target
     if phase is Phase.DONE:
         out.finish = TicketStatus.DONE
         out.reason = "all phases complete"
     return out
+
+
+def _ready(in_phase: list[TaskState], tasks: Mapping[str, TaskState]) -> list[str]:
+    return [
+        task.name
+        for task in in_phase
+        if task.status is TaskStatus.BLOCKED
+        and all(tasks[d].status in SATISFIED for d in task.depends_on if d in tasks)
+    ]
+
+
+def _gate_closed(ticket: TicketState, phase: Phase) -> bool:
+    gate = ticket.gates.get(phase)
+    return phase in ticket.gate_specs and (gate is None or gate.status not in GATE_OPEN)
+
+
+def head_commit(tasks: Mapping[str, TaskState], before: Phase | None = None) -> str | None:
+    """The latest commit of a succeeded task (only of phases before `before`, if given)."""
+    done = [
+        t
+        for t in tasks.values()
+        if t.status is TaskStatus.SUCCEEDED
+        and t.result is not None
+        and t.result.commit
+        and (before is None or phase_index(t.phase) < phase_index(before))
+    ]
+    if not done:
+        return None
+    latest = max(done, key=lambda t: t.finished_at or t.updated_at)
+    assert latest.result is not None
+    return latest.result.commit
 
 
 def _wind_down(tasks: Mapping[str, TaskState], failed: list[str], out: Plan) -> Plan:

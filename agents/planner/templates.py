@@ -18,8 +18,9 @@ from typing import Any
 from pydantic import Field, ValidationError
 
 from agents.errors import InvalidTicket
-from schemas import TaskSpec, TicketSubmission
+from schemas import Phase, TaskSpec, TicketSubmission
 from schemas.common import StrictWireModel
+from schemas.gate import GateSpec
 
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "workflows"
 
@@ -27,6 +28,10 @@ SHIPPED_DIR = Path(__file__).resolve().parent.parent / "workflows"
 class Workflow(StrictWireModel):
     name: str
     description: str = ""
+    # Ask the model to plan the tasks; the template's tasks are the fallback.
+    decompose: bool = False
+    gates: dict[Phase, GateSpec] = Field(default_factory=dict)
+    max_gate_attempts: int = Field(default=3, ge=1, le=20)
     tasks: list[dict[str, Any]] = Field(default_factory=list)
 
 
@@ -66,6 +71,8 @@ def render(workflow: Workflow, ticket_id: str, submission: TicketSubmission) -> 
         task = dict(raw)
         if isinstance(task.get("command"), str):
             task["command"] = Template(task["command"]).safe_substitute(quoted)
+        if isinstance(task.get("instructions"), str):
+            task["instructions"] = Template(task["instructions"]).safe_substitute(values)
         try:
             specs.append(TaskSpec.model_validate(task))
         except ValidationError as exc:

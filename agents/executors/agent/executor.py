@@ -151,6 +151,7 @@ class AgentExecutor:
             await asyncio.gather(*readers, return_exceptions=True)
             _kill_tmux(tmux_dir)
             shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(tmux_dir, ignore_errors=True)
         if not results:
             tail = self._redact("\n".join(stderr))
             raise TransientFailure(

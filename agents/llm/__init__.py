@@ -1,0 +1,1 @@
+"""Model access: the litellm client and the scripted model server."""

@@ -1,0 +1,145 @@
+"""The validator: consumes gate requests, checks a clean copy of the workspace, and
+publishes a verdict with its evidence.
+
+It never touches the ticket's state: the verdict is an event (`gate.passed` or
+`gate.failed`) that the planner applies. Its id is fixed per gate attempt, so running a
+request twice (a redelivery) publishes one verdict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from pydantic import ValidationError
+
+from agents.base import Agent
+from agents.llm.client import ModelClient, ModelConfig
+from agents.settings import Settings
+from agents.validator.checks import GateError, clean_copy, feedback, run_checks, verdict_passed
+from agents.validator.review import review
+from bus import Bus, Reject, settle
+from bus import constants as c
+from schemas import Event, EventType
+from schemas.gate import GateRequest, GateVerdict
+
+
+def verdict_event(verdict: GateVerdict, agent_id: str) -> Event:
+    kind = EventType.GATE_PASSED if verdict.passed else EventType.GATE_FAILED
+    return Event(
+        id=f"{verdict.ticket_id}.gate.{verdict.phase.value}.{verdict.attempt}.verdict",
+        type=kind,
+        ticket_id=verdict.ticket_id,
+        agent=agent_id,
+        data=verdict.model_dump(mode="json"),
+    )
+
+
+class Validator(Agent):
+    role = "validator"
+
+    def __init__(
+        self,
+        bus: Bus,
+        settings: Settings,
+        *,
+        env: Mapping[str, str] | None = None,
+        agent_id: str | None = None,
+    ) -> None:
+        super().__init__(bus, settings, agent_id)
+        self.env = dict(env or {})
+        config = ModelConfig.from_settings(settings)
+        self.model = ModelClient(config) if config is not None else None
+        self.scratch = settings.data_dir / "validator"
+
+    async def main(self) -> None:
+        sub = await self.bus.pull(c.GATES_STREAM, c.VALIDATOR_CONSUMER)
+        dead_letter = self.bus.dead_letterer("gates")
+        self.ready.set()
+        try:
+            while not self.stopping.is_set():
+                try:
+                    msgs = await sub.fetch(1, timeout=self.settings.fetch_poll_s)
+                except NatsTimeoutError:
+                    continue
+                except Exception:
+                    self.log.warning("fetching gate requests failed", exc_info=True)
+                    await self.wait_stopping(1.0)
+                    continue
+                for msg in msgs:
+                    await settle(msg, self._handle, dead_letter)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _handle(self, msg: Msg) -> None:
+        try:
+            request = GateRequest.model_validate_json(msg.data)
+        except ValidationError as exc:
+            raise Reject(f"not a gate request: {exc}", "invalid_gate_request") from exc
+        self.current_task = f"{request.ticket_id}.gate-{request.phase.value}"
+        work = asyncio.create_task(self.evaluate(request))
+        try:
+            # Checks can run a whole test suite: keep the request from being redelivered.
+            while not work.done():
+                await asyncio.wait({work}, timeout=max(1.0, self.settings.ack_wait_s / 3))
+                if not work.done():
+                    await msg.in_progress()
+            verdict = work.result()
+        finally:
+            if not work.done():
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await work
+            self.current_task = None
+        await self.bus.publish_event(verdict_event(verdict, self.id))
+        self.log.info(
+            "%s %s gate attempt %d: %s",
+            request.ticket_id,
+            request.phase.value,
+            request.attempt,
+            "passed" if verdict.passed else "failed",
+        )
+
+    async def evaluate(self, request: GateRequest) -> GateVerdict:
+        copy = self.scratch / f"{request.ticket_id}-{request.phase.value}-{request.attempt}"
+        shutil.rmtree(copy, ignore_errors=True)
+        try:
+            commit = await asyncio.to_thread(
+                clean_copy, Path(request.workspace), copy / "repo", request.commit
+            )
+        except GateError as exc:
+            return GateVerdict(
+                ticket_id=request.ticket_id,
+                phase=request.phase,
+                attempt=request.attempt,
+                passed=False,
+                commit=request.commit,
+                feedback=f"the workspace could not be checked out: {exc.message}",
+            )
+        try:
+            env = {**self.env, "OMOI_TICKET_ID": request.ticket_id, "OMOI_PHASE": request.phase}
+            results = await run_checks(
+                request.spec, copy / "repo", base_commit=request.base_commit, env=env
+            )
+            passed = verdict_passed(results)
+            review_text = None
+            if passed and request.spec.review and self.model is not None:
+                passed, review_text = await review(self.model, request, copy / "repo", results)
+            return GateVerdict(
+                ticket_id=request.ticket_id,
+                phase=request.phase,
+                attempt=request.attempt,
+                passed=passed,
+                commit=commit,
+                checks=results,
+                review=review_text,
+                feedback="" if passed else feedback(results, review_text),
+            )
+        finally:
+            await asyncio.to_thread(shutil.rmtree, copy, True)
