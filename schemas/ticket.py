@@ -56,7 +56,11 @@ class GateStatus(StrEnum):
 class GateState(WireModel):
     """Where one phase's gate stands, with the latest verdicts as evidence."""
 
+    # Verdicts asked for, and how many of them failed: only failures use up
+    # `max_gate_attempts` (a gate passed, then re-checked after a later gate's fix,
+    # has lost nothing).
     attempts: int = 0
+    failures: int = 0
     status: GateStatus = GateStatus.NONE
     commit: str | None = None
     verdicts: list[GateVerdict] = Field(default_factory=list)

@@ -146,7 +146,7 @@ def _release_gates(ticket: TicketState, target: Phase) -> None:
     gate = ticket.gates[leaving]
     if target is leaving:
         gate.status = GateStatus.NONE
-        gate.attempts = 0
+        gate.failures = 0
     elif target is Phase.DONE or (
         target is not Phase.BLOCKED and phase_index(target) > phase_index(leaving)
     ):

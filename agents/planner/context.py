@@ -61,7 +61,8 @@ def clip(text: str, tokens: int) -> str:
     if len(text) <= limit:
         return text
     lines = text.splitlines()
-    share = max(40, limit // max(len(lines), 1))
+    # Every line keeps its start; the newlines count against the limit too.
+    share = max(16, (limit - len(lines)) // max(len(lines), 1))
     kept = [line if len(line) <= share else line[: share - 1] + "…" for line in lines]
     return "\n".join(kept)[:limit]
 

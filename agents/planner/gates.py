@@ -105,10 +105,11 @@ def apply_verdict(
     if verdict.passed:
         gate.status = GateStatus.PASSED
         return ticket
+    gate.failures += 1
     if fix is None:
         gate.status = GateStatus.FAILED
         reason = (
-            f"{verdict.phase.value} gate failed {gate.attempts} times: "
+            f"{verdict.phase.value} gate failed {gate.failures} times: "
             + (verdict.feedback.strip().splitlines() or ["no details"])[0][:300]
         )
         ticket.phase_history.append(
@@ -140,7 +141,9 @@ def fix_task(
     ticket: TicketState, tasks: Mapping[str, TaskState], verdict: GateVerdict
 ) -> TaskState | None:
     """The task that fixes a failed gate, or None when no attempts are left."""
-    if verdict.passed or verdict.attempt >= ticket.max_gate_attempts:
+    gate = ticket.gates.get(verdict.phase)
+    failures = (gate.failures if gate is not None else 0) + 1
+    if verdict.passed or failures >= ticket.max_gate_attempts:
         return None
     spec = ticket.gate_specs[verdict.phase]
     phase = spec.fix_phase or verdict.phase

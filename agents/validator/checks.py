@@ -283,16 +283,16 @@ async def _command(check: CheckSpec, repo: Path, env: Mapping[str, str]) -> Chec
 
 
 async def _kill_group(proc: asyncio.subprocess.Process) -> None:
-    """SIGTERM the command's process group, then SIGKILL whatever is left after a grace."""
+    """SIGTERM the command's process group, SIGKILL what is left after a grace, and reap
+    the shell while the event loop still runs (an unobserved exit leaks its transport)."""
     try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        if proc.returncode is None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(proc.wait()), KILL_GRACE_S)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            if proc.returncode is None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(proc.wait()), KILL_GRACE_S)
     finally:
-        # Runs even when cancelled during the grace period, so nothing survives a cancel.
+        # Also when cancelled during the grace period, so nothing survives a cancel.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)

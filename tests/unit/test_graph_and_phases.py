@@ -159,11 +159,13 @@ def test_allowed_targets(current: Phase, targets: set[Phase]) -> None:
 
 
 @pytest.mark.parametrize("origin", [P.REQUIREMENTS, P.TESTING, P.DEPLOYMENT])
-def test_blocked_returns_only_to_where_it_was_blocked_from(origin: Phase) -> None:
-    assert allowed_targets(P.BLOCKED, origin) == {origin}
+def test_blocked_returns_to_its_phase_or_moves_past_it(origin: Phase) -> None:
+    after = next_phase(origin)
+    assert allowed_targets(P.BLOCKED, origin) == {origin, after}
     check_transition(P.BLOCKED, origin, blocked_from=origin)
-    other = P.DESIGN if origin is not P.DESIGN else P.TESTING
-    with pytest.raises(TransitionError, match=f"allowed: {origin.value}\\)$"):
+    check_transition(P.BLOCKED, after, blocked_from=origin)
+    other = P.IMPLEMENTATION if origin is P.REQUIREMENTS else P.REQUIREMENTS
+    with pytest.raises(TransitionError, match=f"cannot move from blocked to {other.value}"):
         check_transition(P.BLOCKED, other, blocked_from=origin)
 
 

@@ -28,6 +28,7 @@ from agents.executors.agent.protocol import (
     SessionSpec,
 )
 from agents.executors.base import ExecutionContext
+from agents.procs import detach_from_terminal_and_follow_parent
 from agents.settings import Settings
 from schemas import TaskResult, TaskState
 from schemas.usage import Budget, Usage
@@ -113,6 +114,8 @@ class AgentExecutor:
         env.pop("TMUX", None)
         if self.settings.llm_api_key is not None:
             env[API_KEY_ENV] = self.settings.llm_api_key.get_secret_value()
+        # A session left by a worker that died (kill -9) may still hold terminals.
+        _kill_tmux(tmux_dir)
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -122,7 +125,9 @@ class AgentExecutor:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
+            # Its own process group (so a stop reaches all of it), ended by the kernel if
+            # this worker dies: a redelivered attempt must not race an orphaned one.
+            preexec_fn=detach_from_terminal_and_follow_parent,
             limit=8 * 1024 * 1024,
         )
         assert proc.stdin is not None

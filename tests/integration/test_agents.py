@@ -1,0 +1,438 @@
+"""Coding agents end to end: real OpenHands conversations, real git, real gates.
+
+The model is the scripted one (an OpenAI-compatible server on 127.0.0.1 replaying fixed
+turns); everything else is real: the SDK and its tools, tmux, the workspace repository,
+the validator's clean copy and test run, NATS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from agents.llm.script import Script
+from agents.llm.scripted import ScriptedModelServer
+from agents.planner.agent import Planner
+from agents.scripts.build_demo import PLAN, TESTS, create, finish, script, task, term
+from agents.settings import Settings
+from agents.validator.agent import Validator
+from agents.worker.agent import Worker, default_executors
+from bus import Bus
+from schemas import WORK_PHASES, CancelTask, TaskStatus, TicketStatus
+from schemas.ticket import GateStatus
+from tests.conftest import agent_env
+from tests.helpers import AgentProcess, EventLog, Running, submit, ticket_finished, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+TEST_CMD = "PYTHONPATH=src python3 -m unittest discover -s tests -v"
+ModelFactory = Callable[[dict[str, Any]], ScriptedModelServer]
+
+
+@pytest.fixture
+def model_server() -> Iterator[ModelFactory]:
+    servers: list[ScriptedModelServer] = []
+
+    def start(spec: dict[str, Any]) -> ScriptedModelServer:
+        server = ScriptedModelServer(Script.model_validate(spec))
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def with_model(settings: Settings, server: ScriptedModelServer, short: Path) -> Settings:
+    # A short data dir: tmux sockets live under it and must fit in 107 bytes.
+    return settings.model_copy(
+        update={
+            "data_dir": short,
+            "llm_model": "openai/scripted-model",
+            "llm_base_url": server.url,
+            "llm_api_key": SecretStr("sk-test-secret-0123456789"),
+            "llm_input_cost_per_token": 1e-6,
+            "llm_output_cost_per_token": 2e-6,
+            "llm_num_retries": 0,
+            "progress_interval_s": 0.2,
+        }
+    )
+
+
+@pytest.fixture
+def short_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("a")
+
+
+Start = Callable[..., Awaitable[None]]
+
+
+@pytest.fixture
+def start_agents(bus: Bus, running: Running) -> Start:
+    async def start(s: Settings, *, worker: bool = True) -> None:
+        await running.start(Planner(bus, s))
+        await running.start(Validator(bus, s, env=dict(os.environ)))
+        if worker:
+            await running.start(
+                Worker(
+                    bus,
+                    s,
+                    phases=[p.value for p in WORK_PHASES],
+                    capabilities=["shell", "agent"],
+                    executors=default_executors(s, dict(os.environ)),
+                )
+            )
+
+    return start
+
+
+def git_log(workspace: Path) -> list[str]:
+    out = subprocess.run(
+        ["git", "log", "--format=%s"], cwd=workspace, capture_output=True, text=True, check=True
+    )
+    return out.stdout.splitlines()
+
+
+def git_head(workspace: Path) -> str:
+    out = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=workspace, capture_output=True, text=True, check=True
+    )
+    return out.stdout.strip()
+
+
+async def test_demo_ticket_passes_all_five_gates(
+    bus: Bus,
+    events: EventLog,
+    settings: Settings,
+    short_dir: Path,
+    model_server: ModelFactory,
+    start_agents: Start,
+) -> None:
+    server = model_server(script())
+    s = with_model(settings, server, short_dir)
+    await start_agents(s)
+    reply = await submit(bus, {"id": "T-demo", "title": "Add slugify", "workflow": "agent"})
+    assert reply["ok"], reply
+
+    ticket = await wait_until(lambda: ticket_finished(bus, "T-demo"), timeout=200)
+    assert ticket.status is TicketStatus.DONE, ticket.reason
+
+    # The model planned the tasks (its instructions, not the template's).
+    requirements = await bus.tasks.value("T-demo.requirements")
+    assert requirements is not None
+    assert requirements.instructions == PLAN["tasks"][0]["instructions"]
+
+    # Every gate passed on its first attempt, with evidence.
+    assert set(ticket.gates) == set(WORK_PHASES)
+    assert all(g.status is GateStatus.PASSED and g.attempts == 1 for g in ticket.gates.values())
+    testing = ticket.gates[WORK_PHASES[3]].verdicts[-1]
+    run = testing.checks[0]
+    assert run.exit_code == 0 and "Ran 4 tests" in run.output_tail and "OK" in run.output_tail
+    review = ticket.gates[WORK_PHASES[0]].verdicts[-1].review
+    assert review is not None and review.startswith("VERDICT: PASS")
+    artifact = ticket.gates[WORK_PHASES[4]].verdicts[-1].checks[0]
+    assert list(artifact.files) == ["dist/textkit-0.1.0.tar.gz"]
+    assert len(artifact.files["dist/textkit-0.1.0.tar.gz"]) == 64  # a sha256
+
+    # One commit per task, each naming it; the ticket's result is the last one.
+    ws = s.workspaces_dir / "T-demo"
+    log = git_log(ws)
+    for name in ("requirements", "design", "implement", "test", "deploy"):
+        assert any(line.startswith(f"{name}: ") for line in log), log
+    assert ticket.commit == git_head(ws)
+    assert (ws / "src/textkit/slug.py").is_file()
+    assert "Ran 4 tests" in (ws / "docs/test-report.txt").read_text()
+
+    # Context reached the later phases: the deploy prompt carries the test summary.
+    assert [c.phase for c in ticket.context] == list(WORK_PHASES)
+    deploy_prompts = [r for r in server.requests if r["conversation"] == "deploy"]
+    first_user = next(m for m in deploy_prompts[0]["messages"] if m["role"] == "user")
+    assert "docs/test-report.txt" in json.dumps(first_user)
+
+    # Tokens and cost of every attempt are in its events; the key is in none of them.
+    succeeded = events.of("T-demo", "task.succeeded")
+    assert len(succeeded) == 5
+    assert all(e.data["usage"]["prompt_tokens"] > 0 for e in succeeded)
+    assert all(e.data["usage"]["cost_usd"] > 0 for e in succeeded)
+    assert events.of("T-demo", "task.progress")
+    assert "sk-test-secret" not in json.dumps([e.model_dump(mode="json") for e in events.events])
+
+
+BUGGY_SLUG = """import re
+import unicodedata
+
+
+def slugify(text: str) -> str:
+    plain = text.lower()
+    slug = re.sub(r"[^a-z0-9]+", "-", plain).strip("-")
+    return slug or "n-a"
+"""
+FIXED_LINES = (
+    '    plain = unicodedata.normalize("NFKD", text)\n'
+    '    plain = "".join(c for c in plain if not unicodedata.combining(c)).lower()\n'
+)
+
+
+def fix_script() -> dict[str, Any]:
+    implement = task(
+        "implement",
+        term("mkdir -p src/textkit tests"),
+        create("src/textkit/__init__.py", "from textkit.slug import slugify\n"),
+        create("src/textkit/slug.py", BUGGY_SLUG),
+        create("tests/test_slug.py", TESTS),
+        finish("Implemented slugify."),
+    )
+    fix = task(
+        "fix-testing-1",
+        {
+            "tool_calls": [
+                {
+                    "name": "file_editor",
+                    "arguments": {
+                        "command": "str_replace",
+                        "path": "${workspace}/src/textkit/slug.py",
+                        "old_str": "    plain = text.lower()\n",
+                        "new_str": FIXED_LINES,
+                    },
+                }
+            ]
+        },
+        finish("Fixed accents in slugify."),
+    )
+    test = task("test", term(TEST_CMD), finish("Ran the tests."))
+    return {"conversations": [implement, fix, test]}
+
+
+async def test_failing_tests_send_the_ticket_back_to_implementation(
+    bus: Bus,
+    events: EventLog,
+    settings: Settings,
+    short_dir: Path,
+    model_server: ModelFactory,
+    start_agents: Start,
+) -> None:
+    server = model_server(fix_script())
+    s = with_model(settings, server, short_dir)
+    await start_agents(s)
+    payload = {
+        "id": "T-fix",
+        "title": "Slugify",
+        "tasks": [
+            {"name": "implement", "phase": "implementation", "capability": "agent",
+             "instructions": "Implement slugify with tests."},
+            {"name": "test", "phase": "testing", "capability": "agent",
+             "instructions": "Run the tests.", "depends_on": ["implement"]},
+        ],
+        "gates": {
+            "implementation": {"checks": [{"kind": "glob", "path": "tests/test_*.py"}]},
+            "testing": {
+                "fix_phase": "implementation",
+                "checks": [{"kind": "command", "command": TEST_CMD, "name": "unit tests"}],
+            },
+        },
+    }  # fmt: skip
+    assert (await submit(bus, payload))["ok"]
+
+    failed = await events.wait_type("T-fix", "gate.failed", timeout=120)
+    assert failed.data["phase"] == "testing"
+    back = await events.wait(
+        lambda e: (
+            e.ticket_id == "T-fix"
+            and e.type == "ticket.phase_changed"
+            and e.data["to"] == "implementation"
+            and e.data["from"] == "testing"
+        )
+    )
+    assert "gate failed" in back.data["reason"]
+
+    ticket = await wait_until(lambda: ticket_finished(bus, "T-fix"), timeout=200)
+    assert ticket.status is TicketStatus.DONE, ticket.reason
+    fix = await bus.tasks.value("T-fix.fix-testing-1")
+    assert fix is not None and fix.status is TaskStatus.SUCCEEDED
+    assert fix.phase.value == "implementation"
+    # The failure output reached the fixer's prompt.
+    assert "test_accents" in (fix.instructions or "")
+    fix_prompt = next(r for r in server.requests if r["conversation"] == "fix-testing-1")
+    assert "test_accents" in json.dumps(fix_prompt["messages"])
+    gate = ticket.gates[WORK_PHASES[3]]
+    assert gate.status is GateStatus.PASSED and gate.attempts == 2
+    assert not gate.verdicts[0].passed and gate.verdicts[-1].passed
+    # The tests ran again after the fix, as a new generation of the test task.
+    test = await bus.tasks.value("T-fix.test")
+    assert test is not None and test.generation == 1 and test.status is TaskStatus.SUCCEEDED
+
+
+def pids_of(pattern: str) -> list[int]:
+    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+async def test_cancel_interrupts_a_conversation_mid_tool_call(
+    bus: Bus,
+    events: EventLog,
+    settings: Settings,
+    short_dir: Path,
+    model_server: ModelFactory,
+    start_agents: Start,
+    running: Running,
+) -> None:
+    server = model_server(
+        {"conversations": [task("slow", term("sleep 47.25; echo done"), finish("never"))]}
+    )
+    s = with_model(settings, server, short_dir)
+    await start_agents(s)
+    worker = running.agents[-1][0]
+    payload = {
+        "id": "T-cancel",
+        "title": "Slow",
+        "tasks": [{"name": "slow", "phase": "implementation", "capability": "agent",
+                   "instructions": "Wait."}],
+    }  # fmt: skip
+    assert (await submit(bus, payload))["ok"]
+    await wait_until(lambda: _async(pids_of("sleep 47.25")), timeout=60)
+
+    loop_time = __import__("asyncio").get_running_loop().time
+    started = loop_time()
+    cmd = CancelTask(task_id="T-cancel.slow", reason="test")
+    reply = await bus.nc.request("omoi.commands.task.cancel", cmd.to_json(), timeout=10)
+    assert json.loads(reply.data)["ok"]
+    await wait_until(
+        lambda: _async(worker.current_task is None and not pids_of("sleep 47.25")), timeout=2.0
+    )
+    assert loop_time() - started < 2.0
+    assert (await bus.tasks.value("T-cancel.slow")).status is TaskStatus.CANCELLED  # type: ignore[union-attr]
+
+
+async def _async[T](value: T) -> T:
+    return value
+
+
+async def test_worker_killed_mid_conversation_resumes_it(
+    bus: Bus,
+    events: EventLog,
+    settings: Settings,
+    short_dir: Path,
+    tmp_path: Path,
+    model_server: ModelFactory,
+    start_agents: Start,
+) -> None:
+    server = model_server(
+        {
+            "conversations": [
+                task(
+                    "resumable",
+                    term("echo one > one.txt"),
+                    term("sleep 38.5; echo two"),
+                    finish("resumed and finished"),
+                )
+            ]
+        }
+    )
+    s = with_model(settings, server, short_dir)
+    await start_agents(s, worker=False)
+    env = agent_env(s)
+    first = await AgentProcess("worker", "worker-first", env, tmp_path / "w1.log").start(bus)
+    payload = {
+        "id": "T-resume",
+        "title": "Resume",
+        "tasks": [{"name": "resumable", "phase": "implementation", "capability": "agent",
+                   "instructions": "Do two steps."}],
+    }  # fmt: skip
+    assert (await submit(bus, payload))["ok"]
+    await wait_until(lambda: _async(pids_of("sleep 38.5")), timeout=60)
+    assert [r["turn"] for r in server.requests] == [0, 1]
+    await first.kill9()
+
+    second = await AgentProcess("worker", "worker-second", env, tmp_path / "w2.log").start(bus)
+    try:
+        ticket = await wait_until(lambda: ticket_finished(bus, "T-resume"), timeout=120)
+    finally:
+        await second.terminate()
+    assert ticket.status is TicketStatus.DONE, ticket.reason
+    done = await bus.tasks.value("T-resume.resumable")
+    assert done is not None and done.result is not None
+    assert done.result.summary == "resumed and finished"
+    assert [e.category for e in done.errors] == ["worker_lost"]
+    # The conversation went on from where it was: no request started it over.
+    assert [r["turn"] for r in server.requests][2:] == [2]
+    assert (s.workspaces_dir / "T-resume" / "one.txt").read_text() == "one\n"
+
+
+async def test_budget_overrun_fails_the_task_permanently(
+    bus: Bus,
+    events: EventLog,
+    settings: Settings,
+    short_dir: Path,
+    model_server: ModelFactory,
+    start_agents: Start,
+) -> None:
+    expensive = {"usage": {"prompt_tokens": 900, "completion_tokens": 200}}
+    server = model_server(
+        {
+            "conversations": [
+                task(
+                    "spender",
+                    {**term("echo a"), **expensive},
+                    {**term("echo b"), **expensive},
+                    finish("done"),
+                )
+            ]
+        }
+    )
+    s = with_model(settings, server, short_dir)
+    await start_agents(s)
+    payload = {
+        "id": "T-budget",
+        "title": "Budget",
+        "tasks": [{"name": "spender", "phase": "implementation", "capability": "agent",
+                   "instructions": "Spend.", "budget": {"max_tokens": 1000}}],
+    }  # fmt: skip
+    assert (await submit(bus, payload))["ok"]
+    failed = await events.wait_type("T-budget", "task.failed", timeout=90)
+    assert failed.data["error"]["category"] == "budget"
+    assert "1100 tokens" in failed.data["error"]["message"]
+    assert failed.data["usage"]["prompt_tokens"] == 900
+    task_state = await bus.tasks.value("T-budget.spender")
+    assert task_state is not None and task_state.attempts == 1  # not retried
+    assert task_state.usage.completion_tokens == 200
+    ticket = await wait_until(lambda: ticket_finished(bus, "T-budget"), timeout=30)
+    assert ticket.status is TicketStatus.FAILED
+
+
+async def test_invalid_decomposition_falls_back_to_the_template(
+    bus: Bus,
+    settings: Settings,
+    short_dir: Path,
+    model_server: ModelFactory,
+    start_agents: Start,
+) -> None:
+    server = model_server(
+        {"conversations": [{"name": "decompose", "match": "omoi:decompose",
+                            "turns": [{"content": "Sure! Here is a plan: step 1..."}]}]}
+    )  # fmt: skip
+    s = with_model(settings, server, short_dir)
+    await start_agents(s, worker=False)
+    assert (await submit(bus, {"id": "T-plan", "title": "Plan it", "workflow": "agent"}))["ok"]
+    ticket = await wait_until(lambda: bus.tickets.value("T-plan"), timeout=30)
+    assert ticket.tasks == ["requirements", "design", "implement", "test", "deploy"]
+    asked = [r for r in server.requests if r["conversation"] == "decompose"]
+    assert len(asked) == 2
+    retry = json.dumps(asked[1]["messages"])
+    assert "rejected" in retry and "not JSON" in retry
+    template = await bus.tasks.value("T-plan.requirements")
+    assert template is not None and "Write docs/requirements.md for: Plan it" in (
+        template.instructions or ""
+    )
+    with contextlib.suppress(Exception):
+        await bus.nc.request(
+            "omoi.commands.ticket.cancel", json.dumps({"ticket_id": "T-plan"}).encode(), timeout=5
+        )
