@@ -143,7 +143,7 @@ async def test_agent_command_runs_a_worker_for_chosen_phases(settings: Settings,
         beat = await wait_until(lambda: bus.heartbeats.value("scale-out-1"), timeout=30)
         assert beat.role == "worker"
         assert beat.phases == ["design", "testing"]
-        assert beat.capabilities == ["shell"]
+        assert beat.capabilities == ["shell", "agent"]
     finally:
         proc.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(proc.wait(), 30)

@@ -142,7 +142,8 @@ async def test_manual_moves_follow_the_state_machine(
     await events.wait_type("mv", "task.succeeded", task="req")
     ticket = await bus.tickets.value("mv")
     assert ticket is not None and ticket.phase == "blocked"  # no progress while blocked
-    wrong = await command(bus, c.CMD_TICKET_MOVE, {"ticket_id": "mv", "phase": "design"})
+    # Blocked goes back where it was, or on past it; nowhere else.
+    wrong = await command(bus, c.CMD_TICKET_MOVE, {"ticket_id": "mv", "phase": "testing"})
     assert not wrong["ok"]
     back = await command(bus, c.CMD_TICKET_MOVE, {"ticket_id": "mv", "phase": "requirements"})
     assert back["ok"], back
