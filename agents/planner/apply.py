@@ -142,7 +142,7 @@ class Reconciler:
             for step in decided.transitions:
                 t.phase_history.append(step)
                 t.phase = step.to
-            t.context = _merge_context(t.context, handed_over)
+            t.context = merge_context(t.context, handed_over)
             if decided.request_gate is not None:
                 gates.mark_pending(t, decided.request_gate, head)
             if decided.finish:
@@ -162,6 +162,13 @@ class Reconciler:
             await gates.publish_request(self.bus, request, self.agent_id)
 
         return True
+
+    async def hand_over(self, ticket: TicketState, phase: Phase) -> PhaseContext:
+        """The context `phase` hands to the phases after it, as things stand now."""
+        loaded = await self.load(ticket.id)
+        tasks = loaded[1] if loaded is not None else {}
+        gathered = context.gather(ticket, tasks, phase)
+        return await context.summarise(self.model, ticket, gathered, self.context_tokens)
 
     async def record_verdict(self, verdict: GateVerdict) -> None:
         """Apply a validator's verdict once: pass, queue a fix, or block the ticket."""
@@ -281,7 +288,7 @@ def _gate_marks(ticket: TicketState) -> dict[Phase, tuple[int, GateStatus]]:
     return {phase: (g.attempts, g.status) for phase, g in ticket.gates.items()}
 
 
-def _merge_context(have: list[PhaseContext], new: list[PhaseContext]) -> list[PhaseContext]:
+def merge_context(have: list[PhaseContext], new: list[PhaseContext]) -> list[PhaseContext]:
     """A phase that runs again replaces what it handed over before."""
     phases = {c.phase for c in new}
     return [c for c in have if c.phase not in phases] + new

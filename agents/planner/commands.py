@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agents.errors import CommandError, TransitionError
-from agents.planner.apply import Reconciler
+from agents.planner.apply import Reconciler, merge_context
 from agents.planner.phases import check_transition, phase_index
 from bus import Bus
 from schemas import (
@@ -19,7 +19,7 @@ from schemas import (
     split_task_key,
     utcnow,
 )
-from schemas.ticket import GateStatus, TicketState
+from schemas.ticket import GateStatus, PhaseContext, TicketState
 
 # Moving back to this phase re-runs it and every phase after it up to where the ticket was.
 REWORK_FROM = Phase.IMPLEMENTATION
@@ -89,10 +89,16 @@ class Commands:
         except TransitionError as exc:
             raise CommandError(str(exc), "invalid_transition") from exc
 
+        leaving = before.blocked_from if before.phase is Phase.BLOCKED else before.phase
+        handed: list[PhaseContext] = []
+        if leaving is not None and _moves_past(leaving, cmd.phase):
+            handed.append(await self.reconciler.hand_over(before, leaving))
+
         def move(t: TicketState) -> TicketState | None:
             if (t.phase, t.status) != (before.phase, before.status):
                 return None
             _release_gates(t, cmd.phase)
+            t.context = merge_context(t.context, handed)
             t.phase_history.append(PhaseTransition(from_=t.phase, to=cmd.phase, reason=cmd.reason))
             t.blocked_from = t.phase if cmd.phase is Phase.BLOCKED else None
             t.phase = cmd.phase
@@ -147,7 +153,13 @@ def _release_gates(ticket: TicketState, target: Phase) -> None:
     if target is leaving:
         gate.status = GateStatus.NONE
         gate.failures = 0
-    elif target is Phase.DONE or (
-        target is not Phase.BLOCKED and phase_index(target) > phase_index(leaving)
-    ):
+    elif _moves_past(leaving, target):
         gate.status = GateStatus.OVERRIDDEN
+
+
+def _moves_past(leaving: Phase, target: Phase) -> bool:
+    return target is Phase.DONE or (
+        target is not Phase.BLOCKED
+        and leaving is not Phase.BLOCKED
+        and phase_index(target) > phase_index(leaving)
+    )

@@ -365,6 +365,9 @@ async def test_worker_killed_mid_conversation_resumes_it(
     # The conversation went on from where it was: no request started it over.
     assert [r["turn"] for r in server.requests][2:] == [2]
     assert (s.workspaces_dir / "T-resume" / "one.txt").read_text() == "one\n"
+    # The API key reached the model, and nothing else: not the workers' logs.
+    for log in ("w1.log", "w2.log"):
+        assert "sk-test-secret" not in (tmp_path / log).read_text()
 
 
 async def test_budget_overrun_fails_the_task_permanently(
