@@ -97,6 +97,9 @@ class TicketState(WireModel):
     phase_history: list[PhaseTransition] = Field(default_factory=list)
     tasks: list[str] = Field(default_factory=list)
     repository: str | None = None
+    # Whether the workspace is a git repository with a commit per task: tickets with
+    # agent tasks, gates or a repository. Plain shell tickets skip git's cost.
+    versioned: bool = False
     budget: Budget | None = None
     gate_specs: dict[Phase, GateSpec] = Field(default_factory=dict)
     max_gate_attempts: int = 3

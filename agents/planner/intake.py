@@ -109,6 +109,9 @@ def assemble(
         workflow=workflow.name if workflow is not None else None,
         tasks=[t.name for t in tasks],
         repository=submission.repository,
+        versioned=bool(
+            gates or submission.repository or any(t.capability == "agent" for t in tasks)
+        ),
         budget=submission.budget,
         gate_specs=gates,
         max_gate_attempts=max_gate_attempts,

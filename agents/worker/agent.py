@@ -220,7 +220,10 @@ class Worker(Agent):
         ticket = await self.bus.tickets.value(task.ticket_id)
         ws = self.settings.workspaces_dir / task.ticket_id
         try:
-            await asyncio.to_thread(workspace.ensure, ws, ticket.repository if ticket else None)
+            if ticket is not None and ticket.versioned:
+                await asyncio.to_thread(workspace.ensure, ws, ticket.repository)
+            else:
+                ws.mkdir(parents=True, exist_ok=True)
         except workspace.WorkspaceError as exc:
             raise TransientFailure(exc.args[0], category="workspace") from exc
         return executor, ExecutionContext(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -131,3 +132,44 @@ async def test_malformed_gate_request_is_dead_lettered(
     msg = await wait_until(dead_lettered, timeout=20)
     assert msg.data == b'{"ticket_id": "X"}'
     assert "not a gate request" in (msg.headers or {}).get(c.HDR_REASON, "")
+
+
+def git(cwd: Path, *args: str) -> str:
+    out = subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        cwd=cwd, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return out.stdout.strip()
+
+
+async def test_a_ticket_works_on_a_clone_and_never_touches_the_original(
+    bus: Bus, tmp_path: Path, settings: Settings, start_planner: Start, start_worker: Start
+) -> None:
+    original = tmp_path / "original"
+    original.mkdir()
+    git(original, "init", "-q", "-b", "main")
+    (original / "README").write_text("hello\n")
+    git(original, "add", "README")
+    git(original, "commit", "-q", "-m", "first")
+    before = git(original, "rev-parse", "HEAD")
+    await start_planner()
+    await start_worker()
+    payload = {
+        "id": "R1",
+        "title": "Clone",
+        "repository": str(original),
+        "tasks": [{"name": "edit", "phase": "implementation",
+                   "command": "cat README > copy.txt && echo more >> README"}],
+    }  # fmt: skip
+    assert (await submit(bus, payload))["ok"]
+    done = await wait_until(lambda: ticket_finished(bus, "R1"), timeout=30)
+    assert done.status is TicketStatus.DONE, done.reason
+
+    ws = settings.workspaces_dir / "R1"
+    assert (ws / "copy.txt").read_text() == "hello\n"
+    assert git(ws, "log", "--format=%s").splitlines()[0].startswith("edit: ")
+    assert done.commit == git(ws, "rev-parse", "HEAD")
+    # The original is as it was.
+    assert git(original, "rev-parse", "HEAD") == before
+    assert (original / "README").read_text() == "hello\n"
+    assert not (original / "copy.txt").exists()

@@ -208,3 +208,25 @@ def test_build_default_workflow() -> None:
     assert intake.tasks[0].phase is Phase.REQUIREMENTS
     assert intake.tasks[-1].phase is Phase.DEPLOYMENT
     assert "'Make it so'" in (intake.tasks[0].command or "")
+
+
+@pytest.mark.parametrize(
+    ("extra", "versioned"),
+    [
+        ({}, False),
+        ({"workflow": "agent"}, True),
+        ({"repository": "/srv/repo.git"}, True),
+        (
+            {"tasks": [{"name": "a", "phase": "design", "capability": "agent",
+                        "instructions": "think"}]},
+            True,
+        ),
+        ({"tasks": [{"name": "a", "phase": "design", "command": "true"}]}, False),
+    ],
+)  # fmt: skip
+def test_only_tickets_that_need_git_get_a_versioned_workspace(
+    extra: dict[str, Any], versioned: bool
+) -> None:
+    data = json.dumps({"title": "x", **extra}).encode()
+    intake = build(data, max_bytes=10_000, default_workflow="default")
+    assert intake.ticket.versioned is versioned
