@@ -5,6 +5,11 @@ ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
+# git holds every ticket's workspace; coding agents run their terminal in tmux.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends git tmux \
+    && rm -rf /var/lib/apt/lists/*
+
 WORKDIR /app
 COPY . /app
 RUN pip install --no-cache-dir .

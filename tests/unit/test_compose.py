@@ -11,7 +11,7 @@ from agents.runner import ROLES
 from bus.server import DEFAULT_MAX_PAYLOAD
 
 ROOT = Path(__file__).resolve().parents[2]
-AGENTS = ("planner", "monitor", "worker")
+AGENTS = ("planner", "monitor", "validator", "worker")
 
 
 def load() -> dict[str, Any]:
