@@ -439,3 +439,44 @@ async def test_invalid_decomposition_falls_back_to_the_template(
         await bus.nc.request(
             "omoi.commands.ticket.cancel", json.dumps({"ticket_id": "T-plan"}).encode(), timeout=5
         )
+
+
+async def test_ticket_budget_spans_all_its_tasks(
+    bus: Bus,
+    events: EventLog,
+    settings: Settings,
+    short_dir: Path,
+    model_server: ModelFactory,
+    start_agents: Start,
+) -> None:
+    costly = {"usage": {"prompt_tokens": 1000, "completion_tokens": 100}}
+    server = model_server(
+        {
+            "conversations": [
+                task("first", {**finish("first done"), **costly}),
+                task("second", {**finish("second done"), **costly}),
+            ]
+        }
+    )
+    s = with_model(settings, server, short_dir)
+    await start_agents(s)
+    payload = {
+        "id": "T-tb",
+        "title": "Ticket budget",
+        "budget": {"max_tokens": 1500},
+        "tasks": [
+            {"name": "first", "phase": "design", "capability": "agent", "instructions": "One."},
+            {"name": "second", "phase": "implementation", "capability": "agent",
+             "instructions": "Two.", "depends_on": ["first"]},
+        ],
+    }  # fmt: skip
+    assert (await submit(bus, payload))["ok"]
+    ticket = await wait_until(lambda: ticket_finished(bus, "T-tb"), timeout=120)
+    assert ticket.status is TicketStatus.FAILED
+    first = await bus.tasks.value("T-tb.first")
+    second = await bus.tasks.value("T-tb.second")
+    assert first is not None and first.status is TaskStatus.SUCCEEDED
+    assert first.usage.total_tokens == 1100
+    assert second is not None and second.status is TaskStatus.FAILED
+    assert second.error is not None and second.error.category == "budget"
+    assert second.attempts == 1
