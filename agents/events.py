@@ -15,7 +15,13 @@ def task_event(task: TaskState, kind: EventType, agent: str | None, **data: Any)
         ticket_id=task.ticket_id,
         task=task.name,
         agent=agent,
-        data={"phase": task.phase.value, "attempt": task.attempts, **data},
+        data={
+            "phase": task.phase.value,
+            "capability": task.capability,
+            "attempt": task.attempts,
+            "generation": task.generation,
+            **data,
+        },
     )
 
 
