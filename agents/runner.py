@@ -18,7 +18,7 @@ from agents.base import Agent
 from agents.settings import DEFAULT_NATS_PORT, Settings
 from bus import Bus
 
-ROLES = ("planner", "worker", "monitor", "validator")
+ROLES = ("planner", "worker", "monitor", "validator", "recorder")
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -69,6 +69,10 @@ def build_agent(role: str, bus: Bus, settings: Settings, args: argparse.Namespac
         from agents.validator.agent import Validator
 
         return Validator(bus, settings, env=dict(os.environ), agent_id=args.agent_id)
+    if role == "recorder":
+        from agents.recorder.agent import Recorder
+
+        return Recorder(bus, settings, agent_id=args.agent_id)
     raise SystemExit(f"unknown agent role {role!r}; one of {', '.join(ROLES)}")
 
 

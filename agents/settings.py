@@ -48,6 +48,11 @@ class Settings(BaseModel):
     # Per-ticket limits over all attempts of all its tasks, unless the ticket sets its own.
     ticket_max_cost_usd: float | None = Field(default=None, gt=0)
     ticket_max_tokens: int | None = Field(default=None, ge=1)
+    # The analytics store: events per committed batch, how often readers' files are
+    # published, and how long events are kept.
+    record_batch: int = Field(default=2000, ge=1, le=100_000)
+    store_publish_interval_s: float = Field(default=2.0, gt=0)
+    store_retention_s: float = Field(default=30 * 24 * 3600, gt=0)
     # How often a running agent task may publish a task.progress event.
     progress_interval_s: float = Field(default=2.0, gt=0)
     # The size of the context one phase hands to the next, in (approximate) tokens.
@@ -89,6 +94,15 @@ class Settings(BaseModel):
     @property
     def workspaces_dir(self) -> Path:
         return self.data_dir / "workspaces"
+
+    @property
+    def store_path(self) -> Path:
+        return self.data_dir / "store" / "omoi.duckdb"
+
+    @property
+    def published_dir(self) -> Path:
+        """Parquet segments and an init script that readers (and the duckdb CLI) use."""
+        return self.data_dir / "store" / "published"
 
     @property
     def agent_state_dir(self) -> Path:

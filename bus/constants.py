@@ -36,6 +36,10 @@ GATES_STREAM = "OMOI_GATES"
 GATES_SUBJECTS = "omoi.gates.>"
 VALIDATOR_CONSUMER = "validator"
 
+# The recorder copies every event, and every dead letter, into the analytics store.
+RECORDER_EVENTS_CONSUMER = "recorder"
+RECORDER_DLQ_CONSUMER = "recorder-dlq"
+
 # Dead letters: `omoi.dlq.<origin>`, original bytes plus the reason in headers.
 DLQ_STREAM = "OMOI_DLQ"
 DLQ_SUBJECTS = "omoi.dlq.>"

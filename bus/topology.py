@@ -122,6 +122,24 @@ def consumer_configs(cfg: TopologyConfig) -> list[tuple[str, ConsumerConfig]]:
                 max_deliver=-1,
             ),
         ),
+        *[
+            (
+                stream,
+                ConsumerConfig(
+                    durable_name=durable,
+                    ack_policy=AckPolicy.EXPLICIT,
+                    ack_wait=cfg.ack_wait_s,
+                    deliver_policy=DeliverPolicy.ALL,
+                    max_deliver=-1,
+                    # Batches of thousands are in flight between fetch and commit.
+                    max_ack_pending=100_000,
+                ),
+            )
+            for stream, durable in (
+                (c.EVENTS_STREAM, c.RECORDER_EVENTS_CONSUMER),
+                (c.DLQ_STREAM, c.RECORDER_DLQ_CONSUMER),
+            )
+        ],
         (
             c.GATES_STREAM,
             ConsumerConfig(

@@ -76,6 +76,9 @@ def up(
     data_dir: Annotated[Path, typer.Option(help="State directory.")] = Path(".omoi"),
     nats_port: Annotated[int, typer.Option(help="Embedded server port (0: any free)")] = 4222,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 2,
+    http_port: Annotated[
+        int, typer.Option(help="Gateway and dashboard port on 127.0.0.1 (0: any free; -1: off).")
+    ] = 8000,
     demo: Annotated[bool, typer.Option(help="Submit a demo ticket and follow it.")] = False,
 ) -> None:
     """Start NATS (unless NATS_URL is set), provision the topology, run the agents."""
@@ -91,7 +94,15 @@ def up(
         settings, scripted = start_scripted_model(settings)
         out.print(f"no OMOI_LLM_MODEL set: agents use the SCRIPTED MODEL at {scripted.url}")
     try:
-        asyncio.run(run_up(settings, nats_port=nats_port, workers=workers, on_ready=on_ready))
+        asyncio.run(
+            run_up(
+                settings,
+                nats_port=nats_port,
+                workers=workers,
+                http_port=None if http_port < 0 else http_port,
+                on_ready=on_ready,
+            )
+        )
     finally:
         if scripted is not None:
             scripted.stop()
@@ -283,6 +294,35 @@ def agents_cmd(as_json: JsonFlag = False) -> None:
         emit_json([{**dump(b), "health": "stale" if b.is_stale(now) else "ok"} for b in beats])
     else:
         out.print(render.agent_table(beats))
+
+
+@app.command("sql")
+def sql_cmd(
+    query: Annotated[str, typer.Argument(help="One SELECT over the store's tables and views.")],
+    as_json: JsonFlag = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV output.")] = False,
+    max_rows: Annotated[int, typer.Option(min=1, help="Rows to return at most.")] = 1000,
+    data_dir: Annotated[Path | None, typer.Option(help="State directory.")] = None,
+) -> None:
+    """Ask the analytics store (read-only; works while the system runs)."""
+    from store.errors import StoreError
+    from store.reader import Reader
+
+    s = Settings.from_env(os.environ, data_dir=data_dir)
+    if not s.published_dir.is_dir():
+        err.print(f"[red]error:[/] no store at {s.published_dir}; is a recorder running?")
+        raise typer.Exit(1)
+    try:
+        result = Reader(s.published_dir).query(query, max_rows=max_rows)
+    except StoreError as exc:
+        err.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
+        raise typer.Exit(1) from None
+    if as_csv:
+        sys.stdout.write(result.to_csv())
+    elif as_json:
+        emit_json(result.to_dicts())
+    else:
+        out.print(render.sql_table(result.columns, result.rows, result.truncated))
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -129,6 +130,13 @@ def ticket_list(tickets: list[TicketState]) -> Table:
             t.id, t.title[:40], styled(t.phase.value), styled(t.status.value),
             str(len(t.tasks)), t.created_at.isoformat(timespec="seconds"),
         )  # fmt: skip
+    return table
+
+
+def sql_table(columns: list[str], rows: list[tuple[Any, ...]], truncated: bool) -> Table:
+    table = Table(*columns, caption=f"{len(rows)} rows" + (" (truncated)" if truncated else ""))
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
     return table
 
 

@@ -7,6 +7,8 @@ import json
 import logging
 import os
 import signal
+import socket
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -24,6 +26,7 @@ async def up(
     *,
     nats_port: int,
     workers: int,
+    http_port: int | None = 8000,
     on_ready: Callable[[Settings], Coroutine[Any, Any, None]] | None = None,
 ) -> None:
     settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
@@ -45,13 +48,31 @@ async def up(
         ("planner", agent_argv("planner")),
         ("monitor", agent_argv("monitor")),
         ("validator", agent_argv("validator")),
+        ("recorder", agent_argv("recorder")),
     ]
+    http_url = None
+    if http_port is not None:
+        port = http_port or free_port()
+        http_url = f"http://127.0.0.1:{port}"
+        gateway = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port)]
+        children.append(("gateway", gateway))
     children += [(f"worker-{i + 1}", agent_argv("worker")) for i in range(workers)]
     supervisor = Supervisor(children, {**os.environ, **settings.to_env()})
     await supervisor.start()
-    state = {"nats_url": url, "pid": os.getpid(), "agents": supervisor.pids()}
+    state = {
+        "nats_url": url,
+        "http_url": http_url,
+        "pid": os.getpid(),
+        "agents": supervisor.pids(),
+    }
     (settings.data_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
-    log.info("omoi is up: NATS %s, data in %s, %d worker(s)", url, settings.data_dir, workers)
+    log.info(
+        "omoi is up: NATS %s, dashboard %s, data in %s, %d worker(s)",
+        url,
+        http_url or "off",
+        settings.data_dir,
+        workers,
+    )
     extra: asyncio.Task[None] | None = None
     if on_ready is not None:
         extra = asyncio.create_task(on_ready(settings))
@@ -66,3 +87,10 @@ async def up(
         await bus.close()
         if server is not None:
             await server.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

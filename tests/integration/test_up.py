@@ -50,6 +50,7 @@ class Up:
         with open(self.log, "ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
                 OMOI, "up", "--data-dir", str(self.data_dir), "--nats-port", "0", "--workers", "1",
+                "--http-port", "0",
                 env=env, stdout=log, stderr=log,
             )  # fmt: skip
         text = await wait_until(lambda: _read(state), timeout=30)

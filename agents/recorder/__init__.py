@@ -1,0 +1,1 @@
+"""The recorder: copies events and dead letters into the DuckDB analytics store."""

@@ -1,0 +1,119 @@
+"""The recorder: every event and dead letter, into DuckDB, in batches, exactly once.
+
+It acks a batch only after the store committed it, so a crash loses nothing; the store
+ignores event ids it already has, so the redelivery that follows duplicates nothing.
+Readers never touch the database file: the recorder publishes Parquet segments for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import timedelta
+from typing import Any
+
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from store.errors import StoreError
+from store.writer import DeadLetter, EventStore, RecordedEvent
+
+from agents.base import Agent
+from agents.settings import Settings
+from bus import Bus
+from bus import constants as c
+from schemas import utcnow
+
+# Compaction and retention are cheap but not free: do them now and then.
+MAINTENANCE_EVERY = 30
+
+
+class Recorder(Agent):
+    role = "recorder"
+
+    def __init__(self, bus: Bus, settings: Settings, agent_id: str | None = None) -> None:
+        super().__init__(bus, settings, agent_id)
+        self.store = EventStore(settings.store_path, settings.published_dir)
+        self.recorded = 0
+
+    async def main(self) -> None:
+        self.settings.store_path.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self.store.open)
+        events = await self.bus.pull(c.EVENTS_STREAM, c.RECORDER_EVENTS_CONSUMER)
+        letters = await self.bus.pull(c.DLQ_STREAM, c.RECORDER_DLQ_CONSUMER)
+        dead_letter = self.bus.dead_letterer("events")
+        self.ready.set()
+        loop = asyncio.get_running_loop()
+        published_at = loop.time()
+        publishes = 0
+        try:
+            while not self.stopping.is_set():
+                got = await self._events(events, dead_letter) + await self._letters(letters)
+                if loop.time() - published_at >= self.settings.store_publish_interval_s:
+                    published_at = loop.time()
+                    publishes += 1
+                    await self._publish(maintain=publishes % MAINTENANCE_EVERY == 0)
+                if not got:
+                    await self.wait_stopping(0.05)
+            await self._publish(maintain=False)
+        finally:
+            for sub in (events, letters):
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+            await asyncio.to_thread(self.store.close)
+
+    async def _fetch(self, sub: Any, timeout: float) -> list[Msg]:
+        try:
+            msgs: list[Msg] = await sub.fetch(self.settings.record_batch, timeout=timeout)
+        except NatsTimeoutError:
+            return []
+        return msgs
+
+    async def _events(self, sub: Any, dead_letter: Any) -> int:
+        msgs = await self._fetch(sub, self.settings.fetch_poll_s)
+        if not msgs:
+            return 0
+        batch: list[RecordedEvent] = []
+        for msg in msgs:
+            try:
+                batch.append(RecordedEvent.from_event_json(msg.data, msg.metadata.sequence.stream))
+            except StoreError as exc:
+                # Not ours to fix: keep a copy with the reason and move on.
+                await dead_letter(msg, f"unrecordable event: {exc}", "invalid_event")
+        inserted = await asyncio.to_thread(self.store.ingest, batch)
+        for msg in msgs:
+            await msg.ack()
+        self.recorded += inserted
+        self.log.debug("recorded %d of %d events", inserted, len(msgs))
+        return len(msgs)
+
+    async def _letters(self, sub: Any) -> int:
+        msgs = await self._fetch(sub, 0.05)
+        if not msgs:
+            return 0
+        batch = [
+            DeadLetter.from_message(
+                msg.subject,
+                msg.data,
+                msg.headers,
+                msg.metadata.sequence.stream,
+                msg.metadata.timestamp,
+            )
+            for msg in msgs
+        ]
+        await asyncio.to_thread(self.store.ingest_dead_letters, batch)
+        for msg in msgs:
+            await msg.ack()
+        return len(msgs)
+
+    async def _publish(self, *, maintain: bool) -> None:
+        try:
+            await asyncio.to_thread(self.store.publish)
+            if maintain:
+                cutoff = utcnow() - timedelta(seconds=self.settings.store_retention_s)
+                removed = await asyncio.to_thread(self.store.prune, cutoff)
+                if removed:
+                    self.log.info("retention removed %d events older than %s", removed, cutoff)
+                await asyncio.to_thread(self.store.compact)
+        except (StoreError, OSError):
+            # Readers see slightly older data; the next round tries again.
+            self.log.warning("publishing the store failed", exc_info=True)
