@@ -13,15 +13,14 @@ from datetime import timedelta
 from typing import Any
 
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
-from store.errors import StoreError
-from store.writer import DeadLetter, EventStore, RecordedEvent
 
 from agents.base import Agent
 from agents.settings import Settings
 from bus import Bus
 from bus import constants as c
 from schemas import utcnow
+from store.errors import StoreError
+from store.writer import DeadLetter, EventStore, RecordedEvent
 
 # Compaction and retention are cheap but not free: do them now and then.
 MAINTENANCE_EVERY = 30
@@ -64,7 +63,8 @@ class Recorder(Agent):
     async def _fetch(self, sub: Any, timeout: float) -> list[Msg]:
         try:
             msgs: list[Msg] = await sub.fetch(self.settings.record_batch, timeout=timeout)
-        except NatsTimeoutError:
+        except TimeoutError:
+            # nats' own TimeoutError, or asyncio's from a batch fetch: nothing yet.
             return []
         return msgs
 

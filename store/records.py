@@ -1,0 +1,156 @@
+"""The rows the store records: events and dead letters, and their Arrow batches."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from bus import constants as c
+from store.errors import StoreError
+
+# A dead letter can be anything up to the server's max payload; the store keeps enough of
+# it to see what it was.
+MAX_PAYLOAD_BYTES = 64 * 1024
+
+_TS = pa.timestamp("us", tz="UTC")
+_EVENT_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("type", pa.string()),
+        ("ticket_id", pa.string()),
+        ("task", pa.string()),
+        ("agent", pa.string()),
+        ("at", _TS),
+        ("data", pa.string()),
+        ("stream_seq", pa.int64()),
+    ]
+)
+_DEAD_LETTER_SCHEMA = pa.schema(
+    [
+        ("stream_seq", pa.int64()),
+        ("subject", pa.string()),
+        ("origin", pa.string()),
+        ("reason", pa.string()),
+        ("category", pa.string()),
+        ("origin_subject", pa.string()),
+        ("origin_seq", pa.int64()),
+        ("payload", pa.string()),
+        ("at", _TS),
+    ]
+)
+
+
+class _WireEvent(BaseModel):
+    # Open-world like schemas.Event, but `type` stays a plain string: the store records
+    # event types from newer agents instead of rejecting them.
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(min_length=1)
+    type: str = Field(min_length=1)
+    ticket_id: str = Field(min_length=1)
+    task: str | None = None
+    agent: str | None = None
+    at: AwareDatetime
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """One event as stored: `data` is its JSON text, `stream_seq` its OMOI_EVENTS sequence."""
+
+    id: str
+    type: str
+    ticket_id: str
+    task: str | None
+    agent: str | None
+    at: datetime
+    data: str
+    stream_seq: int
+
+    @classmethod
+    def from_event_json(cls, raw: bytes, stream_seq: int) -> RecordedEvent:
+        """Parse an event message's bytes; raises StoreError if they are not an event."""
+        try:
+            event = _WireEvent.model_validate_json(raw)
+        except ValidationError as exc:
+            raise StoreError(f"not an event (stream seq {stream_seq}): {exc}") from exc
+        return cls(
+            id=event.id,
+            type=event.type,
+            ticket_id=event.ticket_id,
+            task=event.task,
+            agent=event.agent,
+            at=event.at,
+            data=json.dumps(event.data, separators=(",", ":"), ensure_ascii=False),
+            stream_seq=stream_seq,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One message of the dead-letter stream, keyed by its OMOI_DLQ sequence."""
+
+    stream_seq: int
+    subject: str
+    origin: str | None
+    reason: str | None
+    category: str | None
+    origin_subject: str | None
+    origin_seq: int | None
+    payload: str
+    at: datetime
+
+    @classmethod
+    def from_message(
+        cls,
+        subject: str,
+        data: bytes,
+        headers: Mapping[str, str] | None,
+        stream_seq: int,
+        at: datetime,
+    ) -> DeadLetter:
+        """Build from a message on `omoi.dlq.<origin>`; raises StoreError on a naive `at`."""
+        if at.tzinfo is None:
+            raise StoreError(f"dead letter {stream_seq}: 'at' must be timezone-aware")
+        headers = headers or {}
+        prefix = c.DLQ_SUBJECTS.removesuffix(">")
+        origin = subject[len(prefix) :] if subject.startswith(prefix) else None
+        seq_text = headers.get(c.HDR_ORIGIN_SEQ)
+        try:
+            origin_seq = int(seq_text) if seq_text is not None else None
+        except ValueError:
+            origin_seq = None
+        return cls(
+            stream_seq=stream_seq,
+            subject=subject,
+            origin=origin or None,
+            reason=headers.get(c.HDR_REASON),
+            category=headers.get(c.HDR_ERROR_CATEGORY),
+            origin_subject=headers.get(c.HDR_ORIGIN_SUBJECT),
+            origin_seq=origin_seq,
+            payload=data[:MAX_PAYLOAD_BYTES].decode("utf-8", errors="replace"),
+            at=at,
+        )
+
+
+def events_table(events: Sequence[RecordedEvent]) -> pa.Table:
+    for e in events:
+        if e.at.tzinfo is None:
+            raise StoreError(f"event {e.id!r}: 'at' must be timezone-aware")
+    return pa.Table.from_pydict(
+        {name: [getattr(e, name) for e in events] for name in _EVENT_SCHEMA.names},
+        schema=_EVENT_SCHEMA,
+    )
+
+
+def dead_letters_table(letters: Sequence[DeadLetter]) -> pa.Table:
+    return pa.Table.from_pydict(
+        {name: [getattr(d, name) for d in letters] for name in _DEAD_LETTER_SCHEMA.names},
+        schema=_DEAD_LETTER_SCHEMA,
+    )

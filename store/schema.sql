@@ -1,0 +1,43 @@
+-- The writer's database. Events and dead letters are append-only facts; "at" is quoted
+-- everywhere because AT is a reserved word in DuckDB 2.0.
+--
+-- recorded_seq numbers rows in the order they were committed here. Publishing uses it as
+-- its watermark instead of stream_seq, because batches may arrive out of stream order
+-- (two consumers, redeliveries), and a watermark on stream_seq would skip late rows.
+-- Gaps are normal: rows ignored as duplicates still draw a number.
+
+CREATE SEQUENCE IF NOT EXISTS events_recorded_seq;
+CREATE SEQUENCE IF NOT EXISTS dead_letters_recorded_seq;
+
+CREATE TABLE IF NOT EXISTS events (
+    id VARCHAR PRIMARY KEY,
+    type VARCHAR NOT NULL,
+    ticket_id VARCHAR NOT NULL,
+    task VARCHAR,
+    agent VARCHAR,
+    "at" TIMESTAMPTZ NOT NULL,
+    data JSON,
+    stream_seq BIGINT,
+    recorded_at TIMESTAMPTZ NOT NULL,
+    recorded_seq BIGINT NOT NULL DEFAULT nextval('events_recorded_seq')
+);
+
+CREATE TABLE IF NOT EXISTS dead_letters (
+    stream_seq BIGINT PRIMARY KEY,
+    subject VARCHAR NOT NULL,
+    origin VARCHAR,
+    reason VARCHAR,
+    category VARCHAR,
+    origin_subject VARCHAR,
+    origin_seq BIGINT,
+    payload VARCHAR,
+    "at" TIMESTAMPTZ NOT NULL,
+    recorded_seq BIGINT NOT NULL DEFAULT nextval('dead_letters_recorded_seq')
+);
+
+-- The last recorded_seq of each kind that is in a Parquet segment. It moves only after
+-- the segment file is in place, so a crash in between re-publishes instead of losing rows.
+CREATE TABLE IF NOT EXISTS _published (
+    kind VARCHAR PRIMARY KEY,
+    last_seq BIGINT NOT NULL
+);
