@@ -22,6 +22,7 @@ from tests.helpers import AgentProcess, Running, submit, ticket_finished, wait_u
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 OMOI = str(Path(sys.executable).parent / "omoi")
+DUCKDB = str(Path(sys.executable).parent / "duckdb")
 
 
 def synthetic(i: int) -> bytes:
@@ -84,6 +85,12 @@ async def test_kill9_mid_batch_then_restart_records_every_event_once(
         await second.terminate()
 
 
+def run(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv, env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+    )
+
+
 async def _async[T](value: T) -> T:
     return value
 
@@ -125,10 +132,16 @@ async def test_sql_answers_while_tickets_run_and_stays_read_only(
     assert {"task": "a", "outcome": "succeeded", "error_category": None} in rows
     assert [r["outcome"] for r in rows if r["task"] == "b"] == ["retrying", "failed"]
 
+    # The stock duckdb CLI reads the published files with nothing of ours loaded.
+    cli = run(
+        DUCKDB, "-init", str(s.published_dir / "omoi.sql"), "-csv", "-noheader", "-c",
+        "SELECT count(*) FROM task_attempts WHERE ticket_id = 'Q1'",
+    )  # fmt: skip
+    assert cli.returncode == 0, cli.stderr
+    assert cli.stdout.strip().splitlines()[-1] == str(len(rows))
+
     # Writes and file access are refused, through the CLI as through the library.
-    bad = subprocess.run(
-        [OMOI, "sql", "DROP TABLE events"], env=env, capture_output=True, text=True, timeout=60
-    )
+    bad = run(OMOI, "sql", "DROP TABLE events", env=env)
     assert bad.returncode == 1 and "read" in bad.stderr.lower()
     with pytest.raises(ReadOnlyError):
         reader.query("DELETE FROM events")
