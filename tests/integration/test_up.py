@@ -150,3 +150,52 @@ async def test_up_with_nats_url_uses_that_server_and_starts_none(
     await events.stop()
     await bus.close()
     assert await up.stop() == 0
+
+
+async def test_up_serves_the_dashboard_and_sql_while_tickets_run(up: Up) -> None:
+    import httpx
+
+    bus, events = await connect(await up.start())
+    http_url = up.state["http_url"]
+    try:
+        tasks = [
+            {"name": "a", "phase": "design", "command": "true"},
+            {"name": "b", "phase": "testing", "command": gated("b")},
+        ]
+        assert (await submit(bus, {"id": "live", "title": "live", "tasks": tasks}))["ok"]
+        await events.wait_type("live", "task.succeeded", task="a")
+        async with httpx.AsyncClient(base_url=http_url, timeout=10) as http:
+            await wait_until(lambda: _ok(http, "/health"), timeout=30)
+            ticket = (await http.get("/api/v1/tickets/live")).json()
+            assert ticket["id"] == "live" and ticket["status"] == "running"
+            page = await http.get("/")
+            assert page.status_code == 200 and "live" in page.text
+
+        # While b is still running, the store already answers.
+        env = {**up_env(), "OMOI_DATA_DIR": str(up.data_dir)}
+
+        async def recorded() -> Any:
+            proc = await asyncio.create_subprocess_exec(
+                OMOI, "sql", "--json",
+                "SELECT outcome FROM task_attempts WHERE ticket_id = 'live' AND task = 'a'",
+                env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            out, _ = await proc.communicate()
+            return proc.returncode == 0 and json.loads(out) == [{"outcome": "succeeded"}]
+
+        await wait_until(recorded, timeout=30, interval=0.5)
+        b = await bus.tasks.value("live.b")
+        assert b is not None and b.status == "running"
+        (up.data_dir / "workspaces" / "live" / "release").touch()
+        await events.wait_type("live", "ticket.done", timeout=30)
+    finally:
+        await events.stop()
+        await bus.close()
+    assert await up.stop() == 0
+
+
+async def _ok(http: Any, path: str) -> bool:
+    try:
+        return bool((await http.get(path)).status_code == 200)
+    except Exception:  # noqa: BLE001 - the gateway is still starting
+        return False

@@ -1,0 +1,87 @@
+"""`python -m gateway --host 127.0.0.1 --port 8000`: the gateway as a process.
+
+Settings come from the environment (`NATS_URL`, `OMOI_*`), parsed here once. The analytics
+store is read from `<data-dir>/store/published` when the store package is there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+
+from agents.runner import configure_logging
+from agents.settings import DEFAULT_NATS_PORT, Settings
+from gateway.app import create_app
+from gateway.serve import serve_forever
+from gateway.sql import ErrorMappingReader, SqlReader, SqlResult, SqlUnavailable
+
+log = logging.getLogger("gateway")
+
+
+class PublishedStore:
+    """The store's reader, created on first use: the recorder may publish after we start."""
+
+    def __init__(self, published_dir: Path) -> None:
+        self.published_dir = published_dir
+        self._reader: SqlReader | None = None
+        # Queries run in worker threads; one Reader, which caches the loaded data.
+        self._lock = threading.Lock()
+
+    def query(self, sql: str, *, max_rows: int) -> SqlResult:
+        if not self.published_dir.is_dir():
+            raise SqlUnavailable(f"no store at {self.published_dir} yet; is a recorder running?")
+        with self._lock:
+            if self._reader is None:
+                from store.errors import ReadOnlyError, StoreError
+                from store.reader import Reader
+
+                self._reader = ErrorMappingReader(
+                    Reader(self.published_dir), denied=(ReadOnlyError,), invalid=(StoreError,)
+                )
+            reader = self._reader
+        return reader.query(sql, max_rows=max_rows)
+
+
+def store_reader(settings: Settings) -> SqlReader | None:
+    try:
+        import store.reader  # noqa: F401 (only asking whether it is installed)
+    except ImportError:
+        log.warning("no analytics store package; /api/v1/sql and the charts are off")
+        return None
+    return PublishedStore(settings.published_dir)
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m gateway", description=__doc__)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--log-level", default="INFO")
+    return p.parse_args(argv)
+
+
+async def run(host: str, port: int, settings: Settings) -> None:
+    url = settings.nats_url or f"nats://127.0.0.1:{DEFAULT_NATS_PORT}"
+    app = create_app(
+        url, settings=settings, reader=store_reader(settings), topology=settings.topology()
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await serve_forever(app, host, port, stop)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    configure_logging(args.log_level)
+    settings = Settings.from_env(os.environ)
+    asyncio.run(run(args.host, args.port, settings))
+
+
+if __name__ == "__main__":
+    main()

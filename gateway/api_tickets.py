@@ -1,0 +1,170 @@
+"""`/api/v1/tickets`: submit, list, inspect, and steer tickets and their tasks."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import HeaderParameter, JSONBody, PathParameter, QueryParameter
+
+from bus import constants as c
+from gateway import reads, submit
+from gateway.context import Ctx, GatewayContext
+from gateway.models import (
+    Accepted,
+    CancelBody,
+    CommandResult,
+    MoveBody,
+    TicketPage,
+)
+from gateway.problems import PROBLEM_MEDIA_TYPE, ApiProblem, Problem
+from schemas import (
+    CancelTask,
+    CancelTicket,
+    MoveTicket,
+    Phase,
+    TaskState,
+    TicketState,
+    TicketStatus,
+    TicketSubmission,
+    task_key,
+)
+from schemas.common import ID_PATTERN
+
+log = logging.getLogger(__name__)
+
+TicketId = Annotated[str, PathParameter(pattern=ID_PATTERN, description="a ticket id")]
+TaskName = Annotated[str, PathParameter(pattern=ID_PATTERN, description="a task name")]
+IDEMPOTENCY_HELP = (
+    "Retrying with the same key never makes a second ticket: it becomes the ticket id when "
+    "the body has none (a key that is not a valid id is replaced by a digest of it)."
+)
+
+
+def problems(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI for error responses. 400 (parameters), 422 (body) and 503 (NATS) can happen
+    almost anywhere, and documenting them replaces Litestar's own, differently shaped, 400."""
+    return {
+        s: ResponseSpec(Problem, description="problem details", media_type=PROBLEM_MEDIA_TYPE)
+        for s in sorted({400, 422, 503, *statuses})
+    }
+
+
+async def _ticket(ctx: GatewayContext, ticket_id: str) -> TicketState:
+    ticket = await ctx.bus.tickets.value(ticket_id)
+    if ticket is None:
+        raise ApiProblem(404, "not-found", f"no ticket {ticket_id!r}")
+    return ticket
+
+
+class TicketController(Controller):
+    path = "/tickets"
+    tags = ("tickets",)
+
+    @post(
+        "/",
+        status_code=201,
+        summary="Submit a ticket",
+        description="The body is exactly what `omoi.tickets.submit` takes. " + IDEMPOTENCY_HELP,
+        responses={
+            **problems(409, 413),
+            202: ResponseSpec(
+                Accepted, description="stored: no planner answered, a planner will process it"
+            ),
+        },
+    )
+    async def create(
+        self,
+        ctx: Ctx,
+        request: Request[Any, Any, Any],
+        data: JSONBody[TicketSubmission],
+        idempotency_key: Annotated[
+            str | None,
+            HeaderParameter(name="Idempotency-Key", description=IDEMPOTENCY_HELP, max_length=1000),
+        ] = None,
+    ) -> Response[Accepted]:
+        # `data` is Litestar's parse, for the schema; the planner's parser on the raw bytes
+        # is the one that counts, so the gateway accepts exactly what the bus accepts.
+        raw = await request.body()
+        ticket_id, payload = submit.prepare(raw, idempotency_key, ctx.settings.max_ticket_bytes)
+        accepted = await submit.submit(ctx.bus, ticket_id, payload, ctx.options.request_timeout_s)
+        return Response(
+            accepted,
+            status_code=201 if accepted.status == "accepted" else 202,
+            headers={"Location": f"{request.url.path.rstrip('/')}/{accepted.ticket_id}"},
+        )
+
+    @get("/", summary="List tickets, newest first", responses=problems())
+    async def list_tickets(
+        self,
+        ctx: Ctx,
+        status: Annotated[TicketStatus | None, QueryParameter()] = None,
+        phase: Annotated[Phase | None, QueryParameter()] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+        offset: Annotated[int, QueryParameter(ge=0, le=1_000_000)] = 0,
+    ) -> TicketPage:
+        found = await reads.tickets(ctx.bus, status=status, phase=phase)
+        return TicketPage(
+            items=found[offset : offset + limit], total=len(found), limit=limit, offset=offset
+        )
+
+    @get("/{ticket_id:str}", summary="One ticket", responses=problems(404))
+    async def get_ticket(self, ctx: Ctx, ticket_id: TicketId) -> TicketState:
+        return await _ticket(ctx, ticket_id)
+
+    @get("/{ticket_id:str}/tasks", summary="A ticket's tasks", responses=problems(404))
+    async def get_tasks(self, ctx: Ctx, ticket_id: TicketId) -> list[TaskState]:
+        return await reads.ticket_tasks(ctx.bus, await _ticket(ctx, ticket_id))
+
+    @get("/{ticket_id:str}/tasks/{name:str}", summary="One task", responses=problems(404))
+    async def get_task(self, ctx: Ctx, ticket_id: TicketId, name: TaskName) -> TaskState:
+        task = await ctx.bus.tasks.value(task_key(ticket_id, name))
+        if task is None:
+            raise ApiProblem(404, "not-found", f"no task {task_key(ticket_id, name)!r}")
+        return task
+
+    @post(
+        "/{ticket_id:str}/cancel",
+        status_code=200,
+        summary="Cancel a ticket",
+        responses=problems(404, 409, 413),
+    )
+    async def cancel(
+        self, ctx: Ctx, ticket_id: TicketId, data: JSONBody[CancelBody | None] = None
+    ) -> CommandResult:
+        body = data or CancelBody()
+        cmd = CancelTicket(ticket_id=ticket_id, reason=body.reason)
+        return await submit.command(
+            ctx.bus, c.CMD_TICKET_CANCEL, cmd, ctx.options.request_timeout_s
+        )
+
+    @post(
+        "/{ticket_id:str}/move",
+        status_code=200,
+        summary="Move a ticket to another phase",
+        description="Only the moves the README lists; anything else is a 409 naming them.",
+        responses=problems(404, 409, 413),
+    )
+    async def move(self, ctx: Ctx, ticket_id: TicketId, data: JSONBody[MoveBody]) -> CommandResult:
+        cmd = MoveTicket(ticket_id=ticket_id, phase=data.phase, reason=data.reason)
+        return await submit.command(ctx.bus, c.CMD_TICKET_MOVE, cmd, ctx.options.request_timeout_s)
+
+    @post(
+        "/{ticket_id:str}/tasks/{name:str}/cancel",
+        status_code=200,
+        summary="Cancel one task",
+        description="A running task is stopped within about a second.",
+        responses=problems(404, 409, 413),
+    )
+    async def cancel_task(
+        self,
+        ctx: Ctx,
+        ticket_id: TicketId,
+        name: TaskName,
+        data: JSONBody[CancelBody | None] = None,
+    ) -> CommandResult:
+        body = data or CancelBody()
+        cmd = CancelTask(task_id=task_key(ticket_id, name), reason=body.reason)
+        return await submit.command(ctx.bus, c.CMD_TASK_CANCEL, cmd, ctx.options.request_timeout_s)

@@ -1,0 +1,140 @@
+"""The Litestar application factory: routes, problem details, OpenAPI, templates, lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import nats.errors
+from litestar import Litestar, Router
+from litestar.di import Provide
+from litestar.openapi.config import OpenAPIConfig
+from litestar.plugins.pydantic import PydanticPlugin
+from litestar.static_files import create_static_files_router
+
+from agents.settings import Settings
+from bus import Bus
+from bus.topology import TopologyConfig
+from gateway.api_system import ProbeController, SystemController
+from gateway.api_tickets import TicketController
+from gateway.context import GatewayContext, GatewayOptions
+from gateway.dashboard import STATIC, DashboardController, template_config
+from gateway.problems import exception_handlers
+from gateway.sql import SqlReader
+from gateway.sse import EventStreamController
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+CONNECT_RETRY_S = 1.0
+CONNECT_RETRY_MAX_S = 30.0
+DESCRIPTION = (
+    "HTTP access to Omoi: submit and steer tickets (request/reply to the planner), read ticket, "
+    "task and agent state (KV buckets), follow events live (server-sent events from the "
+    "event stream) and query the analytics store. Every error is application/problem+json."
+)
+
+
+async def _connect(ctx: GatewayContext, url: str, topology: TopologyConfig | None) -> None:
+    # The client itself retries an unreachable server forever; what lands here is a server
+    # without the topology (or JetStream), which an `omoi up` elsewhere may still fix.
+    delay = CONNECT_RETRY_S
+    while True:
+        try:
+            ctx.connected = await Bus.connect(url, name="omoi-gateway", topology=topology)
+        except (OSError, nats.errors.Error) as exc:
+            log.warning("cannot use NATS at %s yet (%r); retrying in %.0f s", url, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, CONNECT_RETRY_MAX_S)
+            continue
+        log.info("gateway connected to %s", url)
+        return
+
+
+def create_app(
+    bus_url: str | None = None,
+    *,
+    settings: Settings,
+    bus: Bus | None = None,
+    reader: SqlReader | None = None,
+    topology: TopologyConfig | None = None,
+    options: GatewayOptions | None = None,
+) -> Litestar:
+    """Build the gateway.
+
+    Either give `bus`, a connection the caller owns (tests share theirs), or let the app
+    connect to `bus_url` (else `settings.nats_url`) for its lifetime, retrying until NATS
+    is there. With `topology`, the app provisions it on connect, as agents do; without, it
+    expects it to exist.
+    """
+    url = bus_url or settings.nats_url
+    if bus is None and not url:
+        raise ValueError("create_app needs a connected bus or a NATS URL")
+    ctx = GatewayContext(
+        settings=settings, reader=reader, options=options or GatewayOptions(), connected=bus
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        if ctx.connected is not None:
+            yield
+            return
+        assert url is not None
+        # Wait a little for NATS, so a gateway that answers is normally a connected one;
+        # then serve anyway and keep connecting in the background (/ready says 503 until
+        # then), so neither a missing server nor a stop signal can hold the start forever.
+        connecting = asyncio.create_task(_connect(ctx, url, topology))
+        await asyncio.wait({connecting}, timeout=ctx.options.connect_wait_s)
+        if connecting.done():
+            connecting.result()  # anything but "NATS is not there yet" fails the start
+        try:
+            yield
+        finally:
+            connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await connecting
+            owned = ctx.release()
+            if owned is not None:
+                await owned.close()
+
+    async def provide_context() -> GatewayContext:
+        return ctx
+
+    api = Router(
+        path=API_PREFIX,
+        route_handlers=[
+            TicketController,
+            ProbeController,
+            SystemController,
+            EventStreamController,
+        ],
+    )
+    return Litestar(
+        route_handlers=[
+            api,
+            ProbeController,
+            DashboardController,
+            create_static_files_router(path="/static", directories=[STATIC]),
+        ],
+        dependencies={"ctx": Provide(provide_context, use_cache=True)},
+        exception_handlers=exception_handlers(),
+        # Bus models serialise by alias (`from` in a phase transition), as on the wire.
+        plugins=[PydanticPlugin(prefer_alias=True)],
+        lifespan=[lifespan],
+        template_config=template_config(),
+        openapi_config=OpenAPIConfig(
+            title="Omoi gateway",
+            version="1.0.0",
+            description=DESCRIPTION,
+            path="/schema",
+            use_handler_docstrings=False,
+        ),
+        # A submission may not be bigger than the planner accepts; nothing else needs more.
+        request_max_body_size=settings.max_ticket_bytes,
+        # The process's logging is configured at the edge (`__main__`), not by the framework.
+        logging_config=None,
+        debug=False,
+    )

@@ -1,0 +1,181 @@
+"""Read-only views over the KV buckets and the streams, shared by the API and the dashboard."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from typing import Literal
+
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from pydantic import BaseModel
+
+from bus import Bus
+from bus import constants as c
+from schemas import Heartbeat, Phase, TaskState, TicketState, TicketStatus, task_key, utcnow
+
+log = logging.getLogger(__name__)
+
+# KV gets run concurrently, but not thousands at once.
+_CONCURRENT_GETS = 32
+_TAIL_WAIT_S = 5.0
+
+Health = Literal["ok", "stale"]
+
+
+class AgentView(BaseModel):
+    """A heartbeat as the API shows it: how old it is, and whether that is too old."""
+
+    agent_id: str
+    role: str
+    phases: list[str]
+    capabilities: list[str]
+    current_task: str | None
+    status: str
+    host: str
+    pid: int
+    interval_s: float
+    started_at: datetime
+    at: datetime
+    age_s: float
+    health: Health
+
+
+async def _gather_bounded[T](calls: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:
+    limit = asyncio.Semaphore(_CONCURRENT_GETS)
+
+    async def one(call: Callable[[], Awaitable[T]]) -> T:
+        async with limit:
+            return await call()
+
+    return list(await asyncio.gather(*(one(call) for call in calls)))
+
+
+async def tickets(
+    bus: Bus, *, status: TicketStatus | None = None, phase: Phase | None = None
+) -> list[TicketState]:
+    """Every ticket matching the filters, newest first."""
+    keys = await bus.tickets.keys()
+    found = await _gather_bounded([partial(bus.tickets.value, k) for k in keys])
+    out = [
+        t
+        for t in found
+        if t is not None
+        and (status is None or t.status is status)
+        and (phase is None or t.phase is phase)
+    ]
+    out.sort(key=lambda t: (t.created_at, t.id), reverse=True)
+    return out
+
+
+async def ticket_tasks(bus: Bus, ticket: TicketState) -> list[TaskState]:
+    """The ticket's tasks in the order it lists them."""
+    found = await _gather_bounded(
+        [partial(bus.tasks.value, task_key(ticket.id, n)) for n in ticket.tasks]
+    )
+    return [t for t in found if t is not None]
+
+
+def agent_view(beat: Heartbeat, now: datetime, stale_beats: int) -> AgentView:
+    return AgentView(
+        **beat.model_dump(),
+        age_s=round(max(beat.age_s(now), 0.0), 3),
+        health="stale" if beat.is_stale(now, stale_beats) else "ok",
+    )
+
+
+async def agents(bus: Bus, stale_beats: int) -> list[AgentView]:
+    now = utcnow()
+    beats = await bus.heartbeats.values()
+    views = [agent_view(b, now, stale_beats) for b in beats]
+    return sorted(views, key=lambda a: (a.role, a.agent_id))
+
+
+@dataclass(frozen=True)
+class StreamEntry:
+    seq: int
+    subject: str
+    data: bytes
+    headers: dict[str, str]
+    at: datetime | None
+
+
+def _entry(msg: Msg) -> StreamEntry:
+    meta = msg.metadata
+    return StreamEntry(
+        seq=meta.sequence.stream,
+        subject=msg.subject,
+        data=msg.data,
+        headers=dict(msg.headers or {}),
+        at=meta.timestamp,
+    )
+
+
+async def tail(
+    js: JetStreamContext, stream: str, subject: str, *, limit: int, window: int
+) -> list[StreamEntry]:
+    """The last `limit` messages on `subject` among the stream's last `window`, newest first.
+
+    Looking only at a window keeps this cheap on a long stream; the server does the
+    filtering, so only matching messages cross the wire.
+    """
+    state = (await js.stream_info(stream)).state
+    if state.messages == 0:
+        return []
+    start = max(state.first_seq, state.last_seq - window + 1, 1)
+    sub = await js.subscribe(
+        subject,
+        stream=stream,
+        ordered_consumer=True,
+        deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+        config=ConsumerConfig(opt_start_seq=start),
+    )
+    kept: deque[StreamEntry] = deque(maxlen=limit)
+    try:
+        info = await sub.consumer_info()
+        if info.num_pending == 0 and not (info.delivered and info.delivered.consumer_seq):
+            return []
+        for _ in range(window):
+            msg = await sub.next_msg(timeout=_TAIL_WAIT_S)
+            kept.append(_entry(msg))
+            if msg.metadata.num_pending == 0:
+                break
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+    return list(reversed(kept))
+
+
+async def last_event_seq(js: JetStreamContext) -> int:
+    """Where the event stream ends now: a page rendered from the KV state follows from here."""
+    return int((await js.stream_info(c.EVENTS_STREAM)).state.last_seq)
+
+
+class DeadLetter(BaseModel):
+    seq: int
+    origin: str
+    reason: str
+    category: str
+    origin_subject: str
+    at: datetime | None
+    preview: str
+
+
+def dead_letter(entry: StreamEntry, preview_chars: int = 200) -> DeadLetter:
+    text = entry.data.decode("utf-8", errors="replace")
+    return DeadLetter(
+        seq=entry.seq,
+        origin=entry.subject.rsplit(".", 1)[-1],
+        reason=entry.headers.get(c.HDR_REASON, ""),
+        category=entry.headers.get(c.HDR_ERROR_CATEGORY, ""),
+        origin_subject=entry.headers.get(c.HDR_ORIGIN_SUBJECT, ""),
+        at=entry.at,
+        preview=text[:preview_chars] + ("…" if len(text) > preview_chars else ""),
+    )
