@@ -18,19 +18,12 @@ from pathlib import Path
 
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 
-from agents.executors import ExecutionContext
+from agents.executors.noop import NoopExecutor
 from agents.planner.agent import Planner
 from agents.settings import Settings
 from agents.worker.agent import Worker
 from bus import Bus, EmbeddedNatsServer
-from schemas import TaskResult, TaskState, TicketStatus
-
-
-class NoopExecutor:
-    capability = "noop"
-
-    async def run(self, task: TaskState, ctx: ExecutionContext) -> TaskResult:
-        return TaskResult(exit_code=0)
+from schemas import TicketStatus
 
 
 async def bare_round_trips(bus: Bus, n: int) -> float:

@@ -188,7 +188,24 @@ async def ensure_buckets(js: JetStreamContext, cfg: TopologyConfig) -> None:
         try:
             await js.create_key_value(bucket)
         except BadRequestError:
-            await js.update_stream(name=f"KV_{bucket.bucket}", max_age=bucket.ttl or 0)
+            await _raise_ttl(js, bucket)
+
+
+async def _raise_ttl(js: JetStreamContext, bucket: KeyValueConfig) -> None:
+    """Converge an existing bucket's TTL upwards only.
+
+    Agents with different heartbeat intervals share the heartbeat bucket; lowering its TTL
+    for a fast-beating agent would expire a slow one's entries. The update must carry the
+    whole current config: a partial one would reset the KV stream's other settings.
+    """
+    if not bucket.ttl:
+        return
+    info = await js.stream_info(f"KV_{bucket.bucket}")
+    config = info.config
+    if config.max_age is not None and 0 < bucket.ttl <= config.max_age:
+        return
+    config.max_age = bucket.ttl
+    await js.update_stream(config)
 
 
 async def provision(js: JetStreamContext, cfg: TopologyConfig) -> None:

@@ -19,6 +19,7 @@ from agents.errors import PermanentFailure, TaskFailure, TransientFailure
 from agents.events import task_event
 from agents.executors import ExecutionContext, Executor, ShellExecutor
 from agents.executors.agent import AgentExecutor
+from agents.executors.noop import NoopExecutor
 from agents.settings import Settings
 from agents.worker.claim import Delivery, Verdict, claimed, exhausted, judge
 from bus import Abandon, Bus, MultiFetcher, Reject, Retry, settle
@@ -47,7 +48,11 @@ class Outcome:
 
 
 def default_executors(settings: Settings, env: Mapping[str, str]) -> dict[str, Executor]:
-    return {"shell": ShellExecutor(env), "agent": AgentExecutor(settings, env)}
+    return {
+        "shell": ShellExecutor(env),
+        "agent": AgentExecutor(settings, env),
+        "noop": NoopExecutor(),
+    }
 
 
 class Worker(Agent):
