@@ -26,6 +26,8 @@ class Settings(BaseModel):
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     reconcile_interval_s: float = Field(default=30.0, gt=0)
     fetch_poll_s: float = Field(default=1.0, gt=0)
+    # Outcome events the planner takes at once; a ticket is reconciled once per batch.
+    planner_batch: int = Field(default=256, ge=1, le=10_000)
     events_max_age_s: float = Field(default=7 * 24 * 3600, gt=0)
     max_ticket_bytes: int = Field(default=1024 * 1024, gt=0)
     default_workflow: str = "default"

@@ -76,9 +76,7 @@ class Planner(Agent):
         self.ready.set()
         loops = [
             asyncio.create_task(self._consume(c.INTAKE_STREAM, c.INTAKE_CONSUMER, self._intake)),
-            asyncio.create_task(
-                self._consume(c.EVENTS_STREAM, c.PLANNER_EVENTS_CONSUMER, self._on_event)
-            ),
+            asyncio.create_task(self._consume_events()),
             asyncio.create_task(self._sweep_loop()),
         ]
         try:
@@ -223,18 +221,62 @@ class Planner(Agent):
 
     # Task outcomes
 
-    async def _on_event(self, msg: Msg) -> None:
+    async def _consume_events(self) -> None:
+        """Outcome events, a batch at a time, with one reconcile per ticket per batch.
+
+        Reconciling reads the whole ticket, so under load ten outcomes of one ticket need
+        one pass, not ten. Only the ticket's last message carries the reconcile; the others
+        are acked once parsed. If that reconcile fails, its message is redelivered, and
+        since a reconcile works from state, not from the event, nothing is lost.
+        """
+        sub = await self.bus.pull(c.EVENTS_STREAM, c.PLANNER_EVENTS_CONSUMER)
+        dead_letter = self.bus.dead_letterer("events")
+        try:
+            while not self.stopping.is_set():
+                try:
+                    msgs = await sub.fetch(
+                        self.settings.planner_batch, timeout=self.settings.fetch_poll_s
+                    )
+                except TimeoutError:
+                    continue
+                except Exception:
+                    self.log.warning("fetch from planner-events failed", exc_info=True)
+                    await self.wait_stopping(1.0)
+                    continue
+                last = {self._ticket_of(m): m for m in msgs}
+                carriers = {id(m) for m in last.values()}
+                for msg in msgs:
+                    handler = self._on_event if id(msg) in carriers else self._on_event_seen
+                    await settle(msg, handler, dead_letter)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    @staticmethod
+    def _ticket_of(msg: Msg) -> str:
+        # omoi.events.<ticket>.<type...>
+        parts = msg.subject.split(".")
+        return parts[2] if len(parts) > 2 else ""
+
+    async def _on_event_seen(self, msg: Msg) -> None:
+        """An outcome whose ticket a later message in the batch reconciles."""
+        event = self._parse_event(msg)
+        if event.type in (EventType.GATE_PASSED, EventType.GATE_FAILED):
+            await self.reconciler.record_verdict(GateVerdict.model_validate(event.data))
+
+    def _parse_event(self, msg: Msg) -> Event:
         try:
             event = Event.model_validate_json(msg.data)
-            verdict = (
+            if event.type in (EventType.GATE_PASSED, EventType.GATE_FAILED):
                 GateVerdict.model_validate(event.data)
-                if event.type in (EventType.GATE_PASSED, EventType.GATE_FAILED)
-                else None
-            )
         except ValidationError as exc:
             raise Reject(f"not an event: {exc}", "invalid_event") from exc
-        if verdict is not None:
-            await self.reconciler.record_verdict(verdict)
+        return event
+
+    async def _on_event(self, msg: Msg) -> None:
+        event = self._parse_event(msg)
+        if event.type in (EventType.GATE_PASSED, EventType.GATE_FAILED):
+            await self.reconciler.record_verdict(GateVerdict.model_validate(event.data))
         await self.reconciler.reconcile(event.ticket_id)
 
     # Commands

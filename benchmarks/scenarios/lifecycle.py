@@ -1,0 +1,80 @@
+"""Scenario 1: task lifecycle throughput through the real planner, KV, events and
+dependency release, with 1, 2 and 4 worker processes and the `noop` executor.
+
+Each ticket has ten implementation tasks: five independent, five each depending on one
+of those, so dependency release is on the path. Timed from the first submission to the
+last `ticket.done`; peak RSS per role is sampled meanwhile (the memory scenario reuses it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from benchmarks.common import BenchConfig, Metric
+from benchmarks.scenarios.omoi_stack import Stack, omoi_stack
+from bus import constants as c
+
+TASKS_PER_TICKET = 10
+
+
+def ticket(i: int, capability: str = "noop") -> dict[str, Any]:
+    half = TASKS_PER_TICKET // 2
+    tasks = [{"name": f"a{j}", "phase": "implementation", "capability": capability}
+             for j in range(half)]  # fmt: skip
+    tasks += [
+        {"name": f"b{j}", "phase": "implementation", "capability": capability,
+         "depends_on": [f"a{j}"]}
+        for j in range(half)
+    ]  # fmt: skip
+    return {"id": f"bench-{i}", "title": f"bench {i}", "tasks": tasks}
+
+
+async def drive(stack: Stack, tickets: int) -> tuple[float, dict[str, float]]:
+    """Submit `tickets` tickets, wait for all of them; elapsed seconds and peak RSS (MB)."""
+    done = asyncio.Event()
+    finished = 0
+
+    async def on_done(_: Any) -> None:
+        nonlocal finished
+        finished += 1
+        if finished >= tickets:
+            done.set()
+
+    sub = await stack.bus.nc.subscribe("omoi.events.*.ticket.done", cb=on_done)
+    peak: dict[str, float] = {}
+
+    async def sample() -> None:
+        while True:
+            for name, mb in stack.rss_mb().items():
+                role = name.split("-")[0]
+                peak[role] = max(peak.get(role, 0.0), mb)
+            await asyncio.sleep(0.5)
+
+    sampler = asyncio.create_task(sample())
+    start = time.perf_counter()
+    for i in range(tickets):
+        await stack.bus.nc.publish(c.SUBMIT_SUBJECT, json.dumps(ticket(i)).encode())
+    await stack.bus.nc.flush()
+    await asyncio.wait_for(done.wait(), timeout=1800)
+    elapsed = time.perf_counter() - start
+    sampler.cancel()
+    await sub.unsubscribe()
+    return elapsed, peak
+
+
+async def run(cfg: BenchConfig) -> list[Metric]:
+    tickets = max(1, cfg.count(10_000) // TASKS_PER_TICKET)
+    out: list[Metric] = []
+    for workers in cfg.worker_counts:
+        workdir = cfg.workdir / f"lifecycle-{workers}"
+        async with omoi_stack(workdir, workers=workers, phases=("implementation",)) as stack:
+            elapsed, peak = await drive(stack, tickets)
+        n = tickets * TASKS_PER_TICKET
+        params = {"workers": workers}
+        out.append(Metric("lifecycle", "tasks_per_s", n / elapsed, "tasks/s", params))
+        for role, mb in sorted(peak.items()):
+            out.append(Metric("lifecycle", "rss_peak_mb", mb, "MB", {**params, "role": role}))
+    return out

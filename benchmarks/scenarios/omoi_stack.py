@@ -1,0 +1,98 @@
+"""An Omoi deployment for benchmarks: embedded nats-server, planner and worker processes.
+
+Agents run as real processes (as `omoi up` runs them), so worker counts mean parallelism,
+and their memory can be sampled per role.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import psutil
+
+from agents.settings import Settings
+from bus import Bus, EmbeddedNatsServer
+
+AGENT_ENV = {
+    # Benchmarks measure the steady state: beats and sweeps stay out of the way.
+    "OMOI_HEARTBEAT_INTERVAL_S": "5",
+    "OMOI_RECONCILE_INTERVAL_S": "60",
+    "OMOI_FETCH_POLL_S": "0.5",
+    "OMOI_LOG_LEVEL": "WARNING",
+}
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    bus: Bus
+    procs: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
+
+    def rss_mb(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name, proc in self.procs.items():
+            with contextlib.suppress(psutil.Error):
+                out[name] = psutil.Process(proc.pid).memory_info().rss / 2**20
+        return out
+
+
+@contextlib.asynccontextmanager
+async def omoi_stack(
+    workdir: Path, *, workers: int, capability: str = "noop", phases: tuple[str, ...] = ()
+) -> AsyncIterator[Stack]:
+    server = EmbeddedNatsServer(workdir / "nats", port=0)
+    url = await server.start()
+    settings = Settings(nats_url=url, data_dir=workdir / "data")
+    bus = await Bus.connect(url, name="bench", topology=settings.topology())
+    stack = Stack(settings, bus)
+    env = {**os.environ, **settings.to_env(), **AGENT_ENV}
+    log = await asyncio.to_thread(_open_log, workdir)
+    try:
+        argv = {"planner": ["agents.planner"]}
+        for i in range(workers):
+            args = ["agents.worker", "--capability", capability]
+            for phase in phases:
+                args += ["--phase", phase]
+            argv[f"worker-{i + 1}"] = args
+        for name, args in argv.items():
+            stack.procs[name] = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", *args, "--agent-id", f"bench-{name}", "--log-level",
+                "WARNING", env=env, stdout=log, stderr=log, start_new_session=True,
+            )  # fmt: skip
+        await _wait_ready(bus, {f"bench-{n}" for n in argv})
+        yield stack
+    finally:
+        for proc in stack.procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        for proc in stack.procs.values():
+            try:
+                await asyncio.wait_for(proc.wait(), 20)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+        log.close()
+        await bus.close()
+        await server.stop()
+
+
+def _open_log(workdir: Path) -> IO[bytes]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    return (workdir / "agents.log").open("ab")
+
+
+async def _wait_ready(bus: Bus, agent_ids: set[str], timeout: float = 60.0) -> None:
+    async def beating() -> None:
+        while {b.agent_id for b in await bus.heartbeats.values()} < agent_ids:
+            await asyncio.sleep(0.1)
+
+    await asyncio.wait_for(beating(), timeout)
