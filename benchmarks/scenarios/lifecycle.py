@@ -20,7 +20,7 @@ from bus import constants as c
 TASKS_PER_TICKET = 10
 
 
-def ticket(i: int, capability: str = "noop") -> dict[str, Any]:
+def ticket(i: int, capability: str = "noop", prefix: str = "bench") -> dict[str, Any]:
     half = TASKS_PER_TICKET // 2
     tasks = [{"name": f"a{j}", "phase": "implementation", "capability": capability}
              for j in range(half)]  # fmt: skip
@@ -29,10 +29,12 @@ def ticket(i: int, capability: str = "noop") -> dict[str, Any]:
          "depends_on": [f"a{j}"]}
         for j in range(half)
     ]  # fmt: skip
-    return {"id": f"bench-{i}", "title": f"bench {i}", "tasks": tasks}
+    return {"id": f"{prefix}-{i}", "title": f"bench {i}", "tasks": tasks}
 
 
-async def drive(stack: Stack, tickets: int) -> tuple[float, dict[str, float]]:
+async def drive(
+    stack: Stack, tickets: int, prefix: str = "bench"
+) -> tuple[float, dict[str, float]]:
     """Submit `tickets` tickets, wait for all of them; elapsed seconds and peak RSS (MB)."""
     done = asyncio.Event()
     finished = 0
@@ -56,7 +58,8 @@ async def drive(stack: Stack, tickets: int) -> tuple[float, dict[str, float]]:
     sampler = asyncio.create_task(sample())
     start = time.perf_counter()
     for i in range(tickets):
-        await stack.bus.nc.publish(c.SUBMIT_SUBJECT, json.dumps(ticket(i)).encode())
+        body = ticket(i, prefix=prefix)
+        await stack.bus.nc.publish(c.SUBMIT_SUBJECT, json.dumps(body).encode())
     await stack.bus.nc.flush()
     await asyncio.wait_for(done.wait(), timeout=1800)
     elapsed = time.perf_counter() - start

@@ -1,0 +1,84 @@
+"""Scenario 7: `GET /api/v1/tickets/{id}` latency at 1,000 requests/s.
+
+The gateway runs as its own process (as `omoi up` runs it) and the load comes from a
+separate process, so neither steals the other's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+
+import httpx
+
+from agents.settings import Settings
+from benchmarks.common import BenchConfig, Metric
+from benchmarks.scenarios.latency import percentile
+from bus import Bus, EmbeddedNatsServer
+from schemas import TicketState
+
+RATE = 1000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def wait_ready(url: str, timeout: float = 60.0) -> None:
+    async def probe() -> None:
+        async with httpx.AsyncClient(timeout=2) as client:
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(f"{url}/ready")).status_code == 200:
+                        return
+                await asyncio.sleep(0.1)
+
+    await asyncio.wait_for(probe(), timeout)
+
+
+async def run(cfg: BenchConfig) -> list[Metric]:
+    server = EmbeddedNatsServer(cfg.workdir / "gw-nats", port=0)
+    nats_url = await server.start()
+    settings = Settings(nats_url=nats_url, data_dir=cfg.workdir / "gw-data")
+    bus = await Bus.connect(nats_url, name="bench-gw", topology=settings.topology())
+    await bus.tickets.create("bench-gw", TicketState(id="bench-gw", title="gateway bench"))
+    port = free_port()
+    env = {**os.environ, **settings.to_env()}
+    gateway = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port),
+        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        await wait_ready(base)
+        seconds = max(1.0, 10 * cfg.scale)
+        load = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "benchmarks.scenarios.http_load",
+            f"{base}/api/v1/tickets/bench-gw", str(RATE), str(seconds),
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(load.communicate(), timeout=seconds * 10 + 60)
+        result = json.loads(out)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(gateway.pid, signal.SIGTERM)
+        await asyncio.wait_for(gateway.wait(), 20)
+        await bus.close()
+        await server.stop()
+    latencies = result["latencies_ms"]
+    params = {"rate": RATE}
+    return [
+        Metric("gateway", "p50_ms", percentile(latencies, 0.5), "ms", params),
+        Metric("gateway", "p99_ms", percentile(latencies, 0.99), "ms", params),
+        Metric("gateway", "achieved_rate", float(result["achieved_rate"]), "req/s", params),
+        Metric("gateway", "errors", float(result["errors"]), "requests", params),
+    ]
