@@ -22,8 +22,9 @@ TASKS_PER_TICKET = 10
 
 def ticket(i: int, capability: str = "noop", prefix: str = "bench") -> dict[str, Any]:
     half = TASKS_PER_TICKET // 2
-    tasks = [{"name": f"a{j}", "phase": "implementation", "capability": capability}
-             for j in range(half)]  # fmt: skip
+    tasks: list[dict[str, Any]] = [
+        {"name": f"a{j}", "phase": "implementation", "capability": capability} for j in range(half)
+    ]
     tasks += [
         {"name": f"b{j}", "phase": "implementation", "capability": capability,
          "depends_on": [f"a{j}"]}
