@@ -238,7 +238,11 @@ class Reconciler:
         task = await self.bus.tasks.update(key, to_queued)
         if task is not None:
             await self.bus.dispatch(task)
-            await self.bus.publish_event(task_event(task, EventType.TASK_QUEUED, self.agent_id))
+            # Stamped with when it became ready, not when the event was built: a worker
+            # may start it before this event exists, and schedule-to-start is measured
+            # from this time.
+            queued = task_event(task, EventType.TASK_QUEUED, self.agent_id)
+            await self.bus.publish_event(queued.model_copy(update={"at": task.queued_at}))
 
     async def skip_task(self, key: str, reason: str, *, stop_running: bool = False) -> None:
         # A failure elsewhere never skips running work: it finishes, then the ticket

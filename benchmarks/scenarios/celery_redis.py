@@ -220,3 +220,7 @@ def _free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+# Each repetition takes about 90 s here; two keep `make bench` within its budget.
+REPS = 2
