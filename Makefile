@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 $(BIN)/omoi: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	touch $(BIN)/omoi
 
 install: $(BIN)/omoi
