@@ -28,6 +28,7 @@ from agents.executors.agent.protocol import (
     SessionSpec,
 )
 from agents.executors.base import ExecutionContext
+from agents.llm.client import ModelConfig
 from agents.procs import detach_from_terminal_and_follow_parent
 from agents.settings import Settings
 from schemas import TaskResult, TaskState
@@ -54,19 +55,19 @@ class AgentExecutor:
         self._base_env = {k: v for k, v in base_env.items() if k != API_KEY_ENV}
 
     def _model(self) -> ModelSpec:
-        s = self.settings
-        if not s.llm_model:
+        config = ModelConfig.from_settings(self.settings)
+        if config is None:
             raise PermanentFailure(
                 "no model configured: set OMOI_LLM_MODEL (and OMOI_LLM_API_KEY, "
                 "OMOI_LLM_BASE_URL as needed)"
             )
         return ModelSpec(
-            model=s.llm_model,
-            base_url=s.llm_base_url,
-            input_cost_per_token=s.llm_input_cost_per_token,
-            output_cost_per_token=s.llm_output_cost_per_token,
-            num_retries=s.llm_num_retries,
-            timeout_s=s.llm_timeout_s,
+            model=config.model,
+            base_url=config.base_url,
+            input_cost_per_token=config.input_cost_per_token,
+            output_cost_per_token=config.output_cost_per_token,
+            num_retries=config.num_retries,
+            timeout_s=config.timeout_s,
         )
 
     def _budget(self, task: TaskState, ctx: ExecutionContext) -> Budget:
