@@ -46,7 +46,11 @@ class Recorder(Agent):
         publishes = 0
         try:
             while not self.stopping.is_set():
-                got = await self._events(events, dead_letter) + await self._letters(letters)
+                got = await self._events(events, dead_letter)
+                # Dead letters are rare: look for them only when the event stream has
+                # no full batch waiting, so a backlog is not slowed by an empty poll.
+                if got < self.settings.record_batch:
+                    got += await self._letters(letters)
                 if loop.time() - published_at >= self.settings.store_publish_interval_s:
                     published_at = loop.time()
                     publishes += 1
