@@ -90,9 +90,13 @@ def head(path: Path) -> str | None:
     return git(path, "rev-parse", "HEAD", check=False) or None
 
 
+def is_versioned(path: Path) -> bool:
+    return (path / ".git").is_dir()
+
+
 def commit(path: Path, message: str) -> tuple[str | None, list[str]]:
     """Commit everything changed in the workspace; return HEAD and the files changed."""
-    if not (path / ".git").is_dir():
+    if not is_versioned(path):
         return None, []
     with locked(path):
         git(path, "add", "--all")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import nats
 from nats.aio.client import Client
@@ -13,11 +15,15 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
 from bus import constants as c
+from bus.mirror import MirroredBucket
 from bus.state import Bucket
 from bus.topology import TopologyConfig, ensure_consumer, provision, task_consumer_config
 from schemas import Event, Heartbeat, TaskDispatch, TaskState, TicketState
 
 log = logging.getLogger(__name__)
+
+# An async publish whose ack has not come back by then is treated as failed.
+PUBLISH_ACK_TIMEOUT_S = 10.0
 
 
 class Bus:
@@ -33,6 +39,7 @@ class Bus:
         self.tickets: Bucket[TicketState]
         self.tasks: Bucket[TaskState]
         self.heartbeats: Bucket[Heartbeat]
+        self._mirrors: list[MirroredBucket[Any]] = []
 
     @classmethod
     async def connect(
@@ -69,7 +76,27 @@ class Bus:
         self.tasks = Bucket(await self.js.key_value(c.TASKS_BUCKET), TaskState)
         self.heartbeats = Bucket(await self.js.key_value(c.HEARTBEATS_BUCKET), Heartbeat)
 
+    async def mirror_state(self) -> None:
+        """Read tickets and tasks from in-memory mirrors that KV watches keep current.
+
+        For an agent that reads much more state than it writes (the planner). Finished
+        tickets' keys leave the mirror (`forget`) but stay readable from the server.
+        """
+        tickets = MirroredBucket(self.tickets.kv, TicketState, stream=c.kv_stream(c.TICKETS_BUCKET))
+        tasks = MirroredBucket(self.tasks.kv, TaskState, stream=c.kv_stream(c.TASKS_BUCKET))
+        await tickets.start(self.js)
+        await tasks.start(self.js)
+        for ticket in await tickets.values():
+            if ticket.status.terminal:
+                tickets.forget(ticket.id)
+                tasks.forget(ticket.id)
+        self._mirrors = [tickets, tasks]
+        self.tickets, self.tasks = tickets, tasks
+
     async def close(self) -> None:
+        for mirror in self._mirrors:
+            await mirror.stop()
+        self._mirrors = []
         if self.nc.is_closed:
             return
         try:
@@ -83,22 +110,48 @@ class Bus:
     # Publishing
 
     async def publish_event(self, event: Event) -> None:
-        await self.js.publish(
+        """Publish `event` and wait until the stream has stored it."""
+        await self.confirm(await self.publish_event_async(event))
+
+    async def publish_event_async(self, event: Event) -> asyncio.Future[Any]:
+        """Send `event` without waiting for the stream's ack; `confirm` the result.
+
+        The number of unacknowledged publishes is bounded by the JetStream context
+        (publishing waits when it is reached). Confirm before acking the message that
+        caused the event, so the event is stored before its cause is gone.
+        """
+        return await self.js.publish_async(
             c.event_subject(event.ticket_id, event.type),
             event.to_json(),
             headers={c.HDR_MSG_ID: event.id},
         )
 
-    async def dispatch(self, task: TaskState) -> None:
-        """Put a task on its work subject. The msg id makes a re-dispatch a no-op."""
+    @staticmethod
+    async def confirm(ack: asyncio.Future[Any]) -> None:
+        """Wait for the stream's ack of an async publish; raise if it failed or never came."""
+        await asyncio.wait_for(ack, PUBLISH_ACK_TIMEOUT_S)
+
+    async def dispatch(self, task: TaskState, revision: int | None = None) -> None:
+        """Put a task on its work subject. The msg id makes a re-dispatch a no-op.
+
+        With the task's KV `revision`, the dispatch carries the state it was queued
+        with, so a worker can claim it with one compare-and-set instead of a read first.
+        """
         dispatch = TaskDispatch(
-            ticket_id=task.ticket_id, task=task.name, generation=task.generation
+            ticket_id=task.ticket_id,
+            task=task.name,
+            generation=task.generation,
+            revision=revision,
+            state=task if revision is not None else None,
         )
-        await self.js.publish(
+        # The async publish shares one reply subscription; waiting on its future costs
+        # less than a request per message, which matters at thousands per second.
+        ack = await self.js.publish_async(
             c.task_subject(task.phase, task.capability),
             dispatch.to_json(),
             headers={c.HDR_MSG_ID: f"{task.id}.g{task.generation}"},
         )
+        await self.confirm(ack)
 
     async def dead_letter(
         self,

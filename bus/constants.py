@@ -58,6 +58,12 @@ TASKS_BUCKET = "omoi_tasks"
 HEARTBEATS_BUCKET = "omoi_heartbeats"
 LOCKS_BUCKET = "omoi_locks"
 
+
+def kv_stream(bucket: str) -> str:
+    """The stream behind a KV bucket (what `nats stream ls` shows)."""
+    return f"KV_{bucket}"
+
+
 # Headers.
 HDR_MSG_ID = "Nats-Msg-Id"
 HDR_REASON = "Omoi-Reason"

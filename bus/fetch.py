@@ -40,6 +40,11 @@ class MultiFetcher:
         if self._drain is not None:
             await self._drain
             self._drain = None
+        if len(self._subs) == 1:
+            return await self._next_of_one()
+        return await self._next_of_many()
+
+    async def _next_of_many(self) -> Msg | None:
         pending = {asyncio.create_task(self._fetch(sub)) for sub in self._subs}
         chosen: Msg | None = None
         extras: list[Msg] = []
@@ -61,6 +66,12 @@ class MultiFetcher:
         if pending:
             self._drain = asyncio.create_task(self._hand_back(pending))
         return chosen
+
+    async def _next_of_one(self) -> Msg | None:
+        msgs = await self._fetch(self._subs[0])
+        for extra in msgs[1:]:
+            await extra.nak()
+        return msgs[0] if msgs else None
 
     async def _hand_back(self, polls: set[asyncio.Task[list[Msg]]]) -> None:
         for poll in polls:

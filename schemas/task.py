@@ -149,11 +149,18 @@ class TaskState(WireModel):
 
 
 class TaskDispatch(WireModel):
-    """The work message on `omoi.tasks.<phase>.<capability>`: ids, not the task itself."""
+    """The work message on `omoi.tasks.<phase>.<capability>`.
+
+    The ids say which task; `state` and `revision` are the task as it was queued and its
+    KV revision, a hint that lets a worker claim it without reading it first (the claim
+    is a compare-and-set on that revision, so a stale hint costs a read, nothing more).
+    """
 
     ticket_id: str
     task: str
     generation: int = 0
+    revision: int | None = None
+    state: TaskState | None = None
 
     @property
     def key(self) -> str:

@@ -35,5 +35,8 @@ class Executor(Protocol):
     """
 
     capability: str
+    # Whether it reads the ticket's changing state (`ctx.ticket.context`); if not, the
+    # worker may hand it a cached ticket.
+    reads_ticket_state: bool
 
     async def run(self, task: TaskState, ctx: ExecutionContext) -> TaskResult: ...

@@ -9,6 +9,7 @@ from schemas import TaskResult, TaskState
 
 class NoopExecutor:
     capability = "noop"
+    reads_ticket_state = False
 
     async def run(self, task: TaskState, ctx: ExecutionContext) -> TaskResult:
         return TaskResult(exit_code=0)

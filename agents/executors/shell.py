@@ -25,6 +25,7 @@ class ShellExecutor:
     tree, and gets a private TMPDIR that is removed afterwards."""
 
     capability = "shell"
+    reads_ticket_state = False
 
     def __init__(self, base_env: Mapping[str, str]) -> None:
         self._base_env = dict(base_env)

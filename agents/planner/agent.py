@@ -39,6 +39,7 @@ from schemas import (
     Reply,
 )
 from schemas.gate import GateVerdict
+from schemas.task import task_key
 
 
 class Planner(Agent):
@@ -72,6 +73,7 @@ class Planner(Agent):
                 )
             ],
         ]
+        await self.bus.mirror_state()
         await self.sweep(redispatch=True)
         self.ready.set()
         loops = [
@@ -102,18 +104,32 @@ class Planner(Agent):
     async def _consume_from(
         self, sub: Any, stream: str, durable: str, handler: Callable[[Msg], Any]
     ) -> None:
+        """Submissions a batch at a time; different tickets' are handled concurrently."""
         dead_letter = self.bus.dead_letterer("intake" if stream == c.INTAKE_STREAM else "events")
         while not self.stopping.is_set():
             try:
-                msgs = await sub.fetch(1, timeout=self.settings.fetch_poll_s)
+                msgs = await sub.fetch(
+                    self.settings.planner_batch, timeout=self.settings.fetch_poll_s
+                )
             except NatsTimeoutError:
                 continue
             except Exception:
                 self.log.warning("fetch from %s failed", durable, exc_info=True)
                 await self.wait_stopping(1.0)
                 continue
+            by_ticket: dict[str, list[Msg]] = {}
             for msg in msgs:
-                await settle(msg, handler, dead_letter)
+                by_ticket.setdefault(derive_ticket_id(msg.data), []).append(msg)
+            await asyncio.gather(
+                *(self._settle_each(group, handler, dead_letter) for group in by_ticket.values())
+            )
+
+    @staticmethod
+    async def _settle_each(
+        msgs: list[Msg], handler: Callable[[Msg], Any], dead_letter: Any
+    ) -> None:
+        for msg in msgs:
+            await settle(msg, handler, dead_letter)
 
     # Intake
 
@@ -146,8 +162,7 @@ class Planner(Agent):
             self.log.info("ticket %s already exists; duplicate submission ignored", ticket.id)
         else:
             # Tasks first: a ticket that exists always has all its tasks.
-            for task in intake.tasks:
-                await self.bus.tasks.create(task.id, task)
+            await asyncio.gather(*(self.bus.tasks.create(task.id, task) for task in intake.tasks))
             if await self.bus.tickets.create(ticket.id, ticket):
                 self.log.info("ticket %s created with %d tasks", ticket.id, len(intake.tasks))
         stored = await self.bus.tickets.value(ticket.id)
@@ -228,6 +243,7 @@ class Planner(Agent):
         one pass, not ten. Only the ticket's last message carries the reconcile; the others
         are acked once parsed. If that reconcile fails, its message is redelivered, and
         since a reconcile works from state, not from the event, nothing is lost.
+        Different tickets are reconciled concurrently, so their round trips overlap.
         """
         sub = await self.bus.pull(c.EVENTS_STREAM, c.PLANNER_EVENTS_CONSUMER)
         dead_letter = self.bus.dead_letterer("events")
@@ -243,14 +259,21 @@ class Planner(Agent):
                     self.log.warning("fetch from planner-events failed", exc_info=True)
                     await self.wait_stopping(1.0)
                     continue
-                last = {self._ticket_of(m): m for m in msgs}
-                carriers = {id(m) for m in last.values()}
+                by_ticket: dict[str, list[Msg]] = {}
                 for msg in msgs:
-                    handler = self._on_event if id(msg) in carriers else self._on_event_seen
-                    await settle(msg, handler, dead_letter)
+                    by_ticket.setdefault(self._ticket_of(msg), []).append(msg)
+                await asyncio.gather(
+                    *(self._settle_outcomes(group, dead_letter) for group in by_ticket.values())
+                )
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    async def _settle_outcomes(self, msgs: list[Msg], dead_letter: Any) -> None:
+        """One ticket's outcomes from a batch, in order; the last one reconciles."""
+        for msg in msgs[:-1]:
+            await settle(msg, self._on_event_seen, dead_letter)
+        await settle(msgs[-1], self._on_event, dead_letter)
 
     @staticmethod
     def _ticket_of(msg: Msg) -> str:
@@ -261,6 +284,7 @@ class Planner(Agent):
     async def _on_event_seen(self, msg: Msg) -> None:
         """An outcome whose ticket a later message in the batch reconciles."""
         event = self._parse_event(msg)
+        await self._caught_up(event)
         if event.type in (EventType.GATE_PASSED, EventType.GATE_FAILED):
             await self.reconciler.record_verdict(GateVerdict.model_validate(event.data))
 
@@ -273,8 +297,15 @@ class Planner(Agent):
             raise Reject(f"not an event: {exc}", "invalid_event") from exc
         return event
 
+    async def _caught_up(self, event: Event) -> None:
+        """Wait until the state mirror holds the task state `event` announces."""
+        revision = event.data.get("revision")
+        if event.task and isinstance(revision, int):
+            await self.bus.tasks.caught_up(task_key(event.ticket_id, event.task), revision)
+
     async def _on_event(self, msg: Msg) -> None:
         event = self._parse_event(msg)
+        await self._caught_up(event)
         if event.type in (EventType.GATE_PASSED, EventType.GATE_FAILED):
             await self.reconciler.record_verdict(GateVerdict.model_validate(event.data))
         await self.reconciler.reconcile(event.ticket_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -49,7 +50,7 @@ class Reconciler:
                 tasks[name] = task
         return ticket, tasks
 
-    async def reconcile(self, ticket_id: str, *, redispatch: bool = False) -> TicketState | None:
+    async def reconcile(self, ticket_id: str, *, redispatch: bool = False) -> None:
         """Apply plans until the ticket needs nothing more right now.
 
         `redispatch` re-publishes tasks that are queued but unclaimed: after a planner
@@ -60,35 +61,38 @@ class Reconciler:
         for _ in range(MAX_REPLANS):
             loaded = await self.load(ticket_id)
             if loaded is None:
-                return None
+                return
             ticket, tasks = loaded
             if redispatch:
                 redispatch = False
-                for task in tasks.values():
-                    if task.status is TaskStatus.QUEUED and task.msg_seq is None:
-                        await self.bus.dispatch(task)
-                for phase, gate in ticket.gates.items():
-                    if gate.status is GateStatus.PENDING:
-                        request = gates.build_request(ticket, tasks, phase, self.workspaces)
-                        await gates.publish_request(self.bus, request, self.agent_id)
+                await self._redispatch(ticket, tasks)
             decided = plan(ticket, tasks)
             if decided.empty:
-                return ticket
+                return
             if not await self._apply(ticket, tasks, decided):
                 continue  # somebody changed the ticket under us: decide again
+            if decided.finish:
+                return  # a finished ticket needs nothing more
         log.warning("ticket %s still changing after %d plans", ticket_id, MAX_REPLANS)
-        return None
+
+    async def _redispatch(self, ticket: TicketState, tasks: dict[str, TaskState]) -> None:
+        for task in tasks.values():
+            if task.status is TaskStatus.QUEUED and task.msg_seq is None:
+                await self.bus.dispatch(task)
+        for phase, gate in ticket.gates.items():
+            if gate.status is GateStatus.PENDING:
+                request = gates.build_request(ticket, tasks, phase, self.workspaces)
+                await gates.publish_request(self.bus, request, self.agent_id)
 
     async def _apply(self, ticket: TicketState, tasks: dict[str, TaskState], decided: Plan) -> bool:
-        for name, reason in decided.skip.items():
-            await self.skip_task(f"{ticket.id}.{name}", reason)
-
+        await asyncio.gather(
+            *(self.skip_task(f"{ticket.id}.{name}", why) for name, why in decided.skip.items())
+        )
         if (decided.transitions or decided.finish or decided.request_gate) and not (
             await self._advance(ticket, tasks, decided)
         ):
             return False
-        for name in decided.queue:
-            await self.queue_task(f"{ticket.id}.{name}")
+        await asyncio.gather(*(self.queue_task(f"{ticket.id}.{name}") for name in decided.queue))
         return True
 
     async def emit_ticket_changes(self, before: TicketState, after: TicketState) -> None:
@@ -118,6 +122,10 @@ class Reconciler:
                 await self.bus.publish_event(
                     ticket_event(after, kind, self.agent_id, reason=after.reason)
                 )
+            if after.status.terminal:
+                # Only a cache eviction: the keys stay readable from the server.
+                self.bus.tickets.forget(after.id)
+                self.bus.tasks.forget(after.id)
 
     async def _advance(
         self, ticket: TicketState, tasks: dict[str, TaskState], decided: Plan
@@ -235,14 +243,17 @@ class Reconciler:
             t.queued_at = t.updated_at = utcnow()
             return t
 
-        task = await self.bus.tasks.update(key, to_queued)
-        if task is not None:
-            await self.bus.dispatch(task)
+        written = await self.bus.tasks.update_versioned(key, to_queued)
+        if written is not None:
+            task = written.value
             # Stamped with when it became ready, not when the event was built: a worker
             # may start it before this event exists, and schedule-to-start is measured
             # from this time.
             queued = task_event(task, EventType.TASK_QUEUED, self.agent_id)
-            await self.bus.publish_event(queued.model_copy(update={"at": task.queued_at}))
+            await asyncio.gather(
+                self.bus.dispatch(task, written.revision),
+                self.bus.publish_event(queued.model_copy(update={"at": task.queued_at})),
+            )
 
     async def skip_task(self, key: str, reason: str, *, stop_running: bool = False) -> None:
         # A failure elsewhere never skips running work: it finishes, then the ticket

@@ -22,8 +22,9 @@ from agents.executors.agent import AgentExecutor
 from agents.executors.noop import NoopExecutor
 from agents.settings import Settings
 from agents.worker.claim import Delivery, Verdict, claimed, exhausted, judge
-from bus import Abandon, Bus, MultiFetcher, Reject, Retry, settle
+from bus import Abandon, Bus, MultiFetcher, Reject, Retry, Versioned, settle
 from bus.constants import CONTROL_CANCEL_PREFIX
+from bus.settle import DeadLetter
 from schemas import (
     AttemptError,
     EventType,
@@ -38,6 +39,12 @@ from schemas.ticket import TicketState
 from schemas.usage import Budget, Usage
 
 Interrupt = Literal["cancelled", "handback"]
+
+# Outcomes being recorded while the next task already runs (see `Worker.main`).
+RECORDING_AHEAD = 16
+TICKET_CACHE = 256
+# Verdicts that write the task: without a written value, the task is gone.
+WRITES = frozenset({Verdict.RUN, Verdict.EXHAUSTED})
 
 
 @dataclass
@@ -75,6 +82,7 @@ class Worker(Agent):
         self._interrupt = asyncio.Event()
         self._interrupt_reason: Interrupt = "cancelled"
         self._grace_timer: asyncio.TimerHandle | None = None
+        self._tickets: dict[str, TicketState] = {}
 
     def heartbeat(self) -> Heartbeat:
         beat = super().heartbeat()
@@ -107,6 +115,10 @@ class Worker(Agent):
         fetcher = MultiFetcher(subs, poll_s=self.settings.fetch_poll_s)
         control = await self.bus.serve(f"{CONTROL_CANCEL_PREFIX}.>", self._on_control)
         dead_letter = self.bus.dead_letterer("tasks")
+        # One task executes at a time; recording an outcome (a compare-and-set, an event,
+        # the ack) overlaps fetching and starting the next one, up to this many.
+        recording = asyncio.Semaphore(RECORDING_AHEAD)
+        jobs: set[asyncio.Task[None]] = set()
         self.ready.set()
         try:
             while not self.stopping.is_set():
@@ -121,8 +133,16 @@ class Worker(Agent):
                 if self.stopping.is_set():
                     await msg.nak()
                     break
-                await settle(msg, self._handle, dead_letter)
+                await recording.acquire()
+                free = asyncio.Event()
+                job = asyncio.create_task(self._settle(msg, free, dead_letter))
+                jobs.add(job)
+                job.add_done_callback(jobs.discard)
+                job.add_done_callback(lambda _: recording.release())
+                await free.wait()
         finally:
+            if jobs:
+                await asyncio.gather(*jobs, return_exceptions=True)
             if self._grace_timer is not None:
                 self._grace_timer.cancel()
             await fetcher.close()
@@ -132,6 +152,13 @@ class Worker(Agent):
                 with contextlib.suppress(Exception):
                     await pull.unsubscribe()
 
+    async def _settle(self, msg: Msg, free: asyncio.Event, dead_letter: DeadLetter) -> None:
+        """Settle one message; `free` is set once its execution is over (or never began)."""
+        try:
+            await settle(msg, lambda m: self._handle(m, free), dead_letter)
+        finally:
+            free.set()
+
     async def _on_control(self, msg: Msg) -> None:
         ticket_task = msg.subject[len(CONTROL_CANCEL_PREFIX) + 1 :]
         if ticket_task == self.current_task:
@@ -140,7 +167,7 @@ class Worker(Agent):
 
     # One message
 
-    async def _handle(self, msg: Msg) -> None:
+    async def _handle(self, msg: Msg, free: asyncio.Event) -> None:
         try:
             dispatch = TaskDispatch.model_validate_json(msg.data)
         except ValidationError as exc:
@@ -158,23 +185,37 @@ class Worker(Agent):
                 return exhausted(t)
             return None
 
-        task = await self.bus.tasks.update(dispatch.key, claim)
-        if verdict is None:
+        snapshot = None
+        if dispatch.state is not None and dispatch.revision is not None:
+            snapshot = Versioned(dispatch.state, dispatch.revision)
+        claim_written = await self.bus.tasks.update_versioned(dispatch.key, claim, known=snapshot)
+        if verdict is None or (claim_written is None and verdict in WRITES):
             raise Reject(f"no task {dispatch.key!r}", "unknown_task")
         if verdict is Verdict.ABANDON:
             raise Abandon()
         if verdict is Verdict.DROP:
             await self._reannounce(dispatch.key)
             return
-        assert task is not None
+        assert claim_written is not None
+        task = claim_written.value
         if verdict is Verdict.EXHAUSTED:
-            await self._emit(task, EventType.TASK_FAILED, error=task.error_info())
+            await self._emit(
+                task, EventType.TASK_FAILED, claim_written.revision, error=task.error_info()
+            )
             return
 
-        self.log.info("running %s attempt %d", task.id, task.attempts)
-        await self._emit(task, EventType.TASK_STARTED, worker=self.id)
-        outcome = await self._execute(task, msg)
-        await self._record(task, outcome)
+        self.log.debug("running %s attempt %d", task.id, task.attempts)
+        started = await self.bus.publish_event_async(
+            task_event(task, EventType.TASK_STARTED, self.id, worker=self.id)
+        )
+        try:
+            try:
+                outcome = await self._execute(task, msg)
+            finally:
+                free.set()
+            await self._record(claim_written, outcome)
+        finally:
+            await self.bus.confirm(started)
 
     async def _execute(self, task: TaskState, msg: Msg) -> Outcome:
         try:
@@ -222,7 +263,7 @@ class Worker(Agent):
         executor = self.executors.get(task.capability)
         if executor is None:
             raise PermanentFailure(f"no executor for {task.capability!r}")
-        ticket = await self.bus.tickets.value(task.ticket_id)
+        ticket = await self._ticket(task.ticket_id, fresh=executor.reads_ticket_state)
         ws = self.settings.workspaces_dir / task.ticket_id
         try:
             if ticket is not None and ticket.versioned:
@@ -247,6 +288,22 @@ class Worker(Agent):
             budget=await self._ticket_budget_left(ticket),
         )
 
+    async def _ticket(self, ticket_id: str, *, fresh: bool) -> TicketState | None:
+        """The task's ticket.
+
+        Most executors need only what never changes after submission (title,
+        description, repository, budget), so that is cached; one that reads the ticket's
+        changing state (the context earlier phases handed over) gets a fresh read.
+        """
+        if not fresh and (cached := self._tickets.get(ticket_id)) is not None:
+            return cached
+        ticket = await self.bus.tickets.value(ticket_id)
+        if ticket is not None:
+            self._tickets[ticket_id] = ticket
+            if len(self._tickets) > TICKET_CACHE:
+                del self._tickets[next(iter(self._tickets))]
+        return ticket
+
     def _is_mine(self, claim: TaskState, t: TaskState) -> bool:
         """Whether `t` is still the attempt this worker claimed (not cancelled, reset, taken)."""
         return (
@@ -261,17 +318,22 @@ class Worker(Agent):
         current = await self.bus.tasks.value(claim.id)
         return current is not None and self._is_mine(claim, current)
 
-    async def _record(self, claim: TaskState, outcome: Outcome) -> None:
-        """Write the attempt's outcome, if the claim is still ours, and announce it."""
+    async def _record(self, claimed: Versioned[TaskState], outcome: Outcome) -> None:
+        """Write the attempt's outcome, if the claim is still ours, and announce it.
+
+        The claim's own write is where the compare-and-set starts from: usually nothing
+        else touched the task since, and then no read is needed.
+        """
+        claim = claimed.value
         if outcome.interrupted == "cancelled":
             self.log.info("%s stopped: cancelled or superseded", claim.id)
             await self._superseded(claim)
         elif outcome.interrupted == "handback":
             await self._hand_back(claim)
         elif outcome.result is not None:
-            await self._succeed(claim, outcome.result)
+            await self._succeed(claimed, outcome.result)
         else:
-            await self._fail(claim, outcome.failure or TransientFailure("no outcome"))
+            await self._fail(claimed, outcome.failure or TransientFailure("no outcome"))
 
     async def _hand_back(self, claim: TaskState) -> None:
         def hand_back(t: TaskState) -> TaskState | None:
@@ -286,15 +348,17 @@ class Worker(Agent):
         await self.bus.tasks.update(claim.id, hand_back)
         raise Retry("worker shutting down; task handed back")
 
-    async def _succeed(self, claim: TaskState, result: TaskResult) -> None:
+    async def _succeed(self, claimed: Versioned[TaskState], result: TaskResult) -> None:
+        claim = claimed.value
         ws = self.settings.workspaces_dir / claim.ticket_id
         first_line = (result.summary.strip().splitlines() or [""])[0][:72]
         message = f"{claim.name}: {first_line or claim.phase.value}\n\nomoi task {claim.id}"
         try:
-            result.commit, changed = await asyncio.to_thread(workspace.commit, ws, message)
-            result.files = result.files or changed
+            if workspace.is_versioned(ws):
+                result.commit, changed = await asyncio.to_thread(workspace.commit, ws, message)
+                result.files = result.files or changed
         except workspace.WorkspaceError as exc:
-            await self._fail(claim, TransientFailure(exc.args[0], category="workspace"))
+            await self._fail(claimed, TransientFailure(exc.args[0], category="workspace"))
             return
 
         def succeed(t: TaskState) -> TaskState | None:
@@ -307,13 +371,14 @@ class Worker(Agent):
             t.finished_at = t.updated_at = utcnow()
             return t
 
-        done = await self.bus.tasks.update(claim.id, succeed)
+        done = await self.bus.tasks.update_versioned(claim.id, succeed, known=claimed)
         if done is None:
             await self._superseded(claim)
         else:
             await self._emit(
-                done,
+                done.value,
                 EventType.TASK_SUCCEEDED,
+                done.revision,
                 duration_s=result.duration_s,
                 exit_code=result.exit_code,
                 output_tail=result.output_tail[-1000:],
@@ -322,7 +387,8 @@ class Worker(Agent):
                 usage=result.usage.model_dump() if result.usage else None,
             )
 
-    async def _fail(self, claim: TaskState, failure: TaskFailure) -> None:
+    async def _fail(self, claimed: Versioned[TaskState], failure: TaskFailure) -> None:
+        claim = claimed.value
         now = utcnow()
         error = AttemptError(
             attempt=claim.attempts, category=failure.category, message=failure.message
@@ -346,20 +412,26 @@ class Worker(Agent):
                 t.finished_at = now
             return t
 
-        updated = await self.bus.tasks.update(claim.id, fail)
-        if updated is None:
+        written = await self.bus.tasks.update_versioned(claim.id, fail, known=claimed)
+        if written is None:
             await self._superseded(claim)
             return
+        updated, revision = written.value, written.revision
         info = {"category": error.category, "message": error.message}
         usage = failure.usage.model_dump() if failure.usage else None
         if retry:
             self.log.info("%s attempt %d failed, retry in %.2fs", claim.id, claim.attempts, delay)
             await self._emit(
-                updated, EventType.TASK_RETRYING, error=info, delay_s=round(delay, 3), usage=usage
+                updated,
+                EventType.TASK_RETRYING,
+                revision,
+                error=info,
+                delay_s=round(delay, 3),
+                usage=usage,
             )
             raise Retry(error.message, delay)
         self.log.info("%s failed: %s", claim.id, error.message)
-        await self._emit(updated, EventType.TASK_FAILED, error=info, usage=usage)
+        await self._emit(updated, EventType.TASK_FAILED, revision, error=info, usage=usage)
 
     async def _superseded(self, claim: TaskState) -> None:
         """Our claim is gone. Ack only if the task no longer needs this message.
@@ -377,13 +449,14 @@ class Worker(Agent):
 
         Covers a worker that died between recording an outcome and announcing it.
         """
-        task = await self.bus.tasks.value(key)
-        if task is None:
+        found = await self.bus.tasks.get(key)
+        if found is None:
             return
+        task = found.value
         if task.status is TaskStatus.SUCCEEDED:
-            await self._emit(task, EventType.TASK_SUCCEEDED)
+            await self._emit(task, EventType.TASK_SUCCEEDED, found.revision)
         elif task.status is TaskStatus.FAILED and task.worker is not None:
-            await self._emit(task, EventType.TASK_FAILED, error=task.error_info())
+            await self._emit(task, EventType.TASK_FAILED, found.revision, error=task.error_info())
 
     def _reporter(self, task: TaskState) -> Callable[[dict[str, Any]], Awaitable[None]]:
         count = 0
@@ -410,6 +483,12 @@ class Worker(Agent):
                 spent = spent + other.usage
         return budget.remaining(spent)
 
-    async def _emit(self, task: TaskState, kind: EventType, **data: object) -> None:
+    async def _emit(
+        self, task: TaskState, kind: EventType, revision: int | None = None, **data: object
+    ) -> None:
+        """Announce `task`; `revision` is the KV revision of the state announced (the
+        planner waits for its state mirror to reach it before reconciling)."""
         payload = {k: (v.model_dump() if hasattr(v, "model_dump") else v) for k, v in data.items()}
+        if revision is not None:
+            payload["revision"] = revision
         await self.bus.publish_event(task_event(task, kind, self.id, **payload))

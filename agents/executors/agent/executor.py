@@ -49,6 +49,7 @@ def conversation_id(task: TaskState) -> str:
 
 class AgentExecutor:
     capability = "agent"
+    reads_ticket_state = True
 
     def __init__(self, settings: Settings, base_env: Mapping[str, str]) -> None:
         self.settings = settings
