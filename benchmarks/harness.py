@@ -26,6 +26,7 @@ from typing import Any
 
 import duckdb
 
+from agents.runner import loop_factory
 from benchmarks.common import BenchConfig, Metric
 from bus.server import find_nats_server
 
@@ -141,7 +142,9 @@ def run_scenario(name: str, scale: float, reps: int, out: Path) -> ScenarioRun:
         workdir = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out))
         began = time.perf_counter()
         try:
-            metrics = asyncio.run(module.run(BenchConfig(workdir=workdir, scale=scale)))
+            metrics = asyncio.run(
+                module.run(BenchConfig(workdir=workdir, scale=scale)), loop_factory=loop_factory()
+            )
         except Exception:  # noqa: BLE001 - one failing scenario must not stop the rest
             result.error = traceback.format_exc()
             log(f"  {name} repetition {rep} failed:\n{result.error}")

@@ -59,6 +59,11 @@ HEARTBEATS_BUCKET = "omoi_heartbeats"
 LOCKS_BUCKET = "omoi_locks"
 
 
+def consumer_next_subject(stream: str, durable: str) -> str:
+    """Where a pull request for the next messages of a durable consumer goes."""
+    return f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
+
+
 def kv_stream(bucket: str) -> str:
     """The stream behind a KV bucket (what `nats stream ls` shows)."""
     return f"KV_{bucket}"

@@ -18,6 +18,7 @@ from agents.base import Agent
 from agents.settings import Settings
 from bus import Bus
 from bus import constants as c
+from bus.batch import BatchPuller, stream_seq
 from schemas import utcnow
 from store.errors import StoreError
 from store.writer import DeadLetter, EventStore, RecordedEvent
@@ -33,12 +34,13 @@ class Recorder(Agent):
         super().__init__(bus, settings, agent_id)
         self.store = EventStore(settings.store_path, settings.published_dir)
         self.recorded = 0
+        self._commit: asyncio.Task[None] | None = None
 
     async def main(self) -> None:
         self.settings.store_path.parent.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self.store.open)
-        events = await self.bus.pull(c.EVENTS_STREAM, c.RECORDER_EVENTS_CONSUMER)
-        letters = await self.bus.pull(c.DLQ_STREAM, c.RECORDER_DLQ_CONSUMER)
+        events = await BatchPuller(self.bus.nc, c.EVENTS_STREAM, c.RECORDER_EVENTS_CONSUMER).start()
+        letters = await BatchPuller(self.bus.nc, c.DLQ_STREAM, c.RECORDER_DLQ_CONSUMER).start()
         dead_letter = self.bus.dead_letterer("events")
         self.ready.set()
         loop = asyncio.get_running_loop()
@@ -52,46 +54,55 @@ class Recorder(Agent):
                 if got < self.settings.record_batch:
                     got += await self._letters(letters)
                 if loop.time() - published_at >= self.settings.store_publish_interval_s:
+                    await self._committed()
                     published_at = loop.time()
                     publishes += 1
                     await self._publish(maintain=publishes % MAINTENANCE_EVERY == 0)
                 if not got:
+                    await self._committed()
                     await self.wait_stopping(0.05)
+            await self._committed()
             await self._publish(maintain=False)
         finally:
-            for sub in (events, letters):
+            if self._commit is not None:
                 with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
+                    await self._commit  # unacked if it failed: redelivered, not lost
+            await events.stop()
+            await letters.stop()
             await asyncio.to_thread(self.store.close)
 
-    async def _fetch(self, sub: Any, timeout: float) -> list[Msg]:
-        try:
-            msgs: list[Msg] = await sub.fetch(self.settings.record_batch, timeout=timeout)
-        except TimeoutError:
-            # nats' own TimeoutError, or asyncio's from a batch fetch: nothing yet.
-            return []
-        return msgs
-
-    async def _events(self, sub: Any, dead_letter: Any) -> int:
-        msgs = await self._fetch(sub, self.settings.fetch_poll_s)
+    async def _events(self, puller: BatchPuller, dead_letter: Any) -> int:
+        msgs = await puller.fetch(self.settings.record_batch, self.settings.fetch_poll_s)
         if not msgs:
             return 0
         batch: list[RecordedEvent] = []
         for msg in msgs:
             try:
-                batch.append(RecordedEvent.from_event_json(msg.data, msg.metadata.sequence.stream))
+                batch.append(RecordedEvent.from_event_json(msg.data, stream_seq(msg)))
             except StoreError as exc:
                 # Not ours to fix: keep a copy with the reason and move on.
                 await dead_letter(msg, f"unrecordable event: {exc}", "invalid_event")
+        # The commit runs in a thread while the next batch is fetched and parsed; its
+        # messages are acked when it is done, before the next commit starts.
+        await self._committed()
+        self._commit = asyncio.create_task(self._commit_batch(batch, msgs))
+        return len(msgs)
+
+    async def _commit_batch(self, batch: list[RecordedEvent], msgs: list[Msg]) -> None:
         inserted = await asyncio.to_thread(self.store.ingest, batch)
         for msg in msgs:
             await msg.ack()
         self.recorded += inserted
         self.log.debug("recorded %d of %d events", inserted, len(msgs))
-        return len(msgs)
 
-    async def _letters(self, sub: Any) -> int:
-        msgs = await self._fetch(sub, 0.05)
+    async def _committed(self) -> None:
+        """Wait for the batch being committed, if any (raising what its commit raised)."""
+        if self._commit is not None:
+            commit, self._commit = self._commit, None
+            await commit
+
+    async def _letters(self, puller: BatchPuller) -> int:
+        msgs = await puller.fetch(self.settings.record_batch, self.settings.fetch_poll_s)
         if not msgs:
             return 0
         batch = [

@@ -33,6 +33,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, PubAck, RetentionPolicy, StreamConfig
 from nats.js.errors import NotFoundError
 
+from agents.runner import loop_factory
 from benchmarks.common import BenchConfig, Metric
 from bus.server import EmbeddedNatsServer
 
@@ -247,4 +248,4 @@ async def _worker(url: str, out: IO[str]) -> None:
 
 if __name__ == "__main__":
     # Stopped by SIGTERM from the producer; nothing to flush, unacked tasks would return.
-    asyncio.run(_worker(sys.argv[1], sys.stdout))
+    asyncio.run(_worker(sys.argv[1], sys.stdout), loop_factory=loop_factory())
