@@ -201,6 +201,7 @@ def _load(plan: dict[str, list[Path]]) -> duckdb.DuckDBPyConnection:
             )
             con.execute(f"CREATE TABLE {kind} AS {source}")
         con.execute(load_sql("views.sql"))
+        _materialise(con)
         # From here on no query can reach a file, the network or an extension, and no
         # SET can undo that.
         con.execute("SET enable_external_access = false")
@@ -209,6 +210,20 @@ def _load(plan: dict[str, list[Path]]) -> duckdb.DuckDBPyConnection:
         con.close()
         raise
     return con
+
+
+# Views whose rows are computed once per load instead of on every query (dependencies
+# first). The published data only changes between loads, and these carry the window
+# functions and joins over every task event that made queries over 1M events take 0.2-0.7 s;
+# the views built on them (latency, retries, cost, ...) then read tables.
+MATERIALISED = ("task_events", "task_attempts", "tickets", "tasks", "gate_verdicts")
+
+
+def _materialise(con: duckdb.DuckDBPyConnection) -> None:
+    for view in MATERIALISED:
+        con.execute(f"CREATE TABLE _materialised AS FROM {view}")
+        con.execute(f"DROP VIEW {view}")
+        con.execute(f"ALTER TABLE _materialised RENAME TO {view}")
 
 
 def _check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:

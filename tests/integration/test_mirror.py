@@ -95,7 +95,6 @@ async def test_own_writes_are_visible_at_once(bus: Bus, monkeypatch: pytest.Monk
     assert written is not None and written.value.attempts == 1
     found = await mirror.get("T1.a")
     assert found is not None and found.revision == written.revision
-    assert found.value.attempts == 1
     # The mirror kept the bytes, not the caller's object.
     written.value.attempts = 42
     assert (await mirror.value("T1.a")) == found.value
@@ -132,6 +131,14 @@ async def test_stale_known_value_never_loses_an_update(bus: Bus, other: Bus) -> 
     # Declining on the latest value leaves the key alone.
     assert await mirror.update_versioned("T1.a", finish, known=queued) is None
     assert (await other.tasks.read("T1.a")) == done
+
+    # The mirror's own copy gone stale (watch stopped): the write still builds on the latest.
+    await mirror.stop()
+    await other.tasks.update("T1.a", bump)
+    assert (await mirror.value("T1.a")) == done.value
+    latest = await mirror.update_versioned("T1.a", bump)
+    assert latest is not None and latest.value.attempts == 4
+    assert (await other.tasks.read("T1.a")) == latest == (await mirror.get("T1.a"))
 
 
 async def test_concurrent_increments_from_two_clients_all_land(bus: Bus, other: Bus) -> None:
