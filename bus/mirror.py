@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 # Parsed values kept for reuse; the raw JSON of every key is kept regardless.
 PARSED_CACHE = 8192
+# How many deleted or forgotten keys are remembered (late echoes arrive within moments).
+GONE_REMEMBERED = 16384
 
 
 class MirroredBucket[M: BaseModel](Bucket[M]):
@@ -44,6 +46,9 @@ class MirroredBucket[M: BaseModel](Bucket[M]):
         self._groups: dict[str, set[str]] = {}
         self._parsed: OrderedDict[str, Versioned[M]] = OrderedDict()
         self._waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
+        # Keys recently deleted or forgotten, with the revision they had: a late echo of
+        # an older write (the watch, or a direct read in flight) must not bring them back.
+        self._gone: OrderedDict[str, int] = OrderedDict()
         self._sub: Subscription | None = None
         self._synced = asyncio.Event()
 
@@ -67,10 +72,11 @@ class MirroredBucket[M: BaseModel](Bucket[M]):
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
             self._sub = None
+        # Waiters go on with what the mirror holds; their writes are compare-and-set anyway.
         for waiters in self._waiters.values():
             for _, fut in waiters:
                 if not fut.done():
-                    fut.cancel()
+                    fut.set_result(None)
         self._waiters.clear()
 
     async def _on_msg(self, msg: Msg) -> None:
@@ -81,6 +87,7 @@ class MirroredBucket[M: BaseModel](Bucket[M]):
             op = KV_DEL
         revision = meta.sequence.stream
         if op in (KV_DEL, KV_PURGE):
+            self._bury(key, revision)
             have = self._raw.get(key)
             if have is not None and have[1] <= revision:
                 self._drop(key)
@@ -165,17 +172,25 @@ class MirroredBucket[M: BaseModel](Bucket[M]):
     def forget(self, group: str) -> None:
         """Drop every key of `group` (the key's first token: a ticket id)."""
         for key in self._groups.pop(group, set()):
-            self._raw.pop(key, None)
+            have = self._raw.pop(key, None)
             self._parsed.pop(key, None)
+            if have is not None:
+                self._bury(key, have[1])
 
     def _store(self, key: str, data: bytes, revision: int) -> None:
         have = self._raw.get(key)
-        if have is not None and have[1] >= revision:
+        if (have is not None and have[1] >= revision) or self._gone.get(key, 0) >= revision:
             return
         self._raw[key] = (data, revision)
         self._groups.setdefault(key.split(".", 1)[0], set()).add(key)
         self._parsed.pop(key, None)
         self._wake(key)
+
+    def _bury(self, key: str, revision: int) -> None:
+        self._gone[key] = max(revision, self._gone.get(key, 0))
+        self._gone.move_to_end(key)
+        while len(self._gone) > GONE_REMEMBERED:
+            self._gone.popitem(last=False)
 
     def _drop(self, key: str) -> None:
         self._raw.pop(key, None)
