@@ -40,6 +40,13 @@ def parser(role: str) -> argparse.ArgumentParser:
         p.add_argument(
             "--capability", action="append", dest="capabilities", help="default shell and agent"
         )
+        p.add_argument(
+            "--concurrency",
+            type=int,
+            choices=range(1, 257),
+            metavar="N",
+            help="tasks executed at once (default: OMOI_WORKER_CONCURRENCY, else 1)",
+        )
     return p
 
 
@@ -53,6 +60,8 @@ def build_agent(role: str, bus: Bus, settings: Settings, args: argparse.Namespac
         from agents.worker.agent import Worker, default_executors
         from schemas import WORK_PHASES
 
+        if args.concurrency:
+            settings = settings.model_copy(update={"worker_concurrency": args.concurrency})
         return Worker(
             bus,
             settings,

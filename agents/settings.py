@@ -26,6 +26,9 @@ class Settings(BaseModel):
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     reconcile_interval_s: float = Field(default=30.0, gt=0)
     fetch_poll_s: float = Field(default=1.0, gt=0)
+    # Tasks a worker executes at once (like Celery's --concurrency). Coding agents want 1;
+    # quick shell or noop tasks gain from more.
+    worker_concurrency: int = Field(default=1, ge=1, le=256)
     # Outcome events the planner takes at once; a ticket is reconciled once per batch.
     planner_batch: int = Field(default=256, ge=1, le=10_000)
     events_max_age_s: float = Field(default=7 * 24 * 3600, gt=0)

@@ -29,9 +29,9 @@ class MultiFetcher:
         # have two fetches in flight, so the next call waits for these first.
         self._drain: asyncio.Task[None] | None = None
 
-    async def _fetch(self, sub: JetStreamContext.PullSubscription) -> list[Msg]:
+    async def _fetch(self, sub: JetStreamContext.PullSubscription, n: int = 1) -> list[Msg]:
         try:
-            return list(await sub.fetch(1, timeout=self._poll_s))
+            return list(await sub.fetch(n, timeout=self._poll_s))
         except NatsTimeoutError:
             return []
 
@@ -66,6 +66,13 @@ class MultiFetcher:
         if pending:
             self._drain = asyncio.create_task(self._hand_back(pending))
         return chosen
+
+    async def next_batch(self, n: int) -> list[Msg]:
+        """Up to `n` messages (a batch from a single subscription; one from several)."""
+        if len(self._subs) == 1 and n > 1:
+            return await self._fetch(self._subs[0], n)
+        msg = await self.next()
+        return [msg] if msg is not None else []
 
     async def _next_of_one(self) -> Msg | None:
         msgs = await self._fetch(self._subs[0])

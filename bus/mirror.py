@@ -103,6 +103,10 @@ class MirroredBucket[M: BaseModel](Bucket[M]):
         found = self._cached(key)
         return found if found is not None else await self.read(key)
 
+    async def get_cached(self, key: str) -> M | None:
+        found = self._cached(key)
+        return found.value if found is not None else None
+
     async def read(self, key: str) -> Versioned[M] | None:
         found = await super().read(key)
         if found is not None:

@@ -57,6 +57,11 @@ class Bucket[M: BaseModel]:
             self.model.model_validate_json(entry.value), entry.revision or 0, entry.value
         )
 
+    async def get_cached(self, key: str) -> M | None:
+        """The value if this process holds it without asking the server. A plain bucket
+        holds nothing, so it reads; a mirror answers from memory (None if not held)."""
+        return await self.value(key)
+
     async def value(self, key: str) -> M | None:
         found = await self.get(key)
         return found.value if found else None

@@ -40,6 +40,7 @@ from schemas import (
 )
 from schemas.gate import GateVerdict
 from schemas.task import task_key
+from schemas.ticket import TicketState
 
 
 class Planner(Agent):
@@ -150,21 +151,22 @@ class Planner(Agent):
             raise Reject(exc.message, exc.category) from exc
 
         ticket = intake.ticket
-        existing = await self.bus.tickets.value(ticket.id)
+        # The mirror holds every running ticket, so a new id costs no round trip. A finished
+        # ticket has left it; a resubmission of one then finds it at `create` below.
+        existing = await self.bus.tickets.get_cached(ticket.id)
         if existing is None:
             intake = await self._plan_with_model(intake)
             ticket = intake.ticket
         if existing is not None:
-            if not same_ticket(existing, ticket):
-                reason = f"ticket id {ticket.id} is already used by a different ticket"
-                await self._rejected(ticket.id, "duplicate_id", reason, len(msg.data))
-                raise Reject(reason, "duplicate_id")
+            await self._check_duplicate(existing, ticket, len(msg.data))
             self.log.info("ticket %s already exists; duplicate submission ignored", ticket.id)
         else:
             # Tasks first: a ticket that exists always has all its tasks.
             await asyncio.gather(*(self.bus.tasks.create(task.id, task) for task in intake.tasks))
             if await self.bus.tickets.create(ticket.id, ticket):
                 self.log.info("ticket %s created with %d tasks", ticket.id, len(intake.tasks))
+            elif (existing := await self.bus.tickets.value(ticket.id)) is not None:
+                await self._check_duplicate(existing, ticket, len(msg.data))
         stored = await self.bus.tickets.value(ticket.id)
         if stored is not None:
             await self.bus.publish_event(
@@ -183,6 +185,12 @@ class Planner(Agent):
                 )
             )
         await self.reconciler.reconcile(ticket.id)
+
+    async def _check_duplicate(self, existing: TicketState, ticket: TicketState, size: int) -> None:
+        if not same_ticket(existing, ticket):
+            reason = f"ticket id {ticket.id} is already used by a different ticket"
+            await self._rejected(ticket.id, "duplicate_id", reason, size)
+            raise Reject(reason, "duplicate_id")
 
     async def _plan_with_model(self, intake: Intake) -> Intake:
         """Let the model plan the tasks when the workflow asks for it; else the template."""

@@ -1,4 +1,5 @@
-"""The worker: pulls tasks for its phases and capabilities and runs them, one at a time."""
+"""The worker: pulls tasks for its phases and capabilities and runs them, `concurrency`
+at a time (one by default: a coding agent wants the machine to itself)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -48,6 +49,18 @@ WRITES = frozenset({Verdict.RUN, Verdict.EXHAUSTED})
 
 
 @dataclass
+class Attempt:
+    """A task this worker is executing, and whether it was asked to stop."""
+
+    interrupt: asyncio.Event = field(default_factory=asyncio.Event)
+    reason: Interrupt = "cancelled"
+
+    def stop(self, reason: Interrupt) -> None:
+        self.reason = reason
+        self.interrupt.set()
+
+
+@dataclass
 class Outcome:
     result: TaskResult | None = None
     failure: TaskFailure | None = None
@@ -79,10 +92,12 @@ class Worker(Agent):
         self.phases = list(phases)
         self.capabilities = list(capabilities)
         self.executors = dict(executors)
-        self._interrupt = asyncio.Event()
-        self._interrupt_reason: Interrupt = "cancelled"
+        self.concurrency = settings.worker_concurrency
+        self._attempts: dict[str, Attempt] = {}  # running tasks by task id
         self._grace_timer: asyncio.TimerHandle | None = None
         self._tickets: dict[str, TicketState] = {}
+        self._in_use = 0
+        self._slot_freed = asyncio.Event()
 
     def heartbeat(self) -> Heartbeat:
         beat = super().heartbeat()
@@ -94,16 +109,16 @@ class Worker(Agent):
 
     def request_stop(self) -> None:
         super().request_stop()
-        if self.current_task and self._grace_timer is None:
-            # Let the task in hand finish, but not forever: then hand it back.
+        self._slot_freed.set()
+        if self._attempts and self._grace_timer is None:
+            # Let the tasks in hand finish, but not forever: then hand them back.
             self._grace_timer = asyncio.get_running_loop().call_later(
-                self.settings.shutdown_grace_s, self._interrupt_current, "handback"
+                self.settings.shutdown_grace_s, self._interrupt_all, "handback"
             )
 
-    def _interrupt_current(self, reason: Interrupt) -> None:
-        if self.current_task:
-            self._interrupt_reason = reason
-            self._interrupt.set()
+    def _interrupt_all(self, reason: Interrupt) -> None:
+        for attempt in self._attempts.values():
+            attempt.stop(reason)
 
     async def main(self) -> None:
         topology = self.settings.topology()
@@ -115,31 +130,34 @@ class Worker(Agent):
         fetcher = MultiFetcher(subs, poll_s=self.settings.fetch_poll_s)
         control = await self.bus.serve(f"{CONTROL_CANCEL_PREFIX}.>", self._on_control)
         dead_letter = self.bus.dead_letterer("tasks")
-        # One task executes at a time; recording an outcome (a compare-and-set, an event,
-        # the ack) overlaps fetching and starting the next one, up to this many.
-        recording = asyncio.Semaphore(RECORDING_AHEAD)
+        # Up to `concurrency` tasks execute at once. Recording an outcome (a compare-and-
+        # set, an event, the ack) overlaps fetching and starting the next task, for up to
+        # RECORDING_AHEAD tasks more.
+        recording = asyncio.Semaphore(self.concurrency + RECORDING_AHEAD)
         jobs: set[asyncio.Task[None]] = set()
         self.ready.set()
         try:
             while not self.stopping.is_set():
+                if self._in_use >= self.concurrency:
+                    self._slot_freed.clear()
+                    await self._slot_freed.wait()
+                    continue
                 try:
-                    msg = await fetcher.next()
+                    msgs = await fetcher.next_batch(self.concurrency - self._in_use)
                 except Exception:
                     self.log.warning("fetching tasks failed", exc_info=True)
                     await self.wait_stopping(1.0)
                     continue
-                if msg is None:
-                    continue
-                if self.stopping.is_set():
-                    await msg.nak()
-                    break
-                await recording.acquire()
-                free = asyncio.Event()
-                job = asyncio.create_task(self._settle(msg, free, dead_letter))
-                jobs.add(job)
-                job.add_done_callback(jobs.discard)
-                job.add_done_callback(lambda _: recording.release())
-                await free.wait()
+                for msg in msgs:
+                    if self.stopping.is_set():
+                        await msg.nak()
+                        continue
+                    await recording.acquire()
+                    self._in_use += 1
+                    job = asyncio.create_task(self._settle(msg, dead_letter))
+                    jobs.add(job)
+                    job.add_done_callback(jobs.discard)
+                    job.add_done_callback(lambda _: recording.release())
         finally:
             if jobs:
                 await asyncio.gather(*jobs, return_exceptions=True)
@@ -152,22 +170,32 @@ class Worker(Agent):
                 with contextlib.suppress(Exception):
                     await pull.unsubscribe()
 
-    async def _settle(self, msg: Msg, free: asyncio.Event, dead_letter: DeadLetter) -> None:
-        """Settle one message; `free` is set once its execution is over (or never began)."""
+    async def _settle(self, msg: Msg, dead_letter: DeadLetter) -> None:
+        """Settle one message, freeing its execution slot as soon as execution is over."""
+        freed = False
+
+        def free() -> None:
+            nonlocal freed
+            if not freed:
+                freed = True
+                self._in_use -= 1
+                self._slot_freed.set()
+
         try:
             await settle(msg, lambda m: self._handle(m, free), dead_letter)
         finally:
-            free.set()
+            free()
 
     async def _on_control(self, msg: Msg) -> None:
         ticket_task = msg.subject[len(CONTROL_CANCEL_PREFIX) + 1 :]
-        if ticket_task == self.current_task:
+        attempt = self._attempts.get(ticket_task)
+        if attempt is not None:
             self.log.info("cancel requested for %s", ticket_task)
-            self._interrupt_current("cancelled")
+            attempt.stop("cancelled")
 
     # One message
 
-    async def _handle(self, msg: Msg, free: asyncio.Event) -> None:
+    async def _handle(self, msg: Msg, free: Callable[[], None]) -> None:
         try:
             dispatch = TaskDispatch.model_validate_json(msg.data)
         except ValidationError as exc:
@@ -212,7 +240,7 @@ class Worker(Agent):
             try:
                 outcome = await self._execute(task, msg)
             finally:
-                free.set()
+                free()
             await self._record(claim_written, outcome)
         finally:
             await self.bus.confirm(started)
@@ -222,28 +250,30 @@ class Worker(Agent):
             executor, ctx = await self._prepare(task)
         except TaskFailure as exc:
             return Outcome(failure=exc)
-        self._interrupt.clear()
+        attempt = Attempt()
+        self._attempts[task.id] = attempt
         self.current_task = task.id
         run = asyncio.create_task(executor.run(task, ctx))
+        await asyncio.sleep(0)  # a quick executor (noop) is done here, without a poll
         # Keep the message alive well inside the ack wait, and look at the task's state
         # as often, in case a cancel broadcast was missed.
         tick = max(0.2, min(self.settings.ack_wait_s / 3, 5.0))
         try:
             while not run.done():
-                interrupted = asyncio.create_task(self._interrupt.wait())
+                interrupted = asyncio.create_task(attempt.interrupt.wait())
                 await asyncio.wait({run, interrupted}, timeout=tick, return_when="FIRST_COMPLETED")
                 interrupted.cancel()
                 if run.done():
                     break
-                if not self._interrupt.is_set():
+                if not attempt.interrupt.is_set():
                     await msg.in_progress()
                     if not await self._still_mine(task):
-                        self._interrupt_current("cancelled")
-                if self._interrupt.is_set():
+                        attempt.stop("cancelled")
+                if attempt.interrupt.is_set():
                     run.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await run
-                    return Outcome(interrupted=self._interrupt_reason)
+                    return Outcome(interrupted=attempt.reason)
             try:
                 return Outcome(result=run.result())
             except TaskFailure as exc:
@@ -256,7 +286,8 @@ class Worker(Agent):
                 run.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await run
-            self.current_task = None
+            del self._attempts[task.id]
+            self.current_task = next(iter(self._attempts), None)
 
     async def _prepare(self, task: TaskState) -> tuple[Executor, ExecutionContext]:
         """The attempt's executor and context, with the ticket's workspace ready."""

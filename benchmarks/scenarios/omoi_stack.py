@@ -27,6 +27,9 @@ AGENT_ENV = {
     "OMOI_RECONCILE_INTERVAL_S": "60",
     "OMOI_FETCH_POLL_S": "0.5",
     "OMOI_LOG_LEVEL": "WARNING",
+    # Each worker process runs up to four no-op tasks at once: the counterpart of a Celery
+    # pool process prefetching four (its default) and of raw JetStream's batch fetch.
+    "OMOI_WORKER_CONCURRENCY": "4",
 }
 
 
