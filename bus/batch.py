@@ -26,14 +26,21 @@ _ENDS = frozenset({"404", "408", "409"})
 
 
 class BatchPuller:
+    """Pull requests for one durable consumer, their deliveries collected in a list.
+
+    At most one request is open at a time, and it never asks for more than the caller
+    said it can take, so a worker never holds messages it has no slot for.
+    """
+
     def __init__(self, nc: Client, stream: str, durable: str) -> None:
         self._nc = nc
         self._subject = c.consumer_next_subject(stream, durable)
         self._inbox = ""
         self._sub: Subscription | None = None
         self._got: list[Msg] = []
-        self._want = 0
-        self._done = asyncio.Event()
+        self._outstanding = 0  # deliveries the open request may still bring
+        self._arrived = asyncio.Event()  # a delivery or the end of the open request
+        self._ended = asyncio.Event()  # the open request will bring nothing more
 
     async def start(self) -> BatchPuller:
         self._inbox = self._nc.new_inbox()
@@ -46,15 +53,40 @@ class BatchPuller:
                 await self._sub.unsubscribe()
             self._sub = None
 
-    async def fetch(self, batch: int, timeout: float = 1.0) -> list[Msg]:
+    async def drain(self, batch: int, timeout: float = 1.0) -> list[Msg]:
         """Up to `batch` messages that are waiting now; an empty list if none are."""
-        if len(self._got) < batch:
-            self._want = batch
-            self._done.clear()
-            request = {"batch": batch - len(self._got), "no_wait": True}
-            await self._nc.publish(self._subject, json.dumps(request).encode(), reply=self._inbox)
+        if not self._got and not self._outstanding:
+            await self._request({"batch": batch, "no_wait": True}, batch)
+            await self._settled(timeout)
+        return self._take(batch)
+
+    async def next_batch(self, batch: int, timeout: float) -> list[Msg]:
+        """Up to `batch` messages, returning as soon as there is one (or after `timeout`).
+
+        The request stays open for the rest of its batch; what it brings later is
+        returned by the next calls.
+        """
+        if not self._got:
+            if not self._outstanding:
+                expires = max(int((timeout - 0.01) * 1e9), 1_000_000)
+                await self._request({"batch": batch, "expires": expires}, batch)
+            self._arrived.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._done.wait(), timeout)
+                await asyncio.wait_for(self._arrived.wait(), timeout)
+        return self._take(batch)
+
+    async def _request(self, request: dict[str, object], batch: int) -> None:
+        self._outstanding = batch
+        self._arrived.clear()
+        self._ended.clear()
+        await self._nc.publish(self._subject, json.dumps(request).encode(), reply=self._inbox)
+
+    async def _settled(self, timeout: float) -> None:
+        """Wait until the open request has brought all it will."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ended.wait(), timeout)
+
+    def _take(self, batch: int) -> list[Msg]:
         out, self._got = self._got[:batch], self._got[batch:]
         return out
 
@@ -62,10 +94,15 @@ class BatchPuller:
         status = msg.headers.get(STATUS) if msg.headers else None
         if status is None:
             self._got.append(msg)
-            if len(self._got) >= self._want:
-                self._done.set()
+            self._arrived.set()
+            if self._outstanding > 0:
+                self._outstanding -= 1
+                if not self._outstanding:
+                    self._ended.set()
         elif status in _ENDS:
-            self._done.set()
+            self._outstanding = 0
+            self._arrived.set()
+            self._ended.set()
 
 
 def stream_seq(msg: Msg) -> int:

@@ -132,11 +132,18 @@ class Bus:
         await asyncio.wait_for(ack, PUBLISH_ACK_TIMEOUT_S)
 
     async def dispatch(self, task: TaskState, revision: int | None = None) -> None:
-        """Put a task on its work subject. The msg id makes a re-dispatch a no-op.
+        """Put a task on its work subject and wait until it is stored.
 
-        With the task's KV `revision`, the dispatch carries the state it was queued
-        with, so a worker can claim it with one compare-and-set instead of a read first.
+        The msg id makes a re-dispatch a no-op. With the task's KV `revision`, the dispatch
+        carries the state it was queued with, so a worker can claim it with one
+        compare-and-set instead of a read first.
         """
+        await self.confirm(await self.dispatch_async(task, revision))
+
+    async def dispatch_async(
+        self, task: TaskState, revision: int | None = None
+    ) -> asyncio.Future[Any]:
+        """`dispatch` without waiting for the stream's ack; `confirm` the result."""
         dispatch = TaskDispatch(
             ticket_id=task.ticket_id,
             task=task.name,
@@ -144,14 +151,11 @@ class Bus:
             revision=revision,
             state=task if revision is not None else None,
         )
-        # The async publish shares one reply subscription; waiting on its future costs
-        # less than a request per message, which matters at thousands per second.
-        ack = await self.js.publish_async(
+        return await self.js.publish_async(
             c.task_subject(task.phase, task.capability),
             dispatch.to_json(),
             headers={c.HDR_MSG_ID: f"{task.id}.g{task.generation}"},
         )
-        await self.confirm(ack)
 
     async def dead_letter(
         self,

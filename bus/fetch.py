@@ -29,9 +29,9 @@ class MultiFetcher:
         # have two fetches in flight, so the next call waits for these first.
         self._drain: asyncio.Task[None] | None = None
 
-    async def _fetch(self, sub: JetStreamContext.PullSubscription, n: int = 1) -> list[Msg]:
+    async def _fetch(self, sub: JetStreamContext.PullSubscription) -> list[Msg]:
         try:
-            return list(await sub.fetch(n, timeout=self._poll_s))
+            return list(await sub.fetch(1, timeout=self._poll_s))
         except NatsTimeoutError:
             return []
 
@@ -68,9 +68,8 @@ class MultiFetcher:
         return chosen
 
     async def next_batch(self, n: int) -> list[Msg]:
-        """Up to `n` messages (a batch from a single subscription; one from several)."""
-        if len(self._subs) == 1 and n > 1:
-            return await self._fetch(self._subs[0], n)
+        """One message, as a list (nats-py's batch fetch waits for a full batch or its
+        timeout; `bus.batch.BatchPuller` is the way to take several)."""
         msg = await self.next()
         return [msg] if msg is not None else []
 

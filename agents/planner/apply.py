@@ -96,22 +96,22 @@ class Reconciler:
         return True
 
     async def emit_ticket_changes(self, before: TicketState, after: TicketState) -> None:
-        for i, step in enumerate(after.phase_history[len(before.phase_history) :]):
-            n = len(before.phase_history) + i + 1
-            await self.bus.publish_event(
-                Event(
-                    id=f"{after.id}.phase_changed.{n}",
-                    type=EventType.TICKET_PHASE_CHANGED,
-                    ticket_id=after.id,
-                    agent=self.agent_id,
-                    data={
-                        "phase": step.to.value,
-                        "from": step.from_.value if step.from_ else None,
-                        "to": step.to.value,
-                        "reason": step.reason,
-                    },
-                )
+        """Announce what changed between two states of a ticket (all sent at once)."""
+        events = [
+            Event(
+                id=f"{after.id}.phase_changed.{len(before.phase_history) + i + 1}",
+                type=EventType.TICKET_PHASE_CHANGED,
+                ticket_id=after.id,
+                agent=self.agent_id,
+                data={
+                    "phase": step.to.value,
+                    "from": step.from_.value if step.from_ else None,
+                    "to": step.to.value,
+                    "reason": step.reason,
+                },
             )
+            for i, step in enumerate(after.phase_history[len(before.phase_history) :])
+        ]
         if after.status is not before.status:
             kind = {
                 TicketStatus.DONE: EventType.TICKET_DONE,
@@ -119,13 +119,14 @@ class Reconciler:
                 TicketStatus.CANCELLED: EventType.TICKET_CANCELLED,
             }.get(after.status)
             if kind is not None:
-                await self.bus.publish_event(
-                    ticket_event(after, kind, self.agent_id, reason=after.reason)
-                )
-            if after.status.terminal:
-                # Only a cache eviction: the keys stay readable from the server.
-                self.bus.tickets.forget(after.id)
-                self.bus.tasks.forget(after.id)
+                events.append(ticket_event(after, kind, self.agent_id, reason=after.reason))
+        acks = [await self.bus.publish_event_async(event) for event in events]
+        for ack in acks:
+            await self.bus.confirm(ack)
+        if after.status.terminal:
+            # Only a cache eviction: the keys stay readable from the server.
+            self.bus.tickets.forget(after.id)
+            self.bus.tasks.forget(after.id)
 
     async def _advance(
         self, ticket: TicketState, tasks: dict[str, TaskState], decided: Plan
@@ -250,10 +251,12 @@ class Reconciler:
             # may start it before this event exists, and schedule-to-start is measured
             # from this time.
             queued = task_event(task, EventType.TASK_QUEUED, self.agent_id)
-            await asyncio.gather(
-                self.bus.dispatch(task, written.revision),
-                self.bus.publish_event(queued.model_copy(update={"at": task.queued_at})),
+            dispatched = await self.bus.dispatch_async(task, written.revision)
+            announced = await self.bus.publish_event_async(
+                queued.model_copy(update={"at": task.queued_at})
             )
+            await self.bus.confirm(dispatched)
+            await self.bus.confirm(announced)
 
     async def skip_task(self, key: str, reason: str, *, stop_running: bool = False) -> None:
         # A failure elsewhere never skips running work: it finishes, then the ticket

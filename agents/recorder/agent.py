@@ -72,7 +72,7 @@ class Recorder(Agent):
             await asyncio.to_thread(self.store.close)
 
     async def _events(self, puller: BatchPuller, dead_letter: Any) -> int:
-        msgs = await puller.fetch(self.settings.record_batch, self.settings.fetch_poll_s)
+        msgs = await puller.drain(self.settings.record_batch, self.settings.fetch_poll_s)
         if not msgs:
             return 0
         batch: list[RecordedEvent] = []
@@ -102,7 +102,7 @@ class Recorder(Agent):
             await commit
 
     async def _letters(self, puller: BatchPuller) -> int:
-        msgs = await puller.fetch(self.settings.record_batch, self.settings.fetch_poll_s)
+        msgs = await puller.drain(self.settings.record_batch, self.settings.fetch_poll_s)
         if not msgs:
             return 0
         batch = [

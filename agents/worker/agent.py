@@ -24,6 +24,8 @@ from agents.executors.noop import NoopExecutor
 from agents.settings import Settings
 from agents.worker.claim import Delivery, Verdict, claimed, exhausted, judge
 from bus import Abandon, Bus, MultiFetcher, Reject, Retry, Versioned, settle
+from bus import constants as c
+from bus.batch import BatchPuller
 from bus.constants import CONTROL_CANCEL_PREFIX
 from bus.settle import DeadLetter
 from schemas import (
@@ -128,6 +130,7 @@ class Worker(Agent):
             for capability in self.capabilities
         ]
         fetcher = MultiFetcher(subs, poll_s=self.settings.fetch_poll_s)
+        puller = await self._batch_puller(len(subs))
         control = await self.bus.serve(f"{CONTROL_CANCEL_PREFIX}.>", self._on_control)
         dead_letter = self.bus.dead_letterer("tasks")
         # Up to `concurrency` tasks execute at once. Recording an outcome (a compare-and-
@@ -143,7 +146,7 @@ class Worker(Agent):
                     await self._slot_freed.wait()
                     continue
                 try:
-                    msgs = await fetcher.next_batch(self.concurrency - self._in_use)
+                    msgs = await self._fetch(fetcher, puller)
                 except Exception:
                     self.log.warning("fetching tasks failed", exc_info=True)
                     await self.wait_stopping(1.0)
@@ -164,11 +167,27 @@ class Worker(Agent):
             if self._grace_timer is not None:
                 self._grace_timer.cancel()
             await fetcher.close()
+            if puller is not None:
+                await puller.stop()
             with contextlib.suppress(Exception):
                 await control.unsubscribe()
             for pull in subs:
                 with contextlib.suppress(Exception):
                     await pull.unsubscribe()
+
+    async def _batch_puller(self, consumers: int) -> BatchPuller | None:
+        """With several slots on one consumer, pull for all free slots in one request and
+        start on the first task that arrives rather than waiting for a full batch."""
+        if consumers != 1 or self.concurrency == 1:
+            return None
+        durable = c.task_consumer(self.phases[0], self.capabilities[0])
+        return await BatchPuller(self.bus.nc, c.TASKS_STREAM, durable).start()
+
+    async def _fetch(self, fetcher: MultiFetcher, puller: BatchPuller | None) -> list[Msg]:
+        free = self.concurrency - self._in_use
+        if puller is not None:
+            return await puller.next_batch(free, self.settings.fetch_poll_s)
+        return await fetcher.next_batch(free)
 
     async def _settle(self, msg: Msg, dead_letter: DeadLetter) -> None:
         """Settle one message, freeing its execution slot as soon as execution is over."""
@@ -233,8 +252,11 @@ class Worker(Agent):
             return
 
         self.log.debug("running %s attempt %d", task.id, task.attempts)
+        # Stamped with the claim's time, as `task.queued` is with the time the task became
+        # ready: both events then measure the transition, not the round trip after it.
+        started_event = task_event(task, EventType.TASK_STARTED, self.id, worker=self.id)
         started = await self.bus.publish_event_async(
-            task_event(task, EventType.TASK_STARTED, self.id, worker=self.id)
+            started_event.model_copy(update={"at": task.started_at or started_event.at})
         )
         try:
             try:
