@@ -82,8 +82,3 @@ async def run(cfg: BenchConfig) -> list[Metric]:
         for role, mb in sorted(peak.items()):
             out.append(Metric("lifecycle", "rss_peak_mb", mb, "MB", {**params, "role": role}))
     return out
-
-
-# 10,000 tasks at three worker counts is minutes per repetition at today's speed; one
-# repetition keeps `make bench` within its budget (the others take medians of three).
-REPS = 1

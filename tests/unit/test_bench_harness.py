@@ -74,7 +74,7 @@ def full_set(**overrides: float) -> list[Metric]:
     values = {
         "omoi": 150.0, "raw": 300.0, "celery": 30.0, "p50": 2.0, "p99": 12.0,
         "ingest": 60_000.0, "lag": 999.0, "publish": 10_000.0, "analytics": 100.0,
-        "gateway": 15.0, "gateway_rate": 1000.0,
+        "gateway": 15.0, "gateway_rate": 1000.0, "planner_growth": 10.0, "worker_growth": 11.0,
     } | overrides  # fmt: skip
     return [
         tps("lifecycle", 2, values["omoi"]),
@@ -89,7 +89,12 @@ def full_set(**overrides: float) -> list[Metric]:
         Metric("analytics", "p95_ms", 500.0, "ms", {"query": "q2"}),
         Metric("gateway", "p99_ms", values["gateway"], "ms", {"rate": 1000}),
         Metric("gateway", "achieved_rate", values["gateway_rate"], "req/s", {"rate": 1000}),
-    ]
+        *(
+            Metric("memory", "rss_growth_late_mb", values[f"{role}_growth"], "MB",
+                   {"role": role, "tasks": 32_000})
+            for role in ("planner", "worker")
+        ),
+    ]  # fmt: skip
 
 
 def test_targets_at_full_scale() -> None:
@@ -106,6 +111,10 @@ def test_targets_at_full_scale() -> None:
     # strict bound: exactly 100 ms is a miss
     assert got["analytics p95 < 100 ms over 1M events"].verdict == "MISS"
     assert got["gateway p99 < 20 ms at 1k req/s"].verdict == "PASS"
+    # the leak bound is inclusive, per role
+    leak = "no leak: {} RSS growth ≤ 10 MB over the last 2 of 3 churn waves"
+    assert got[leak.format("planner")].verdict == "PASS"
+    assert got[leak.format("worker")].verdict == "MISS"
 
 
 def test_targets_below_bounds_and_missing_and_smoke() -> None:
