@@ -13,7 +13,7 @@ import duckdb
 
 from store import layout
 from store.errors import QueryError, ReadOnlyError, clean_message
-from store.results import QueryResult, plain_row
+from store.results import QueryResult, plain_rows
 from store.sql import load_sql
 
 __all__ = ["QueryResult", "Reader"]
@@ -76,6 +76,7 @@ class Reader:
             _check_read_only(cur, sql)
             cur.execute(sql)
             columns = [d[0] for d in cur.description or []]
+            types = [str(d[1]) for d in cur.description or []]
             rows = cur.fetchmany(max_rows + 1)
         except duckdb.PermissionException as exc:
             raise ReadOnlyError(f"read-only: {clean_message(exc)}") from exc
@@ -85,7 +86,7 @@ class Reader:
             cur.close()
         return QueryResult(
             columns=columns,
-            rows=[plain_row(r) for r in rows[:max_rows]],
+            rows=plain_rows(rows[:max_rows], types),
             truncated=len(rows) > max_rows,
         )
 

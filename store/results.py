@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -60,8 +61,26 @@ def plain(value: Any) -> Any:
     return str(value)
 
 
-def plain_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    return tuple(plain(v) for v in row)
+# Column types whose values DuckDB already returns as plain Python (lists of them too).
+_PLAIN_TYPE = re.compile(
+    r"(VARCHAR|JSON|BOOLEAN|(U?(TINY|SMALL|BIG|HUGE)?INT(EGER)?)|DOUBLE|FLOAT|DATE|TIME"
+    r"|TIMESTAMP( WITH TIME ZONE)?)(\[\])*"
+)
+
+
+def plain_rows(rows: list[tuple[Any, ...]], types: list[str]) -> list[tuple[Any, ...]]:
+    """The rows with `plain` values, converting only the columns whose type needs it: a listing
+    of 10,000 rows of strings and timestamps is returned as it came."""
+    convert = [i for i, t in enumerate(types) if not _PLAIN_TYPE.fullmatch(t)]
+    if not convert:
+        return rows
+    out = []
+    for row in rows:
+        values = list(row)
+        for i in convert:
+            values[i] = plain(values[i])
+        out.append(tuple(values))
+    return out
 
 
 def _csv_cell(value: Any) -> Any:
