@@ -60,6 +60,12 @@ class BatchPuller:
             await self._settled(timeout)
         return self._take(batch)
 
+    async def take(self, batch: int, timeout: float) -> list[Msg]:
+        """What is waiting now, up to `batch`; if nothing is, the first to arrive (and
+        whatever came with it) within `timeout`. Bursts come in whole batches; a lone
+        message is not held back waiting for company."""
+        return await self.drain(batch, timeout) or await self.next_batch(batch, timeout)
+
     async def next_batch(self, batch: int, timeout: float) -> list[Msg]:
         """Up to `batch` messages, returning as soon as there is one (or after `timeout`).
 

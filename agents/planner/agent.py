@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import BaseModel, ValidationError
 
 from agents.base import Agent
@@ -29,6 +28,7 @@ from agents.planner.intake import Intake, assemble, build, derive_ticket_id, sam
 from agents.settings import Settings
 from bus import Bus, Reject, settle
 from bus import constants as c
+from bus.batch import BatchPuller
 from schemas import (
     CancelTask,
     CancelTicket,
@@ -60,6 +60,8 @@ class Planner(Agent):
         self.commands = Commands(bus, self.reconciler)
         self._workflow_dirs = [d for d in [settings.workflows_dir] if d is not None]
         self._workflow_dirs.append(settings.data_dir / "workflows")
+        self._dead_letter_intake = bus.dead_letterer("intake")
+        self._dead_letter_events = bus.dead_letterer("events")
 
     async def main(self) -> None:
         # Queue groups: with several planners, exactly one answers each request.
@@ -78,7 +80,14 @@ class Planner(Agent):
         await self.sweep(redispatch=True)
         self.ready.set()
         loops = [
-            asyncio.create_task(self._consume(c.INTAKE_STREAM, c.INTAKE_CONSUMER, self._intake)),
+            asyncio.create_task(
+                self._consume(
+                    c.INTAKE_STREAM,
+                    c.INTAKE_CONSUMER,
+                    lambda msg: derive_ticket_id(msg.data),
+                    self._settle_submissions,
+                )
+            ),
             asyncio.create_task(self._consume_events()),
             asyncio.create_task(self._sweep_loop()),
         ]
@@ -94,43 +103,36 @@ class Planner(Agent):
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
 
-    async def _consume(self, stream: str, durable: str, handler: Callable[[Msg], Any]) -> None:
-        sub = await self.bus.pull(stream, durable)
+    async def _consume(
+        self,
+        stream: str,
+        durable: str,
+        key: Callable[[Msg], str],
+        handle: Callable[[list[Msg]], Awaitable[None]],
+    ) -> None:
+        """A batch at a time, grouped by `key` (the ticket): groups are handled
+        concurrently, each group's messages in order by `handle`."""
+        puller = await BatchPuller(self.bus.nc, stream, durable).start()
         try:
-            await self._consume_from(sub, stream, durable, handler)
+            while not self.stopping.is_set():
+                try:
+                    msgs = await puller.take(
+                        self.settings.planner_batch, self.settings.fetch_poll_s
+                    )
+                except Exception:
+                    self.log.warning("fetch from %s failed", durable, exc_info=True)
+                    await self.wait_stopping(1.0)
+                    continue
+                groups: dict[str, list[Msg]] = {}
+                for msg in msgs:
+                    groups.setdefault(key(msg), []).append(msg)
+                await asyncio.gather(*(handle(group) for group in groups.values()))
         finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+            await puller.stop()
 
-    async def _consume_from(
-        self, sub: Any, stream: str, durable: str, handler: Callable[[Msg], Any]
-    ) -> None:
-        """Submissions a batch at a time; different tickets' are handled concurrently."""
-        dead_letter = self.bus.dead_letterer("intake" if stream == c.INTAKE_STREAM else "events")
-        while not self.stopping.is_set():
-            try:
-                msgs = await sub.fetch(
-                    self.settings.planner_batch, timeout=self.settings.fetch_poll_s
-                )
-            except NatsTimeoutError:
-                continue
-            except Exception:
-                self.log.warning("fetch from %s failed", durable, exc_info=True)
-                await self.wait_stopping(1.0)
-                continue
-            by_ticket: dict[str, list[Msg]] = {}
-            for msg in msgs:
-                by_ticket.setdefault(derive_ticket_id(msg.data), []).append(msg)
-            await asyncio.gather(
-                *(self._settle_each(group, handler, dead_letter) for group in by_ticket.values())
-            )
-
-    @staticmethod
-    async def _settle_each(
-        msgs: list[Msg], handler: Callable[[Msg], Any], dead_letter: Any
-    ) -> None:
+    async def _settle_submissions(self, msgs: list[Msg]) -> None:
         for msg in msgs:
-            await settle(msg, handler, dead_letter)
+            await settle(msg, self._intake, self._dead_letter_intake)
 
     # Intake
 
@@ -253,35 +255,15 @@ class Planner(Agent):
         since a reconcile works from state, not from the event, nothing is lost.
         Different tickets are reconciled concurrently, so their round trips overlap.
         """
-        sub = await self.bus.pull(c.EVENTS_STREAM, c.PLANNER_EVENTS_CONSUMER)
-        dead_letter = self.bus.dead_letterer("events")
-        try:
-            while not self.stopping.is_set():
-                try:
-                    msgs = await sub.fetch(
-                        self.settings.planner_batch, timeout=self.settings.fetch_poll_s
-                    )
-                except TimeoutError:
-                    continue
-                except Exception:
-                    self.log.warning("fetch from planner-events failed", exc_info=True)
-                    await self.wait_stopping(1.0)
-                    continue
-                by_ticket: dict[str, list[Msg]] = {}
-                for msg in msgs:
-                    by_ticket.setdefault(self._ticket_of(msg), []).append(msg)
-                await asyncio.gather(
-                    *(self._settle_outcomes(group, dead_letter) for group in by_ticket.values())
-                )
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+        await self._consume(
+            c.EVENTS_STREAM, c.PLANNER_EVENTS_CONSUMER, self._ticket_of, self._settle_outcomes
+        )
 
-    async def _settle_outcomes(self, msgs: list[Msg], dead_letter: Any) -> None:
+    async def _settle_outcomes(self, msgs: list[Msg]) -> None:
         """One ticket's outcomes from a batch, in order; the last one reconciles."""
         for msg in msgs[:-1]:
-            await settle(msg, self._on_event_seen, dead_letter)
-        await settle(msgs[-1], self._on_event, dead_letter)
+            await settle(msg, self._on_event_seen, self._dead_letter_events)
+        await settle(msgs[-1], self._on_event, self._dead_letter_events)
 
     @staticmethod
     def _ticket_of(msg: Msg) -> str:
