@@ -6,6 +6,7 @@ configuration: missing pieces are created, changed settings are updated in place
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -13,13 +14,14 @@ from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
+    ConsumerInfo,
     DeliverPolicy,
     KeyValueConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError, ServerError
 
 from bus import constants as c
 
@@ -127,7 +129,9 @@ def consumer_configs(cfg: TopologyConfig) -> list[tuple[str, ConsumerConfig]]:
                 stream,
                 ConsumerConfig(
                     durable_name=durable,
-                    ack_policy=AckPolicy.EXPLICIT,
+                    # The recorder commits a batch, then acks its last message, which acks
+                    # the whole batch: one ack instead of thousands (a third of its time).
+                    ack_policy=AckPolicy.ALL,
                     ack_wait=cfg.ack_wait_s,
                     deliver_policy=DeliverPolicy.ALL,
                     max_deliver=-1,
@@ -165,14 +169,71 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
 
 
 async def ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerConfig) -> None:
+    durable = config.durable_name
+    assert durable is not None
+    try:
+        existing: ConsumerInfo | None = await js.consumer_info(stream, durable)
+    except NotFoundError:
+        existing = None
+    if existing is not None:
+        config = _resumed(config, existing.config)
     try:
         await js.add_consumer(stream, config)
-    except BadRequestError:
-        # Not every consumer setting can be updated in place; recreate it. Messages stay
-        # in the stream, so nothing is lost, only unacked deliveries are redelivered.
-        assert config.durable_name is not None
-        await js.delete_consumer(stream, config.durable_name)
+    except (BadRequestError, ServerError):
+        # Not every consumer setting can be updated in place (the ack policy, say);
+        # recreate it, starting after what the old one had acked. Messages stay in the
+        # stream, so nothing is lost: unacked deliveries are delivered again.
+        assert existing is not None
+        floor = existing.ack_floor.stream_seq if existing.ack_floor is not None else 0
+        if floor and config.deliver_policy in (None, DeliverPolicy.ALL):
+            config = dataclasses.replace(
+                config, deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=floor + 1
+            )
+        await js.delete_consumer(stream, durable)
         await js.add_consumer(stream, config)
+
+
+async def reset_to_ack_floor(js: JetStreamContext, stream: str, config: ConsumerConfig) -> bool:
+    """Recreate a consumer just after its ack floor if deliveries are pending; True if so.
+
+    For a single reader of an ack-all consumer: its first ack covers everything delivered
+    before, including what a crashed predecessor received and never stored. Starting over
+    at the floor makes those deliveries new, so they are read again, not acked unseen.
+    """
+    durable = config.durable_name
+    assert durable is not None
+    info = await js.consumer_info(stream, durable)
+    if not info.num_ack_pending:
+        return False
+    floor = info.ack_floor.stream_seq if info.ack_floor is not None else 0
+    fresh = dataclasses.replace(
+        config, deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=floor + 1
+    )
+    await js.delete_consumer(stream, durable)
+    await js.add_consumer(stream, fresh)
+    return True
+
+
+def find_consumer(cfg: TopologyConfig, stream: str, durable: str) -> ConsumerConfig:
+    for name, config in consumer_configs(cfg):
+        if name == stream and config.durable_name == durable:
+            return config
+    raise KeyError(f"no consumer {durable!r} on {stream!r} in the topology")
+
+
+def _resumed(config: ConsumerConfig, existing: ConsumerConfig) -> ConsumerConfig:
+    """`config`, keeping the start point of a consumer that was recreated mid-stream
+    (where it starts is fixed at creation; asking for the start again would recreate it)."""
+    if existing.deliver_policy == DeliverPolicy.BY_START_SEQUENCE and config.deliver_policy in (
+        None,
+        DeliverPolicy.ALL,
+    ):
+        return dataclasses.replace(
+            config,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=existing.opt_start_seq,
+        )
+    return config
 
 
 async def ensure_buckets(js: JetStreamContext, cfg: TopologyConfig) -> None:

@@ -19,6 +19,7 @@ from agents.settings import Settings
 from bus import Bus
 from bus import constants as c
 from bus.batch import BatchPuller, stream_seq
+from bus.topology import find_consumer, reset_to_ack_floor
 from schemas import utcnow
 from store.errors import StoreError
 from store.writer import DeadLetter, EventStore, RecordedEvent
@@ -39,6 +40,13 @@ class Recorder(Agent):
     async def main(self) -> None:
         self.settings.store_path.parent.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self.store.open)
+        for stream, durable in (
+            (c.EVENTS_STREAM, c.RECORDER_EVENTS_CONSUMER),
+            (c.DLQ_STREAM, c.RECORDER_DLQ_CONSUMER),
+        ):
+            config = find_consumer(self.settings.topology(), stream, durable)
+            if await reset_to_ack_floor(self.bus.js, stream, config):
+                self.log.info("%s: reading again what a previous recorder left unacked", durable)
         events = await BatchPuller(self.bus.nc, c.EVENTS_STREAM, c.RECORDER_EVENTS_CONSUMER).start()
         letters = await BatchPuller(self.bus.nc, c.DLQ_STREAM, c.RECORDER_DLQ_CONSUMER).start()
         dead_letter = self.bus.dead_letterer("events")
@@ -90,8 +98,7 @@ class Recorder(Agent):
 
     async def _commit_batch(self, batch: list[RecordedEvent], msgs: list[Msg]) -> None:
         inserted = await asyncio.to_thread(self.store.ingest, batch)
-        for msg in msgs:
-            await msg.ack()
+        await msgs[-1].ack()  # the consumer acks all: this settles the whole batch
         self.recorded += inserted
         self.log.debug("recorded %d of %d events", inserted, len(msgs))
 
@@ -116,8 +123,7 @@ class Recorder(Agent):
             for msg in msgs
         ]
         await asyncio.to_thread(self.store.ingest_dead_letters, batch)
-        for msg in msgs:
-            await msg.ack()
+        await msgs[-1].ack()
         return len(msgs)
 
     async def _publish(self, *, maintain: bool) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from bus import Bus, EmbeddedNatsServer
 from bus import constants as c
@@ -32,5 +33,43 @@ async def test_agents_with_other_heartbeat_intervals_share_the_bucket(
         # Running it again changes nothing.
         await provision(bus.js, TopologyConfig(heartbeat_ttl_s=300))
         assert await heartbeat_ttl(bus) == 300
+    finally:
+        await bus.close()
+
+
+async def test_a_consumer_whose_ack_policy_changed_resumes_after_its_ack_floor(
+    nats_server: EmbeddedNatsServer,
+) -> None:
+    """An older deployment's recorder consumer acked each message; the current one acks a
+    batch at once. Provisioning recreates it where the old one stood, and only once."""
+    bus = await Bus.connect(nats_server.url, name="t", topology=TopologyConfig())
+    try:
+        await bus.js.delete_consumer(c.EVENTS_STREAM, c.RECORDER_EVENTS_CONSUMER)
+        await bus.js.add_consumer(
+            c.EVENTS_STREAM,
+            ConsumerConfig(
+                durable_name=c.RECORDER_EVENTS_CONSUMER,
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+            ),
+        )
+        for i in range(5):
+            await bus.js.publish(f"omoi.events.t{i}.task.queued", b"{}")
+        old = await bus.js.pull_subscribe_bind(c.RECORDER_EVENTS_CONSUMER, c.EVENTS_STREAM)
+        for msg in await old.fetch(3, timeout=5):
+            await msg.ack_sync()
+        await old.unsubscribe()
+
+        await provision(bus.js, TopologyConfig())
+        info = await bus.js.consumer_info(c.EVENTS_STREAM, c.RECORDER_EVENTS_CONSUMER)
+        assert info.config.ack_policy == AckPolicy.ALL
+        assert info.config.opt_start_seq == 4
+        assert info.num_pending == 2  # the two never acked; none of the three that were
+        created = info.created
+
+        await provision(bus.js, TopologyConfig())
+        again = await bus.js.consumer_info(c.EVENTS_STREAM, c.RECORDER_EVENTS_CONSUMER)
+        assert again.created == created
+        assert again.config.ack_policy == AckPolicy.ALL
     finally:
         await bus.close()
