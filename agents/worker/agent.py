@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any, Literal
+from typing import Any
 
 from nats.aio.msg import Msg
 from pydantic import ValidationError
@@ -23,25 +21,20 @@ from agents.executors.agent import AgentExecutor
 from agents.executors.noop import NoopExecutor
 from agents.settings import Settings
 from agents.worker.claim import Delivery, Verdict, claimed, exhausted, judge
-from bus import Abandon, Bus, MultiFetcher, Reject, Retry, Versioned, settle
+from agents.worker.outcomes import Interrupt, Outcome, OutcomeRecorder
+from bus import Abandon, Bus, MultiFetcher, Reject, Versioned, settle
 from bus import constants as c
 from bus.batch import BatchPuller
 from bus.constants import CONTROL_CANCEL_PREFIX
 from bus.settle import DeadLetter
 from schemas import (
-    AttemptError,
     EventType,
     Heartbeat,
     TaskDispatch,
-    TaskResult,
     TaskState,
-    TaskStatus,
-    utcnow,
 )
 from schemas.ticket import TicketState
 from schemas.usage import Budget, Usage
-
-Interrupt = Literal["cancelled", "handback"]
 
 # Outcomes being recorded while the next task already runs (see `Worker.main`).
 RECORDING_AHEAD = 16
@@ -60,13 +53,6 @@ class Attempt:
     def stop(self, reason: Interrupt) -> None:
         self.reason = reason
         self.interrupt.set()
-
-
-@dataclass
-class Outcome:
-    result: TaskResult | None = None
-    failure: TaskFailure | None = None
-    interrupted: Interrupt | None = None
 
 
 def default_executors(settings: Settings, env: Mapping[str, str]) -> dict[str, Executor]:
@@ -95,6 +81,7 @@ class Worker(Agent):
         self.capabilities = list(capabilities)
         self.executors = dict(executors)
         self.concurrency = settings.worker_concurrency
+        self.outcomes = OutcomeRecorder(bus, settings, self.id, self.log)
         self._attempts: dict[str, Attempt] = {}  # running tasks by task id
         self._grace_timer: asyncio.TimerHandle | None = None
         self._tickets: dict[str, TicketState] = {}
@@ -241,12 +228,12 @@ class Worker(Agent):
         if verdict is Verdict.ABANDON:
             raise Abandon()
         if verdict is Verdict.DROP:
-            await self._reannounce(dispatch.key)
+            await self.outcomes.reannounce(dispatch.key)
             return
         assert claim_written is not None
         task = claim_written.value
         if verdict is Verdict.EXHAUSTED:
-            await self._emit(
+            await self.outcomes.emit(
                 task, EventType.TASK_FAILED, claim_written.revision, error=task.error_info()
             )
             return
@@ -263,7 +250,7 @@ class Worker(Agent):
                 outcome = await self._execute(task, msg)
             finally:
                 free()
-            await self._record(claim_written, outcome)
+            await self.outcomes.record(claim_written, outcome)
         finally:
             await self.bus.confirm(started)
 
@@ -289,7 +276,7 @@ class Worker(Agent):
                     break
                 if not attempt.interrupt.is_set():
                     await msg.in_progress()
-                    if not await self._still_mine(task):
+                    if not await self.outcomes.still_mine(task):
                         attempt.stop("cancelled")
                 if attempt.interrupt.is_set():
                     run.cancel()
@@ -357,160 +344,6 @@ class Worker(Agent):
                 del self._tickets[next(iter(self._tickets))]
         return ticket
 
-    def _is_mine(self, claim: TaskState, t: TaskState) -> bool:
-        """Whether `t` is still the attempt this worker claimed (not cancelled, reset, taken)."""
-        return (
-            t.status is TaskStatus.RUNNING
-            and t.worker == self.id
-            and t.generation == claim.generation
-            and t.msg_seq == claim.msg_seq
-            and t.attempts == claim.attempts
-        )
-
-    async def _still_mine(self, claim: TaskState) -> bool:
-        current = await self.bus.tasks.value(claim.id)
-        return current is not None and self._is_mine(claim, current)
-
-    async def _record(self, claimed: Versioned[TaskState], outcome: Outcome) -> None:
-        """Write the attempt's outcome, if the claim is still ours, and announce it.
-
-        The claim's own write is where the compare-and-set starts from: usually nothing
-        else touched the task since, and then no read is needed.
-        """
-        claim = claimed.value
-        if outcome.interrupted == "cancelled":
-            self.log.info("%s stopped: cancelled or superseded", claim.id)
-            await self._superseded(claim)
-        elif outcome.interrupted == "handback":
-            await self._hand_back(claim)
-        elif outcome.result is not None:
-            await self._succeed(claimed, outcome.result)
-        else:
-            await self._fail(claimed, outcome.failure or TransientFailure("no outcome"))
-
-    async def _hand_back(self, claim: TaskState) -> None:
-        def hand_back(t: TaskState) -> TaskState | None:
-            if not self._is_mine(claim, t):
-                return None
-            t.status = TaskStatus.QUEUED
-            t.attempts -= 1  # an interrupted attempt is not a failed one
-            t.worker = None
-            t.updated_at = utcnow()
-            return t
-
-        await self.bus.tasks.update(claim.id, hand_back)
-        raise Retry("worker shutting down; task handed back")
-
-    async def _succeed(self, claimed: Versioned[TaskState], result: TaskResult) -> None:
-        claim = claimed.value
-        ws = self.settings.workspaces_dir / claim.ticket_id
-        first_line = (result.summary.strip().splitlines() or [""])[0][:72]
-        message = f"{claim.name}: {first_line or claim.phase.value}\n\nomoi task {claim.id}"
-        try:
-            if workspace.is_versioned(ws):
-                result.commit, changed = await asyncio.to_thread(workspace.commit, ws, message)
-                result.files = result.files or changed
-        except workspace.WorkspaceError as exc:
-            await self._fail(claimed, TransientFailure(exc.args[0], category="workspace"))
-            return
-
-        def succeed(t: TaskState) -> TaskState | None:
-            if not self._is_mine(claim, t):
-                return None
-            t.status = TaskStatus.SUCCEEDED
-            t.result = result
-            if result.usage is not None:
-                t.usage = t.usage + result.usage
-            t.finished_at = t.updated_at = utcnow()
-            return t
-
-        done = await self.bus.tasks.update_versioned(claim.id, succeed, known=claimed)
-        if done is None:
-            await self._superseded(claim)
-        else:
-            await self._emit(
-                done.value,
-                EventType.TASK_SUCCEEDED,
-                done.revision,
-                duration_s=result.duration_s,
-                exit_code=result.exit_code,
-                output_tail=result.output_tail[-1000:],
-                commit=result.commit,
-                files=result.files[:100],
-                usage=result.usage.model_dump() if result.usage else None,
-            )
-
-    async def _fail(self, claimed: Versioned[TaskState], failure: TaskFailure) -> None:
-        claim = claimed.value
-        now = utcnow()
-        error = AttemptError(
-            attempt=claim.attempts, category=failure.category, message=failure.message
-        )
-        retry = failure.retryable and claim.attempts < claim.max_attempts
-        delay = self.settings.retry_delay(claim.attempts, random.random()) if retry else 0.0
-
-        def fail(t: TaskState) -> TaskState | None:
-            if not self._is_mine(claim, t):
-                return None
-            t.errors.append(error)
-            t.error = error
-            if failure.usage is not None:
-                t.usage = t.usage + failure.usage
-            t.updated_at = now
-            if retry:
-                t.status = TaskStatus.QUEUED
-                t.next_attempt_at = now + timedelta(seconds=delay)
-            else:
-                t.status = TaskStatus.FAILED
-                t.finished_at = now
-            return t
-
-        written = await self.bus.tasks.update_versioned(claim.id, fail, known=claimed)
-        if written is None:
-            await self._superseded(claim)
-            return
-        updated, revision = written.value, written.revision
-        info = {"category": error.category, "message": error.message}
-        usage = failure.usage.model_dump() if failure.usage else None
-        if retry:
-            self.log.info("%s attempt %d failed, retry in %.2fs", claim.id, claim.attempts, delay)
-            await self._emit(
-                updated,
-                EventType.TASK_RETRYING,
-                revision,
-                error=info,
-                delay_s=round(delay, 3),
-                usage=usage,
-            )
-            raise Retry(error.message, delay)
-        self.log.info("%s failed: %s", claim.id, error.message)
-        await self._emit(updated, EventType.TASK_FAILED, revision, error=info, usage=usage)
-
-    async def _superseded(self, claim: TaskState) -> None:
-        """Our claim is gone. Ack only if the task no longer needs this message.
-
-        If another delivery of the same message took the task over (this worker stalled
-        past the ack wait), acking would delete the message under the new owner.
-        """
-        current = await self.bus.tasks.value(claim.id)
-        if current is None or current.status.terminal or current.generation != claim.generation:
-            return
-        raise Abandon()
-
-    async def _reannounce(self, key: str) -> None:
-        """Publish a finished task's outcome again (same event id, so deduplicated).
-
-        Covers a worker that died between recording an outcome and announcing it.
-        """
-        found = await self.bus.tasks.get(key)
-        if found is None:
-            return
-        task = found.value
-        if task.status is TaskStatus.SUCCEEDED:
-            await self._emit(task, EventType.TASK_SUCCEEDED, found.revision)
-        elif task.status is TaskStatus.FAILED and task.worker is not None:
-            await self._emit(task, EventType.TASK_FAILED, found.revision, error=task.error_info())
-
     def _reporter(self, task: TaskState) -> Callable[[dict[str, Any]], Awaitable[None]]:
         count = 0
 
@@ -535,13 +368,3 @@ class Worker(Agent):
             if other is not None:
                 spent = spent + other.usage
         return budget.remaining(spent)
-
-    async def _emit(
-        self, task: TaskState, kind: EventType, revision: int | None = None, **data: object
-    ) -> None:
-        """Announce `task`; `revision` is the KV revision of the state announced (the
-        planner waits for its state mirror to reach it before reconciling)."""
-        payload = {k: (v.model_dump() if hasattr(v, "model_dump") else v) for k, v in data.items()}
-        if revision is not None:
-            payload["revision"] = revision
-        await self.bus.publish_event(task_event(task, kind, self.id, **payload))

@@ -1,0 +1,210 @@
+"""Recording an attempt's outcome: the compare-and-set that ends a claim, and its event.
+
+Every write checks that the claim is still this worker's (not cancelled, reset or taken
+over after a stall), and starts from the claim's own write, so usually no read is needed.
+What the message should become (ack, retry later, leave it) travels out as an exception
+to `bus.settle`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Literal
+
+from agents import workspace
+from agents.errors import TaskFailure, TransientFailure
+from agents.events import task_event
+from agents.settings import Settings
+from bus import Abandon, Bus, Retry, Versioned
+from schemas import AttemptError, EventType, TaskResult, TaskState, TaskStatus, utcnow
+
+Interrupt = Literal["cancelled", "handback"]
+
+
+@dataclass
+class Outcome:
+    result: TaskResult | None = None
+    failure: TaskFailure | None = None
+    interrupted: Interrupt | None = None
+
+
+class OutcomeRecorder:
+    def __init__(
+        self,
+        bus: Bus,
+        settings: Settings,
+        worker_id: str,
+        log: logging.LoggerAdapter[logging.Logger],
+    ) -> None:
+        self.bus = bus
+        self.settings = settings
+        self.worker_id = worker_id
+        self.log = log
+
+    def is_mine(self, claim: TaskState, t: TaskState) -> bool:
+        """Whether `t` is still the attempt this worker claimed (not cancelled, reset, taken)."""
+        return (
+            t.status is TaskStatus.RUNNING
+            and t.worker == self.worker_id
+            and t.generation == claim.generation
+            and t.msg_seq == claim.msg_seq
+            and t.attempts == claim.attempts
+        )
+
+    async def still_mine(self, claim: TaskState) -> bool:
+        current = await self.bus.tasks.value(claim.id)
+        return current is not None and self.is_mine(claim, current)
+
+    async def record(self, claimed: Versioned[TaskState], outcome: Outcome) -> None:
+        """Write the attempt's outcome, if the claim is still ours, and announce it.
+
+        The claim's own write is where the compare-and-set starts from: usually nothing
+        else touched the task since, and then no read is needed.
+        """
+        claim = claimed.value
+        if outcome.interrupted == "cancelled":
+            self.log.info("%s stopped: cancelled or superseded", claim.id)
+            await self.superseded(claim)
+        elif outcome.interrupted == "handback":
+            await self.hand_back(claim)
+        elif outcome.result is not None:
+            await self.succeed(claimed, outcome.result)
+        else:
+            await self.fail(claimed, outcome.failure or TransientFailure("no outcome"))
+
+    async def hand_back(self, claim: TaskState) -> None:
+        def unclaim(t: TaskState) -> TaskState | None:
+            if not self.is_mine(claim, t):
+                return None
+            t.status = TaskStatus.QUEUED
+            t.attempts -= 1  # an interrupted attempt is not a failed one
+            t.worker = None
+            t.updated_at = utcnow()
+            return t
+
+        await self.bus.tasks.update(claim.id, unclaim)
+        raise Retry("worker shutting down; task handed back")
+
+    async def succeed(self, claimed: Versioned[TaskState], result: TaskResult) -> None:
+        claim = claimed.value
+        ws = self.settings.workspaces_dir / claim.ticket_id
+        first_line = (result.summary.strip().splitlines() or [""])[0][:72]
+        message = f"{claim.name}: {first_line or claim.phase.value}\n\nomoi task {claim.id}"
+        try:
+            if workspace.is_versioned(ws):
+                result.commit, changed = await asyncio.to_thread(workspace.commit, ws, message)
+                result.files = result.files or changed
+        except workspace.WorkspaceError as exc:
+            await self.fail(claimed, TransientFailure(exc.args[0], category="workspace"))
+            return
+
+        def succeed(t: TaskState) -> TaskState | None:
+            if not self.is_mine(claim, t):
+                return None
+            t.status = TaskStatus.SUCCEEDED
+            t.result = result
+            if result.usage is not None:
+                t.usage = t.usage + result.usage
+            t.finished_at = t.updated_at = utcnow()
+            return t
+
+        done = await self.bus.tasks.update_versioned(claim.id, succeed, known=claimed)
+        if done is None:
+            await self.superseded(claim)
+        else:
+            await self.emit(
+                done.value,
+                EventType.TASK_SUCCEEDED,
+                done.revision,
+                duration_s=result.duration_s,
+                exit_code=result.exit_code,
+                output_tail=result.output_tail[-1000:],
+                commit=result.commit,
+                files=result.files[:100],
+                usage=result.usage.model_dump() if result.usage else None,
+            )
+
+    async def fail(self, claimed: Versioned[TaskState], failure: TaskFailure) -> None:
+        claim = claimed.value
+        now = utcnow()
+        error = AttemptError(
+            attempt=claim.attempts, category=failure.category, message=failure.message
+        )
+        retry = failure.retryable and claim.attempts < claim.max_attempts
+        delay = self.settings.retry_delay(claim.attempts, random.random()) if retry else 0.0
+
+        def fail(t: TaskState) -> TaskState | None:
+            if not self.is_mine(claim, t):
+                return None
+            t.errors.append(error)
+            t.error = error
+            if failure.usage is not None:
+                t.usage = t.usage + failure.usage
+            t.updated_at = now
+            if retry:
+                t.status = TaskStatus.QUEUED
+                t.next_attempt_at = now + timedelta(seconds=delay)
+            else:
+                t.status = TaskStatus.FAILED
+                t.finished_at = now
+            return t
+
+        written = await self.bus.tasks.update_versioned(claim.id, fail, known=claimed)
+        if written is None:
+            await self.superseded(claim)
+            return
+        updated, revision = written.value, written.revision
+        info = {"category": error.category, "message": error.message}
+        usage = failure.usage.model_dump() if failure.usage else None
+        if retry:
+            self.log.info("%s attempt %d failed, retry in %.2fs", claim.id, claim.attempts, delay)
+            await self.emit(
+                updated,
+                EventType.TASK_RETRYING,
+                revision,
+                error=info,
+                delay_s=round(delay, 3),
+                usage=usage,
+            )
+            raise Retry(error.message, delay)
+        self.log.info("%s failed: %s", claim.id, error.message)
+        await self.emit(updated, EventType.TASK_FAILED, revision, error=info, usage=usage)
+
+    async def superseded(self, claim: TaskState) -> None:
+        """Our claim is gone. Ack only if the task no longer needs this message.
+
+        If another delivery of the same message took the task over (this worker stalled
+        past the ack wait), acking would delete the message under the new owner.
+        """
+        current = await self.bus.tasks.value(claim.id)
+        if current is None or current.status.terminal or current.generation != claim.generation:
+            return
+        raise Abandon()
+
+    async def reannounce(self, key: str) -> None:
+        """Publish a finished task's outcome again (same event id, so deduplicated).
+
+        Covers a worker that died between recording an outcome and announcing it.
+        """
+        found = await self.bus.tasks.get(key)
+        if found is None:
+            return
+        task = found.value
+        if task.status is TaskStatus.SUCCEEDED:
+            await self.emit(task, EventType.TASK_SUCCEEDED, found.revision)
+        elif task.status is TaskStatus.FAILED and task.worker is not None:
+            await self.emit(task, EventType.TASK_FAILED, found.revision, error=task.error_info())
+
+    async def emit(
+        self, task: TaskState, kind: EventType, revision: int | None = None, **data: object
+    ) -> None:
+        """Announce `task`; `revision` is the KV revision of the state announced (the
+        planner waits for its state mirror to reach it before reconciling)."""
+        payload = {k: (v.model_dump() if hasattr(v, "model_dump") else v) for k, v in data.items()}
+        if revision is not None:
+            payload["revision"] = revision
+        await self.bus.publish_event(task_event(task, kind, self.worker_id, **payload))
