@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -14,6 +14,7 @@ from bus.mirror import MirroredBucket
 from bus.state import Versioned
 from schemas import Phase, TaskState, TaskStatus, TicketState, TicketStatus
 from schemas.task import task_key
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -27,14 +28,6 @@ def task(ticket: str, name: str, **kw: Any) -> TaskState:
 def bump(t: TaskState) -> TaskState:
     t.attempts += 1
     return t
-
-
-async def until(predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    async def poll() -> None:
-        while not await predicate():
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(poll(), timeout)
 
 
 def mirror_of(bus: Bus) -> MirroredBucket[TaskState]:
@@ -224,7 +217,7 @@ async def test_keys_deleted_elsewhere_leave_the_mirror(bus: Bus, other: Bus) -> 
     async def gone() -> bool:
         return set(await held(mirror)) == {"T1.c"}
 
-    await until(gone)
+    await wait_until(gone, timeout=10)
     assert await mirror.get("T1.a") is None
     assert await mirror.get("T1.b") is None
     assert await mirror.update_versioned("T1.a", bump) is None
