@@ -25,6 +25,7 @@ from nats.js import JetStreamContext, api
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 from pydantic import BaseModel
 
+from bus.batch import stream_seq
 from bus.state import Bucket, Versioned
 
 log = logging.getLogger(__name__)
@@ -80,12 +81,13 @@ class MirroredBucket[M: BaseModel](Bucket[M]):
         self._waiters.clear()
 
     async def _on_msg(self, msg: Msg) -> None:
-        meta = msg.metadata
         key = msg.subject[len(self._prefix) :]
         op = msg.header.get(KV_OP) if msg.header else None
         if op is None and msg.header and msg.header.get("Nats-Marker-Reason"):
             op = KV_DEL
-        revision = meta.sequence.stream
+        # Every write to the bucket comes through here: read the revision straight from the
+        # reply subject, and the full metadata only while the initial load is running.
+        revision = stream_seq(msg)
         if op in (KV_DEL, KV_PURGE):
             self._bury(key, revision)
             have = self._raw.get(key)
@@ -94,7 +96,7 @@ class MirroredBucket[M: BaseModel](Bucket[M]):
         else:
             self._store(key, msg.data, revision)
         self._wake(key)
-        if not self._synced.is_set() and meta.num_pending == 0:
+        if not self._synced.is_set() and msg.metadata.num_pending == 0:
             self._synced.set()
 
     # Reading
