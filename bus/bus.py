@@ -113,6 +113,12 @@ class Bus:
         """Publish `event` and wait until the stream has stored it."""
         await self.confirm(await self.publish_event_async(event))
 
+    async def publish_events(self, events: list[Event]) -> None:
+        """Publish `events` in order, all sent before any ack is awaited."""
+        acks = [await self.publish_event_async(event) for event in events]
+        for ack in acks:
+            await self.confirm(ack)
+
     async def publish_event_async(self, event: Event) -> asyncio.Future[Any]:
         """Send `event` without waiting for the stream's ack; `confirm` the result.
 

@@ -120,9 +120,7 @@ class Reconciler:
             }.get(after.status)
             if kind is not None:
                 events.append(ticket_event(after, kind, self.agent_id, reason=after.reason))
-        acks = [await self.bus.publish_event_async(event) for event in events]
-        for ack in acks:
-            await self.bus.confirm(ack)
+        await self.bus.publish_events(events)
         if after.status.terminal:
             # Only a cache eviction: the keys stay readable from the server.
             self.bus.tickets.forget(after.id)
