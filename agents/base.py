@@ -8,11 +8,12 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import MutableMapping
+from collections.abc import Awaitable, MutableMapping, Sequence
 from typing import Any
 
 from agents.settings import Settings
 from bus import Bus
+from bus.consumer import Runtime
 from schemas import AGENTS_TOKEN, Event, EventType, Heartbeat, utcnow
 
 
@@ -128,8 +129,51 @@ class Agent:
             )
         )
 
+    async def consume(self, *consumers: Runtime, also: Sequence[Awaitable[None]] = ()) -> None:
+        """Run `consumers`, and the loops in `also`, until the agent is asked to stop; then
+        stop the consumers (each hands back what it has not finished) and give the loops
+        the shutdown grace to notice. The agent is ready once every consumer is bound."""
+        runs = [asyncio.create_task(consumer.run()) for consumer in consumers]
+        loops = [asyncio.ensure_future(loop) for loop in also]
+        try:
+            if await _started(consumers, runs):
+                self.ready.set()
+            stop = asyncio.create_task(self.stopping.wait())
+            try:
+                done, _ = await asyncio.wait([stop, *runs, *loops], return_when="FIRST_COMPLETED")
+            finally:
+                stop.cancel()
+            for task in done:
+                failure = None if task is stop or task.cancelled() else task.exception()
+                if failure is not None:
+                    raise failure
+        finally:
+            self.request_stop()
+            for consumer in consumers:
+                consumer.stop()
+            await asyncio.gather(*runs, return_exceptions=True)
+            if loops:
+                _, late = await asyncio.wait(loops, timeout=self.settings.shutdown_grace_s)
+                for loop in late:
+                    loop.cancel()
+                await asyncio.gather(*loops, return_exceptions=True)
+
     async def wait_stopping(self, timeout: float) -> bool:
         """Sleep up to `timeout`, waking early on stop. True if stopping."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), timeout)
         return self.stopping.is_set()
+
+
+async def _started(consumers: Sequence[Runtime], runs: Sequence[asyncio.Task[None]]) -> bool:
+    """Wait until every consumer is bound; False if one of them ended first."""
+    waits = [asyncio.create_task(consumer.started.wait()) for consumer in consumers]
+    try:
+        while not all(consumer.started.is_set() for consumer in consumers):
+            await asyncio.wait([*waits, *runs], return_when="FIRST_COMPLETED")
+            if any(run.done() for run in runs):
+                return False
+        return True
+    finally:
+        for wait in waits:
+            wait.cancel()

@@ -24,7 +24,10 @@ class Settings(BaseModel):
     retry_cap_s: float = Field(default=60.0, ge=0)
     ack_wait_s: float = Field(default=30.0, gt=0)
     shutdown_grace_s: float = Field(default=10.0, ge=0)
+    # How often the planner sweeps every running ticket; the sweep also restores the
+    # message of work that has been without one for `lost_message_after_s`.
     reconcile_interval_s: float = Field(default=30.0, gt=0)
+    lost_message_after_s: float = Field(default=10.0, gt=0)
     fetch_poll_s: float = Field(default=1.0, gt=0)
     # Tasks a worker executes at once (like Celery's --concurrency). Coding agents want 1;
     # quick shell or noop tasks gain from more.

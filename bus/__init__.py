@@ -1,26 +1,42 @@
-"""The NATS layer: names, topology, state buckets, publishing and the ack decision."""
+"""The NATS layer: names, topology, state buckets, publishing, consuming and settling."""
 
-from bus.bus import Bus
-from bus.errors import Abandon, BusError, ConflictError, Reject, Retry, ServerStartError
-from bus.fetch import MultiFetcher
+from bus.batch_consumer import BatchConsumer
+from bus.bus import Bus, Pending, Request
+from bus.consumer import Consumer, Source
+from bus.delivery import Delivery
+from bus.errors import (
+    Abandon,
+    BusError,
+    ConflictError,
+    NoAnswer,
+    Reject,
+    Retry,
+    ServerStartError,
+    Unavailable,
+)
 from bus.server import EmbeddedNatsServer
-from bus.settle import settle
 from bus.state import Bucket, Versioned
 from bus.topology import TopologyConfig, provision
 
 __all__ = [
     "Abandon",
+    "BatchConsumer",
     "Bucket",
     "Bus",
     "BusError",
     "ConflictError",
+    "Consumer",
+    "Delivery",
     "EmbeddedNatsServer",
-    "MultiFetcher",
+    "NoAnswer",
+    "Pending",
     "Reject",
+    "Request",
     "Retry",
     "ServerStartError",
+    "Source",
     "TopologyConfig",
+    "Unavailable",
     "Versioned",
     "provision",
-    "settle",
 ]

@@ -1,41 +1,81 @@
-"""The agents' handle on NATS: state buckets, publishing and subscriptions."""
+"""The agents' handle on NATS: state buckets, publishing, requests and subscriptions.
+
+Nothing outside `bus/` touches the NATS connection or a raw message: agents, the gateway
+and the CLI go through a `Bus`, and consume streams through `bus.consumer`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.js import JetStreamContext
 
 from bus import constants as c
+from bus.delivery import Delivery
+from bus.errors import NoAnswer, is_transient
 from bus.mirror import MirroredBucket
+from bus.retry import Patience
+from bus.settle import DeadLetter
 from bus.state import Bucket
 from bus.topology import TopologyConfig, ensure_consumer, provision, task_consumer_config
 from schemas import Event, Heartbeat, TaskDispatch, TaskState, TicketState
 
 log = logging.getLogger(__name__)
 
-# An async publish whose ack has not come back by then is treated as failed.
-PUBLISH_ACK_TIMEOUT_S = 10.0
+# One JetStream call (a publish's ack, a KV write) that has not been answered by then is
+# retried. Short, because a leader that died never answers, and every call is safe to
+# repeat; administration (creating R3 streams) gets longer.
+OP_TIMEOUT_S = 2.0
+ADMIN_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Request:
+    """A core message to a served subject (a request when it has a reply subject)."""
+
+    subject: str
+    data: bytes
+
+
+Responder = Callable[[Request], Awaitable[bytes | None]]
+
+
+@dataclass
+class Pending:
+    """A JetStream publish whose ack has not been confirmed yet (see `Bus.confirm`)."""
+
+    subject: str
+    data: bytes
+    headers: dict[str, str]
+    ack: asyncio.Future[Any] | None
 
 
 class Bus:
     """A connected NATS client with Omoi's buckets bound.
 
     Create with `await Bus.connect(url, name)`; close with `await bus.close()`, which
-    drains so in-flight publishes and acks reach the server.
+    drains so in-flight publishes and acks reach the server. Operations ride out
+    passing trouble for `patience_s` (None: for as long as it lasts).
     """
 
-    def __init__(self, nc: Client, js: JetStreamContext) -> None:
+    def __init__(
+        self, nc: Client, *, patience_s: float | None = None, op_timeout_s: float = OP_TIMEOUT_S
+    ) -> None:
         self.nc = nc
-        self.js = js
+        self.js = nc.jetstream(timeout=op_timeout_s)
+        self.admin = nc.jetstream(timeout=max(op_timeout_s, ADMIN_TIMEOUT_S))
+        self.patience = Patience(patience_s)
+        self.op_timeout_s = op_timeout_s
         self.tickets: Bucket[TicketState]
         self.tasks: Bucket[TaskState]
         self.heartbeats: Bucket[Heartbeat]
@@ -50,11 +90,13 @@ class Bus:
         topology: TopologyConfig | None = None,
         connect_timeout: float = 5.0,
         max_reconnect_attempts: int = -1,
+        patience_s: float | None = None,
+        op_timeout_s: float = OP_TIMEOUT_S,
     ) -> Bus:
         """Connect, optionally provision the topology, and bind the buckets.
 
         Agents keep retrying forever (a cluster may still be starting); one-shot
-        clients pass a small `max_reconnect_attempts` to fail fast.
+        clients pass a small `max_reconnect_attempts` and `patience_s` to fail fast.
         """
         nc = await nats.connect(
             servers=[u.strip() for u in url.split(",")],
@@ -65,16 +107,20 @@ class Bus:
             drain_timeout=5,
             error_cb=_log_error,
         )
-        bus = cls(nc, nc.jetstream(timeout=10.0))
+        bus = cls(nc, patience_s=patience_s, op_timeout_s=op_timeout_s)
         if topology is not None:
-            await provision(bus.js, topology)
-        await bus._bind()
+            await bus.patience.run(lambda: provision(bus.admin, topology), "provisioning")
+        await bus.patience.run(bus._bind, "binding buckets")
         return bus
 
     async def _bind(self) -> None:
-        self.tickets = Bucket(await self.js.key_value(c.TICKETS_BUCKET), TicketState)
-        self.tasks = Bucket(await self.js.key_value(c.TASKS_BUCKET), TaskState)
-        self.heartbeats = Bucket(await self.js.key_value(c.HEARTBEATS_BUCKET), Heartbeat)
+        self.tickets = await self._bucket(c.TICKETS_BUCKET, TicketState)
+        self.tasks = await self._bucket(c.TASKS_BUCKET, TaskState)
+        self.heartbeats = await self._bucket(c.HEARTBEATS_BUCKET, Heartbeat)
+
+    async def _bucket[M: Any](self, name: str, model: type[M]) -> Bucket[M]:
+        # Bound through the short-timeout context: the KV calls are the hot path.
+        return Bucket(await self.js.key_value(name), model, self.patience)
 
     async def mirror_state(self) -> None:
         """Read tickets and tasks from in-memory mirrors that KV watches keep current.
@@ -82,16 +128,24 @@ class Bus:
         For an agent that reads much more state than it writes (the planner). Finished
         tickets' keys leave the mirror (`forget`) but stay readable from the server.
         """
-        tickets = MirroredBucket(self.tickets.kv, TicketState, stream=c.kv_stream(c.TICKETS_BUCKET))
-        tasks = MirroredBucket(self.tasks.kv, TaskState, stream=c.kv_stream(c.TASKS_BUCKET))
-        await tickets.start(self.js)
-        await tasks.start(self.js)
+        tickets = MirroredBucket(
+            self.tickets.kv, TicketState, self.patience, stream=c.kv_stream(c.TICKETS_BUCKET)
+        )
+        tasks = MirroredBucket(
+            self.tasks.kv, TaskState, self.patience, stream=c.kv_stream(c.TASKS_BUCKET)
+        )
+        await tickets.start(self.admin)
+        await tasks.start(self.admin)
         for ticket in await tickets.values():
             if ticket.status.terminal:
                 tickets.forget(ticket.id)
                 tasks.forget(ticket.id)
         self._mirrors = [tickets, tasks]
         self.tickets, self.tasks = tickets, tasks
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.nc.is_connected)
 
     async def close(self) -> None:
         for mirror in self._mirrors:
@@ -107,7 +161,7 @@ class Bus:
             with contextlib.suppress(Exception):
                 await self.nc.close()
 
-    # Publishing
+    # Publishing to streams. Every publish carries a msg id, so a retry is stored once.
 
     async def publish_event(self, event: Event) -> None:
         """Publish `event` and wait until the stream has stored it."""
@@ -115,52 +169,72 @@ class Bus:
 
     async def publish_events(self, events: list[Event]) -> None:
         """Publish `events` in order, all sent before any ack is awaited."""
-        acks = [await self.publish_event_async(event) for event in events]
-        for ack in acks:
-            await self.confirm(ack)
+        pending = [await self.publish_event_async(event) for event in events]
+        for one in pending:
+            await self.confirm(one)
 
-    async def publish_event_async(self, event: Event) -> asyncio.Future[Any]:
+    async def publish_event_async(self, event: Event) -> Pending:
         """Send `event` without waiting for the stream's ack; `confirm` the result.
 
-        The number of unacknowledged publishes is bounded by the JetStream context
-        (publishing waits when it is reached). Confirm before acking the message that
-        caused the event, so the event is stored before its cause is gone.
+        Confirm before acking the message that caused the event, so the event is stored
+        before its cause is gone.
         """
-        return await self.js.publish_async(
-            c.event_subject(event.ticket_id, event.type),
-            event.to_json(),
-            headers={c.HDR_MSG_ID: event.id},
-        )
+        subject = c.event_subject(event.ticket_id, event.type)
+        return await self._send(subject, event.to_json(), {c.HDR_MSG_ID: event.id})
 
-    @staticmethod
-    async def confirm(ack: asyncio.Future[Any]) -> None:
-        """Wait for the stream's ack of an async publish; raise if it failed or never came."""
-        await asyncio.wait_for(ack, PUBLISH_ACK_TIMEOUT_S)
-
-    async def dispatch(self, task: TaskState, revision: int | None = None) -> None:
-        """Put a task on its work subject and wait until it is stored.
-
-        The msg id makes a re-dispatch a no-op. With the task's KV `revision`, the dispatch
-        carries the state it was queued with, so a worker can claim it with one
-        compare-and-set instead of a read first.
-        """
+    async def dispatch(self, task: TaskState, revision: int) -> None:
+        """Put a task on its work subject and wait until it is stored."""
         await self.confirm(await self.dispatch_async(task, revision))
 
-    async def dispatch_async(
-        self, task: TaskState, revision: int | None = None
-    ) -> asyncio.Future[Any]:
-        """`dispatch` without waiting for the stream's ack; `confirm` the result."""
+    async def dispatch_async(self, task: TaskState, revision: int) -> Pending:
+        """`dispatch` without waiting for the stream's ack; `confirm` the result.
+
+        `revision` is the KV revision of the write that queued the task. It names the
+        dispatch (`<task>.r<revision>`): sending it again is a no-op, while a task queued
+        again (a new write) gets a new message. The dispatch carries the queued state, so
+        a worker can claim it with one compare-and-set instead of a read first.
+        """
         dispatch = TaskDispatch(
             ticket_id=task.ticket_id,
             task=task.name,
             generation=task.generation,
             revision=revision,
-            state=task if revision is not None else None,
+            state=task,
         )
-        return await self.js.publish_async(
-            c.task_subject(task.phase, task.capability),
-            dispatch.to_json(),
-            headers={c.HDR_MSG_ID: f"{task.id}.g{task.generation}"},
+        subject = c.task_subject(task.phase, task.capability, task.ticket_id, task.name)
+        return await self._send(
+            subject, dispatch.to_json(), {c.HDR_MSG_ID: f"{task.id}.r{revision}"}
+        )
+
+    async def request_gate(self, subject: str, data: bytes, msg_id: str) -> None:
+        """Put a gate request on the gates stream and wait until it is stored."""
+        await self.confirm(await self._send(subject, data, {c.HDR_MSG_ID: msg_id}))
+
+    async def _send(self, subject: str, data: bytes, headers: dict[str, str]) -> Pending:
+        try:
+            ack = await self.js.publish_async(subject, data, headers=headers)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            ack = None  # `confirm` publishes it again
+        return Pending(subject, data, headers, ack)
+
+    async def confirm(self, pending: Pending) -> None:
+        """Wait for the stream's ack of an async publish. If it failed or never came,
+        publish again (deduplicated by its msg id) until it is stored."""
+        if pending.ack is not None:
+            try:
+                await asyncio.wait_for(pending.ack, self.op_timeout_s)
+                return
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+            finally:
+                # An unanswered future would hold a slot of nats-py's pending limit forever.
+                pending.ack.cancel()
+        await self.patience.run(
+            lambda: self.js.publish(pending.subject, pending.data, headers=pending.headers),
+            f"publishing to {pending.subject}",
         )
 
     async def dead_letter(
@@ -181,38 +255,91 @@ class Bus:
         if seq is not None:
             headers[c.HDR_ORIGIN_SEQ] = str(seq)
             headers[c.HDR_MSG_ID] = f"dlq.{origin}.{seq}"
-        await self.js.publish(c.dlq_subject(origin), data, headers=headers)
+        await self.patience.run(
+            lambda: self.js.publish(c.dlq_subject(origin), data, headers=headers),
+            f"dead-lettering to {origin}",
+        )
 
-    def dead_letterer(self, origin: str) -> Callable[[Msg, str, str], Awaitable[None]]:
+    def dead_letterer(self, origin: str) -> DeadLetter:
         """A `settle` dead-letter callback that files messages under `origin`."""
 
-        async def dead_letter(msg: Msg, reason: str, category: str) -> None:
-            seq = msg.metadata.sequence.stream if msg.reply else None
-            await self.dead_letter(origin, msg.data, reason, category, subject=msg.subject, seq=seq)
+        async def dead_letter(delivery: Delivery, reason: str, category: str) -> None:
+            await self.dead_letter(
+                origin,
+                delivery.data,
+                reason,
+                category,
+                subject=delivery.subject,
+                seq=delivery.seq or None,
+            )
 
         return dead_letter
 
-    # Subscriptions
+    # Stream state
 
-    async def pull(self, stream: str, durable: str) -> JetStreamContext.PullSubscription:
-        return await self.js.pull_subscribe_bind(durable=durable, stream=stream)
+    async def live_subjects(self, stream: str, subjects: str) -> dict[str, int]:
+        """How many messages `stream` holds on each subject matching `subjects`, now.
 
-    async def pull_tasks(
+        One request (paged by the server for very many subjects); what the planner's
+        sweep uses to find queued work whose message is missing.
+        """
+        found: dict[str, int] = {}
+        while True:
+            request = {"subjects_filter": subjects, "offset": len(found)}
+            info = await self.patience.run(
+                partial(self._api, f"STREAM.INFO.{stream}", request), f"reading {stream}"
+            )
+            page = info.get("state", {}).get("subjects") or {}
+            found.update(page)
+            total = int(info.get("total", 0))
+            if not page or len(found) >= total:
+                return found
+
+    async def _api(self, call: str, body: dict[str, Any]) -> dict[str, Any]:
+        reply = await self.nc.request(
+            f"$JS.API.{call}", json.dumps(body).encode(), timeout=ADMIN_TIMEOUT_S
+        )
+        answer: dict[str, Any] = json.loads(reply.data)
+        if "error" in answer:
+            raise nats.js.errors.APIError.from_error(answer["error"])
+        return answer
+
+    # Core messaging: requests, replies and broadcasts.
+
+    async def request(self, subject: str, data: bytes, timeout: float) -> bytes:
+        """Send a request and return the reply's data; `NoAnswer` if none comes."""
+        try:
+            reply = await self.nc.request(subject, data, timeout=timeout)
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+            raise NoAnswer(f"no answer on {subject}: {exc!r}") from exc
+        return bytes(reply.data)
+
+    async def notify(self, subject: str, data: bytes = b"") -> None:
+        """A core publish: best effort, for signals that state also carries."""
+        await self.nc.publish(subject, data)
+
+    async def serve(self, subject: str, responder: Responder, queue: str = "") -> Subscription:
+        """Call `responder` for each message on `subject`; what it returns is the reply."""
+
+        async def on_msg(msg: Msg) -> None:
+            reply = await responder(Request(msg.subject, msg.data))
+            if reply is not None and msg.reply:
+                await msg.respond(reply)
+
+        return await self.nc.subscribe(subject, queue=queue, cb=on_msg)
+
+    async def ensure_task_consumer(
         self, phase: str, capability: str, topology: TopologyConfig
-    ) -> JetStreamContext.PullSubscription:
-        """Bind to the (phase, capability) consumer, creating it if this pair is new."""
-        config = task_consumer_config(phase, capability, topology)
+    ) -> str:
+        """The durable for (phase, capability), created if this pair is new."""
         durable = c.task_consumer(phase, capability)
         try:
-            await self.js.consumer_info(c.TASKS_STREAM, durable)
+            await self.admin.consumer_info(c.TASKS_STREAM, durable)
         except nats.js.errors.NotFoundError:
-            await ensure_consumer(self.js, c.TASKS_STREAM, config)
-        return await self.pull(c.TASKS_STREAM, durable)
-
-    async def serve(
-        self, subject: str, handler: Callable[[Msg], Awaitable[None]], queue: str = ""
-    ) -> Subscription:
-        return await self.nc.subscribe(subject, queue=queue, cb=handler)
+            await ensure_consumer(
+                self.admin, c.TASKS_STREAM, task_consumer_config(phase, capability, topology)
+            )
+        return durable
 
 
 def _header_safe(text: str) -> str:

@@ -14,7 +14,9 @@ INTAKE_CONSUMER = "planner-intake"
 # Planners answer intake requests in this queue group, so exactly one replies.
 PLANNER_QUEUE = "omoi-planner"
 
-# Work: one work-queue stream, one durable pull consumer per (phase, capability).
+# Work: one work-queue stream, one durable pull consumer per (phase, capability). Each
+# dispatch is on its task's own subject, `omoi.tasks.<phase>.<capability>.<ticket>.<task>`,
+# so whether a task's message is in the stream is one look at the stream's subjects.
 TASKS_STREAM = "OMOI_TASKS"
 TASKS_SUBJECTS = "omoi.tasks.>"
 
@@ -31,7 +33,7 @@ PLANNER_EVENT_FILTERS = (
     "omoi.events.*.gate.failed",
 )
 
-# Phase gates: `omoi.gates.<phase>` requests, a work queue consumed by validators.
+# Phase gates: `omoi.gates.<phase>.<ticket>` requests, a work queue consumed by validators.
 GATES_STREAM = "OMOI_GATES"
 GATES_SUBJECTS = "omoi.gates.>"
 VALIDATOR_CONSUMER = "validator"
@@ -77,8 +79,14 @@ HDR_ORIGIN_SUBJECT = "Omoi-Origin-Subject"
 HDR_ORIGIN_SEQ = "Omoi-Origin-Seq"
 
 
-def task_subject(phase: str, capability: str) -> str:
-    return f"omoi.tasks.{phase}.{capability}"
+def task_subject(phase: str, capability: str, ticket_id: str, task: str) -> str:
+    return f"omoi.tasks.{phase}.{capability}.{ticket_id}.{task}"
+
+
+def task_filters(phase: str, capability: str) -> list[str]:
+    """What the (phase, capability) consumer reads: every task's subject, and the bare
+    `omoi.tasks.<phase>.<capability>` that a dispatch published by hand may use."""
+    return [f"omoi.tasks.{phase}.{capability}", f"omoi.tasks.{phase}.{capability}.>"]
 
 
 def task_consumer(phase: str, capability: str) -> str:
@@ -93,8 +101,8 @@ def ticket_events_filter(ticket_id: str) -> str:
     return f"omoi.events.{ticket_id}.>"
 
 
-def gate_subject(phase: str) -> str:
-    return f"omoi.gates.{phase}"
+def gate_subject(phase: str, ticket_id: str) -> str:
+    return f"omoi.gates.{phase}.{ticket_id}"
 
 
 def dlq_subject(origin: str) -> str:

@@ -1,10 +1,28 @@
-"""The bus package's exceptions.
+"""The bus package's exceptions, and what counts as passing trouble.
 
-Handlers signal what should happen to a message by raising one of the `HandlerOutcome`
-subclasses; `bus.settle.settle` turns that into ack/nak/term in one place.
+Handlers say what should happen to a message by raising `Retry`, `Reject` or `Abandon`.
+Those are decisions, not errors, so they do not derive from `BusError`;
+`bus.settle.settle` turns them into ack/nak/term in one place.
 """
 
 from __future__ import annotations
+
+import asyncio
+
+import nats.errors
+import nats.js.errors
+
+# JetStream API error codes that mean "not now" rather than "never": the cluster or the
+# stream has no leader yet, or the server is still catching up.
+_TRANSIENT_API_CODES = frozenset({500, 503})
+_TRANSIENT_ERR_CODES = frozenset(
+    {
+        10008,  # JetStream cluster not available
+        10023,  # insufficient resources (often a node still recovering)
+        10074,  # cluster peer not member
+        10077,  # JetStream not enabled for account (during server start)
+    }
+)
 
 
 class BusError(Exception):
@@ -19,7 +37,16 @@ class ConflictError(BusError):
     """A compare-and-set update kept losing to concurrent writers."""
 
 
-class HandlerOutcome(BusError):
+class Unavailable(BusError):
+    """NATS kept failing with passing trouble (leader election, reconnect, no answer) for
+    longer than the bus was told to wait."""
+
+
+class NoAnswer(BusError):
+    """A request got no reply: nobody serves the subject, or nobody answered in time."""
+
+
+class HandlerOutcome(Exception):
     """Base for the decisions a message handler can raise."""
 
 
@@ -43,3 +70,30 @@ class Reject(HandlerOutcome):
 
 class Abandon(HandlerOutcome):
     """Leave the message alone (no ack): this delivery is stale and another one owns it."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether `exc` is trouble that passes: retrying the same operation later can work.
+
+    A leader election, a node restarting or a reconnect show up as timeouts, "no
+    responders", 503s and a few 500s; none of them says the operation itself is wrong.
+    """
+    if isinstance(exc, Unavailable | asyncio.TimeoutError):
+        return True
+    if isinstance(
+        exc,
+        nats.errors.TimeoutError
+        | nats.errors.NoRespondersError
+        | nats.errors.ConnectionReconnectingError
+        | nats.errors.StaleConnectionError
+        | nats.errors.OutboundBufferLimitError
+        | nats.errors.FlushTimeoutError
+        | nats.js.errors.NoStreamResponseError
+        | nats.js.errors.ServiceUnavailableError,
+    ):
+        return True
+    if isinstance(exc, nats.js.errors.APIError) and not isinstance(
+        exc, nats.js.errors.NotFoundError | nats.js.errors.BadRequestError
+    ):
+        return exc.code in _TRANSIENT_API_CODES or exc.err_code in _TRANSIENT_ERR_CODES
+    return False

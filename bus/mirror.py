@@ -25,7 +25,8 @@ from nats.js import JetStreamContext, api
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 from pydantic import BaseModel
 
-from bus.batch import stream_seq
+from bus.delivery import ack_fields
+from bus.retry import Patience
 from bus.state import Bucket, Versioned
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,10 @@ GONE_REMEMBERED = 16384
 class MirroredBucket[M: BaseModel](Bucket[M]):
     """Values handed out are shared between readers: treat them as read-only."""
 
-    def __init__(self, kv: KeyValue, model: type[M], *, stream: str) -> None:
-        super().__init__(kv, model)
+    def __init__(
+        self, kv: KeyValue, model: type[M], patience: Patience | None = None, *, stream: str
+    ) -> None:
+        super().__init__(kv, model, patience)
         self._stream = stream
         self._prefix = f"$KV.{stream.removeprefix('KV_')}."
         self._raw: dict[str, tuple[bytes, int]] = {}
@@ -65,6 +68,9 @@ class MirroredBucket[M: BaseModel](Bucket[M]):
             ordered_consumer=True,
             deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
             inactive_threshold=300.0,
+            # A lost consumer (its server died) is noticed after two missed heartbeats and
+            # recreated from the last sequence seen; the default 5 s is slow to recover.
+            idle_heartbeat=1.0,
         )
         await asyncio.wait_for(self._synced.wait(), timeout)
 
@@ -87,7 +93,7 @@ class MirroredBucket[M: BaseModel](Bucket[M]):
             op = KV_DEL
         # Every write to the bucket comes through here: read the revision straight from the
         # reply subject, and the full metadata only while the initial load is running.
-        revision = stream_seq(msg)
+        revision = ack_fields(msg.reply)[0]
         if op in (KV_DEL, KV_PURGE):
             self._bury(key, revision)
             have = self._raw.get(key)

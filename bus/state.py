@@ -3,6 +3,10 @@
 Every write to ticket and task state goes through `Bucket.update`, which re-reads and
 re-applies the change when another agent wrote first: two agents never overwrite each
 other, and a change function sees the latest state each time it runs.
+
+Passing NATS trouble (a leader election, a reconnect) is retried. A write whose answer
+was lost may still have been stored, so after such a failure a conflict is checked
+against the bytes this process tried to write: finding them means the write landed.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
 from bus.errors import ConflictError
+from bus.retry import Patience
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +43,10 @@ class Versioned[M: BaseModel]:
 class Bucket[M: BaseModel]:
     """One KV bucket whose values are JSON documents of model `M`."""
 
-    def __init__(self, kv: KeyValue, model: type[M]) -> None:
+    def __init__(self, kv: KeyValue, model: type[M], patience: Patience | None = None) -> None:
         self.kv = kv
         self.model = model
+        self.patience = patience or Patience(None)
 
     async def get(self, key: str) -> Versioned[M] | None:
         return await self.read(key)
@@ -48,7 +54,7 @@ class Bucket[M: BaseModel]:
     async def read(self, key: str) -> Versioned[M] | None:
         """The value as the server has it now (never from a cache)."""
         try:
-            entry = await self.kv.get(key)
+            entry = await self.patience.run(lambda: self.kv.get(key), f"reading {key}")
         except (KeyNotFoundError, KeyDeletedError):
             return None
         if entry.value is None:
@@ -68,16 +74,30 @@ class Bucket[M: BaseModel]:
 
     async def create(self, key: str, value: M) -> bool:
         """Store `value` unless the key exists; False means somebody created it first."""
+        data = value.model_dump_json().encode()
+        ambiguous = False
+
+        async def lost_answer(_: BaseException) -> None:
+            nonlocal ambiguous
+            ambiguous = True
+
         try:
-            data = value.model_dump_json().encode()
-            revision = await self.kv.create(key, data)
+            revision = await self.patience.run(
+                lambda: self.kv.create(key, data), f"creating {key}", on_retry=lost_answer
+            )
         except KeyWrongLastSequenceError:
-            return False
+            if not ambiguous:
+                return False
+            found = await self.read(key)
+            if found is None or found.data != data:
+                return False
+            revision = found.revision  # our own create, whose answer was lost
         self.wrote(key, Versioned(value, int(revision)), data)
         return True
 
     async def put(self, key: str, value: M) -> int:
-        return int(await self.kv.put(key, value.model_dump_json().encode()))
+        data = value.model_dump_json().encode()
+        return int(await self.patience.run(lambda: self.kv.put(key, data), f"writing {key}"))
 
     async def update(
         self, key: str, change: Callable[[M], M | None], *, known: Versioned[M] | None = None
@@ -114,15 +134,42 @@ class Bucket[M: BaseModel]:
                 continue
             data = new.model_dump_json().encode()
             try:
-                revision = await self.kv.update(key, data, last=current.revision)
+                revision = await self._write(key, data, current.revision)
             except KeyWrongLastSequenceError:
                 log.debug("CAS conflict on %s, retrying", key)
                 current, fresh = await self.read(key), True
                 continue
-            written = Versioned(new, int(revision), data)
+            written = Versioned(new, revision, data)
             self.wrote(key, written, data)
             return written
         raise ConflictError(f"gave up updating {key!r} after {MAX_CAS_ATTEMPTS} conflicts")
+
+    async def _write(self, key: str, data: bytes, last: int) -> int:
+        """One compare-and-set, retried through passing trouble; the new revision.
+
+        When a try's answer was lost and the retry then conflicts, the key may hold our
+        own write: the bytes tell (they carry the writer's timestamps, so another
+        writer's never match)."""
+        ambiguous = False
+
+        async def lost_answer(_: BaseException) -> None:
+            nonlocal ambiguous
+            ambiguous = True
+
+        try:
+            return int(
+                await self.patience.run(
+                    lambda: self.kv.update(key, data, last=last),
+                    f"updating {key}",
+                    on_retry=lost_answer,
+                )
+            )
+        except KeyWrongLastSequenceError:
+            if ambiguous:
+                found = await self.read(key)
+                if found is not None and found.data == data:
+                    return found.revision
+            raise
 
     async def _current(self, key: str) -> tuple[Versioned[M] | None, bool]:
         """The value to start an update from, and whether it is known to be the latest."""
@@ -141,7 +188,7 @@ class Bucket[M: BaseModel]:
 
     async def keys(self) -> list[str]:
         try:
-            return list(await self.kv.keys())
+            return list(await self.patience.run(self.kv.keys, "listing keys"))
         except NoKeysError:
             return []
 
@@ -154,4 +201,4 @@ class Bucket[M: BaseModel]:
         return out
 
     async def delete(self, key: str) -> None:
-        await self.kv.delete(key)
+        await self.patience.run(lambda: self.kv.delete(key), f"deleting {key}")

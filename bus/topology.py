@@ -93,7 +93,7 @@ def stream_configs(cfg: TopologyConfig) -> list[StreamConfig]:
 def task_consumer_config(phase: str, capability: str, cfg: TopologyConfig) -> ConsumerConfig:
     return ConsumerConfig(
         durable_name=c.task_consumer(phase, capability),
-        filter_subject=c.task_subject(phase, capability),
+        filter_subjects=c.task_filters(phase, capability),
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=cfg.ack_wait_s,
         # Retries are counted on the task itself, so the server must never give up.

@@ -22,6 +22,8 @@ class EventType(StrEnum):
     TICKET_FAILED = "ticket.failed"
     TICKET_CANCELLED = "ticket.cancelled"
     TASK_QUEUED = "task.queued"
+    # Queued or running, but its message was gone from the stream: queued again.
+    TASK_REQUEUED = "task.requeued"
     TASK_STARTED = "task.started"
     TASK_RETRYING = "task.retrying"
     TASK_SUCCEEDED = "task.succeeded"

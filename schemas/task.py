@@ -142,6 +142,14 @@ class TaskState(WireModel):
     def max_attempts(self) -> int:
         return self.max_retries + 1
 
+    def record_lost(self, message: str) -> None:
+        """Note that the current attempt was lost with its worker or its message."""
+        lost = AttemptError(
+            attempt=self.attempts, category=ErrorCategory.WORKER_LOST, message=message
+        )
+        self.errors.append(lost)
+        self.error = lost
+
     def error_info(self) -> ErrorInfo | None:
         if self.error is None:
             return None

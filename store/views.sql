@@ -122,6 +122,7 @@ SELECT
         WHEN 'task.queued' THEN 'queued'
         WHEN 'task.started' THEN 'running'
         WHEN 'task.retrying' THEN 'queued'
+        WHEN 'task.requeued' THEN 'queued'
         ELSE replace(l.type, 'task.', '')
     END AS status,
     g.attempts,

@@ -15,7 +15,6 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from nats.aio.msg import Msg
 from pydantic import BaseModel, ValidationError
 
 from agents.base import Agent
@@ -26,9 +25,8 @@ from agents.planner.commands import Commands
 from agents.planner.decompose import decompose
 from agents.planner.intake import Intake, assemble, build, derive_ticket_id, same_ticket
 from agents.settings import Settings
-from bus import Bus, Reject, settle
+from bus import Bus, Consumer, Delivery, Reject, Request, Source
 from bus import constants as c
-from bus.batch import BatchPuller
 from schemas import (
     CancelTask,
     CancelTicket,
@@ -56,12 +54,11 @@ class Planner(Agent):
             workspaces=settings.workspaces_dir,
             model=self.model,
             context_tokens=settings.context_tokens,
+            lost_after_s=settings.lost_message_after_s,
         )
         self.commands = Commands(bus, self.reconciler)
         self._workflow_dirs = [d for d in [settings.workflows_dir] if d is not None]
         self._workflow_dirs.append(settings.data_dir / "workflows")
-        self._dead_letter_intake = bus.dead_letterer("intake")
-        self._dead_letter_events = bus.dead_letterer("events")
 
     async def main(self) -> None:
         # Queue groups: with several planners, exactly one answers each request.
@@ -77,62 +74,44 @@ class Planner(Agent):
             ],
         ]
         await self.bus.mirror_state()
-        await self.sweep(redispatch=True)
-        self.ready.set()
-        loops = [
-            asyncio.create_task(
-                self._consume(
-                    c.INTAKE_STREAM,
-                    c.INTAKE_CONSUMER,
-                    lambda msg: derive_ticket_id(msg.data),
-                    self._settle_submissions,
-                )
-            ),
-            asyncio.create_task(self._consume_events()),
-            asyncio.create_task(self._sweep_loop()),
-        ]
+        await self.sweep()
         try:
-            await self.stopping.wait()
+            await self.consume(
+                self._consumer(c.INTAKE_STREAM, c.INTAKE_CONSUMER, self._intake, _intake_key),
+                # Outcome events, a batch at a time, with one reconcile per ticket per batch:
+                # reconciling reads the whole ticket, so ten outcomes of one ticket need one
+                # pass, not ten. Different tickets are reconciled concurrently.
+                self._consumer(
+                    c.EVENTS_STREAM, c.PLANNER_EVENTS_CONSUMER, self._on_event, _event_key
+                ),
+                also=[self._sweep_loop()],
+            )
         finally:
             for sub in subs:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
-            # Loops finish the message in hand before they notice the stop.
-            _, pending = await asyncio.wait(loops, timeout=self.settings.shutdown_grace_s)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*loops, return_exceptions=True)
 
-    async def _consume(
+    def _consumer(
         self,
         stream: str,
         durable: str,
-        key: Callable[[Msg], str],
-        handle: Callable[[list[Msg]], Awaitable[None]],
-    ) -> None:
-        """A batch at a time, grouped by `key` (the ticket): groups are handled
-        concurrently, each group's messages in order by `handle`."""
-        puller = await BatchPuller(self.bus.nc, stream, durable).start()
-        try:
-            while not self.stopping.is_set():
-                try:
-                    msgs = await puller.take(
-                        self.settings.planner_batch, self.settings.fetch_poll_s
-                    )
-                except Exception:
-                    self.log.warning("fetch from %s failed", durable, exc_info=True)
-                    await self.wait_stopping(1.0)
-                    continue
-                groups: dict[str, list[Msg]] = {}
-                for msg in msgs:
-                    groups.setdefault(key(msg), []).append(msg)
-                await asyncio.gather(*(handle(group) for group in groups.values()))
-        finally:
-            await puller.stop()
-
-    async def _settle_submissions(self, msgs: list[Msg]) -> None:
-        for msg in msgs:
-            await settle(msg, self._intake, self._dead_letter_intake)
+        handler: Callable[[Delivery], Awaitable[None]],
+        key: Callable[[Delivery], str],
+    ) -> Consumer:
+        """Batches grouped by ticket: each ticket's messages in order, tickets at once."""
+        return Consumer(
+            self.bus,
+            [Source(stream, durable)],
+            handler,
+            dead_letter=self.bus.dead_letterer("intake" if stream == c.INTAKE_STREAM else "events"),
+            name=durable,
+            batch=self.settings.planner_batch,
+            group=key,
+            poll_s=self.settings.fetch_poll_s,
+            grace_s=self.settings.shutdown_grace_s,
+            keep_alive_s=max(0.5, self.settings.ack_wait_s / 3),
+            logger=self.log,
+        )
 
     # Intake
 
@@ -144,12 +123,13 @@ class Planner(Agent):
             workflow_dirs=self._workflow_dirs,
         )
 
-    async def _intake(self, msg: Msg) -> None:
-        ticket_id = derive_ticket_id(msg.data)
+    async def _intake(self, delivery: Delivery) -> None:
+        data = delivery.data
+        ticket_id = derive_ticket_id(data)
         try:
-            intake = self._build(msg.data)
+            intake = self._build(data)
         except InvalidTicket as exc:
-            await self._rejected(ticket_id, exc.category, exc.message, len(msg.data))
+            await self._rejected(ticket_id, exc.category, exc.message, len(data))
             raise Reject(exc.message, exc.category) from exc
 
         ticket = intake.ticket
@@ -160,7 +140,7 @@ class Planner(Agent):
             intake = await self._plan_with_model(intake)
             ticket = intake.ticket
         if existing is not None:
-            await self._check_duplicate(existing, ticket, len(msg.data))
+            await self._check_duplicate(existing, ticket, len(data))
             self.log.info("ticket %s already exists; duplicate submission ignored", ticket.id)
         else:
             # Tasks first: a ticket that exists always has all its tasks.
@@ -168,7 +148,7 @@ class Planner(Agent):
             if await self.bus.tickets.create(ticket.id, ticket):
                 self.log.info("ticket %s created with %d tasks", ticket.id, len(intake.tasks))
             elif (existing := await self.bus.tickets.value(ticket.id)) is not None:
-                await self._check_duplicate(existing, ticket, len(msg.data))
+                await self._check_duplicate(existing, ticket, len(data))
         stored = await self.bus.tickets.value(ticket.id)
         if stored is not None:
             await self.bus.publish_event(
@@ -222,13 +202,11 @@ class Planner(Agent):
             )
         )
 
-    async def _answer_intake(self, msg: Msg) -> None:
+    async def _answer_intake(self, request: Request) -> bytes:
         """Reply to a request on the intake subject. The stream consumer does the work."""
-        if not msg.reply:
-            return
-        ticket_id = derive_ticket_id(msg.data)
+        ticket_id = derive_ticket_id(request.data)
         try:
-            intake = self._build(msg.data)
+            intake = self._build(request.data)
             existing = await self.bus.tickets.value(intake.ticket.id)
             if existing is not None and not same_ticket(existing, intake.ticket):
                 raise InvalidTicket(
@@ -242,45 +220,13 @@ class Planner(Agent):
                 ticket_id=ticket_id,
                 error=ErrorInfo(category=exc.category, message=exc.message),
             )
-        await msg.respond(reply.to_json())
+        return reply.to_json()
 
     # Task outcomes
 
-    async def _consume_events(self) -> None:
-        """Outcome events, a batch at a time, with one reconcile per ticket per batch.
-
-        Reconciling reads the whole ticket, so under load ten outcomes of one ticket need
-        one pass, not ten. Only the ticket's last message carries the reconcile; the others
-        are acked once parsed. If that reconcile fails, its message is redelivered, and
-        since a reconcile works from state, not from the event, nothing is lost.
-        Different tickets are reconciled concurrently, so their round trips overlap.
-        """
-        await self._consume(
-            c.EVENTS_STREAM, c.PLANNER_EVENTS_CONSUMER, self._ticket_of, self._settle_outcomes
-        )
-
-    async def _settle_outcomes(self, msgs: list[Msg]) -> None:
-        """One ticket's outcomes from a batch, in order; the last one reconciles."""
-        for msg in msgs[:-1]:
-            await settle(msg, self._on_event_seen, self._dead_letter_events)
-        await settle(msgs[-1], self._on_event, self._dead_letter_events)
-
-    @staticmethod
-    def _ticket_of(msg: Msg) -> str:
-        # omoi.events.<ticket>.<type...>
-        parts = msg.subject.split(".")
-        return parts[2] if len(parts) > 2 else ""
-
-    async def _on_event_seen(self, msg: Msg) -> None:
-        """An outcome whose ticket a later message in the batch reconciles."""
-        event = self._parse_event(msg)
-        await self._caught_up(event)
-        if event.type in (EventType.GATE_PASSED, EventType.GATE_FAILED):
-            await self.reconciler.record_verdict(GateVerdict.model_validate(event.data))
-
-    def _parse_event(self, msg: Msg) -> Event:
+    def _parse_event(self, delivery: Delivery) -> Event:
         try:
-            event = Event.model_validate_json(msg.data)
+            event = Event.model_validate_json(delivery.data)
             if event.type in (EventType.GATE_PASSED, EventType.GATE_FAILED):
                 GateVerdict.model_validate(event.data)
         except ValidationError as exc:
@@ -293,16 +239,20 @@ class Planner(Agent):
         if event.task and isinstance(revision, int):
             await self.bus.tasks.caught_up(task_key(event.ticket_id, event.task), revision)
 
-    async def _on_event(self, msg: Msg) -> None:
-        event = self._parse_event(msg)
+    async def _on_event(self, delivery: Delivery) -> None:
+        """An outcome: apply a verdict, then reconcile the ticket, unless a later message
+        of the same ticket in this batch will (reconciling works from state, not from the
+        event, so the last one covers them all; if it fails it is redelivered)."""
+        event = self._parse_event(delivery)
         await self._caught_up(event)
         if event.type in (EventType.GATE_PASSED, EventType.GATE_FAILED):
             await self.reconciler.record_verdict(GateVerdict.model_validate(event.data))
-        await self.reconciler.reconcile(event.ticket_id)
+        if not delivery.more_in_group:
+            await self.reconciler.reconcile(event.ticket_id)
 
     # Commands
 
-    def _command[M: BaseModel](self, model: type[M]) -> Callable[[Msg], Awaitable[None]]:
+    def _command[M: BaseModel](self, model: type[M]) -> Callable[[Request], Awaitable[bytes]]:
         handlers: dict[type[BaseModel], Callable[[Any], Awaitable[Any]]] = {
             CancelTicket: self.commands.cancel_ticket,
             CancelTask: self.commands.cancel_task,
@@ -310,9 +260,9 @@ class Planner(Agent):
         }
         run = handlers[model]
 
-        async def handle(msg: Msg) -> None:
+        async def handle(request: Request) -> bytes:
             try:
-                cmd = model.model_validate_json(msg.data)
+                cmd = model.model_validate_json(request.data)
                 result = await run(cmd)
                 reply = Reply(
                     ok=True,
@@ -327,22 +277,36 @@ class Planner(Agent):
             except CommandError as exc:
                 reply = Reply(ok=False, error=ErrorInfo(category=exc.category, message=exc.message))
             except Exception as exc:
-                self.log.exception("command on %s failed", msg.subject)
+                self.log.exception("command on %s failed", request.subject)
                 reply = Reply(ok=False, error=ErrorInfo(category="internal", message=repr(exc)))
-            if msg.reply:
-                await msg.respond(reply.to_json())
+            return reply.to_json()
 
         return handle
 
     # Sweep
 
-    async def sweep(self, *, redispatch: bool = False) -> None:
+    async def sweep(self) -> None:
+        """Reconcile every running ticket, and give work that lost its message a new one."""
         for ticket_id in await self.reconciler.running_tickets():
             try:
-                await self.reconciler.reconcile(ticket_id, redispatch=redispatch)
+                await self.reconciler.reconcile(ticket_id)
             except Exception:
                 self.log.exception("reconciling %s failed", ticket_id)
+        try:
+            await self.reconciler.restore_messages()
+        except Exception:
+            self.log.exception("restoring lost messages failed")
 
     async def _sweep_loop(self) -> None:
         while not await self.wait_stopping(self.settings.reconcile_interval_s):
             await self.sweep()
+
+
+def _intake_key(delivery: Delivery) -> str:
+    return derive_ticket_id(delivery.data)
+
+
+def _event_key(delivery: Delivery) -> str:
+    # omoi.events.<ticket>.<type...>
+    parts = delivery.subject.split(".")
+    return parts[2] if len(parts) > 2 else ""

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 from pathlib import Path
 
 from agents.events import task_event, ticket_event
 from agents.llm.client import ModelClient
 from agents.planner import context, gates
+from agents.planner.lost import find_lost, requeued
 from agents.planner.reconcile import Plan, head_commit, plan
-from bus import Bus
-from bus.constants import control_cancel_subject
+from bus import Bus, Versioned
+from bus.constants import (
+    GATES_STREAM,
+    GATES_SUBJECTS,
+    TASKS_STREAM,
+    TASKS_SUBJECTS,
+    control_cancel_subject,
+)
 from schemas import Event, EventType, Phase, TaskState, TaskStatus, TicketStatus, utcnow
 from schemas.gate import GateVerdict
 from schemas.ticket import GateStatus, PhaseContext, TicketState
@@ -32,12 +40,15 @@ class Reconciler:
         workspaces: Path = Path(".omoi/workspaces"),
         model: ModelClient | None = None,
         context_tokens: int = 1200,
+        lost_after_s: float = 10.0,
     ) -> None:
         self.bus = bus
         self.agent_id = agent_id
         self.workspaces = workspaces
         self.model = model
         self.context_tokens = context_tokens
+        # How long state may go without its message before the sweep restores it.
+        self.lost_after_s = lost_after_s
 
     async def load(self, ticket_id: str) -> tuple[TicketState, dict[str, TaskState]] | None:
         ticket = await self.bus.tickets.value(ticket_id)
@@ -50,22 +61,13 @@ class Reconciler:
                 tasks[name] = task
         return ticket, tasks
 
-    async def reconcile(self, ticket_id: str, *, redispatch: bool = False) -> None:
-        """Apply plans until the ticket needs nothing more right now.
-
-        `redispatch` re-publishes tasks that are queued but unclaimed: after a planner
-        crash, the dispatch may never have reached the stream. The dispatch's msg id
-        makes this a no-op when it did (within the duplicate window), and a worker drops
-        a duplicate it finds later.
-        """
+    async def reconcile(self, ticket_id: str) -> None:
+        """Apply plans until the ticket needs nothing more right now."""
         for _ in range(MAX_REPLANS):
             loaded = await self.load(ticket_id)
             if loaded is None:
                 return
             ticket, tasks = loaded
-            if redispatch:
-                redispatch = False
-                await self._redispatch(ticket, tasks)
             decided = plan(ticket, tasks)
             if decided.empty:
                 return
@@ -74,15 +76,6 @@ class Reconciler:
             if decided.finish:
                 return  # a finished ticket needs nothing more
         log.warning("ticket %s still changing after %d plans", ticket_id, MAX_REPLANS)
-
-    async def _redispatch(self, ticket: TicketState, tasks: dict[str, TaskState]) -> None:
-        for task in tasks.values():
-            if task.status is TaskStatus.QUEUED and task.msg_seq is None:
-                await self.bus.dispatch(task)
-        for phase, gate in ticket.gates.items():
-            if gate.status is GateStatus.PENDING:
-                request = gates.build_request(ticket, tasks, phase, self.workspaces)
-                await gates.publish_request(self.bus, request, self.agent_id)
 
     async def _apply(self, ticket: TicketState, tasks: dict[str, TaskState], decided: Plan) -> bool:
         await asyncio.gather(
@@ -232,7 +225,7 @@ class Reconciler:
 
         task = await self.bus.tasks.update(key, reset)
         if task is not None and was_running:
-            await self.bus.nc.publish(control_cancel_subject(task.ticket_id, task.name), b"")
+            await self.bus.notify(control_cancel_subject(task.ticket_id, task.name))
 
     async def queue_task(self, key: str) -> None:
         def to_queued(t: TaskState) -> TaskState | None:
@@ -289,9 +282,57 @@ class Reconciler:
         if task is None:
             return None
         if was_running:
-            await self.bus.nc.publish(control_cancel_subject(task.ticket_id, task.name), b"")
+            await self.bus.notify(control_cancel_subject(task.ticket_id, task.name))
         await self.bus.publish_event(task_event(task, kind, self.agent_id, reason=reason))
         return task
+
+    async def restore_messages(self) -> int:
+        """Give queued or running work whose message is gone a new one (`lost`); returns
+        how many were restored."""
+        taken_at = utcnow()
+        task_subjects = await self.bus.live_subjects(TASKS_STREAM, TASKS_SUBJECTS)
+        gate_subjects = await self.bus.live_subjects(GATES_STREAM, GATES_SUBJECTS)
+        before = taken_at - timedelta(seconds=self.lost_after_s)
+        restored = 0
+        for ticket_id in await self.running_tickets():
+            ticket = await self.bus.tickets.value(ticket_id)
+            if ticket is None:
+                continue
+            found = [await self.bus.tasks.get(f"{ticket.id}.{name}") for name in ticket.tasks]
+            tasks = [t for t in found if t is not None]
+            missing = find_lost(ticket, tasks, task_subjects, gate_subjects, before=before)
+            for task in missing.tasks:
+                restored += await self._requeue(task)
+            for phase in missing.gates:
+                log.warning(
+                    "ticket %s: the %s gate request was lost; asking again", ticket.id, phase.value
+                )
+                request = gates.build_request(
+                    ticket, {t.value.name: t.value for t in tasks}, phase, self.workspaces
+                )
+                await gates.publish_request(self.bus, request, self.agent_id)
+                restored += 1
+        return restored
+
+    async def _requeue(self, judged: Versioned[TaskState]) -> int:
+        now = utcnow()
+        written = await self.bus.tasks.update_versioned(
+            judged.value.id, lambda t: requeued(t, judged.value, now), known=judged
+        )
+        if written is None:
+            return 0  # it moved on meanwhile: not lost after all
+        task = written.value
+        log.warning("task %s was %s without a message; queued again", task.id, judged.value.status)
+        dispatched = await self.bus.dispatch_async(task, written.revision)
+        announced = await self.bus.publish_event_async(
+            task_event(
+                task, EventType.TASK_REQUEUED, self.agent_id,
+                reason=task.reason, was=judged.value.status.value, revision=written.revision,
+            )
+        )  # fmt: skip
+        await self.bus.confirm(dispatched)
+        await self.bus.confirm(announced)
+        return 1
 
     async def running_tickets(self) -> list[str]:
         tickets = await self.bus.tickets.values()

@@ -61,10 +61,10 @@ def build_request(
 
 
 async def publish_request(bus: Bus, request: GateRequest, agent_id: str) -> None:
-    await bus.js.publish(
-        gate_subject(request.phase.value),
+    await bus.request_gate(
+        gate_subject(request.phase.value, request.ticket_id),
         request.to_json(),
-        headers={"Nats-Msg-Id": gate_msg_id(request.ticket_id, request.phase, request.attempt)},
+        gate_msg_id(request.ticket_id, request.phase, request.attempt),
     )
     await bus.publish_event(
         Event(

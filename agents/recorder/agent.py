@@ -8,18 +8,13 @@ Readers never touch the database file: the recorder publishes Parquet segments f
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from datetime import timedelta
-from typing import Any
-
-from nats.aio.msg import Msg
+from datetime import UTC, datetime, timedelta
 
 from agents.base import Agent
 from agents.settings import Settings
-from bus import Bus
+from bus import BatchConsumer, Bus, Delivery, Source
 from bus import constants as c
-from bus.batch import BatchPuller, stream_seq
-from bus.topology import find_consumer, reset_to_ack_floor
+from bus.topology import find_consumer
 from schemas import utcnow
 from store.errors import StoreError
 from store.writer import DeadLetter, EventStore, RecordedEvent
@@ -35,96 +30,69 @@ class Recorder(Agent):
         super().__init__(bus, settings, agent_id)
         self.store = EventStore(settings.store_path, settings.published_dir)
         self.recorded = 0
-        self._commit: asyncio.Task[None] | None = None
 
     async def main(self) -> None:
         self.settings.store_path.parent.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self.store.open)
-        for stream, durable in (
-            (c.EVENTS_STREAM, c.RECORDER_EVENTS_CONSUMER),
-            (c.DLQ_STREAM, c.RECORDER_DLQ_CONSUMER),
-        ):
-            config = find_consumer(self.settings.topology(), stream, durable)
-            if await reset_to_ack_floor(self.bus.js, stream, config):
-                self.log.info("%s: reading again what a previous recorder left unacked", durable)
-        events = await BatchPuller(self.bus.nc, c.EVENTS_STREAM, c.RECORDER_EVENTS_CONSUMER).start()
-        letters = await BatchPuller(self.bus.nc, c.DLQ_STREAM, c.RECORDER_DLQ_CONSUMER).start()
-        dead_letter = self.bus.dead_letterer("events")
-        self.ready.set()
-        loop = asyncio.get_running_loop()
-        published_at = loop.time()
-        publishes = 0
+        topology = self.settings.topology()
+        consumers = [
+            BatchConsumer(
+                self.bus,
+                Source(stream, durable),
+                handle,
+                config=find_consumer(topology, stream, durable),
+                name=durable,
+                batch=self.settings.record_batch,
+                poll_s=self.settings.fetch_poll_s,
+                grace_s=self.settings.shutdown_grace_s,
+                logger=self.log,
+            )
+            for stream, durable, handle in (
+                (c.EVENTS_STREAM, c.RECORDER_EVENTS_CONSUMER, self._events),
+                (c.DLQ_STREAM, c.RECORDER_DLQ_CONSUMER, self._letters),
+            )
+        ]
         try:
-            while not self.stopping.is_set():
-                got = await self._events(events, dead_letter)
-                # Dead letters are rare: look for them only when the event stream has
-                # no full batch waiting, so a backlog is not slowed by an empty poll.
-                if got < self.settings.record_batch:
-                    got += await self._letters(letters)
-                if loop.time() - published_at >= self.settings.store_publish_interval_s:
-                    await self._committed()
-                    published_at = loop.time()
-                    publishes += 1
-                    await self._publish(maintain=publishes % MAINTENANCE_EVERY == 0)
-                if not got:
-                    await self._committed()
-                    await self.wait_stopping(0.05)
-            await self._committed()
+            await self.consume(*consumers, also=[self._publish_loop()])
             await self._publish(maintain=False)
         finally:
-            if self._commit is not None:
-                with contextlib.suppress(Exception):
-                    await self._commit  # unacked if it failed: redelivered, not lost
-            await events.stop()
-            await letters.stop()
             await asyncio.to_thread(self.store.close)
 
-    async def _events(self, puller: BatchPuller, dead_letter: Any) -> int:
-        msgs = await puller.drain(self.settings.record_batch, self.settings.fetch_poll_s)
-        if not msgs:
-            return 0
-        batch: list[RecordedEvent] = []
-        for msg in msgs:
+    async def _events(self, batch: list[Delivery]) -> None:
+        """Store a batch of events (the runtime acks it once this returns)."""
+        records: list[RecordedEvent] = []
+        for delivery in batch:
             try:
-                batch.append(RecordedEvent.from_event_json(msg.data, stream_seq(msg)))
+                records.append(RecordedEvent.from_event_json(delivery.data, delivery.seq))
             except StoreError as exc:
                 # Not ours to fix: keep a copy with the reason and move on.
-                await dead_letter(msg, f"unrecordable event: {exc}", "invalid_event")
-        # The commit runs in a thread while the next batch is fetched and parsed; its
-        # messages are acked when it is done, before the next commit starts.
-        await self._committed()
-        self._commit = asyncio.create_task(self._commit_batch(batch, msgs))
-        return len(msgs)
-
-    async def _commit_batch(self, batch: list[RecordedEvent], msgs: list[Msg]) -> None:
-        inserted = await asyncio.to_thread(self.store.ingest, batch)
-        await msgs[-1].ack()  # the consumer acks all: this settles the whole batch
+                await self.bus.dead_letter(
+                    "events",
+                    delivery.data,
+                    f"unrecordable event: {exc}",
+                    "invalid_event",
+                    subject=delivery.subject,
+                    seq=delivery.seq,
+                )
+        inserted = await asyncio.to_thread(self.store.ingest, records)
         self.recorded += inserted
-        self.log.debug("recorded %d of %d events", inserted, len(msgs))
+        self.log.debug("recorded %d of %d events", inserted, len(batch))
 
-    async def _committed(self) -> None:
-        """Wait for the batch being committed, if any (raising what its commit raised)."""
-        if self._commit is not None:
-            commit, self._commit = self._commit, None
-            await commit
-
-    async def _letters(self, puller: BatchPuller) -> int:
-        msgs = await puller.drain(self.settings.record_batch, self.settings.fetch_poll_s)
-        if not msgs:
-            return 0
-        batch = [
+    async def _letters(self, batch: list[Delivery]) -> None:
+        letters = [
             DeadLetter.from_message(
-                msg.subject,
-                msg.data,
-                msg.headers,
-                msg.metadata.sequence.stream,
-                msg.metadata.timestamp,
+                d.subject, d.data, d.headers, d.seq, d.timestamp or datetime.now(UTC)
             )
-            for msg in msgs
+            for d in batch
         ]
-        await asyncio.to_thread(self.store.ingest_dead_letters, batch)
-        await msgs[-1].ack()
-        return len(msgs)
+        await asyncio.to_thread(self.store.ingest_dead_letters, letters)
+
+    async def _publish_loop(self) -> None:
+        """Publish readers' segments now and then, with maintenance once in a while."""
+        publishes = 0
+        while not await self.wait_stopping(self.settings.store_publish_interval_s):
+            publishes += 1
+            await self._publish(maintain=publishes % MAINTENANCE_EVERY == 0)
 
     async def _publish(self, *, maintain: bool) -> None:
         try:

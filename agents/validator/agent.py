@@ -9,13 +9,10 @@ request twice (a redelivery) publishes one verdict.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
-from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import ValidationError
 
 from agents.base import Agent
@@ -23,7 +20,7 @@ from agents.llm.client import ModelClient, ModelConfig
 from agents.settings import Settings
 from agents.validator.checks import GateError, clean_copy, feedback, run_checks, verdict_passed
 from agents.validator.review import review
-from bus import Bus, Reject, settle
+from bus import Bus, Consumer, Delivery, Reject, Source
 from bus import constants as c
 from schemas import Event, EventType
 from schemas.gate import GateRequest, GateVerdict
@@ -58,44 +55,29 @@ class Validator(Agent):
         self.scratch = settings.data_dir / "validator"
 
     async def main(self) -> None:
-        sub = await self.bus.pull(c.GATES_STREAM, c.VALIDATOR_CONSUMER)
-        dead_letter = self.bus.dead_letterer("gates")
-        self.ready.set()
-        try:
-            while not self.stopping.is_set():
-                try:
-                    msgs = await sub.fetch(1, timeout=self.settings.fetch_poll_s)
-                except NatsTimeoutError:
-                    continue
-                except Exception:
-                    self.log.warning("fetching gate requests failed", exc_info=True)
-                    await self.wait_stopping(1.0)
-                    continue
-                for msg in msgs:
-                    await settle(msg, self._handle, dead_letter)
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+        consumer = Consumer(
+            self.bus,
+            [Source(c.GATES_STREAM, c.VALIDATOR_CONSUMER)],
+            self._handle,
+            dead_letter=self.bus.dead_letterer("gates"),
+            name="gate requests",
+            poll_s=self.settings.fetch_poll_s,
+            grace_s=self.settings.shutdown_grace_s,
+            # Checks can run a whole test suite: keep the request from being redelivered.
+            keep_alive_s=max(1.0, self.settings.ack_wait_s / 3),
+            logger=self.log,
+        )
+        await self.consume(consumer)
 
-    async def _handle(self, msg: Msg) -> None:
+    async def _handle(self, delivery: Delivery) -> None:
         try:
-            request = GateRequest.model_validate_json(msg.data)
+            request = GateRequest.model_validate_json(delivery.data)
         except ValidationError as exc:
             raise Reject(f"not a gate request: {exc}", "invalid_gate_request") from exc
         self.current_task = f"{request.ticket_id}.gate-{request.phase.value}"
-        work = asyncio.create_task(self.evaluate(request))
         try:
-            # Checks can run a whole test suite: keep the request from being redelivered.
-            while not work.done():
-                await asyncio.wait({work}, timeout=max(1.0, self.settings.ack_wait_s / 3))
-                if not work.done():
-                    await msg.in_progress()
-            verdict = work.result()
+            verdict = await self.evaluate(request)
         finally:
-            if not work.done():
-                work.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await work
             self.current_task = None
         await self.bus.publish_event(verdict_event(verdict, self.id))
         self.log.info(

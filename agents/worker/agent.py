@@ -9,7 +9,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from nats.aio.msg import Msg
 from pydantic import ValidationError
 
 from agents import workspace
@@ -20,17 +19,16 @@ from agents.executors import ExecutionContext, Executor, ShellExecutor
 from agents.executors.agent import AgentExecutor
 from agents.executors.noop import NoopExecutor
 from agents.settings import Settings
-from agents.worker.claim import Delivery, Verdict, claimed, exhausted, judge
+from agents.worker.claim import Receipt, Verdict, claimed, exhausted, judge
 from agents.worker.outcomes import Interrupt, Outcome, OutcomeRecorder
-from bus import Abandon, Bus, MultiFetcher, Reject, Versioned, settle
+from bus import Abandon, Bus, Consumer, Delivery, Reject, Request, Source, Versioned
 from bus import constants as c
-from bus.batch import BatchPuller
 from bus.constants import CONTROL_CANCEL_PREFIX
-from bus.settle import DeadLetter
 from schemas import (
     EventType,
     Heartbeat,
     TaskDispatch,
+    TaskResult,
     TaskState,
 )
 from schemas.ticket import TicketState
@@ -83,10 +81,7 @@ class Worker(Agent):
         self.concurrency = settings.worker_concurrency
         self.outcomes = OutcomeRecorder(bus, settings, self.id, self.log)
         self._attempts: dict[str, Attempt] = {}  # running tasks by task id
-        self._grace_timer: asyncio.TimerHandle | None = None
         self._tickets: dict[str, TicketState] = {}
-        self._in_use = 0
-        self._slot_freed = asyncio.Event()
 
     def heartbeat(self) -> Heartbeat:
         beat = super().heartbeat()
@@ -96,125 +91,63 @@ class Worker(Agent):
 
     # Lifecycle
 
-    def request_stop(self) -> None:
-        super().request_stop()
-        self._slot_freed.set()
-        if self._attempts and self._grace_timer is None:
-            # Let the tasks in hand finish, but not forever: then hand them back.
-            self._grace_timer = asyncio.get_running_loop().call_later(
-                self.settings.shutdown_grace_s, self._interrupt_all, "handback"
-            )
-
-    def _interrupt_all(self, reason: Interrupt) -> None:
-        for attempt in self._attempts.values():
-            attempt.stop(reason)
-
     async def main(self) -> None:
         topology = self.settings.topology()
-        subs = [
-            await self.bus.pull_tasks(phase, capability, topology)
+        sources = [
+            Source(c.TASKS_STREAM, await self.bus.ensure_task_consumer(phase, cap, topology))
             for phase in self.phases
-            for capability in self.capabilities
+            for cap in self.capabilities
         ]
-        fetcher = MultiFetcher(subs, poll_s=self.settings.fetch_poll_s)
-        puller = await self._batch_puller(len(subs))
         control = await self.bus.serve(f"{CONTROL_CANCEL_PREFIX}.>", self._on_control)
-        dead_letter = self.bus.dead_letterer("tasks")
-        # Up to `concurrency` tasks execute at once. Recording an outcome (a compare-and-
-        # set, an event, the ack) overlaps fetching and starting the next task, for up to
-        # RECORDING_AHEAD tasks more.
-        recording = asyncio.Semaphore(self.concurrency + RECORDING_AHEAD)
-        jobs: set[asyncio.Task[None]] = set()
-        self.ready.set()
+        consumer = Consumer(
+            self.bus,
+            sources,
+            self._handle,
+            dead_letter=self.bus.dead_letterer("tasks"),
+            name=f"tasks for {self.id}",
+            slots=self.concurrency,
+            # Recording an outcome (a compare-and-set, an event, the ack) overlaps
+            # fetching and running the next task, for up to RECORDING_AHEAD tasks more.
+            max_in_flight=self.concurrency + RECORDING_AHEAD,
+            poll_s=self.settings.fetch_poll_s,
+            grace_s=self.settings.shutdown_grace_s,
+            keep_alive_s=self.keep_alive_s,
+            logger=self.log,
+        )
         try:
-            while not self.stopping.is_set():
-                if self._in_use >= self.concurrency:
-                    self._slot_freed.clear()
-                    await self._slot_freed.wait()
-                    continue
-                try:
-                    msgs = await self._fetch(fetcher, puller)
-                except Exception:
-                    self.log.warning("fetching tasks failed", exc_info=True)
-                    await self.wait_stopping(1.0)
-                    continue
-                for msg in msgs:
-                    if self.stopping.is_set():
-                        await msg.nak()
-                        continue
-                    await recording.acquire()
-                    self._in_use += 1
-                    job = asyncio.create_task(self._settle(msg, dead_letter))
-                    jobs.add(job)
-                    job.add_done_callback(jobs.discard)
-                    job.add_done_callback(lambda _: recording.release())
+            await self.consume(consumer)
         finally:
-            if jobs:
-                await asyncio.gather(*jobs, return_exceptions=True)
-            if self._grace_timer is not None:
-                self._grace_timer.cancel()
-            await fetcher.close()
-            if puller is not None:
-                await puller.stop()
-            with contextlib.suppress(Exception):
-                await control.unsubscribe()
-            for pull in subs:
-                with contextlib.suppress(Exception):
-                    await pull.unsubscribe()
+            await control.unsubscribe()
 
-    async def _batch_puller(self, consumers: int) -> BatchPuller | None:
-        """With several slots on one consumer, pull for all free slots in one request and
-        start on the first task that arrives rather than waiting for a full batch."""
-        if consumers != 1 or self.concurrency == 1:
-            return None
-        durable = c.task_consumer(self.phases[0], self.capabilities[0])
-        return await BatchPuller(self.bus.nc, c.TASKS_STREAM, durable).start()
+    @property
+    def keep_alive_s(self) -> float:
+        """How often a running task's message is kept alive and its state looked at (in
+        case a cancel broadcast was missed): well inside the ack wait."""
+        return max(0.2, min(self.settings.ack_wait_s / 3, 5.0))
 
-    async def _fetch(self, fetcher: MultiFetcher, puller: BatchPuller | None) -> list[Msg]:
-        free = self.concurrency - self._in_use
-        if puller is not None:
-            return await puller.next_batch(free, self.settings.fetch_poll_s)
-        return await fetcher.next_batch(free)
-
-    async def _settle(self, msg: Msg, dead_letter: DeadLetter) -> None:
-        """Settle one message, freeing its execution slot as soon as execution is over."""
-        freed = False
-
-        def free() -> None:
-            nonlocal freed
-            if not freed:
-                freed = True
-                self._in_use -= 1
-                self._slot_freed.set()
-
-        try:
-            await settle(msg, lambda m: self._handle(m, free), dead_letter)
-        finally:
-            free()
-
-    async def _on_control(self, msg: Msg) -> None:
-        ticket_task = msg.subject[len(CONTROL_CANCEL_PREFIX) + 1 :]
+    async def _on_control(self, request: Request) -> None:
+        ticket_task = request.subject[len(CONTROL_CANCEL_PREFIX) + 1 :]
         attempt = self._attempts.get(ticket_task)
         if attempt is not None:
             self.log.info("cancel requested for %s", ticket_task)
             attempt.stop("cancelled")
+        return None
 
     # One message
 
-    async def _handle(self, msg: Msg, free: Callable[[], None]) -> None:
+    async def _handle(self, delivery: Delivery) -> None:
         try:
-            dispatch = TaskDispatch.model_validate_json(msg.data)
+            dispatch = TaskDispatch.model_validate_json(delivery.data)
         except ValidationError as exc:
             raise Reject(f"not a task dispatch: {exc}", "invalid_dispatch") from exc
-        meta = msg.metadata
-        delivery = Delivery(seq=meta.sequence.stream, number=meta.num_delivered or 1)
+        receipt = Receipt(seq=delivery.seq, number=delivery.number)
         verdict: Verdict | None = None
 
         def claim(t: TaskState) -> TaskState | None:
             nonlocal verdict
-            verdict = judge(t, dispatch, delivery)
+            verdict = judge(t, dispatch, receipt)
             if verdict is Verdict.RUN:
-                return claimed(t, self.id, delivery)
+                return claimed(t, self.id, receipt)
             if verdict is Verdict.EXHAUSTED:
                 return exhausted(t)
             return None
@@ -247,14 +180,14 @@ class Worker(Agent):
         )
         try:
             try:
-                outcome = await self._execute(task, msg)
+                outcome = await self._execute(task, delivery)
             finally:
-                free()
+                delivery.release()
             await self.outcomes.record(claim_written, outcome)
         finally:
             await self.bus.confirm(started)
 
-    async def _execute(self, task: TaskState, msg: Msg) -> Outcome:
+    async def _execute(self, task: TaskState, delivery: Delivery) -> Outcome:
         try:
             executor, ctx = await self._prepare(task)
         except TaskFailure as exc:
@@ -264,25 +197,12 @@ class Worker(Agent):
         self.current_task = task.id
         run = asyncio.create_task(executor.run(task, ctx))
         await asyncio.sleep(0)  # a quick executor (noop) is done here, without a poll
-        # Keep the message alive well inside the ack wait, and look at the task's state
-        # as often, in case a cancel broadcast was missed.
-        tick = max(0.2, min(self.settings.ack_wait_s / 3, 5.0))
         try:
-            while not run.done():
-                interrupted = asyncio.create_task(attempt.interrupt.wait())
-                await asyncio.wait({run, interrupted}, timeout=tick, return_when="FIRST_COMPLETED")
-                interrupted.cancel()
-                if run.done():
-                    break
-                if not attempt.interrupt.is_set():
-                    await msg.in_progress()
-                    if not await self.outcomes.still_mine(task):
-                        attempt.stop("cancelled")
-                if attempt.interrupt.is_set():
-                    run.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await run
-                    return Outcome(interrupted=attempt.reason)
+            if not run.done() and await self._interrupted(run, task, attempt, delivery):
+                run.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await run
+                return Outcome(interrupted=attempt.reason)
             try:
                 return Outcome(result=run.result())
             except TaskFailure as exc:
@@ -297,6 +217,34 @@ class Worker(Agent):
                     await run
             del self._attempts[task.id]
             self.current_task = next(iter(self._attempts), None)
+
+    async def _interrupted(
+        self, run: asyncio.Task[TaskResult], task: TaskState, attempt: Attempt, delivery: Delivery
+    ) -> bool:
+        """Wait for `run`; True if the attempt must stop first: cancelled, superseded (its
+        state is looked at now and then, in case a cancel broadcast was missed), or handed
+        back because the worker is shutting down. The runtime keeps the message alive."""
+        watch = [
+            asyncio.create_task(attempt.interrupt.wait()),
+            asyncio.create_task(delivery.wait_interrupted()),
+        ]
+        try:
+            while not run.done():
+                await asyncio.wait(
+                    {run, *watch}, timeout=self.keep_alive_s, return_when="FIRST_COMPLETED"
+                )
+                if run.done():
+                    return False
+                if delivery.interrupted:
+                    attempt.stop("handback")
+                elif not attempt.interrupt.is_set() and not await self.outcomes.still_mine(task):
+                    attempt.stop("cancelled")
+                if attempt.interrupt.is_set():
+                    return True
+            return False
+        finally:
+            for waiter in watch:
+                waiter.cancel()
 
     async def _prepare(self, task: TaskState) -> tuple[Executor, ExecutionContext]:
         """The attempt's executor and context, with the ticket's workspace ready."""

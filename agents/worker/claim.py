@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from schemas import AttemptError, ErrorCategory, TaskDispatch, TaskState, TaskStatus, utcnow
+from schemas import TaskDispatch, TaskState, TaskStatus, utcnow
 
 
 class Verdict(StrEnum):
@@ -27,12 +27,14 @@ class Verdict(StrEnum):
 
 
 @dataclass(frozen=True)
-class Delivery:
+class Receipt:
+    """Which stream message a worker received (`seq`), and which delivery of it (`number`)."""
+
     seq: int
     number: int
 
 
-def judge(task: TaskState, dispatch: TaskDispatch, delivery: Delivery) -> Verdict:
+def judge(task: TaskState, dispatch: TaskDispatch, delivery: Receipt) -> Verdict:
     if task.status.terminal or task.status is TaskStatus.BLOCKED:
         return Verdict.DROP
     if dispatch.generation != task.generation:
@@ -46,11 +48,11 @@ def judge(task: TaskState, dispatch: TaskDispatch, delivery: Delivery) -> Verdic
     return Verdict.RUN
 
 
-def claimed(task: TaskState, worker: str, delivery: Delivery) -> TaskState:
+def claimed(task: TaskState, worker: str, delivery: Receipt) -> TaskState:
     """The task as it looks once `worker` starts a new attempt under `delivery`."""
     now = utcnow()
     if task.status is TaskStatus.RUNNING:
-        _record_lost(task, f"worker {task.worker} stopped responding; message redelivered")
+        task.record_lost(f"worker {task.worker} stopped responding; message redelivered")
     task.status = TaskStatus.RUNNING
     task.attempts += 1
     task.worker = worker
@@ -62,13 +64,7 @@ def claimed(task: TaskState, worker: str, delivery: Delivery) -> TaskState:
 
 
 def exhausted(task: TaskState) -> TaskState:
-    _record_lost(task, f"no attempts left after worker {task.worker} was lost")
+    task.record_lost(f"no attempts left after worker {task.worker} was lost")
     task.status = TaskStatus.FAILED
     task.finished_at = task.updated_at = utcnow()
     return task
-
-
-def _record_lost(task: TaskState, message: str) -> None:
-    lost = AttemptError(attempt=task.attempts, category=ErrorCategory.WORKER_LOST, message=message)
-    task.errors.append(lost)
-    task.error = lost

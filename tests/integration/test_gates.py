@@ -121,7 +121,7 @@ async def test_malformed_gate_request_is_dead_lettered(
     bus: Bus, settings: Settings, running: Running
 ) -> None:
     await running.start(Validator(bus, settings, env=dict(os.environ)))
-    await bus.js.publish(c.gate_subject("testing"), b'{"ticket_id": "X"}')
+    await bus.js.publish(c.gate_subject("testing", "X"), b'{"ticket_id": "X"}')
 
     async def dead_lettered() -> Any:
         try:

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from agents.worker.claim import Delivery, Verdict, claimed, exhausted, judge
+from agents.worker.claim import Receipt, Verdict, claimed, exhausted, judge
 from schemas import ErrorCategory, Phase, TaskDispatch, TaskState, TaskStatus, utcnow
 
 S = TaskStatus
@@ -22,38 +22,38 @@ def dispatch(generation: int = 0) -> TaskDispatch:
 
 @pytest.mark.parametrize("status", [S.SUCCEEDED, S.FAILED, S.CANCELLED, S.SKIPPED, S.BLOCKED])
 def test_finished_or_blocked_task_drops(status: TaskStatus) -> None:
-    assert judge(task(status=status), dispatch(), Delivery(seq=1, number=1)) is Verdict.DROP
+    assert judge(task(status=status), dispatch(), Receipt(seq=1, number=1)) is Verdict.DROP
     # Even when the message is the very one holding the claim.
     claimed_by_it = task(status=status, msg_seq=1, delivery=1)
-    assert judge(claimed_by_it, dispatch(), Delivery(seq=1, number=2)) is Verdict.DROP
+    assert judge(claimed_by_it, dispatch(), Receipt(seq=1, number=2)) is Verdict.DROP
 
 
 @pytest.mark.parametrize(("task_gen", "msg_gen"), [(1, 0), (0, 1), (3, 2)])
 def test_generation_mismatch_drops(task_gen: int, msg_gen: int) -> None:
     fresh = task(generation=task_gen)
-    assert judge(fresh, dispatch(msg_gen), Delivery(seq=1, number=1)) is Verdict.DROP
-    assert judge(fresh, dispatch(task_gen), Delivery(seq=1, number=1)) is Verdict.RUN
+    assert judge(fresh, dispatch(msg_gen), Receipt(seq=1, number=1)) is Verdict.DROP
+    assert judge(fresh, dispatch(task_gen), Receipt(seq=1, number=1)) is Verdict.RUN
 
 
 @pytest.mark.parametrize("status", [S.QUEUED, S.RUNNING])
 def test_another_message_holding_the_claim_drops(status: TaskStatus) -> None:
     held = task(status=status, msg_seq=5, delivery=1, attempts=1)
-    assert judge(held, dispatch(), Delivery(seq=6, number=1)) is Verdict.DROP
-    assert judge(held, dispatch(), Delivery(seq=4, number=9)) is Verdict.DROP
+    assert judge(held, dispatch(), Receipt(seq=6, number=1)) is Verdict.DROP
+    assert judge(held, dispatch(), Receipt(seq=4, number=9)) is Verdict.DROP
 
 
 @pytest.mark.parametrize("number", [1, 2])
 def test_same_message_older_or_equal_delivery_abandons(number: int) -> None:
     held = task(status=S.RUNNING, msg_seq=5, delivery=2, attempts=1)
-    assert judge(held, dispatch(), Delivery(seq=5, number=number)) is Verdict.ABANDON
+    assert judge(held, dispatch(), Receipt(seq=5, number=number)) is Verdict.ABANDON
     # Abandon wins over exhaustion: the stale copy must not fail a live attempt.
     spent = task(status=S.RUNNING, msg_seq=5, delivery=2, attempts=4, max_retries=3)
-    assert judge(spent, dispatch(), Delivery(seq=5, number=number)) is Verdict.ABANDON
+    assert judge(spent, dispatch(), Receipt(seq=5, number=number)) is Verdict.ABANDON
 
 
 def test_redelivery_after_a_lost_worker_runs_again_and_records_the_loss() -> None:
     held = task(status=S.RUNNING, msg_seq=5, delivery=1, attempts=1, worker="w-old")
-    delivery = Delivery(seq=5, number=2)
+    delivery = Receipt(seq=5, number=2)
     assert judge(held, dispatch(), delivery) is Verdict.RUN
 
     after = claimed(held, "w-new", delivery)
@@ -75,7 +75,7 @@ def test_redelivery_after_a_lost_worker_runs_again_and_records_the_loss() -> Non
 def test_lost_worker_on_the_last_attempt_is_exhausted() -> None:
     held = task(status=S.RUNNING, msg_seq=5, delivery=1, attempts=2, max_retries=1, worker="w1")
     assert held.max_attempts == 2
-    assert judge(held, dispatch(), Delivery(seq=5, number=2)) is Verdict.EXHAUSTED
+    assert judge(held, dispatch(), Receipt(seq=5, number=2)) is Verdict.EXHAUSTED
 
     after = exhausted(held)
     assert after.status is S.FAILED
@@ -92,13 +92,13 @@ def test_lost_worker_on_the_last_attempt_is_exhausted() -> None:
 
 def test_one_attempt_left_still_runs() -> None:
     held = task(status=S.RUNNING, msg_seq=5, delivery=1, attempts=1, max_retries=1)
-    assert judge(held, dispatch(), Delivery(seq=5, number=2)) is Verdict.RUN
+    assert judge(held, dispatch(), Receipt(seq=5, number=2)) is Verdict.RUN
 
 
 def test_fresh_queued_task_runs_and_is_claimed() -> None:
     fresh = task()
     assert (fresh.msg_seq, fresh.delivery, fresh.attempts) == (None, 0, 0)
-    delivery = Delivery(seq=11, number=1)
+    delivery = Receipt(seq=11, number=1)
     assert judge(fresh, dispatch(), delivery) is Verdict.RUN
 
     before = utcnow()
@@ -124,7 +124,7 @@ def test_retry_redelivery_of_a_queued_task_records_no_loss() -> None:
         worker="w1",
         next_attempt_at=utcnow() + timedelta(seconds=2),
     )
-    delivery = Delivery(seq=5, number=2)
+    delivery = Receipt(seq=5, number=2)
     assert judge(retrying, dispatch(), delivery) is Verdict.RUN
     after = claimed(retrying, "w2", delivery)
     assert after.errors == []
@@ -134,4 +134,4 @@ def test_retry_redelivery_of_a_queued_task_records_no_loss() -> None:
 
 def test_fresh_task_without_attempts_left_is_exhausted() -> None:
     spent = task(attempts=1, max_retries=0)
-    assert judge(spent, dispatch(), Delivery(seq=1, number=1)) is Verdict.EXHAUSTED
+    assert judge(spent, dispatch(), Receipt(seq=1, number=1)) is Verdict.EXHAUSTED
