@@ -24,7 +24,7 @@ from bus import constants as c
 from bus.delivery import Delivery
 from bus.errors import NoAnswer, is_transient
 from bus.mirror import MirroredBucket
-from bus.retry import Patience
+from bus.retry import Outage, Patience
 from bus.settle import DeadLetter
 from bus.state import Bucket
 from bus.topology import TopologyConfig, ensure_consumer, provision, task_consumer_config
@@ -74,7 +74,7 @@ class Bus:
         self.nc = nc
         self.js = nc.jetstream(timeout=op_timeout_s)
         self.admin = nc.jetstream(timeout=max(op_timeout_s, ADMIN_TIMEOUT_S))
-        self.patience = Patience(patience_s)
+        self.patience = Patience(patience_s, Outage(f"NATS for {nc.options['name']}", log))
         self.op_timeout_s = op_timeout_s
         self.tickets: Bucket[TicketState]
         self.tasks: Bucket[TaskState]

@@ -17,6 +17,7 @@ import nats.js.errors
 _TRANSIENT_API_CODES = frozenset({500, 503})
 _TRANSIENT_ERR_CODES = frozenset(
     {
+        10005,  # no suitable peers for placement (a node is down or not joined yet)
         10008,  # JetStream cluster not available
         10023,  # insufficient resources (often a node still recovering)
         10074,  # cluster peer not member
@@ -92,8 +93,10 @@ def is_transient(exc: BaseException) -> bool:
         | nats.js.errors.ServiceUnavailableError,
     ):
         return True
-    if isinstance(exc, nats.js.errors.APIError) and not isinstance(
-        exc, nats.js.errors.NotFoundError | nats.js.errors.BadRequestError
-    ):
-        return exc.code in _TRANSIENT_API_CODES or exc.err_code in _TRANSIENT_ERR_CODES
+    if isinstance(exc, nats.js.errors.APIError):
+        if getattr(exc, "err_code", None) in _TRANSIENT_ERR_CODES:
+            return True
+        if isinstance(exc, nats.js.errors.NotFoundError | nats.js.errors.BadRequestError):
+            return False
+        return getattr(exc, "code", None) in _TRANSIENT_API_CODES
     return False

@@ -8,6 +8,7 @@ import logging
 import re
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from bus.errors import ServerStartError
@@ -31,10 +32,22 @@ def find_nats_server() -> str:
     return found
 
 
+@dataclass(frozen=True)
+class ClusterConfig:
+    """This server's place in a cluster: the cluster's name, the port its routes listen
+    on, and the route URLs of every member (its own may be among them)."""
+
+    name: str
+    port: int
+    routes: tuple[str, ...]
+
+
 class EmbeddedNatsServer:
-    """A single JetStream-enabled nats-server whose store lives under `data_dir`.
+    """A JetStream-enabled nats-server whose store lives under `data_dir`: on its own, or
+    one node of a cluster.
 
     `port=0` picks a free port (tests); the chosen port is read from the server's log.
+    `monitor_port` serves the HTTP monitoring endpoints (`/jsz`, `/healthz`).
     """
 
     def __init__(
@@ -45,12 +58,18 @@ class EmbeddedNatsServer:
         port: int = 4222,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         binary: str | None = None,
+        name: str = "omoi",
+        cluster: ClusterConfig | None = None,
+        monitor_port: int | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.host = host
         self.port = port
         self.max_payload = max_payload
         self.binary = binary
+        self.name = name
+        self.cluster = cluster
+        self.monitor_port = monitor_port
         self._proc: asyncio.subprocess.Process | None = None
         self._log_task: asyncio.Task[None] | None = None
 
@@ -62,16 +81,37 @@ class EmbeddedNatsServer:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
+    @property
+    def store_dir(self) -> Path:
+        return (self.data_dir / "jetstream").resolve()
+
+    async def kill(self) -> None:
+        """SIGKILL: the server dies as a crashed machine would, without shutting down."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await self._stop_log()
+
     def _write_config(self) -> Path:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        store = (self.data_dir / "jetstream").resolve()
+        store = self.store_dir
         conf = self.data_dir / "nats-server.conf"
-        conf.write_text(
-            f'server_name: "omoi"\n'
+        text = (
+            f'server_name: "{self.name}"\n'
             f'listen: "{self.host}:{self.port if self.port else -1}"\n'
             f"max_payload: {self.max_payload}\n"
             f'jetstream {{\n  store_dir: "{store}"\n}}\n'
         )
+        if self.monitor_port is not None:
+            text += f'http: "{self.host}:{self.monitor_port}"\n'
+        if self.cluster is not None:
+            routes = ", ".join(f'"{r}"' for r in self.cluster.routes)
+            text += (
+                f"cluster {{\n  name: {self.cluster.name}\n"
+                f'  listen: "{self.host}:{self.cluster.port}"\n  routes: [{routes}]\n}}\n'
+            )
+        conf.write_text(text)
         return conf
 
     async def start(self, timeout: float = 15.0) -> str:
@@ -120,6 +160,9 @@ class EmbeddedNatsServer:
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
+        await self._stop_log()
+
+    async def _stop_log(self) -> None:
         if self._log_task is not None:
             self._log_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
