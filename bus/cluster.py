@@ -72,7 +72,7 @@ class LocalCluster:
     def jsz(self, node: EmbeddedNatsServer) -> dict[str, object]:
         """The node's `/jsz` monitoring document (blocking; call in a thread)."""
         url = f"http://127.0.0.1:{node.monitor_port}/jsz"
-        with urllib.request.urlopen(url, timeout=2) as reply:  # noqa: S310 - loopback
+        with urllib.request.urlopen(url, timeout=2) as reply:
             data: dict[str, object] = json.loads(reply.read())
             return data
 
