@@ -136,7 +136,7 @@ def up(
             )
         )
     except UpError as exc:
-        err.print(f"[red]error:[/] {escape(str(exc))}")
+        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(1) from None
     finally:
         if scripted is not None:

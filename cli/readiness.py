@@ -55,7 +55,7 @@ def agent_probe(bus: Bus, child: Child) -> Probe:
         try:
             beat = await bus.heartbeats.value(agent_id)
         except Exception as exc:  # noqa: BLE001 - NATS trouble is a reason, not a crash
-            return f"cannot read its heartbeat: {exc!r}"
+            return f"cannot read its heartbeat: {_describe(exc)}"
         if beat is None:
             return f"no heartbeat from {agent_id} yet"
         return None if beat.ready else f"{agent_id} is starting (heartbeat not ready yet)"
@@ -67,8 +67,10 @@ def http_probe(base_url: str, path: str = "/ready") -> Probe:
     async def probe() -> str | None:
         try:
             status = await http_status(base_url, path)
-        except (OSError, TimeoutError, ValueError) as exc:
-            return f"GET {path} failed: {exc!r}"
+        except TimeoutError:
+            return f"GET {path}: no answer within {_HTTP_TIMEOUT_S:g}s"
+        except (OSError, ValueError) as exc:
+            return f"GET {path} failed: {_describe(exc)}"
         return None if status == 200 else f"GET {path} answered {status}"
 
     return probe
@@ -92,3 +94,7 @@ async def http_status(base_url: str, path: str) -> int:
     if len(parts) < 2 or not parts[1].isdigit():
         raise ValueError(f"not an HTTP answer: {status_line[:80]!r}")
     return int(parts[1])
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
