@@ -102,8 +102,7 @@ def up(
         bool,
         typer.Option(
             "--logs",
-            help="Also show the agents' logs here, each line after its process's name "
-            "(they always go to DATA_DIR/logs/NAME.log).",
+            help="Show the agents' logs here too (they always go to DATA_DIR/logs/).",
         ),
     ] = False,
     ready_timeout: Annotated[
