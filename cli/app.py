@@ -40,14 +40,10 @@ def settings() -> Settings:
     return Settings.from_env(os.environ)
 
 
-def nats_url() -> str:
-    return find_nats()[0]
-
-
-def find_nats(data_dir: Path | None = None) -> tuple[str, str]:
+def nats_url() -> tuple[str, str]:
     """The server to talk to, and where that came from: NATS_URL, else the `omoi up`
     running on the data dir (OMOI_DATA_DIR, default .omoi), else the default port."""
-    s = Settings.from_env(os.environ, data_dir=data_dir)
+    s = settings()
     if s.nats_url:
         return s.nats_url, "NATS_URL"
     from cli import state
@@ -60,7 +56,7 @@ def find_nats(data_dir: Path | None = None) -> tuple[str, str]:
 
 
 def run[T](action: Callable[[Bus], Awaitable[T]]) -> T:
-    url, source = find_nats()
+    url, source = nats_url()
 
     async def go() -> T:
         try:
