@@ -101,6 +101,7 @@ class Agent:
             role=self.role,
             current_task=self.current_task,
             status="busy" if self.current_task else "idle",
+            ready=self.ready.is_set(),
             host=socket.gethostname(),
             pid=os.getpid(),
             interval_s=self.settings.heartbeat_interval_s,
@@ -111,8 +112,17 @@ class Agent:
         await self.bus.heartbeats.put(self.id, self.heartbeat())
 
     async def _heartbeat_loop(self) -> None:
+        announced = False  # a beat saying `ready` went out (or was tried)
         while True:
-            await asyncio.sleep(self.settings.heartbeat_interval_s)
+            if announced:
+                await asyncio.sleep(self.settings.heartbeat_interval_s)
+            else:
+                # Beat the moment the agent becomes ready: `omoi up` waits for that beat.
+                # It follows the subscriptions on the same connection, so whoever sees
+                # it can already reach them.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.ready.wait(), self.settings.heartbeat_interval_s)
+            announced = self.ready.is_set()
             try:
                 await self._beat()
             except Exception:

@@ -8,22 +8,44 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
 
+from agents.base import new_agent_id
 from agents.procs import detach_from_terminal_and_follow_parent
 
 log = logging.getLogger(__name__)
 
+# Called with a child's name and one line of its output (without the newline).
+LineSink = Callable[[str, str], None]
+
+# How long shutdown waits for the last lines of the children's output to arrive.
+_DRAIN_S = 2.0
+_CHUNK = 64 * 1024
+
 
 @dataclass
 class Child:
+    """One supervised program. An `agent` gets a fresh `--agent-id` on every start, named
+    after the child, so whoever started it can tell its heartbeat from any other."""
+
     name: str
     argv: list[str]
+    agent: bool = False
+    agent_id: str | None = None
     proc: asyncio.subprocess.Process | None = None
     restarts: int = 0
     started: float = 0.0
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    def next_argv(self) -> list[str]:
+        if not self.agent:
+            return self.argv
+        self.agent_id = new_agent_id(self.name)
+        return [*self.argv, "--agent-id", self.agent_id]
 
 
 def agent_argv(role: str, *args: str) -> list[str]:
@@ -36,35 +58,86 @@ class Supervisor:
     A child that exits is restarted after a delay that doubles with each quick crash
     (from `backoff_base_s` up to `backoff_cap_s`) and resets once it stayed up for
     `healthy_after_s`.
+
+    With a `log_dir`, a child's output (stdout and stderr) is appended to
+    `<log_dir>/<name>.log`, across restarts; with `on_line` as well, every line is also
+    handed to it. Without a `log_dir` the children share this process's stdout and stderr.
     """
 
     def __init__(
         self,
-        children: Sequence[tuple[str, list[str]]],
+        children: Sequence[Child],
         env: Mapping[str, str],
         *,
+        log_dir: Path | None = None,
+        on_line: LineSink | None = None,
         backoff_base_s: float = 0.5,
         backoff_cap_s: float = 30.0,
         healthy_after_s: float = 60.0,
     ) -> None:
-        self.children = [Child(name, argv) for name, argv in children]
+        self.children = list(children)
         self.env = dict(env)
+        self.log_dir = log_dir
+        self.on_line = on_line
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
         self.healthy_after_s = healthy_after_s
         self._stop = asyncio.Event()
+        self._relays: set[asyncio.Task[None]] = set()
+
+    def log_file(self, child: Child) -> Path | None:
+        return self.log_dir / f"{child.name}.log" if self.log_dir is not None else None
 
     async def start(self) -> None:
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
         for child in self.children:
             await self._spawn(child)
             child.watcher = asyncio.create_task(self._watch(child))
 
     async def _spawn(self, child: Child) -> None:
-        child.proc = await asyncio.create_subprocess_exec(
-            *child.argv, env=self.env, preexec_fn=detach_from_terminal_and_follow_parent
-        )
+        argv = child.next_argv()
+        path = self.log_file(child)
+        if path is None:
+            child.proc = await _exec(argv, self.env)
+        else:
+            with path.open("ab") as logfile:
+                stamp = datetime.now(UTC).isoformat(timespec="seconds")
+                who = f" as {child.agent_id}" if child.agent_id else ""
+                logfile.write(f"--- {stamp} omoi up starts {child.name}{who}\n".encode())
+                logfile.flush()
+                if self.on_line is None:
+                    child.proc = await _exec(argv, self.env, stdout=logfile)
+                else:
+                    child.proc = await _exec(argv, self.env, stdout=asyncio.subprocess.PIPE)
+                    relay = asyncio.create_task(self._relay(child.name, child.proc, path))
+                    self._relays.add(relay)
+                    relay.add_done_callback(self._relays.discard)
         child.started = time.monotonic()
-        log.info("started %s (pid %d)", child.name, child.proc.pid)
+        log.debug("started %s (pid %d)", child.name, child.proc.pid)
+
+    async def _relay(self, name: str, proc: asyncio.subprocess.Process, path: Path) -> None:
+        # Chunks, not readline: a line longer than the stream's limit must not be lost.
+        assert proc.stdout is not None
+        partial = b""
+        with path.open("ab") as logfile:
+            while chunk := await proc.stdout.read(_CHUNK):
+                logfile.write(chunk)
+                logfile.flush()
+                *lines, partial = (partial + chunk).split(b"\n")
+                if len(partial) >= _CHUNK:
+                    lines, partial = [*lines, partial], b""
+                for line in lines:
+                    self._show(name, line)
+            if partial:
+                self._show(name, partial)
+
+    def _show(self, name: str, line: bytes) -> None:
+        assert self.on_line is not None
+        try:
+            self.on_line(name, line.decode(errors="replace").rstrip("\r"))
+        except Exception:  # a broken sink must not stop the child's output
+            log.warning("could not show a line of %s's output", name, exc_info=True)
 
     async def _watch(self, child: Child) -> None:
         failures = 0
@@ -76,7 +149,14 @@ class Supervisor:
             lived = time.monotonic() - child.started
             failures = 0 if lived >= self.healthy_after_s else failures + 1
             delay = min(self.backoff_cap_s, self.backoff_base_s * 2 ** max(failures - 1, 0))
-            log.warning("%s exited with %s; restarting in %.1fs", child.name, code, delay)
+            where = self.log_file(child)
+            log.warning(
+                "%s exited with %s; restarting in %.1fs%s",
+                child.name,
+                code,
+                delay,
+                f" (its log: {where})" if where else "",
+            )
             await asyncio.sleep(delay)
             if self._stop.is_set():
                 return
@@ -105,3 +185,28 @@ class Supervisor:
                     with contextlib.suppress(ProcessLookupError):
                         proc.kill()
             await asyncio.gather(*waits, return_exceptions=True)
+        await self._drain()
+
+    async def _drain(self) -> None:
+        # The children are gone; their last lines are in the pipes, unless a grandchild
+        # still holds a pipe open, which must not hold up the shutdown.
+        relays = list(self._relays)
+        if not relays:
+            return
+        _, pending = await asyncio.wait(relays, timeout=_DRAIN_S)
+        for relay in pending:
+            relay.cancel()
+        await asyncio.gather(*relays, return_exceptions=True)
+
+
+async def _exec(
+    argv: list[str], env: Mapping[str, str], stdout: IO[bytes] | int | None = None
+) -> asyncio.subprocess.Process:
+    # stderr follows stdout: one log per child, its lines in the order they were written.
+    return await asyncio.create_subprocess_exec(
+        *argv,
+        env=dict(env),
+        stdout=stdout,
+        stderr=asyncio.subprocess.STDOUT if stdout is not None else None,
+        preexec_fn=detach_from_terminal_and_follow_parent,
+    )

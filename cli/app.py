@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from agents.runner import ROLES, configure_logging
 from agents.runner import main as run_agent_main
@@ -39,18 +40,31 @@ def settings() -> Settings:
     return Settings.from_env(os.environ)
 
 
-def nats_url() -> str:
-    return settings().nats_url or f"nats://127.0.0.1:{DEFAULT_NATS_PORT}"
+def nats_url() -> tuple[str, str]:
+    """The server to talk to, and where that came from: NATS_URL, else the `omoi up`
+    running on the data dir (OMOI_DATA_DIR, default .omoi), else the default port."""
+    s = settings()
+    if s.nats_url:
+        return s.nats_url, "NATS_URL"
+    from cli import state
+
+    running = state.running(s.data_dir)
+    if running is not None:
+        return running.nats_url, f"the omoi up running on {s.data_dir}"
+    default = f"nats://127.0.0.1:{DEFAULT_NATS_PORT}"
+    return default, f"the default: no NATS_URL and no omoi up running on {s.data_dir}"
 
 
 def run[T](action: Callable[[Bus], Awaitable[T]]) -> T:
+    url, source = nats_url()
+
     async def go() -> T:
         try:
             bus = await Bus.connect(
-                nats_url(), name="omoi-cli", connect_timeout=3, max_reconnect_attempts=2
+                url, name="omoi-cli", connect_timeout=3, max_reconnect_attempts=2
             )
         except Exception as exc:
-            raise ClientError(f"cannot reach NATS at {nats_url()}: {exc}") from exc
+            raise ClientError(f"cannot reach NATS at {url} ({source}): {exc}") from exc
         try:
             return await action(bus)
         finally:
@@ -59,7 +73,7 @@ def run[T](action: Callable[[Bus], Awaitable[T]]) -> T:
     try:
         return asyncio.run(go())
     except ClientError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(1) from None
 
 
@@ -80,8 +94,19 @@ def up(
         int, typer.Option(help="Gateway and dashboard port on 127.0.0.1 (0: any free; -1: off).")
     ] = 8000,
     demo: Annotated[bool, typer.Option(help="Submit a demo ticket and follow it.")] = False,
+    logs: Annotated[
+        bool,
+        typer.Option(
+            "--logs",
+            help="Show the agents' logs here too (they always go to DATA_DIR/logs/).",
+        ),
+    ] = False,
+    ready_timeout: Annotated[
+        float, typer.Option(min=1, help="Seconds to wait for every agent to be ready.")
+    ] = 120.0,
 ) -> None:
     """Start NATS (unless NATS_URL is set), provision the topology, run the agents."""
+    from cli.up import UpError
     from cli.up import up as run_up
 
     configure_logging(os.environ.get("OMOI_LOG_LEVEL", "INFO"))
@@ -100,12 +125,21 @@ def up(
                 nats_port=nats_port,
                 workers=workers,
                 http_port=None if http_port < 0 else http_port,
+                ready_timeout=ready_timeout,
+                on_line=_show_child_line if logs else None,
                 on_ready=on_ready,
             )
         )
+    except UpError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(1) from None
     finally:
         if scripted is not None:
             scripted.stop()
+
+
+def _show_child_line(name: str, line: str) -> None:
+    err.print(f"{name:<9} | {line}", markup=False, highlight=False, emoji=False, soft_wrap=True)
 
 
 async def _demo(s: Settings) -> None:

@@ -1,24 +1,35 @@
-"""`omoi up`: an embedded nats-server (unless NATS_URL is set), the topology, and the agents."""
+"""`omoi up`: an embedded nats-server (unless NATS_URL is set), the topology, and the agents.
+
+It says it is up (the log line and `<data-dir>/omoi-up.json`) only once every agent it
+started and the gateway are ready, so a request sent right then is answered.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
 import socket
 import sys
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 from agents.settings import Settings
-from agents.supervisor import Supervisor, agent_argv
+from agents.supervisor import Child, LineSink, Supervisor, agent_argv
 from bus import Bus, EmbeddedNatsServer
+from cli import state
+from cli.readiness import agent_probe, http_probe, wait_ready
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "omoi-up.json"
+STATE_FILE = state.STATE_FILE
+DEFAULT_READY_TIMEOUT_S = 120.0
+
+
+class UpError(Exception):
+    """The system did not come up; the message says which part and where its log is."""
 
 
 async def up(
@@ -27,66 +38,140 @@ async def up(
     nats_port: int,
     workers: int,
     http_port: int | None = 8000,
+    ready_timeout: float = DEFAULT_READY_TIMEOUT_S,
+    on_line: LineSink | None = None,
     on_ready: Callable[[Settings], Coroutine[Any, Any, None]] | None = None,
 ) -> None:
+    """Run until SIGINT/SIGTERM. `on_line` gets every line the children write (else they
+    only go to `<data-dir>/logs/`); `on_ready` runs once the system is ready."""
     settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     server: EmbeddedNatsServer | None = None
     if settings.nats_url is None:
         server = EmbeddedNatsServer(settings.data_dir / "nats", port=nats_port)
-        url = await server.start()
-        settings = settings.model_copy(update={"nats_url": url})
-    else:
-        url = settings.nats_url
+        settings = settings.model_copy(update={"nats_url": await server.start()})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    children, http_url = plan(workers, http_port)
+    try:
+        bus = await Bus.connect(
+            str(settings.nats_url), name="omoi-up", topology=settings.topology()
+        )
+        try:
+            supervisor = Supervisor(
+                children,
+                {**os.environ, **settings.to_env()},
+                log_dir=settings.data_dir / "logs",
+                on_line=on_line,
+            )
+            await _supervise(settings, bus, supervisor, http_url, ready_timeout, stop, on_ready)
+        finally:
+            await bus.close()
+    finally:
+        if server is not None:
+            await server.stop()
 
-    bus = await Bus.connect(url, name="omoi-up", topology=settings.topology())
+
+def plan(workers: int, http_port: int | None) -> tuple[list[Child], str | None]:
+    """The processes to run, and the gateway's URL (None without one)."""
     children = [
-        ("planner", agent_argv("planner")),
-        ("monitor", agent_argv("monitor")),
-        ("validator", agent_argv("validator")),
-        ("recorder", agent_argv("recorder")),
+        Child(role, agent_argv(role), agent=True)
+        for role in ("planner", "monitor", "validator", "recorder")
     ]
     http_url = None
     if http_port is not None:
         port = http_port or free_port()
         http_url = f"http://127.0.0.1:{port}"
         gateway = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port)]
-        children.append(("gateway", gateway))
-    children += [(f"worker-{i + 1}", agent_argv("worker")) for i in range(workers)]
-    supervisor = Supervisor(children, {**os.environ, **settings.to_env()})
-    await supervisor.start()
-    state = {
-        "nats_url": url,
-        "http_url": http_url,
-        "pid": os.getpid(),
-        "agents": supervisor.pids(),
-    }
-    (settings.data_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
-    log.info(
-        "omoi is up: NATS %s, dashboard %s, data in %s, %d worker(s)",
-        url,
-        http_url or "off",
-        settings.data_dir,
-        workers,
-    )
+        children.append(Child("gateway", gateway))
+    children += [Child(f"worker-{i + 1}", agent_argv("worker"), agent=True) for i in range(workers)]
+    return children, http_url
+
+
+async def _supervise(
+    settings: Settings,
+    bus: Bus,
+    supervisor: Supervisor,
+    http_url: str | None,
+    ready_timeout: float,
+    stop: asyncio.Event,
+    on_ready: Callable[[Settings], Coroutine[Any, Any, None]] | None,
+) -> None:
     extra: asyncio.Task[None] | None = None
-    if on_ready is not None:
-        extra = asyncio.create_task(on_ready(settings))
     try:
+        await supervisor.start()
+        log.info("started %d processes; waiting until they are ready", len(supervisor.children))
+        probes = {c.name: agent_probe(bus, c) for c in supervisor.children if c.agent}
+        if http_url is not None:
+            probes["gateway"] = http_probe(http_url)
+        not_ready = await wait_ready(probes, timeout=ready_timeout, stop=stop)
+        if stop.is_set():
+            return
+        if not_ready:
+            raise UpError(_not_ready_message(not_ready, supervisor, ready_timeout))
+        _announce(settings, supervisor, http_url)
+        if on_ready is not None:
+            extra = asyncio.create_task(on_ready(settings))
+            extra.add_done_callback(_report_failure)
         await stop.wait()
     finally:
         log.info("shutting down")
         if extra is not None:
             extra.cancel()
         await supervisor.shutdown(grace_s=settings.shutdown_grace_s + 5)
-        (settings.data_dir / STATE_FILE).unlink(missing_ok=True)
-        await bus.close()
-        if server is not None:
-            await server.stop()
+        state.remove(settings.data_dir)
+
+
+def _announce(settings: Settings, supervisor: Supervisor, http_url: str | None) -> None:
+    """The state file the CLI finds the system by, and the line saying it is up."""
+    assert settings.nats_url is not None
+    state.write(
+        settings.data_dir,
+        state.UpState(
+            nats_url=settings.nats_url,
+            http_url=http_url,
+            pid=os.getpid(),
+            logs=str(supervisor.log_dir),
+            agents=supervisor.pids(),
+            agent_ids={c.name: c.agent_id for c in supervisor.children if c.agent_id},
+        ),
+    )
+    workers = sum(1 for c in supervisor.children if c.name.startswith("worker-"))
+    log.info(
+        "omoi is up: NATS %s, dashboard %s, data in %s, %d worker(s)",
+        settings.nats_url,
+        http_url or "off",
+        settings.data_dir,
+        workers,
+    )
+    if supervisor.on_line is None:
+        where = _shown(supervisor.log_dir) if supervisor.log_dir else "?"
+        log.info("agent logs: %s/<name>.log (`omoi up --logs` shows them here)", where)
+
+
+def _not_ready_message(not_ready: dict[str, str], supervisor: Supervisor, timeout: float) -> str:
+    lines = [f"not ready after {timeout:g}s, so omoi is not up:"]
+    for child in supervisor.children:
+        if child.name in not_ready:
+            restarts = f"; restarted {child.restarts} time(s)" if child.restarts else ""
+            where = supervisor.log_file(child)
+            log_hint = f"; its log: {_shown(where)}" if where else ""
+            lines.append(f"  {child.name}: {not_ready[child.name]}{restarts}{log_hint}")
+    return "\n".join(lines)
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _report_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("%s", exc, exc_info=exc)
 
 
 def free_port() -> int:

@@ -16,6 +16,8 @@ class Heartbeat(WireModel):
     capabilities: list[str] = Field(default_factory=list)
     current_task: str | None = None
     status: str = "idle"
+    # True once the agent serves its subjects: `omoi up` waits for this before it says so.
+    ready: bool = False
     host: str = ""
     pid: int = 0
     interval_s: float = 30.0

@@ -149,3 +149,55 @@ async def test_agent_command_runs_a_worker_for_chosen_phases(settings: Settings,
         code = await asyncio.wait_for(proc.wait(), 30)
     assert code == 0
     assert await bus.heartbeats.value("scale-out-1") is None  # deregistered on shutdown
+
+
+async def omoi_without_nats_url(data_dir: Path, *args: str) -> tuple[int, str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "NATS_URL"}
+    proc = await asyncio.create_subprocess_exec(
+        OMOI, *args, env={**env, "OMOI_DATA_DIR": str(data_dir), "COLUMNS": "300"},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 40)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def write_up_state(data_dir: Path, nats_url: str, pid: int) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    state = {"nats_url": nats_url, "http_url": None, "pid": pid, "agents": {}}
+    (data_dir / "omoi-up.json").write_text(json.dumps(state))
+
+
+async def test_without_nats_url_the_cli_finds_a_running_omoi_up(
+    settings: Settings, start_monitor: Start, tmp_path: Path
+) -> None:
+    assert settings.nats_url
+    monitor = await start_monitor()
+    data_dir = tmp_path / "elsewhere"
+    write_up_state(data_dir, settings.nats_url, os.getpid())  # this test is the live owner
+    code, out, err = await omoi_without_nats_url(data_dir, "agents", "--json")
+    assert code == 0, err
+    assert [a["agent_id"] for a in json.loads(out)] == [monitor.id]
+
+
+async def test_a_stale_state_file_is_ignored(
+    settings: Settings, start_monitor: Start, tmp_path: Path
+) -> None:
+    assert settings.nats_url
+    monitor = await start_monitor()
+    gone = await asyncio.create_subprocess_exec("true")
+    assert await gone.wait() == 0
+    data_dir = tmp_path / "elsewhere"
+    write_up_state(data_dir, settings.nats_url, gone.pid)  # its omoi up was killed
+    code, out, err = await omoi_without_nats_url(data_dir, "agents", "--json")
+    # Not that server: the default one, which may or may not run on this machine.
+    if code == 0:
+        assert monitor.id not in {a["agent_id"] for a in json.loads(out)}
+    else:
+        assert "cannot reach NATS at nats://127.0.0.1:4222 (the default: no NATS_URL and " in err
+        assert f"no omoi up running on {data_dir}" in err
+
+    (data_dir / "omoi-up.json").write_text("{not json")
+    code, out, err = await omoi_without_nats_url(data_dir, "agents", "--json")
+    assert "ignoring" in err and "omoi-up.json" in err  # a clear word, no traceback
+    assert "Traceback" not in err
