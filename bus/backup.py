@@ -124,7 +124,7 @@ class Snapshots:
             name=name,
             connect_timeout=connect_timeout,
             max_reconnect_attempts=2,
-            allow_reconnect=True,
+            reconnect_time_wait=0.5,
         )
         return cls(nc)
 

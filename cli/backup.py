@@ -96,7 +96,7 @@ async def restore_backup(
 ) -> list[RestoredStream]:
     """Restore a verified backup (see `read_verified`) into the server."""
     account = await snapshots.account_info()
-    _check_version(manifest.server_version, snapshots.server_version)
+    check_version(manifest.server_version, snapshots.server_version)
     existing = [s for s in await snapshots.streams() if is_omoi_stream(s["config"]["name"])]
     if existing and not force:
         names = ", ".join(sorted(s["config"]["name"] for s in existing))
@@ -104,7 +104,7 @@ async def restore_backup(
             f"the server already holds Omoi data ({names}); restore into an empty server, "
             "or pass --force to replace it"
         )
-    _check_limits(account, manifest, existing)
+    check_limits(account, manifest, existing)
     for stream in existing:
         await snapshots.delete_stream(stream["config"]["name"])
     restored: list[RestoredStream] = []
@@ -140,7 +140,7 @@ def _version(text: str) -> tuple[int, int] | None:
         return None
 
 
-def _check_version(backup: str, target: str) -> None:
+def check_version(backup: str, target: str) -> None:
     made, running = _version(backup), _version(target)
     if made and running and running < made:
         raise BackupFailed(
@@ -150,7 +150,7 @@ def _check_version(backup: str, target: str) -> None:
         )
 
 
-def _check_limits(
+def check_limits(
     account: dict[str, Any], manifest: Manifest, existing: list[dict[str, Any]]
 ) -> None:
     limits = account.get("limits") or {}
