@@ -21,6 +21,7 @@ The reference is jsm.go's `snapshots.go` (used by the nats CLI) and nats-server'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -129,8 +130,15 @@ class Snapshots:
         return cls(nc)
 
     async def close(self) -> None:
-        if not self.nc.is_closed:
+        if self.nc.is_closed:
+            return
+        try:
             await self.nc.drain()
+        except Exception:
+            # Best effort once the server is gone: the work is done or already failed.
+            log.debug("drain failed, closing", exc_info=True)
+            with contextlib.suppress(Exception):
+                await self.nc.close()
 
     @property
     def server_version(self) -> str:

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,7 @@ from rich.table import Table
 
 from bus import constants as c
 from bus.backup import SnapshotError, Snapshots, backup_order, is_omoi_stream
+from bus.errors import BusError
 from cli.backup_files import (
     BackupDirUnusable,
     BackupInvalid,
@@ -31,6 +36,7 @@ from cli.backup_files import (
     omoi_version,
     read_verified,
 )
+from cli.local_server import data_dir_server, running_up
 from schemas import utcnow
 
 log = logging.getLogger(__name__)
@@ -175,11 +181,32 @@ def check_limits(
 # The commands: connect, run, print. Exit code 0 or 1.
 
 
-async def _connect(url: str) -> Snapshots:
-    try:
-        return await Snapshots.connect(url, name="omoi-backup")
-    except Exception as exc:
-        raise BackupFailed(f"cannot reach NATS at {url}: {exc}") from exc
+@asynccontextmanager
+async def _server(url: str, data_dir: Path | None, *, restoring: bool) -> AsyncIterator[Snapshots]:
+    """NATS at `url`, or with `data_dir` the server of that `omoi up` data directory."""
+    where: contextlib.AbstractAsyncContextManager[str] = contextlib.nullcontext(url)
+    if data_dir is not None:
+        up = running_up(data_dir)
+        if up is not None and restoring:
+            raise BackupFailed(
+                f"omoi up is running on {data_dir} (pid {up[0]}): stop it before restoring "
+                "into its store"
+            )
+        where = contextlib.nullcontext(up[1]) if up is not None else data_dir_server(data_dir)
+    async with where as address:
+        try:
+            snapshots = await Snapshots.connect(address, name="omoi-backup")
+        except Exception as exc:
+            raise BackupFailed(f"cannot reach NATS at {address}: {exc}") from exc
+        try:
+            yield snapshots
+        finally:
+            await snapshots.close()
+
+
+def _emit_json(value: Any) -> None:
+    # Straight to stdout: a console would wrap long lines.
+    sys.stdout.write(json.dumps(value, indent=2) + "\n")
 
 
 def _fail(err: Console, exc: BaseException) -> int:
@@ -187,22 +214,22 @@ def _fail(err: Console, exc: BaseException) -> int:
     return 1
 
 
-def backup_command(url: str, directory: Path, out: Console, err: Console, as_json: bool) -> int:
+def backup_command(
+    url: str, directory: Path, out: Console, err: Console, *, as_json: bool, data_dir: Path | None
+) -> int:
     async def go() -> Manifest:
-        snapshots = await _connect(url)
-        try:
+        async with _server(url, data_dir, restoring=False) as snapshots:
             return await take_backup(snapshots, directory)
-        finally:
-            await snapshots.close()
 
     try:
         manifest = asyncio.run(go())
-    except (BackupFailed, BackupDirUnusable, SnapshotError, OSError) as exc:
+    except (BackupFailed, BackupDirUnusable, BusError, OSError) as exc:
         return _fail(err, exc)
     if as_json:
-        out.print_json(
-            manifest.model_dump_json(exclude={"streams": {"__all__": {"config", "state"}}})
+        summary = manifest.model_dump(
+            mode="json", exclude={"streams": {"__all__": {"config", "state"}}}
         )
+        _emit_json(summary)
         return 0
     table = Table(
         "stream", "messages", "consumers", "stored bytes", "file bytes", title="backed up"
@@ -215,7 +242,14 @@ def backup_command(url: str, directory: Path, out: Console, err: Console, as_jso
 
 
 def restore_command(
-    url: str, directory: Path, out: Console, err: Console, *, force: bool, as_json: bool
+    url: str,
+    directory: Path,
+    out: Console,
+    err: Console,
+    *,
+    force: bool,
+    as_json: bool,
+    data_dir: Path | None,
 ) -> int:
     try:
         manifest = read_verified(directory)
@@ -223,15 +257,12 @@ def restore_command(
         return _fail(err, exc)
 
     async def go() -> list[RestoredStream]:
-        snapshots = await _connect(url)
-        try:
+        async with _server(url, data_dir, restoring=True) as snapshots:
             return await restore_backup(snapshots, directory, manifest, force=force)
-        finally:
-            await snapshots.close()
 
     try:
         restored = asyncio.run(go())
-    except (BackupFailed, SnapshotError, OSError) as exc:
+    except (BackupFailed, BusError, OSError) as exc:
         return _fail(err, exc)
     if as_json:
         rows = [
@@ -239,9 +270,8 @@ def restore_command(
              "backed_up_messages": r.entry.messages, "backed_up_consumers": r.entry.consumers}
             for r in restored
         ]  # fmt: skip
-        out.print_json(
-            data={"backup": str(directory), "created_at": str(manifest.created_at), "streams": rows}
-        )
+        created = manifest.created_at.isoformat()
+        _emit_json({"backup": str(directory), "created_at": created, "streams": rows})
         return 0
     table = Table(
         "stream",

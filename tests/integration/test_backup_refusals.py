@@ -142,9 +142,10 @@ async def test_a_server_with_omoi_data_is_refused_and_replaced_with_force(
     assert "already holds Omoi data" in err and "--force" in err
     assert await omoi_streams(nats_server.url) == before
 
-    code, out, err = await omoi(nats_server.url, "restore", "--force", str(backup))
+    code, out, err = await omoi(nats_server.url, "restore", "--force", "--json", str(backup))
     assert code == 0, err
-    assert "restore complete" in out
+    rows = {row["stream"]: row for row in json.loads(out)["streams"]}
+    assert rows[c.EVENTS_STREAM]["messages"] == rows[c.EVENTS_STREAM]["backed_up_messages"] == 1
     after = await omoi_streams(nats_server.url)
     assert after[c.EVENTS_STREAM]["state"]["messages"] == 1
     kv = await bus.js.key_value(c.TICKETS_BUCKET)
