@@ -66,9 +66,16 @@ def consumer_next_subject(stream: str, durable: str) -> str:
     return f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
 
 
+KV_STREAM_PREFIX = "KV_"
+OBJ_STREAM_PREFIX = "OBJ_"
+# Every stream Omoi owns starts with one of these: its own, its KV buckets' and its object
+# stores'. Backups take all of them, so a new stream or bucket is covered without a change.
+OMOI_STREAM_PREFIXES = ("OMOI_", f"{KV_STREAM_PREFIX}omoi_", f"{OBJ_STREAM_PREFIX}omoi_")
+
+
 def kv_stream(bucket: str) -> str:
     """The stream behind a KV bucket (what `nats stream ls` shows)."""
-    return f"KV_{bucket}"
+    return f"{KV_STREAM_PREFIX}{bucket}"
 
 
 # Headers.

@@ -359,5 +359,39 @@ def sql_cmd(
         out.print(render.sql_table(result.columns, result.rows, result.truncated))
 
 
+UpDataDir = Annotated[
+    Path | None, typer.Option(help="Use the bundled server of this `omoi up` data dir.")
+]
+
+
+@app.command()
+def backup(
+    directory: Annotated[Path, typer.Argument(help="A new or empty directory.")],
+    data_dir: UpDataDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Back up every Omoi stream, bucket and object store, with consumer state (docs/backup.md)."""
+    from cli.backup import backup_command
+
+    code = backup_command(nats_url(), directory, out, err, as_json=as_json, data_dir=data_dir)
+    raise typer.Exit(code)
+
+
+@app.command()
+def restore(
+    directory: Annotated[Path, typer.Argument(help="A directory written by `omoi backup`.")],
+    force: Annotated[bool, typer.Option(help="Replace the server's Omoi data.")] = False,
+    data_dir: UpDataDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Restore a backup into a server without Omoi data (or replace it with --force)."""
+    from cli.backup import restore_command
+
+    code = restore_command(
+        nats_url(), directory, out, err, force=force, as_json=as_json, data_dir=data_dir
+    )
+    raise typer.Exit(code)
+
+
 def main() -> None:
     app()
