@@ -60,8 +60,9 @@ def run[T](action: Callable[[Bus], Awaitable[T]]) -> T:
 
     async def go() -> T:
         try:
+            # A person waits for the answer: ride out a blip, not an outage.
             bus = await Bus.connect(
-                url, name="omoi-cli", connect_timeout=3, max_reconnect_attempts=2
+                url, name="omoi-cli", connect_timeout=3, max_reconnect_attempts=2, patience_s=5.0
             )
         except Exception as exc:
             raise ClientError(f"cannot reach NATS at {url} ({source}): {exc}") from exc
@@ -373,7 +374,7 @@ def backup(
     """Back up every Omoi stream, bucket and object store, with consumer state (docs/backup.md)."""
     from cli.backup import backup_command
 
-    code = backup_command(nats_url(), directory, out, err, as_json=as_json, data_dir=data_dir)
+    code = backup_command(nats_url()[0], directory, out, err, as_json=as_json, data_dir=data_dir)
     raise typer.Exit(code)
 
 
@@ -388,7 +389,7 @@ def restore(
     from cli.backup import restore_command
 
     code = restore_command(
-        nats_url(), directory, out, err, force=force, as_json=as_json, data_dir=data_dir
+        nats_url()[0], directory, out, err, force=force, as_json=as_json, data_dir=data_dir
     )
     raise typer.Exit(code)
 
