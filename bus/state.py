@@ -7,11 +7,12 @@ other, and a change function sees the latest state each time it runs.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
@@ -140,10 +141,30 @@ class Bucket[M: BaseModel]:
         """Drop cached keys of `group` (a ticket id)."""
 
     async def keys(self) -> list[str]:
-        try:
-            return list(await self.kv.keys())
-        except NoKeysError:
-            return []
+        """Every key with an entry, from the stream's own subject index.
+
+        A key deleted or purged keeps a marker, so it may be listed: its `value` is None.
+
+        Not nats-py's `kv.keys()`: its watcher calls the listing complete when a
+        consumer-info reply counts nothing pending and no delivery has arrived yet, and
+        that reply can overtake the deliveries it counts. The list then comes back empty
+        (the gateway's ticket list did, about one read in ten under load). Stream info is
+        one request answered from the stream's state, and makes no consumer.
+        """
+        # nats-py exposes neither the bucket's stream and prefix nor the paging fields of
+        # a stream-info reply, hence its internals here.
+        js, stream, prefix = self.kv._js, self.kv._stream, self.kv._pre
+        keys: list[str] = []
+        while True:
+            request = {"subjects_filter": f"{prefix}>", "offset": len(keys)}
+            reply = await js._api_request(
+                f"{js._prefix}.STREAM.INFO.{stream}", json.dumps(request).encode(), js._timeout
+            )
+            # The server pages subjects (100,000 per reply), sorted, from `offset`.
+            subjects = (reply.get("state") or {}).get("subjects") or {}
+            keys.extend(subject[len(prefix) :] for subject in subjects)
+            if not subjects or len(keys) >= int(reply.get("total") or 0):
+                return keys
 
     async def values(self) -> list[M]:
         out = []
