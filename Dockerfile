@@ -14,11 +14,12 @@ WORKDIR /app
 COPY . /app
 RUN pip install --no-cache-dir .
 
-# Workers execute task commands, so nothing runs as root. /data is created here, owned by
-# that user, because a fresh named volume mounted over it inherits this ownership.
+# Workers execute task commands, so nothing runs as root. /data and /data/store (the
+# recorder's volume in compose.yml) are created here, owned by that user, because a fresh
+# named volume mounted over them inherits this ownership.
 RUN useradd --system --create-home --uid 10001 omoi \
-    && mkdir -p /data \
-    && chown omoi:omoi /data
+    && mkdir -p /data/store \
+    && chown -R omoi:omoi /data
 USER omoi
 
 # The image default; the default relative .omoi would land in /app, which omoi cannot write.

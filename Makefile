@@ -2,7 +2,7 @@ PYTHON ?= python3.12
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench clean system-deps-run system-deps-test
 
 $(BIN)/omoi: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,15 +12,22 @@ $(BIN)/omoi: pyproject.toml
 
 install: $(BIN)/omoi
 
+# git, tmux, Chromium, Redis, npm…: installed with apt-get when missing (see the script).
+system-deps-run:
+	bash deploy/system-deps.sh run
+
+system-deps-test:
+	bash deploy/system-deps.sh test
+
 # Starts an embedded NATS server and the agents, submits the demo ticket and follows it.
-run: install
+run: system-deps-run install
 	$(BIN)/omoi up --demo
 
 # nats.js is the independent client the compatibility tests drive Omoi with.
-tests/js/node_modules/nats: tests/js/package-lock.json
+tests/js/node_modules/nats: tests/js/package-lock.json | system-deps-test
 	npm ci --prefix tests/js --no-audit --no-fund
 
-test: install tests/js/node_modules/nats
+test: system-deps-test install tests/js/node_modules/nats
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from bus.errors import NoAnswer, is_transient
 from bus.mirror import MirroredBucket
 from bus.retry import Outage, Patience
 from bus.settle import DeadLetter
-from bus.state import Bucket
+from bus.state import Bucket, stream_subjects
 from bus.topology import TopologyConfig, ensure_consumer, provision, task_consumer_config
 from schemas import Event, Heartbeat, TaskDispatch, TaskState, TicketState
 
@@ -278,31 +277,11 @@ class Bus:
     # Stream state
 
     async def live_subjects(self, stream: str, subjects: str) -> dict[str, int]:
-        """How many messages `stream` holds on each subject matching `subjects`, now.
-
-        One request (paged by the server for very many subjects); what the planner's
-        sweep uses to find queued work whose message is missing.
-        """
-        found: dict[str, int] = {}
-        while True:
-            request = {"subjects_filter": subjects, "offset": len(found)}
-            info = await self.patience.run(
-                partial(self._api, f"STREAM.INFO.{stream}", request), f"reading {stream}"
-            )
-            page = info.get("state", {}).get("subjects") or {}
-            found.update(page)
-            total = int(info.get("total", 0))
-            if not page or len(found) >= total:
-                return found
-
-    async def _api(self, call: str, body: dict[str, Any]) -> dict[str, Any]:
-        reply = await self.nc.request(
-            f"$JS.API.{call}", json.dumps(body).encode(), timeout=ADMIN_TIMEOUT_S
+        """How many messages `stream` holds on each subject matching `subjects`, now:
+        what the planner's sweep uses to find queued work whose message is missing."""
+        return await self.patience.run(
+            partial(stream_subjects, self.admin, stream, subjects), f"reading {stream}"
         )
-        answer: dict[str, Any] = json.loads(reply.data)
-        if "error" in answer:
-            raise nats.js.errors.APIError.from_error(answer["error"])
-        return answer
 
     # Core messaging: requests, replies and broadcasts.
 

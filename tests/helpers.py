@@ -7,6 +7,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 from nats.js.api import DeliverPolicy
 
 from agents.base import Agent
@@ -182,3 +183,13 @@ async def stream_holds(bus: Bus, stream: str, n: int) -> bool:
     """Whether `stream` holds exactly `n` messages. Storing a core publish is asynchronous
     and emits no event, so tests poll this with `wait_until`."""
     return (await bus.js.stream_info(stream)).state.messages == n
+
+
+SYSTEM_DEPS_FIX = "`make test` installs it (deploy/system-deps.sh test, as root)"
+
+
+def require_tool(present: bool, tool: str, fix: str = SYSTEM_DEPS_FIX) -> None:
+    """Fail, never skip, a test whose tool is missing: `make test` installs every one, so a
+    skip would only hide that the suite did not run."""
+    if not present:
+        pytest.fail(f"{tool} is missing: {fix}", pytrace=False)

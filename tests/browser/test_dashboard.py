@@ -14,15 +14,12 @@ from agents.settings import Settings
 from bus import Bus
 from gateway.app import create_app
 from gateway.serve import serving
-from tests.helpers import EventLog, gated
+from tests.helpers import EventLog, gated, require_tool
 from tests.integration.test_gateway import duck_reader
 
 CHROMIUM = Path("/usr/bin/chromium")
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM}"),
-]
+pytestmark = pytest.mark.integration
 
 Start = Callable[..., Awaitable[Any]]
 WAIT_MS = 20_000
@@ -40,6 +37,7 @@ def tasks() -> list[dict[str, Any]]:
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
+    require_tool(CHROMIUM.exists(), f"Chromium at {CHROMIUM}")
     async with async_playwright() as pw:
         chromium = await pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         yield chromium

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from bus import Bus, EmbeddedNatsServer, constants
-from tests.helpers import EventLog, stream_holds, wait_until
+from tests.helpers import EventLog, require_tool, stream_holds, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -25,10 +25,16 @@ JS_DIR = Path(__file__).resolve().parents[1] / "js"
 CLIENT = JS_DIR / "client.mjs"
 NODE = shutil.which("node")
 
-if NODE is None:
-    pytest.skip("node is not on PATH", allow_module_level=True)
-if not (JS_DIR / "node_modules" / "nats").is_dir():
-    pytest.skip("nats.js is not installed; run `npm ci --prefix tests/js`", allow_module_level=True)
+
+@pytest.fixture(autouse=True)
+def natsjs_installed() -> None:
+    require_tool(NODE is not None, "node (Node.js) on PATH")
+    require_tool(
+        (JS_DIR / "node_modules" / "nats").is_dir(),
+        "nats.js",
+        "`make test` installs it (npm ci --prefix tests/js)",
+    )
+
 
 Starter = Callable[..., Awaitable[Any]]
 

@@ -14,6 +14,7 @@ import pytest
 
 from benchmarks.common import BenchConfig, Metric
 from benchmarks.scenarios import celery_redis, raw_jetstream
+from tests.helpers import require_tool
 
 LATENCY = [f"{kind}_{p}_ms" for kind in ("start", "e2e") for p in ("p50", "p99", "max")]
 
@@ -53,12 +54,9 @@ async def test_raw_jetstream_smoke(tmp_path: Path) -> None:
     assert_no_children()
 
 
-@pytest.mark.skipif(
-    not Path("/usr/bin/redis-server").exists(),
-    reason="redis-server is not installed (apt-get install redis-server)",
-)
 @pytest.mark.timeout(50)
 async def test_celery_redis_smoke(tmp_path: Path) -> None:
+    require_tool(Path(celery_redis.REDIS_SERVER).exists(), "redis-server")
     cfg = BenchConfig(workdir=tmp_path, scale=0.002, worker_counts=(1, 2))
     check(await celery_redis.run(cfg), "celery_redis", cfg.worker_counts)
     assert_no_children()

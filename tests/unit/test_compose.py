@@ -1,17 +1,18 @@
 import importlib.util
 import re
 import shlex
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlparse
 
 import yaml
 
 from agents.runner import ROLES
+from agents.settings import Settings
 from bus.server import DEFAULT_MAX_PAYLOAD
 
 ROOT = Path(__file__).resolve().parents[2]
-AGENTS = ("planner", "monitor", "validator", "worker")
+GATEWAY = "gateway"
 
 
 def load() -> dict[str, Any]:
@@ -75,33 +76,95 @@ def test_nats_client_port_only_on_loopback() -> None:
     assert all(p.startswith("127.0.0.1:") for p in ports), ports
 
 
-def resolves(args: list[str]) -> bool:
+def role_of(args: list[str]) -> str | None:
+    """The role (or "gateway") a container command runs, if it is a real entry point."""
     if args[:2] == ["omoi", "agent"] and len(args) >= 3:
-        return args[2] in ROLES
+        return args[2] if args[2] in ROLES else None
     if len(args) >= 3 and args[0].startswith("python") and args[1] == "-m":
-        package, _, role = args[2].partition(".")
-        if package != "agents" or role not in ROLES:
-            return False
+        module = args[2]
+        package, _, role = module.partition(".")
+        if module != GATEWAY and (package != "agents" or role not in ROLES):
+            return None
         try:
-            return importlib.util.find_spec(f"agents.{role}.__main__") is not None
+            found = importlib.util.find_spec(f"{module}.__main__") is not None
         except ModuleNotFoundError:  # the parent is not a package
-            return False
-    return False
+            return None
+        return (role or module) if found else None
+    return None
 
 
-def test_agent_services_run_real_entry_points_against_the_cluster() -> None:
+def omoi_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Services built from this repository, by the role they run."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, service in compose["services"].items():
+        if service.get("build") != ".":
+            continue
+        role = role_of(argv(service))
+        assert role is not None, f"{name}: {argv(service)} is not an Omoi entry point"
+        assert role not in out, f"{name}: a second service runs {role}"
+        out[role] = service
+    return out
+
+
+def test_every_role_and_the_gateway_run_against_the_whole_cluster() -> None:
     compose = load()
     nodes = set(nats_services(compose))
-    for role in AGENTS:
-        service = compose["services"][role]
-        assert service.get("build") == ".", role
-        assert resolves(argv(service)), f"{role}: {argv(service)} is not an agent entry point"
+    services = omoi_services(compose)
+    assert set(services) == {*ROLES, GATEWAY}
+    for role, service in services.items():
         env = service["environment"]
         assert hosts(env["NATS_URL"]) == nodes, role
         assert str(env["OMOI_REPLICAS"]) == "3", role
-        assert nodes <= set(service["depends_on"]), role
+        assert set(service["depends_on"]) >= nodes, role
+        healthy = {n for n in nodes if service["depends_on"][n]["condition"] == "service_healthy"}
+        assert healthy == nodes, role
         assert service.get("restart") == "unless-stopped", role
-    assert compose["services"]["worker"]["deploy"]["replicas"] >= 2
+    assert services["worker"]["deploy"]["replicas"] >= 2
+    # One planner decides, and DuckDB allows a single writer to the store.
+    for single in ("planner", "recorder"):
+        assert services[single].get("deploy", {}).get("replicas", 1) == 1, single
+
+
+def test_only_the_roles_that_call_a_model_get_its_key() -> None:
+    services = omoi_services(load())
+    keyed = {role for role, s in services.items() if "OMOI_LLM_API_KEY" in s["environment"]}
+    assert keyed == {"planner", "validator", "worker"}
+
+
+def mount_at(service: dict[str, Any], path: PurePosixPath) -> tuple[str, str, bool]:
+    """(volume, target, read-only) of the mount that holds `path` in this container."""
+    best: tuple[str, str, bool] | None = None
+    for mount in service.get("volumes", []):
+        source, target, *mode = str(mount).split(":")
+        if path.is_relative_to(target) and (best is None or len(target) > len(best[1])):
+            best = (source, target, mode == ["ro"])
+    assert best is not None, f"nothing is mounted over {path}"
+    return best
+
+
+def test_gateway_reads_the_store_the_recorder_publishes_into() -> None:
+    services = omoi_services(load())
+    recorder, gateway = services["recorder"], services[GATEWAY]
+    published = [
+        PurePosixPath(Settings.from_env(s["environment"]).published_dir)
+        for s in (recorder, gateway)
+    ]
+    assert published[0] == published[1]
+    written, read = mount_at(recorder, published[0]), mount_at(gateway, published[1])
+    assert written[0] == read[0], "the recorder and the gateway must share the store volume"
+    assert not written[2], "the recorder writes the store"
+    assert not written[0].startswith((".", "/")), "the store is a named volume"
+
+
+def test_gateway_port_is_published_on_loopback_and_health_checked() -> None:
+    gateway = omoi_services(load())[GATEWAY]
+    f = flags(argv(gateway))
+    assert f["host"] == "0.0.0.0", "inside its container the gateway must listen on all"
+    ports = [str(p) for p in gateway["ports"]]
+    assert [p.rsplit(":", 1)[1] for p in ports] == [f["port"]]
+    assert all(p.startswith("127.0.0.1:") for p in ports), ports
+    probe = " ".join(gateway["healthcheck"]["test"])
+    assert f"127.0.0.1:{f['port']}/ready" in probe
 
 
 def test_dockerfile_installs_the_package_as_non_root() -> None:
@@ -110,6 +173,20 @@ def test_dockerfile_installs_the_package_as_non_root() -> None:
     user = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
     assert user
     assert user[-1] not in {"root", "0"}
+
+
+def test_image_creates_every_volume_mount_point_for_its_user() -> None:
+    """A fresh named volume takes the owner of the directory it is mounted over; one the
+    image does not create belongs to root, and the non-root agents cannot write it."""
+    text = (ROOT / "Dockerfile").read_text()
+    created = {
+        PurePosixPath(d) for m in re.findall(r"mkdir -p ([^\\&\n]+)", text) for d in m.split()
+    }
+    assert re.search(r"chown -R \S+ /data\b", text)
+    for role, service in omoi_services(load()).items():
+        for mount in service.get("volumes", []):
+            target = PurePosixPath(str(mount).split(":")[1])
+            assert any(d == target or d.is_relative_to(target) for d in created), (role, target)
 
 
 def test_mounted_files_exist_and_named_volumes_are_declared() -> None:
