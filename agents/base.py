@@ -87,11 +87,18 @@ class Agent:
             self._heartbeat_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat_task
-        with contextlib.suppress(Exception):
-            await self.bus.heartbeats.delete(self.id)
-            await self._emit_agent_event(EventType.AGENT_STOPPED)
+        # Saying goodbye is worth a moment, not a hang: with NATS gone, the heartbeat
+        # expires and the monitor reports the agent stale instead.
+        try:
+            await asyncio.wait_for(self._say_goodbye(), max(self.settings.shutdown_grace_s, 1.0))
+        except Exception:  # noqa: BLE001 - stopping anyway
+            self.log.warning("could not deregister (NATS unavailable?)", exc_info=True)
         self.log.info("stopped")
         self._done.set()
+
+    async def _say_goodbye(self) -> None:
+        await self.bus.heartbeats.delete(self.id)
+        await self._emit_agent_event(EventType.AGENT_STOPPED)
 
     # Heartbeats
 

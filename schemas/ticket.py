@@ -64,6 +64,9 @@ class GateState(WireModel):
     status: GateStatus = GateStatus.NONE
     commit: str | None = None
     verdicts: list[GateVerdict] = Field(default_factory=list)
+    # How often this attempt's request was sent again after it went missing; each resend
+    # has its own message id, so the stream's duplicate window cannot swallow it.
+    resent: int = 0
 
 
 class PhaseContext(WireModel):

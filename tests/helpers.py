@@ -25,8 +25,13 @@ class EventLog:
         self._sub: Any = None
 
     async def start(self, subject: str = "omoi.events.>") -> EventLog:
+        # Heartbeats every second: after a server restart the feed resumes within seconds.
         self._sub = await self.bus.js.subscribe(
-            subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL, cb=self._on_msg
+            subject,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.ALL,
+            cb=self._on_msg,
+            idle_heartbeat=1.0,
         )
         return self
 

@@ -304,15 +304,25 @@ class Reconciler:
             for task in missing.tasks:
                 restored += await self._requeue(task)
             for phase in missing.gates:
-                log.warning(
-                    "ticket %s: the %s gate request was lost; asking again", ticket.id, phase.value
-                )
-                request = gates.build_request(
-                    ticket, {t.value.name: t.value for t in tasks}, phase, self.workspaces
-                )
-                await gates.publish_request(self.bus, request, self.agent_id)
-                restored += 1
+                restored += await self._resend_gate(ticket, phase, tasks)
         return restored
+
+    async def _resend_gate(
+        self, ticket: TicketState, phase: Phase, tasks: list[Versioned[TaskState]]
+    ) -> int:
+        judged = ticket.gates[phase]
+        updated = await self.bus.tickets.update(
+            ticket.id, lambda t: gates.mark_resent(t, phase, judged)
+        )
+        if updated is None:
+            return 0  # the gate moved on meanwhile
+        log.warning("ticket %s: the %s gate request was lost; sent again", ticket.id, phase.value)
+        by_name = {t.value.name: t.value for t in tasks}
+        request = gates.build_request(updated, by_name, phase, self.workspaces)
+        await gates.publish_request(
+            self.bus, request, self.agent_id, resent=updated.gates[phase].resent
+        )
+        return 1
 
     async def _requeue(self, judged: Versioned[TaskState]) -> int:
         now = utcnow()

@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 KEEP_VERDICTS = 5
 
 
-def gate_msg_id(ticket_id: str, phase: Phase, attempt: int) -> str:
-    return f"gate.{ticket_id}.{phase.value}.{attempt}"
+def gate_msg_id(ticket_id: str, phase: Phase, attempt: int, resent: int = 0) -> str:
+    base = f"gate.{ticket_id}.{phase.value}.{attempt}"
+    return f"{base}.resent{resent}" if resent else base
 
 
 def fix_task_name(phase: Phase, attempt: int) -> str:
@@ -39,6 +40,22 @@ def mark_pending(ticket: TicketState, phase: Phase, commit: str | None) -> None:
     gate.attempts += 1
     gate.status = GateStatus.PENDING
     gate.commit = commit
+    gate.resent = 0
+
+
+def mark_resent(ticket: TicketState, phase: Phase, judged: GateState) -> TicketState | None:
+    """The ticket with `phase`'s lost request counted as sent again, if the gate is still
+    where it was judged lost."""
+    gate = ticket.gates.get(phase)
+    if (
+        gate is None
+        or gate.status is not GateStatus.PENDING
+        or (gate.attempts, gate.resent) != (judged.attempts, judged.resent)
+    ):
+        return None
+    gate.resent += 1
+    ticket.updated_at = utcnow()
+    return ticket
 
 
 def build_request(
@@ -60,11 +77,13 @@ def build_request(
     )
 
 
-async def publish_request(bus: Bus, request: GateRequest, agent_id: str) -> None:
+async def publish_request(
+    bus: Bus, request: GateRequest, agent_id: str, *, resent: int = 0
+) -> None:
     await bus.request_gate(
         gate_subject(request.phase.value, request.ticket_id),
         request.to_json(),
-        gate_msg_id(request.ticket_id, request.phase, request.attempt),
+        gate_msg_id(request.ticket_id, request.phase, request.attempt, resent),
     )
     await bus.publish_event(
         Event(
