@@ -91,7 +91,7 @@ class Agent:
         # expires and the monitor reports the agent stale instead.
         try:
             await asyncio.wait_for(self._say_goodbye(), max(self.settings.shutdown_grace_s, 1.0))
-        except Exception:  # noqa: BLE001 - stopping anyway
+        except Exception:
             self.log.warning("could not deregister (NATS unavailable?)", exc_info=True)
         self.log.info("stopped")
         self._done.set()

@@ -3,7 +3,6 @@ that finished a task records it through an outage instead of running it again.""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import os
 from collections.abc import Awaitable, Callable
