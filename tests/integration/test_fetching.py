@@ -1,0 +1,61 @@
+"""A worker serving many consumers starts its next task as soon as it finishes the last:
+fetching never waits out a poll timer while one of its consumers has messages."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from agents.executors import ShellExecutor
+from agents.settings import Settings
+from agents.worker.agent import Worker
+from bus import Bus
+from tests.conftest import ALL_PHASES
+from tests.helpers import EventLog, Running, submit
+
+pytestmark = pytest.mark.integration
+
+Start = Callable[..., Awaitable[Any]]
+POLL_S = 10.0
+TICKETS = 6
+
+
+async def test_a_worker_on_every_consumer_has_no_idle_gaps_with_a_backlog(
+    bus: Bus, events: EventLog, settings: Settings, running: Running, start_planner: Start
+) -> None:
+    await start_planner()
+    # The default worker: every phase, both capabilities (ten consumers), one slot, and a
+    # poll far longer than the whole backlog should take.
+    worker = Worker(
+        bus,
+        settings.model_copy(update={"fetch_poll_s": POLL_S}),
+        phases=ALL_PHASES,
+        capabilities=["shell", "agent"],
+        executors={"shell": ShellExecutor(dict(os.environ))},
+    )
+    await running.start(worker)
+    for i in range(TICKETS):
+        tasks = [
+            {"name": phase[:3], "phase": phase, "command": "true"}
+            for phase in ("requirements", "design", "implementation")
+        ]
+        assert (await submit(bus, {"id": f"gap{i}", "title": "gaps", "tasks": tasks}))["ok"]
+    for i in range(TICKETS):
+        await events.wait_type(f"gap{i}", "ticket.done", timeout=60)
+
+    runs = sorted(
+        (e.at, e.type) for e in events.events if e.type in ("task.started", "task.succeeded")
+    )
+    assert len(runs) == 2 * 3 * TICKETS
+    # One slot: the worker alternates start, finish, start... Between a finish and the
+    # next start, only fetching (and, when nothing is queued, the planner) lies.
+    gaps = [
+        (nxt[0] - prev[0]).total_seconds()
+        for prev, nxt in zip(runs, runs[1:], strict=False)
+        if prev[1] == "task.succeeded" and nxt[1] == "task.started"
+    ]
+    assert len(gaps) == 3 * TICKETS - 1
+    assert max(gaps) < POLL_S / 4, gaps
