@@ -1,7 +1,8 @@
 """The agents' handle on NATS: state buckets, publishing, requests and subscriptions.
 
 Nothing outside `bus/` touches the NATS connection or a raw message: agents, the gateway
-and the CLI go through a `Bus`, and consume streams through `bus.consumer`.
+and the CLI go through a `Bus`, consume streams through `bus.consumer` and read them
+through `bus.streams` (`tests/unit/test_boundaries.py` holds them to it).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from nats.aio.subscription import Subscription
 
 from bus import constants as c
 from bus.delivery import Delivery
-from bus.errors import NoAnswer, as_bus_errors, is_transient
+from bus.errors import NoAnswer, as_bus_errors, bus_error, is_transient
 from bus.mirror import MirroredBucket
 from bus.retry import Outage, Patience
 from bus.settle import DeadLetter
@@ -295,11 +296,14 @@ class Bus:
     # Core messaging: requests, replies and broadcasts.
 
     async def request(self, subject: str, data: bytes, timeout: float) -> bytes:
-        """Send a request and return the reply's data; `NoAnswer` if none comes."""
+        """Send a request and return the reply's data; `NoAnswer` if none comes,
+        `Unavailable` if it cannot be sent (the connection is closed)."""
         try:
             reply = await self.nc.request(subject, data, timeout=timeout)
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
             raise NoAnswer(f"no answer on {subject}: {exc!r}") from exc
+        except nats.errors.Error as exc:
+            raise bus_error(exc, f"requesting on {subject}") from exc
         return bytes(reply.data)
 
     async def notify(self, subject: str, data: bytes = b"") -> None:

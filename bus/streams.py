@@ -59,8 +59,14 @@ class From(StrEnum):
 
 @dataclass(frozen=True)
 class Start:
+    """Where a `Feed` begins; `seq` (1 or more) only with `From.SEQ`."""
+
     at: From = From.NEW
     seq: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.at is From.SEQ) != (self.seq is not None and self.seq >= 1):
+            raise ValueError(f"a feed starts at a sequence >= 1 only From.SEQ: {self}")
 
     @classmethod
     def after(cls, seq: int) -> Start:
@@ -68,7 +74,7 @@ class Start:
         return cls(From.SEQ, seq + 1)
 
 
-def entry(msg: Msg) -> StreamEntry:
+def _entry(msg: Msg) -> StreamEntry:
     meta = msg.metadata
     return StreamEntry(
         seq=meta.sequence.stream,
@@ -122,7 +128,7 @@ async def _tail(
             return []
         for _ in range(window):
             msg = await sub.next_msg(timeout=_TAIL_WAIT_S)
-            kept.append(entry(msg))
+            kept.append(_entry(msg))
             if msg.metadata.num_pending == 0:
                 break
     finally:
@@ -185,7 +191,7 @@ class Feed:
             return None
         except nats.errors.Error as exc:
             raise bus_error(exc, f"feed on {self.subject}") from exc
-        return entry(msg)
+        return _entry(msg)
 
     async def __aenter__(self) -> Feed:
         return await self.open()
