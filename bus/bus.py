@@ -1,7 +1,8 @@
 """The agents' handle on NATS: state buckets, publishing, requests and subscriptions.
 
 Nothing outside `bus/` touches the NATS connection or a raw message: agents, the gateway
-and the CLI go through a `Bus`, and consume streams through `bus.consumer`.
+and the CLI go through a `Bus`, consume streams through `bus.consumer` and read them
+through `bus.streams` (`tests/unit/test_boundaries.py` holds them to it).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from nats.aio.subscription import Subscription
 
 from bus import constants as c
 from bus.delivery import Delivery
-from bus.errors import NoAnswer, is_transient
+from bus.errors import NoAnswer, as_bus_errors, bus_error, is_transient
 from bus.mirror import MirroredBucket
 from bus.retry import Outage, Patience
 from bus.settle import DeadLetter
@@ -96,20 +97,29 @@ class Bus:
 
         Agents keep retrying forever (a cluster may still be starting); one-shot
         clients pass a small `max_reconnect_attempts` and `patience_s` to fail fast.
+        Failing raises `Unavailable`, or `NotProvisioned` without the topology.
         """
-        nc = await nats.connect(
-            servers=[u.strip() for u in url.split(",")],
-            name=name,
-            connect_timeout=connect_timeout,
-            max_reconnect_attempts=max_reconnect_attempts,
-            reconnect_time_wait=0.5,
-            drain_timeout=5,
-            error_cb=_log_error,
-        )
+        with as_bus_errors(f"connecting to {url}"):
+            nc = await nats.connect(
+                servers=[u.strip() for u in url.split(",")],
+                name=name,
+                connect_timeout=connect_timeout,
+                max_reconnect_attempts=max_reconnect_attempts,
+                reconnect_time_wait=0.5,
+                drain_timeout=5,
+                error_cb=_log_error,
+            )
         bus = cls(nc, patience_s=patience_s, op_timeout_s=op_timeout_s)
-        if topology is not None:
-            await bus.patience.run(lambda: provision(bus.admin, topology), "provisioning")
-        await bus.patience.run(bus._bind, "binding buckets")
+        try:
+            with as_bus_errors(f"NATS at {url}"):
+                if topology is not None:
+                    await bus.patience.run(lambda: provision(bus.admin, topology), "provisioning")
+                await bus.patience.run(bus._bind, "binding buckets")
+        except BaseException:
+            # A caller that retries must not pile up connections that reconnect forever.
+            with contextlib.suppress(Exception):
+                await nc.close()
+            raise
         return bus
 
     async def _bind(self) -> None:
@@ -286,11 +296,14 @@ class Bus:
     # Core messaging: requests, replies and broadcasts.
 
     async def request(self, subject: str, data: bytes, timeout: float) -> bytes:
-        """Send a request and return the reply's data; `NoAnswer` if none comes."""
+        """Send a request and return the reply's data; `NoAnswer` if none comes,
+        `Unavailable` if it cannot be sent (the connection is closed)."""
         try:
             reply = await self.nc.request(subject, data, timeout=timeout)
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
             raise NoAnswer(f"no answer on {subject}: {exc!r}") from exc
+        except nats.errors.Error as exc:
+            raise bus_error(exc, f"requesting on {subject}") from exc
         return bytes(reply.data)
 
     async def notify(self, subject: str, data: bytes = b"") -> None:

@@ -8,6 +8,8 @@ Those are decisions, not errors, so they do not derive from `BusError`;
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import nats.errors
 import nats.js.errors
@@ -39,12 +41,17 @@ class ConflictError(BusError):
 
 
 class Unavailable(BusError):
-    """NATS kept failing with passing trouble (leader election, reconnect, no answer) for
-    longer than the bus was told to wait."""
+    """NATS could not be reached, or kept failing with passing trouble (leader election,
+    reconnect, no answer) for longer than the bus was told to wait."""
 
 
 class NoAnswer(BusError):
     """A request got no reply: nobody serves the subject, or nobody answered in time."""
+
+
+class NotProvisioned(BusError):
+    """A stream or bucket of the Omoi topology is not on the server (yet): `omoi up`, or
+    an agent started with the topology, creates it."""
 
 
 class HandlerOutcome(Exception):
@@ -71,6 +78,24 @@ class Reject(HandlerOutcome):
 
 class Abandon(HandlerOutcome):
     """Leave the message alone (no ack): this delivery is stale and another one owns it."""
+
+
+def bus_error(exc: Exception, what: str) -> BusError:
+    """nats-py's `exc` as the bus error it means, for callers outside `bus/`."""
+    if isinstance(exc, BusError):
+        return exc
+    if isinstance(exc, nats.js.errors.NotFoundError):
+        return NotProvisioned(f"{what}: {exc}")
+    return Unavailable(f"{what}: {str(exc) or type(exc).__name__}")
+
+
+@contextmanager
+def as_bus_errors(what: str) -> Iterator[None]:
+    """Let NATS trouble out of a block as bus errors (see `bus_error`)."""
+    try:
+        yield
+    except (nats.errors.Error, OSError) as exc:
+        raise bus_error(exc, what) from exc
 
 
 def is_transient(exc: BaseException) -> bool:

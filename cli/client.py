@@ -7,13 +7,8 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.api import DeliverPolicy
-
-from bus import Bus
+from bus import Bus, NoAnswer, streams
 from bus import constants as c
-from bus.topology import is_provisioned
 from schemas import Event, EventType, Heartbeat, Reply, TaskState, TicketState
 
 FINAL_EVENTS = frozenset(
@@ -37,24 +32,24 @@ def new_ticket_id() -> str:
 async def submit(bus: Bus, payload: dict[str, Any], timeout: float) -> Reply:
     data = json.dumps(payload).encode()
     try:
-        msg = await bus.nc.request(c.SUBMIT_SUBJECT, data, timeout=timeout)
-    except (NatsTimeoutError, NoRespondersError):
-        if not await is_provisioned(bus.js):
+        answer = await bus.request(c.SUBMIT_SUBJECT, data, timeout=timeout)
+    except NoAnswer:
+        if not await streams.provisioned(bus):
             raise ClientError("no Omoi topology on this server; run `omoi up` first") from None
         return Reply(
             ok=True,
             ticket_id=payload.get("id"),
             message="stored; no planner answered yet, it will be processed when one runs",
         )
-    return Reply.model_validate_json(msg.data)
+    return Reply.model_validate_json(answer)
 
 
 async def command(bus: Bus, subject: str, body: dict[str, Any], timeout: float) -> Reply:
     try:
-        msg = await bus.nc.request(subject, json.dumps(body).encode(), timeout=timeout)
-    except (NatsTimeoutError, NoRespondersError):
+        answer = await bus.request(subject, json.dumps(body).encode(), timeout=timeout)
+    except NoAnswer:
         raise ClientError("no planner answered; is `omoi up` (or a planner) running?") from None
-    return Reply.model_validate_json(msg.data)
+    return Reply.model_validate_json(answer)
 
 
 async def ticket_with_tasks(bus: Bus, ticket_id: str) -> tuple[TicketState, list[TaskState]]:
@@ -82,16 +77,10 @@ async def agents(bus: Bus) -> list[Heartbeat]:
 
 async def follow(bus: Bus, ticket_id: str) -> AsyncIterator[Event]:
     """Every event of a ticket from its first, until it finishes."""
-    sub = await bus.js.subscribe(
-        c.ticket_events_filter(ticket_id),
-        ordered_consumer=True,
-        deliver_policy=DeliverPolicy.ALL,
-    )
-    try:
-        async for msg in sub.messages:
-            event = Event.model_validate_json(msg.data)
+    start = streams.Start(streams.From.FIRST)
+    async with streams.Feed(bus, c.ticket_events_filter(ticket_id), start) as feed:
+        async for entry in feed:
+            event = Event.model_validate_json(entry.data)
             yield event
             if event.type in FINAL_EVENTS:
                 return
-    finally:
-        await sub.unsubscribe()

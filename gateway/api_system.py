@@ -6,11 +6,10 @@ import asyncio
 import logging
 from typing import Any
 
-import nats.errors
 from litestar import Controller, Response, get, post
 from litestar.params import JSONBody
 
-from bus.topology import is_provisioned
+from bus import BusError, streams
 from gateway import reads
 from gateway.api_tickets import problems
 from gateway.context import Ctx
@@ -42,12 +41,12 @@ class ProbeController(Controller):
     async def ready(self, ctx: Ctx) -> Response[Any]:
         bus = ctx.connected
         reason = ""
-        if bus is None or not bus.nc.is_connected:
+        if bus is None or not bus.connected:
             reason = "not connected to NATS (yet)"
         else:
             try:
-                provisioned = await asyncio.wait_for(is_provisioned(bus.js), _READY_TIMEOUT_S)
-            except (TimeoutError, nats.errors.Error) as exc:
+                provisioned = await asyncio.wait_for(streams.provisioned(bus), _READY_TIMEOUT_S)
+            except (TimeoutError, BusError) as exc:
                 provisioned, reason = False, f"NATS did not answer: {exc!r}"
             if not provisioned and not reason:
                 reason = "the Omoi topology is not provisioned on this server"

@@ -8,7 +8,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import nats.errors
 from litestar import Litestar, Router
 from litestar.di import Provide
 from litestar.openapi.config import OpenAPIConfig
@@ -16,7 +15,7 @@ from litestar.plugins.pydantic import PydanticPlugin
 from litestar.static_files import create_static_files_router
 
 from agents.settings import Settings
-from bus import Bus
+from bus import Bus, BusError
 from bus.topology import TopologyConfig
 from gateway.api_system import ProbeController, SystemController
 from gateway.api_tickets import TicketController
@@ -40,12 +39,18 @@ DESCRIPTION = (
 
 async def _connect(ctx: GatewayContext, url: str, topology: TopologyConfig | None) -> None:
     # The client itself retries an unreachable server forever; what lands here is a server
-    # without the topology (or JetStream), which an `omoi up` elsewhere may still fix.
+    # without the topology (or JetStream), which an `omoi up` elsewhere may still fix, or
+    # NATS failing for longer than the gateway's patience.
     delay = CONNECT_RETRY_S
     while True:
         try:
-            ctx.connected = await Bus.connect(url, name="omoi-gateway", topology=topology)
-        except (OSError, nats.errors.Error) as exc:
+            ctx.connected = await Bus.connect(
+                url,
+                name="omoi-gateway",
+                topology=topology,
+                patience_s=ctx.options.bus_patience_s,
+            )
+        except BusError as exc:
             log.warning("cannot use NATS at %s yet (%r); retrying in %.0f s", url, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, CONNECT_RETRY_MAX_S)

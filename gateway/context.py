@@ -20,6 +20,8 @@ from gateway.sql import SqlReader
 class GatewayOptions:
     # How long the start waits for NATS before serving without it (and connecting on).
     connect_wait_s: float = 5.0
+    # How long a request rides out NATS trouble before it gets a 503: a person is waiting.
+    bus_patience_s: float = 3.0
     # How long to wait for a planner to answer a submission or a command.
     request_timeout_s: float = 5.0
     # A comment line this often keeps proxies from closing an idle event stream.

@@ -18,6 +18,7 @@ from litestar.response import Template
 from litestar.template.config import TemplateConfig
 
 from bus import constants as c
+from bus import streams
 from gateway import reads, views
 from gateway.api_tickets import TicketId, problems
 from gateway.charts import charts as draw_charts
@@ -57,15 +58,15 @@ async def _ticket(ctx: GatewayContext, ticket_id: str) -> TicketState:
 async def _failures(ctx: GatewayContext) -> dict[str, Any]:
     opts = ctx.options
     failed, dead = await asyncio.gather(
-        reads.tail(
-            ctx.bus.js,
+        streams.tail(
+            ctx.bus,
             c.EVENTS_STREAM,
             FAILURES_SUBJECT,
             limit=opts.recent_failures,
             window=opts.failure_window,
         ),
-        reads.tail(
-            ctx.bus.js,
+        streams.tail(
+            ctx.bus,
             c.DLQ_STREAM,
             c.DLQ_SUBJECTS,
             limit=opts.recent_dead_letters,
@@ -90,7 +91,7 @@ class DashboardController(Controller):
 
     @get("/", summary="The dashboard")
     async def index(self, ctx: Ctx) -> Template:
-        since = await reads.last_event_seq(ctx.bus.js)
+        since = await streams.last_seq(ctx.bus, c.EVENTS_STREAM)
         found, agents, failures, drawn = await asyncio.gather(
             reads.tickets(ctx.bus),
             reads.agents(ctx.bus, ctx.options.stale_beats),
@@ -111,7 +112,7 @@ class DashboardController(Controller):
 
     @get("/tickets/{ticket_id:str}", summary="One ticket's task graph", responses=problems(404))
     async def ticket_page(self, ctx: Ctx, ticket_id: TicketId) -> Template:
-        since = await reads.last_event_seq(ctx.bus.js)
+        since = await streams.last_seq(ctx.bus, c.EVENTS_STREAM)
         return Template("ticket.html", context={"since": since, **await _detail(ctx, ticket_id)})
 
     @get(

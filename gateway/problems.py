@@ -1,7 +1,8 @@
 """Every error leaves the gateway as RFC 9457 problem details (`application/problem+json`).
 
 Handlers raise `ApiProblem`; Litestar's own exceptions (validation, 404 routing, 405, 413)
-and NATS failures are converted here, in one place, so no route has to think about it.
+and bus failures (`bus.BusError`) are converted here, in one place, so no route has to think
+about it.
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ from enum import Enum
 from http import HTTPStatus
 from typing import Any
 
-import nats.errors
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
 from pydantic import BaseModel, Field
 
+from bus import BusError
 from gateway.sql import SqlDenied, SqlError, SqlInvalid, SqlUnavailable
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,7 @@ def _sql(_: Request[Any, Any, Any], exc: SqlError) -> Response[dict[str, Any]]:
     return problem_response(503, kind=kind, detail=str(exc))
 
 
-def _nats(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+def _bus(request: Request[Any, Any, Any], exc: BusError) -> Response[dict[str, Any]]:
     log.warning("%s %s: NATS failed: %r", request.method, request.url.path, exc)
     return problem_response(
         503, kind="nats-unavailable", detail=f"the message bus did not answer: {exc}"
@@ -169,7 +170,6 @@ def exception_handlers() -> ExceptionHandlersMap:
         ValidationException: _validation,
         HTTPException: _http,
         SqlError: _sql,
-        # JetStream's errors derive from it too.
-        nats.errors.Error: _nats,
+        BusError: _bus,
         Exception: _unexpected,
     }

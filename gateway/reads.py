@@ -1,31 +1,25 @@
-"""Read-only views over the KV buckets and the streams, shared by the API and the dashboard."""
+"""Read-only views over the KV buckets and the dead letters, shared by the API and the dashboard."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import Literal
 
-from nats.aio.msg import Msg
-from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
 from pydantic import BaseModel
 
 from bus import Bus
 from bus import constants as c
+from bus.streams import StreamEntry
 from schemas import Heartbeat, Phase, TaskState, TicketState, TicketStatus, task_key, utcnow
 
 log = logging.getLogger(__name__)
 
 # KV gets run concurrently, but not thousands at once.
 _CONCURRENT_GETS = 32
-_TAIL_WAIT_S = 5.0
 
 Health = Literal["ok", "stale"]
 
@@ -96,66 +90,6 @@ async def agents(bus: Bus, stale_beats: int) -> list[AgentView]:
     beats = await bus.heartbeats.values()
     views = [agent_view(b, now, stale_beats) for b in beats]
     return sorted(views, key=lambda a: (a.role, a.agent_id))
-
-
-@dataclass(frozen=True)
-class StreamEntry:
-    seq: int
-    subject: str
-    data: bytes
-    headers: dict[str, str]
-    at: datetime | None
-
-
-def _entry(msg: Msg) -> StreamEntry:
-    meta = msg.metadata
-    return StreamEntry(
-        seq=meta.sequence.stream,
-        subject=msg.subject,
-        data=msg.data,
-        headers=dict(msg.headers or {}),
-        at=meta.timestamp,
-    )
-
-
-async def tail(
-    js: JetStreamContext, stream: str, subject: str, *, limit: int, window: int
-) -> list[StreamEntry]:
-    """The last `limit` messages on `subject` among the stream's last `window`, newest first.
-
-    Looking only at a window keeps this cheap on a long stream; the server does the
-    filtering, so only matching messages cross the wire.
-    """
-    state = (await js.stream_info(stream)).state
-    if state.messages == 0:
-        return []
-    start = max(state.first_seq, state.last_seq - window + 1, 1)
-    sub = await js.subscribe(
-        subject,
-        stream=stream,
-        ordered_consumer=True,
-        deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-        config=ConsumerConfig(opt_start_seq=start),
-    )
-    kept: deque[StreamEntry] = deque(maxlen=limit)
-    try:
-        info = await sub.consumer_info()
-        if info.num_pending == 0 and not (info.delivered and info.delivered.consumer_seq):
-            return []
-        for _ in range(window):
-            msg = await sub.next_msg(timeout=_TAIL_WAIT_S)
-            kept.append(_entry(msg))
-            if msg.metadata.num_pending == 0:
-                break
-    finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
-    return list(reversed(kept))
-
-
-async def last_event_seq(js: JetStreamContext) -> int:
-    """Where the event stream ends now: a page rendered from the KV state follows from here."""
-    return int((await js.stream_info(c.EVENTS_STREAM)).state.last_seq)
 
 
 class DeadLetter(BaseModel):

@@ -7,23 +7,19 @@ self-healing on gaps), so the gateway stays stateless: a reconnect to any instan
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
 from typing import Annotated, Any
 
-import nats.errors
 from litestar import Controller, get
 from litestar.background_tasks import BackgroundTask
 from litestar.params import HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
-from nats.aio.msg import Msg
-from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from bus import Bus, BusError
 from bus import constants as c
+from bus.streams import Feed, From, Start, StreamEntry
 from gateway.api_tickets import TicketId, problems
 from gateway.context import Ctx, GatewayContext
 
@@ -50,89 +46,69 @@ Since = Annotated[
 Replay = Annotated[bool, QueryParameter(description="Start from the first retained event.")]
 
 
-@dataclass(frozen=True)
-class Start:
-    policy: DeliverPolicy
-    seq: int | None = None
-
-    @classmethod
-    def choose(cls, last_event_id: str | None, since: int | None, replay: bool) -> Start:
-        # A reconnecting browser repeats the original URL (with its `since`) and adds the
-        # header, which is the more recent position, so the header wins.
-        after = int(last_event_id) if last_event_id is not None else since
-        if after is not None:
-            return cls(DeliverPolicy.BY_START_SEQUENCE, after + 1)
-        return cls(DeliverPolicy.ALL if replay else DeliverPolicy.NEW)
+def choose_start(last_event_id: str | None, since: int | None, replay: bool) -> Start:
+    # A reconnecting browser repeats the original URL (with its `since`) and adds the
+    # header, which is the more recent position, so the header wins.
+    after = int(last_event_id) if last_event_id is not None else since
+    if after is not None:
+        return Start.after(after)
+    return Start(From.FIRST if replay else From.NEW)
 
 
 class EventFeed:
-    """One client's subscription. `open` before responding, `close` is idempotent."""
+    """One client's feed as server-sent events. `open` before responding; `close` is
+    idempotent."""
 
     def __init__(
-        self, js: JetStreamContext, subject: str, start: Start, *, keepalive_s: float, retry_ms: int
+        self, bus: Bus, subject: str, start: Start, *, keepalive_s: float, retry_ms: int
     ) -> None:
-        self.js = js
-        self.subject = subject
-        self.start = start
+        self.feed = Feed(bus, subject, start, stream=c.EVENTS_STREAM)
         self.keepalive_s = keepalive_s
         self.retry_ms = retry_ms
-        self._sub: JetStreamContext.PushSubscription | None = None
 
     async def open(self) -> None:
-        config = ConsumerConfig(opt_start_seq=self.start.seq) if self.start.seq else None
-        self._sub = await self.js.subscribe(
-            self.subject,
-            stream=c.EVENTS_STREAM,
-            ordered_consumer=True,
-            deliver_policy=self.start.policy,
-            config=config,
-        )
-        log.debug("event feed on %s from %s", self.subject, self.start)
+        await self.feed.open()
 
     async def close(self) -> None:
-        sub, self._sub = self._sub, None
-        if sub is not None:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+        await self.feed.close()
 
     async def messages(self) -> AsyncGenerator[ServerSentEventMessage, None]:
-        sub = self._sub
-        assert sub is not None, "open() the feed first"
-        ready = {"subject": self.subject, "from": self.start.policy.value, "seq": self.start.seq}
+        feed = self.feed
+        ready = {"subject": feed.subject, "from": feed.start.at.value, "seq": feed.start.seq}
         try:
             yield ServerSentEventMessage(
                 event=READY_EVENT, data=json.dumps(ready), retry=self.retry_ms
             )
             while True:
                 try:
-                    msg = await sub.next_msg(timeout=self.keepalive_s)
-                except nats.errors.TimeoutError:
-                    yield ServerSentEventMessage(comment="keep-alive", data=None)
-                    continue
-                except nats.errors.Error as exc:
+                    entry = await feed.next(timeout=self.keepalive_s)
+                except BusError as exc:
                     # Closing down (or the connection is gone): end the stream cleanly; the
                     # client reconnects, to this gateway or another, with Last-Event-ID.
-                    log.info("event feed on %s ends: %r", self.subject, exc)
+                    log.info("event feed on %s ends: %r", feed.subject, exc)
                     return
-                event = _to_sse(msg)
+                if entry is None:
+                    yield ServerSentEventMessage(comment="keep-alive", data=None)
+                    continue
+                event = _to_sse(entry)
                 if event is not None:
                     yield event
         finally:
             await self.close()
 
 
-def _to_sse(msg: Msg) -> ServerSentEventMessage | None:
-    seq = msg.metadata.sequence.stream
+def _to_sse(entry: StreamEntry) -> ServerSentEventMessage | None:
+    seq = entry.seq
     try:
-        text = msg.data.decode()
+        text = entry.data.decode()
         body: Any = json.loads(text)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-        log.warning("skipping event %d on %s: not JSON", seq, msg.subject)
+        log.warning("skipping event %d on %s: not JSON", seq, entry.subject)
         return None
     kind = body.get("type") if isinstance(body, dict) else None
     if not isinstance(kind, str):
         # Subjects are omoi.events.<ticket>.<type>, and types contain a dot themselves.
-        kind = msg.subject.split(".", 3)[-1]
+        kind = entry.subject.split(".", 3)[-1]
     return ServerSentEventMessage(id=seq, event=kind, data=text)
 
 
@@ -142,7 +118,7 @@ class EventStreamController(Controller):
 
     async def _stream(self, ctx: GatewayContext, subject: str, start: Start) -> ServerSentEvent:
         feed = EventFeed(
-            ctx.bus.js,
+            ctx.bus,
             subject,
             start,
             keepalive_s=ctx.options.keepalive_s,
@@ -171,7 +147,7 @@ class EventStreamController(Controller):
         replay: Replay = False,
     ) -> ServerSentEvent:
         return await self._stream(
-            ctx, c.EVENTS_SUBJECTS, Start.choose(last_event_id, since, replay)
+            ctx, c.EVENTS_SUBJECTS, choose_start(last_event_id, since, replay)
         )
 
     @get(
@@ -190,5 +166,5 @@ class EventStreamController(Controller):
         replay: Replay = False,
     ) -> ServerSentEvent:
         return await self._stream(
-            ctx, c.ticket_events_filter(ticket_id), Start.choose(last_event_id, since, replay)
+            ctx, c.ticket_events_filter(ticket_id), choose_start(last_event_id, since, replay)
         )

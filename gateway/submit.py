@@ -12,15 +12,12 @@ import json
 import logging
 import uuid
 
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import BaseModel
 
 from agents.errors import InvalidTicket
 from agents.planner.intake import parse_submission
-from bus import Bus
+from bus import Bus, NoAnswer, streams
 from bus import constants as c
-from bus.topology import is_provisioned
 from gateway.models import Accepted, CommandResult
 from gateway.problems import ApiProblem
 from schemas import Reply
@@ -87,11 +84,11 @@ def _intake_problem(category: str, message: str, ticket_id: str | None) -> ApiPr
 
 async def submit(bus: Bus, ticket_id: str, payload: bytes, timeout: float) -> Accepted:
     try:
-        msg = await bus.nc.request(c.SUBMIT_SUBJECT, payload, timeout=timeout)
-    except (NatsTimeoutError, NoRespondersError):
+        answer = await bus.request(c.SUBMIT_SUBJECT, payload, timeout=timeout)
+    except NoAnswer:
         # The intake stream captures the subject, so with the topology in place the
         # submission is durable: a planner will take it when one runs.
-        if await is_provisioned(bus.js):
+        if await streams.provisioned(bus):
             log.warning("no planner answered for %s; left in the intake stream", ticket_id)
             return Accepted(
                 ticket_id=ticket_id,
@@ -99,7 +96,7 @@ async def submit(bus: Bus, ticket_id: str, payload: bytes, timeout: float) -> Ac
                 message="no planner answered yet; it will be processed when one runs",
             )
         raise ApiProblem(503, "no-planner", "no Omoi topology on this NATS server") from None
-    reply = Reply.model_validate_json(msg.data)
+    reply = Reply.model_validate_json(answer)
     if not reply.ok:
         error = reply.error
         category = error.category if error else "invalid_ticket"
@@ -109,12 +106,12 @@ async def submit(bus: Bus, ticket_id: str, payload: bytes, timeout: float) -> Ac
 
 async def command(bus: Bus, subject: str, body: BaseModel, timeout: float) -> CommandResult:
     try:
-        msg = await bus.nc.request(subject, body.model_dump_json().encode(), timeout=timeout)
-    except (NatsTimeoutError, NoRespondersError):
+        answer = await bus.request(subject, body.model_dump_json().encode(), timeout=timeout)
+    except NoAnswer:
         raise ApiProblem(
             503, "no-planner", "no planner answered; is a planner running?", headers=_retry()
         ) from None
-    reply = Reply.model_validate_json(msg.data)
+    reply = Reply.model_validate_json(answer)
     if reply.ok:
         return CommandResult(
             ticket_id=reply.ticket_id, task_id=reply.task_id, message=reply.message

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from gateway.reads import StreamEntry
+from bus.streams import StreamEntry
 from schemas import (
     WORK_PHASES,
     EventType,

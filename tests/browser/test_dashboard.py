@@ -82,6 +82,11 @@ async def test_dashboard_follows_a_ticket_live(
         assert await page.get_attribute(row, "data-status") == "running"
         (settings.workspaces_dir / "ui-1" / "release").touch()
         await page.wait_for_selector(f'{row}[data-status="done"]', timeout=WAIT_MS)
+        # The event sets the status at once; the phase bar comes with the row's fragment,
+        # re-fetched right after it.
+        await page.wait_for_selector(
+            f'{row} .step:last-child[data-state="done"]', state="attached", timeout=WAIT_MS
+        )
         steps = await page.eval_on_selector_all(
             f"{row} .step", "els => els.map(e => e.dataset.state)"
         )

@@ -406,6 +406,33 @@ async def test_health_and_readiness_follow_nats(
         await nats_server.stop()
         await wait_until(lambda: ready(503), timeout=15)
         assert (await client.get("/api/v1/health")).status_code == 200
+        # During the outage a read rides it out for the gateway's patience, then answers
+        # 503 rather than hanging until the client gives up (this client waits 10 s).
+        outage = assert_problem(await client.get("/api/v1/tickets"), 503)
+        assert outage["type"].endswith("nats-unavailable")
+
+
+async def test_gateway_waits_for_a_topology_that_is_provisioned_later(
+    settings: Settings, nats_server: EmbeddedNatsServer
+) -> None:
+    # A gateway without a topology of its own (as behind an `omoi up` elsewhere) keeps
+    # connecting until somebody provisions one.
+    assert settings.nats_url
+    options = GatewayOptions(connect_wait_s=0.2, bus_patience_s=0.5)
+    app = create_app(settings.nats_url, settings=settings, options=options)
+    async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
+        assert "not connected" in assert_problem(await client.get("/ready"), 503)["detail"]
+        assert_problem(await client.get("/api/v1/tickets"), 503)
+        provisioner = await Bus.connect(
+            settings.nats_url, name="provisioner", topology=settings.topology()
+        )
+        await provisioner.close()
+
+        async def ready() -> bool:
+            return (await client.get("/ready")).status_code == 200
+
+        await wait_until(ready, timeout=40)
+        assert (await client.get("/api/v1/tickets")).json()["total"] == 0
 
 
 async def test_openapi_is_served(api: httpx.AsyncClient) -> None:
