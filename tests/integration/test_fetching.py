@@ -3,6 +3,7 @@ fetching never waits out a poll timer while one of its consumers has messages.""
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -54,7 +55,7 @@ async def test_a_worker_on_every_consumer_has_no_idle_gaps_with_a_backlog(
     # next start, only fetching (and, when nothing is queued, the planner) lies.
     gaps = [
         (nxt[0] - prev[0]).total_seconds()
-        for prev, nxt in zip(runs, runs[1:], strict=False)
+        for prev, nxt in itertools.pairwise(runs)
         if prev[1] == "task.succeeded" and nxt[1] == "task.started"
     ]
     assert len(gaps) == 3 * TICKETS - 1
