@@ -32,6 +32,7 @@ from bus.server import find_nats_server
 
 SCENARIOS = (
     "lifecycle",
+    "default_worker",
     "latency",
     "raw_jetstream",
     "celery_redis",
@@ -39,6 +40,7 @@ SCENARIOS = (
     "analytics",
     "gateway",
     "memory",
+    "recovery",
 )
 # Omoi's own measurements, and what they are compared with: a baseline's metric is matched
 # with Omoi's of the same name and params; None compares every metric they share.
@@ -106,6 +108,14 @@ TARGETS = (
            100, False, "ms", strict=True),
     Target("gateway p99 < 20 ms at 1k req/s", "gateway", "p99_ms", {"rate": 1000},
            20, False, "ms", strict=True, needs=("achieved_rate", 950)),
+    Target("default worker: idle gap p50 ≤ 5 ms with a backlog", "default_worker",
+           "idle_gap_p50_ms", W2, 5, False, "ms"),
+    Target("default worker: idle gap p99 ≤ 50 ms with a backlog", "default_worker",
+           "idle_gap_p99_ms", W2, 50, False, "ms"),
+    *(Target(f"throughput restored < 5 s after a {label}", "recovery", "recovery_s",
+             {"fault": fault}, 5, False, "s", strict=True)
+      for fault, label in (("single-restart", "single-node restart (from its return)"),
+                           ("cluster-node-loss", "cluster node loss (from the loss)"))),
     # Not from the brief: "a leak shows" made checkable. RSS may grow while the first wave
     # sizes caches and arenas; after that it must stay flat.
     *(Target(f"no leak: {role} RSS growth ≤ 10 MB over the last 2 of 3 churn waves", "memory",

@@ -90,7 +90,7 @@ def dump(model: Any) -> Any:
 def up(
     data_dir: Annotated[Path, typer.Option(help="State directory.")] = Path(".omoi"),
     nats_port: Annotated[int, typer.Option(help="Embedded server port (0: any free)")] = 4222,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 2,
+    workers: Annotated[int, typer.Option(min=0, help="Worker processes (0: none here).")] = 2,
     http_port: Annotated[
         int, typer.Option(help="Gateway and dashboard port on 127.0.0.1 (0: any free; -1: off).")
     ] = 8000,

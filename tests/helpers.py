@@ -155,11 +155,26 @@ class AgentProcess:
         self.proc.kill()
         await self.proc.wait()
 
-    async def terminate(self) -> int:
+    async def terminate(self, grace: float = 30.0) -> int:
+        """SIGTERM, then SIGKILL if it has not stopped within `grace`: never leaks."""
         if self.proc is None or self.proc.returncode is not None:
             return self.proc.returncode if self.proc else 0
         self.proc.terminate()
-        return await asyncio.wait_for(self.proc.wait(), 30)
+        try:
+            return await asyncio.wait_for(self.proc.wait(), grace)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+            raise
+
+
+async def stop_all(procs: list[AgentProcess]) -> None:
+    """Terminate every process (none is left running), then raise the first failure: an
+    agent that did not stop on SIGTERM within its grace is a bug."""
+    results = await asyncio.gather(*(p.terminate() for p in procs), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException) and not isinstance(result, ProcessLookupError):
+            raise result
 
 
 async def read_pid(path: Any, timeout: float = 20.0) -> int:

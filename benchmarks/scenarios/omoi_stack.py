@@ -27,10 +27,10 @@ AGENT_ENV = {
     "OMOI_RECONCILE_INTERVAL_S": "60",
     "OMOI_FETCH_POLL_S": "0.5",
     "OMOI_LOG_LEVEL": "WARNING",
-    # Each worker process runs up to four no-op tasks at once: the counterpart of a Celery
-    # pool process prefetching four (its default) and of raw JetStream's batch fetch.
-    "OMOI_WORKER_CONCURRENCY": "4",
 }
+# Each worker process runs up to four no-op tasks at once: the counterpart of a Celery
+# pool process prefetching four (its default) and of raw JetStream's batch fetch.
+BENCH_CONCURRENCY = 4
 
 
 @dataclass
@@ -38,6 +38,8 @@ class Stack:
     settings: Settings
     bus: Bus
     procs: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
+    # The embedded server, when the stack started one (a fault scenario kills it).
+    server: EmbeddedNatsServer | None = None
 
     def rss_mb(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -49,19 +51,38 @@ class Stack:
 
 @contextlib.asynccontextmanager
 async def omoi_stack(
-    workdir: Path, *, workers: int, capability: str = "noop", phases: tuple[str, ...] = ()
+    workdir: Path,
+    *,
+    workers: int,
+    capabilities: tuple[str, ...] = ("noop",),
+    phases: tuple[str, ...] = (),
+    concurrency: int = BENCH_CONCURRENCY,
+    nats_url: str | None = None,
+    replicas: int = 1,
+    env: dict[str, str] | None = None,
 ) -> AsyncIterator[Stack]:
-    server = EmbeddedNatsServer(workdir / "nats", port=0)
-    url = await server.start()
-    settings = Settings(nats_url=url, data_dir=workdir / "data")
-    bus = await Bus.connect(url, name="bench", topology=settings.topology())
-    stack = Stack(settings, bus)
-    env = {**os.environ, **settings.to_env(), **AGENT_ENV}
+    """A planner and `workers` worker processes, on an embedded server unless `nats_url`
+    names one (a cluster). Workers serve `phases` (all when empty) and `capabilities`."""
+    server = None
+    if nats_url is None:
+        server = EmbeddedNatsServer(workdir / "nats", port=0)
+        nats_url = await server.start()
+    settings = Settings(
+        nats_url=nats_url,
+        data_dir=workdir / "data",
+        replicas=replicas,
+        worker_concurrency=concurrency,
+    )
+    bus = await Bus.connect(nats_url, name="bench", topology=settings.topology())
+    stack = Stack(settings, bus, server=server)
+    env = {**os.environ, **settings.to_env(), **AGENT_ENV, **(env or {})}
     log = await asyncio.to_thread(_open_log, workdir)
     try:
         argv = {"planner": ["agents.planner"]}
         for i in range(workers):
-            args = ["agents.worker", "--capability", capability]
+            args = ["agents.worker"]
+            for capability in capabilities:
+                args += ["--capability", capability]
             for phase in phases:
                 args += ["--phase", phase]
             argv[f"worker-{i + 1}"] = args
@@ -85,7 +106,8 @@ async def omoi_stack(
                 await proc.wait()
         log.close()
         await bus.close()
-        await server.stop()
+        if server is not None:
+            await server.stop()
 
 
 def _open_log(workdir: Path) -> IO[bytes]:

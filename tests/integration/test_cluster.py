@@ -11,7 +11,6 @@ left queued or running, and the returned node caught up.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,7 +24,7 @@ from bus import Bus
 from bus import constants as c
 from bus.cluster import LocalCluster
 from tests.conftest import agent_env
-from tests.helpers import AgentProcess, wait_until
+from tests.helpers import AgentProcess, stop_all, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -130,9 +129,7 @@ async def agents(
             made.append(await proc.start(cluster_bus))
 
     yield start
-    for proc in made:
-        with contextlib.suppress(ProcessLookupError):
-            await proc.terminate()
+    await stop_all(made)
 
 
 async def stream_leader(bus: Bus, stream: str) -> str:

@@ -15,7 +15,7 @@ from agents.settings import Settings
 from bus import Bus
 from schemas import TaskState
 from tests.conftest import agent_env
-from tests.helpers import AgentProcess, EventLog, gated, read_pid, submit, wait_until
+from tests.helpers import AgentProcess, EventLog, gated, read_pid, stop_all, submit, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -32,9 +32,7 @@ async def procs(settings: Settings, tmp_path: Path) -> AsyncIterator[Callable[..
         return p
 
     yield make
-    for p in made:
-        with contextlib.suppress(ProcessLookupError):
-            await p.terminate()
+    await stop_all(made)
 
 
 async def _pid_changed(path: Path, old: int) -> bool:
