@@ -14,6 +14,7 @@ from bus.errors import (
     ServerStartError,
     Unavailable,
 )
+from bus.objects import ObjectBucket, ObjectCorrupt, ObjectError, ObjectMissing, StoredObject
 from bus.server import EmbeddedNatsServer
 from bus.state import Bucket, Versioned
 from bus.topology import TopologyConfig, provision
@@ -29,12 +30,17 @@ __all__ = [
     "Delivery",
     "EmbeddedNatsServer",
     "NoAnswer",
+    "ObjectBucket",
+    "ObjectCorrupt",
+    "ObjectError",
+    "ObjectMissing",
     "Pending",
     "Reject",
     "Request",
     "Retry",
     "ServerStartError",
     "Source",
+    "StoredObject",
     "TopologyConfig",
     "Unavailable",
     "Versioned",
