@@ -97,6 +97,11 @@ class ObjectBucket:
 
     async def info(self, name: str) -> StoredObject | None:
         """The object's description as the stream's leader has it now; None if absent."""
+        return (await self._described(name))[0]
+
+    async def _described(self, name: str) -> tuple[StoredObject | None, int]:
+        """The live object, if any, and the revision of the last description (0: none).
+        A deleted object leaves a description marked deleted, with its own revision."""
         subject = self.meta_subject(name)
         try:
             msg = await self.patience.run(
@@ -105,14 +110,15 @@ class ObjectBucket:
         except NotFoundError as exc:
             if getattr(exc, "err_code", None) == STREAM_NOT_FOUND:
                 raise BusError(f"object store {self.bucket} does not exist") from exc
-            return None
+            return None, 0
+        revision = int(msg.seq or 0)
         try:
             meta = json.loads(msg.data or b"")
             if meta.get("deleted"):
-                return None
-            return StoredObject(
+                return None, revision
+            stored = StoredObject(
                 name=name,
-                revision=int(msg.seq or 0),
+                revision=revision,
                 size=int(meta.get("size") or 0),
                 chunks=int(meta.get("chunks") or 0),
                 digest=str(meta.get("digest") or ""),
@@ -121,6 +127,7 @@ class ObjectBucket:
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ObjectCorrupt(f"object {name}: unreadable description ({exc})") from exc
+        return stored, revision
 
     async def get(self, name: str, dest: Path) -> StoredObject:
         """Write the object's bytes to `dest`, verified; returns the description read."""
@@ -177,6 +184,12 @@ class ObjectBucket:
     ) -> StoredObject:
         """Store `source` as `name` if the object is still `replacing` (None: if there is
         none); otherwise `ConflictError`, and nothing changes."""
+        if replacing is not None:
+            expected = replacing.revision
+        else:
+            live, expected = await self._described(name)  # a deleted one's marker counts
+            if live is not None:
+                raise ConflictError(f"object {name} exists (revision {live.revision})")
         nuid = uuid.uuid4().hex
         subject = self.chunk_subject(nuid)
         digest = hashlib.sha256()
@@ -206,7 +219,7 @@ class ObjectBucket:
             "digest": _digest_text(digest.digest()),
         }
         try:
-            revision = await self._describe(name, meta, replacing)
+            revision = await self._describe(name, meta, expected)
         except ConflictError:
             # Only a lost compare-and-set surely leaves the chunks unused; after another
             # failure the description may have been stored, so they stay.
@@ -218,13 +231,12 @@ class ObjectBucket:
             name, revision, size, chunks, _digest_text(digest.digest()), nuid, dict(headers)
         )
 
-    async def _describe(
-        self, name: str, meta: dict[str, Any], replacing: StoredObject | None
-    ) -> int:
-        """Publish the description, conditionally; its stream sequence."""
+    async def _describe(self, name: str, meta: dict[str, Any], expected: int) -> int:
+        """Publish the description if the last one is still revision `expected`; its
+        stream sequence."""
         headers = {
             "Nats-Rollup": "sub",
-            "Nats-Expected-Last-Subject-Sequence": str(replacing.revision if replacing else 0),
+            "Nats-Expected-Last-Subject-Sequence": str(expected),
             c.HDR_MSG_ID: f"{meta['nuid']}.meta",
         }
         publish = partial(
@@ -245,8 +257,7 @@ class ObjectBucket:
                 current = await self.info(name)
                 if current is not None and current.nuid == meta["nuid"]:
                     return current.revision
-            since = replacing.revision if replacing else "none"
-            raise ConflictError(f"object {name} changed since revision {since}") from exc
+            raise ConflictError(f"object {name} changed since revision {expected}") from exc
         return int(ack.seq)
 
     async def _purge_quietly(self, subject: str) -> None:

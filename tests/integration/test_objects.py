@@ -109,3 +109,16 @@ async def test_missing_chunks_and_a_bad_description_are_corrupt_not_a_hang(
     await bus.js.publish(store.meta_subject("T6.bundle"), json.dumps(meta).encode())
     with pytest.raises(ObjectCorrupt, match="unreadable digest"):
         await store.get("T6.bundle", tmp_path / "out")
+
+
+async def test_a_deleted_object_can_be_stored_again_but_not_twice(bus: Bus, tmp_path: Path) -> None:
+    store = small_chunks(bus)
+    await store.put("T7.bundle", random_file(tmp_path / "a", 100), headers={}, replacing=None)
+    await (await bus.js.object_store(c.WORKSPACES_BUCKET)).delete("T7.bundle")
+    assert await store.info("T7.bundle") is None
+    again = await store.put(
+        "T7.bundle", random_file(tmp_path / "b", 200), headers={}, replacing=None
+    )
+    assert again.size == 200
+    with pytest.raises(ConflictError, match="exists"):
+        await store.put("T7.bundle", random_file(tmp_path / "c", 10), headers={}, replacing=None)
