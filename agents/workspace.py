@@ -29,6 +29,7 @@ IDENTITY = ("-c", "user.name=omoi", "-c", "user.email=omoi@localhost")
 EXCLUDED = (".omoi-tmp/",)
 ROOT_MESSAGE = "omoi: workspace created"
 LOCK_POLL_MAX_S = 0.1
+GIT_TIMEOUT_S = 300.0
 
 
 class WorkspaceError(AgentError):
@@ -50,14 +51,21 @@ def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 def _run(
     path: Path, args: tuple[str, ...], env: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["git", *IDENTITY, "-c", "commit.gpgsign=false", *args],
-        cwd=path,
-        env=git_env(env),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    try:
+        return subprocess.run(
+            ["git", *IDENTITY, "-c", "commit.gpgsign=false", *args],
+            cwd=path,
+            env=git_env(env),
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        raise WorkspaceError(
+            f"git {args[0]} timed out after {GIT_TIMEOUT_S:g}s in {path}"
+        ) from None
+    except OSError as exc:
+        raise WorkspaceError(f"cannot run git {args[0]} in {path}: {exc}") from exc
 
 
 def git(path: Path, *args: str, check: bool = True, env: Mapping[str, str] | None = None) -> str:
@@ -221,14 +229,16 @@ def checkout(path: Path, branch_name: str, commit_sha: str) -> None:
 
 def rebase(path: Path, onto: str) -> None:
     """Replay the copy's own commits on top of `onto`; WorkspaceConflict if they clash."""
-    if succeeds(path, "rebase", "--quiet", onto):
+    proc = _run(path, ("rebase", "--quiet", onto))
+    if proc.returncode == 0:
         return
     clashing = git(path, "diff", "--name-only", "--diff-filter=U", check=False).split()
     git(path, "rebase", "--abort", check=False)
-    where = f" in {', '.join(clashing[:10])}" if clashing else ""
+    if not clashing:  # refused before it began: changes in the tree, say
+        raise WorkspaceError(f"could not rebase onto {onto[:12]}: {proc.stderr.strip()[-500:]}")
     raise WorkspaceConflict(
-        f"this task's commit conflicts with work another task published meanwhile{where} "
-        f"(rebasing onto {onto[:12]} failed)"
+        f"this task's commit conflicts with work another task published meanwhile in "
+        f"{', '.join(clashing[:10])} (rebasing onto {onto[:12]} failed)"
     )
 
 

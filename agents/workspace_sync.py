@@ -134,10 +134,10 @@ class WorkspaceSync:
         make it, for a ticket that has none yet) and hold it for the task."""
         ws = self.path(ticket.id)
         recorded = await self._recorded_commits(ticket)
-        current = await published(self.bus, ticket.id)
         async with workspace.mutex(ws):
             hold, alone = workspace.join(ws)
             try:
+                current = await published(self.bus, ticket.id)
                 if current is None:
                     await self._start(ws, ticket, recorded)
                 else:

@@ -251,3 +251,41 @@ async def test_a_conflicting_publisher_fails_as_transient_and_reruns_on_the_late
 
 async def _exists(*paths: Path) -> bool:
     return all(p.exists() for p in paths)
+
+
+async def test_workers_sharing_a_data_dir_share_the_copy_without_losing_work(
+    bus: Bus,
+    events: EventLog,
+    settings: Settings,
+    running: Running,
+    start_planner: Start,
+    start_worker: Start,
+) -> None:
+    # `omoi up --workers 2`: two processes, one data dir, tasks of a phase at once.
+    await start_planner()
+    await running.start(Validator(bus, settings, env=dict(os.environ)))
+    await start_worker()
+    await start_worker()
+    writers = [
+        {"name": f"w{i}", "phase": "implementation", "command": f"sleep 0.3; echo {i} > w{i}.txt"}
+        for i in range(4)
+    ]
+    payload = {
+        "id": "S1",
+        "title": "Shared copy",
+        "gates": {"implementation": {"checks": [{"kind": "glob", "path": "w*.txt"}]}},
+        "tasks": [
+            *writers,
+            {"name": "all", "phase": "testing", "depends_on": [w["name"] for w in writers],
+             "command": "cat w0.txt w1.txt w2.txt w3.txt"},
+        ],
+    }  # fmt: skip
+    assert (await submit(bus, payload))["ok"]
+    done = await wait_until(lambda: ticket_finished(bus, "S1"), timeout=60)
+    assert done.status is TicketStatus.DONE, done.reason
+    every = await bus.tasks.value("S1.all")
+    assert every is not None and every.result is not None
+    assert every.result.output_tail.split() == ["0", "1", "2", "3"]
+    files = set(done.gates[Phase.IMPLEMENTATION].verdicts[-1].checks[0].files)
+    assert files == {"w0.txt", "w1.txt", "w2.txt", "w3.txt"}
+    assert len({e.agent for e in events.of("S1", "task.started")}) == 2

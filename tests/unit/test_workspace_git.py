@@ -129,3 +129,19 @@ def test_join_tells_whether_another_attempt_works_in_the_copy(tmp_path: Path) ->
     third, alone = ws.join(path)
     assert alone
     ws.leave(third)
+
+
+def test_a_rebase_refused_for_changes_in_the_tree_says_so(tmp_path: Path) -> None:
+    a = tmp_path / "a"
+    ws.ensure(a, created=CREATED)
+    b = published_copy(a, tmp_path / "b")
+    theirs = write_and_commit(b, "right.txt", "right\n")
+    write_and_commit(a, "left.txt", "left\n")
+    (a / "left.txt").write_text("another attempt is still writing this\n")
+    bundle = tmp_path / "theirs.bundle"
+    ws.bundle(b, bundle)
+    ws.fetch(a, bundle, theirs)
+    with pytest.raises(WorkspaceError, match="could not rebase onto") as info:
+        ws.rebase(a, theirs)
+    assert not isinstance(info.value, WorkspaceConflict)
+    assert (a / "left.txt").read_text() == "another attempt is still writing this\n"
