@@ -15,6 +15,7 @@ from bus.errors import (
     ServerStartError,
     Unavailable,
 )
+from bus.objects import ObjectBucket, ObjectCorrupt, ObjectError, ObjectMissing, StoredObject
 from bus.server import EmbeddedNatsServer
 from bus.state import Bucket, Versioned
 from bus.topology import TopologyConfig, provision
@@ -31,12 +32,17 @@ __all__ = [
     "EmbeddedNatsServer",
     "NoAnswer",
     "NotProvisioned",
+    "ObjectBucket",
+    "ObjectCorrupt",
+    "ObjectError",
+    "ObjectMissing",
     "Pending",
     "Reject",
     "Request",
     "Retry",
     "ServerStartError",
     "Source",
+    "StoredObject",
     "TopologyConfig",
     "Unavailable",
     "Versioned",

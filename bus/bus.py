@@ -24,6 +24,7 @@ from bus import constants as c
 from bus.delivery import Delivery
 from bus.errors import NoAnswer, as_bus_errors, bus_error, is_transient
 from bus.mirror import MirroredBucket
+from bus.objects import ObjectBucket
 from bus.retry import Outage, Patience
 from bus.settle import DeadLetter
 from bus.state import Bucket, stream_subjects
@@ -79,6 +80,8 @@ class Bus:
         self.tickets: Bucket[TicketState]
         self.tasks: Bucket[TaskState]
         self.heartbeats: Bucket[Heartbeat]
+        # Tickets' git workspaces, as bundles (`agents.workspace_sync`).
+        self.workspaces = ObjectBucket(self.js, c.WORKSPACES_BUCKET, self.patience)
         self._mirrors: list[MirroredBucket[Any]] = []
 
     @classmethod

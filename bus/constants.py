@@ -60,6 +60,13 @@ TASKS_BUCKET = "omoi_tasks"
 HEARTBEATS_BUCKET = "omoi_heartbeats"
 LOCKS_BUCKET = "omoi_locks"
 
+# Object stores. A ticket's git workspace travels between machines as a bundle of its
+# history, `<ticket_id>.bundle` in `omoi_workspaces`, with its head commit and branch in
+# the object's headers (`nats object info omoi_workspaces T-1.bundle` shows them).
+WORKSPACES_BUCKET = "omoi_workspaces"
+HDR_WORKSPACE_HEAD = "Omoi-Head"
+HDR_WORKSPACE_BRANCH = "Omoi-Branch"
+
 
 def consumer_next_subject(stream: str, durable: str) -> str:
     """Where a pull request for the next messages of a durable consumer goes."""
@@ -76,6 +83,16 @@ OMOI_STREAM_PREFIXES = ("OMOI_", f"{KV_STREAM_PREFIX}omoi_", f"{OBJ_STREAM_PREFI
 def kv_stream(bucket: str) -> str:
     """The stream behind a KV bucket (what `nats stream ls` shows)."""
     return f"{KV_STREAM_PREFIX}{bucket}"
+
+
+def obj_stream(bucket: str) -> str:
+    """The stream behind an object store."""
+    return f"{OBJ_STREAM_PREFIX}{bucket}"
+
+
+def workspace_object(ticket_id: str) -> str:
+    """The object holding a ticket's workspace (ticket ids are safe object names)."""
+    return f"{ticket_id}.bundle"
 
 
 # Headers.

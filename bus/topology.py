@@ -16,6 +16,7 @@ from nats.js.api import (
     ConsumerConfig,
     ConsumerInfo,
     DeliverPolicy,
+    DiscardPolicy,
     KeyValueConfig,
     RetentionPolicy,
     StorageType,
@@ -88,6 +89,24 @@ def stream_configs(cfg: TopologyConfig) -> list[StreamConfig]:
         stream.storage = StorageType.FILE
         stream.num_replicas = cfg.replicas
     return streams
+
+
+def object_store_configs(cfg: TopologyConfig) -> list[StreamConfig]:
+    """The streams behind Omoi's object stores, laid out as nats-py and the nats CLI make
+    them (so `nats object` works on them), on the topology's replicas."""
+    return [
+        StreamConfig(
+            name=c.obj_stream(bucket),
+            subjects=[f"$O.{bucket}.C.>", f"$O.{bucket}.M.>"],
+            storage=StorageType.FILE,
+            num_replicas=cfg.replicas,
+            discard=DiscardPolicy.NEW,
+            allow_rollup_hdrs=True,
+            allow_direct=True,
+            duplicate_window=cfg.duplicate_window_s,
+        )
+        for bucket in (c.WORKSPACES_BUCKET,)
+    ]
 
 
 def task_consumer_config(phase: str, capability: str, cfg: TopologyConfig) -> ConsumerConfig:
@@ -273,6 +292,8 @@ async def provision(js: JetStreamContext, cfg: TopologyConfig) -> None:
     for stream in stream_configs(cfg):
         await ensure_stream(js, stream)
     await ensure_buckets(js, cfg)
+    for stream in object_store_configs(cfg):
+        await ensure_stream(js, stream)
     for stream_name, consumer in consumer_configs(cfg):
         await ensure_consumer(js, stream_name, consumer)
     log.info("topology provisioned (replicas=%d)", cfg.replicas)

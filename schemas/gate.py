@@ -141,8 +141,10 @@ class GateRequest(WireModel):
     ticket_id: str
     phase: Phase
     attempt: int
-    # Absolute path of the ticket's git workspace.
-    workspace: str
+    # Deprecated and ignored: requests used to carry a local path to the workspace. The
+    # validator takes the ticket's published workspace (`omoi_workspaces`) instead; an
+    # older request in flight still parses.
+    workspace: str | None = Field(default=None, exclude=True)
     # The diff base: the commit the phase started from.
     base_commit: str | None = None
     # The commit to check: the workspace's head when the phase's last task finished.

@@ -41,6 +41,7 @@ class ErrorCategory(StrEnum):
     EXECUTOR_ERROR = "executor_error"
     CANCELLED = "cancelled"
     BUDGET = "budget"
+    WORKSPACE = "workspace"
 
 
 Criterion = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
@@ -75,6 +76,9 @@ class TaskResult(WireModel):
     duration_s: float = 0.0
     # The workspace commit that holds this task's work.
     commit: str | None = None
+    # The `omoi_workspaces` object revision that published `commit`. Revisions only grow
+    # and each published head descends from the last, so the highest names the head.
+    workspace_revision: int | None = None
     # What the task says it did (an agent's final message), for the next phases.
     summary: str = ""
     files: list[str] = Field(default_factory=list)

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from nats.js.api import DeliverPolicy
 
+from agents import workspace as ws
 from agents.base import Agent
 from bus import Bus
+from bus import constants as c
 from schemas import Event, TicketState
 
 
@@ -122,6 +125,19 @@ async def submit(bus: Bus, payload: dict[str, Any], timeout: float = 10.0) -> di
         "omoi.tickets.submit", json.dumps(payload).encode(), timeout=timeout
     )
     return dict(json.loads(reply.data))
+
+
+async def publish_workspace(bus: Bus, ticket_id: str, repo: Path) -> str:
+    """Publish a git repository as a ticket's workspace, as a worker would; its head."""
+    bundle = repo.parent / f"{repo.name}.bundle"
+    ws.bundle(repo, bundle)
+    head = ws.bundle_head(bundle)
+    name = c.workspace_object(ticket_id)
+    headers = {c.HDR_WORKSPACE_HEAD: head, c.HDR_WORKSPACE_BRANCH: ws.branch(repo)}
+    await bus.workspaces.put(
+        name, bundle, headers=headers, replacing=await bus.workspaces.info(name)
+    )
+    return head
 
 
 async def ticket_finished(bus: Bus, ticket_id: str) -> TicketState | None:

@@ -51,7 +51,6 @@ class Planner(Agent):
         self.reconciler = Reconciler(
             bus,
             self.id,
-            workspaces=settings.workspaces_dir,
             model=self.model,
             context_tokens=settings.context_tokens,
             lost_after_s=settings.lost_message_after_s,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import timedelta
-from pathlib import Path
 
 from agents.events import task_event, ticket_event
 from agents.llm.client import ModelClient
@@ -37,14 +36,12 @@ class Reconciler:
         bus: Bus,
         agent_id: str,
         *,
-        workspaces: Path = Path(".omoi/workspaces"),
         model: ModelClient | None = None,
         context_tokens: int = 1200,
         lost_after_s: float = 10.0,
     ) -> None:
         self.bus = bus
         self.agent_id = agent_id
-        self.workspaces = workspaces
         self.model = model
         self.context_tokens = context_tokens
         # How long state may go without its message before the sweep restores it.
@@ -158,7 +155,7 @@ class Reconciler:
             return False
         await self.emit_ticket_changes(ticket, updated)
         if decided.request_gate is not None:
-            request = gates.build_request(updated, tasks, decided.request_gate, self.workspaces)
+            request = gates.build_request(updated, tasks, decided.request_gate)
             await gates.publish_request(self.bus, request, self.agent_id)
 
         return True
@@ -318,7 +315,7 @@ class Reconciler:
             return 0  # the gate moved on meanwhile
         log.warning("ticket %s: the %s gate request was lost; sent again", ticket.id, phase.value)
         by_name = {t.value.name: t.value for t in tasks}
-        request = gates.build_request(updated, by_name, phase, self.workspaces)
+        request = gates.build_request(updated, by_name, phase)
         await gates.publish_request(
             self.bus, request, self.agent_id, resent=updated.gates[phase].resent
         )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from pathlib import Path
 
 from agents.events import ticket_event
 from agents.planner.phases import phase_index
@@ -58,16 +57,15 @@ def mark_resent(ticket: TicketState, phase: Phase, judged: GateState) -> TicketS
     return ticket
 
 
-def build_request(
-    ticket: TicketState, tasks: Mapping[str, TaskState], phase: Phase, workspaces: Path
-) -> GateRequest:
+def build_request(ticket: TicketState, tasks: Mapping[str, TaskState], phase: Phase) -> GateRequest:
+    """The request for a gate's verdict. It names no place: the validator checks the commit
+    out of the ticket's published workspace (`omoi_workspaces`)."""
     gate = ticket.gates[phase]
     acceptance = [c for t in tasks.values() if t.phase is phase for c in t.acceptance]
     return GateRequest(
         ticket_id=ticket.id,
         phase=phase,
         attempt=gate.attempts,
-        workspace=str((workspaces / ticket.id).resolve()),
         base_commit=head_commit(tasks, before=phase),
         commit=gate.commit,
         spec=ticket.gate_specs[phase],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from agents.planner.phases import next_phase, phase_index
 from schemas import Phase, PhaseTransition, TaskState, TaskStatus, TicketStatus
@@ -85,7 +86,9 @@ def _gate_closed(ticket: TicketState, phase: Phase) -> bool:
 
 
 def head_commit(tasks: Mapping[str, TaskState], before: Phase | None = None) -> str | None:
-    """The latest commit of a succeeded task (only of phases before `before`, if given)."""
+    """The latest commit of a succeeded task (only of phases before `before`, if given):
+    the last published one, which holds every earlier one. Tasks of a phase may publish in
+    one order and record their success in another, so the publish order decides."""
     done = [
         t
         for t in tasks.values()
@@ -96,9 +99,14 @@ def head_commit(tasks: Mapping[str, TaskState], before: Phase | None = None) -> 
     ]
     if not done:
         return None
-    latest = max(done, key=lambda t: t.finished_at or t.updated_at)
+    latest = max(done, key=_publish_order)
     assert latest.result is not None
     return latest.result.commit
+
+
+def _publish_order(task: TaskState) -> tuple[int, datetime]:
+    assert task.result is not None
+    return task.result.workspace_revision or 0, task.finished_at or task.updated_at
 
 
 def _wind_down(tasks: Mapping[str, TaskState], failed: list[str], out: Plan) -> Plan:

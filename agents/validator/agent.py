@@ -20,6 +20,8 @@ from agents.llm.client import ModelClient, ModelConfig
 from agents.settings import Settings
 from agents.validator.checks import GateError, clean_copy, feedback, run_checks, verdict_passed
 from agents.validator.review import review
+from agents.workspace import WorkspaceError
+from agents.workspace_sync import download
 from bus import Bus, Consumer, Delivery, Reject, Source
 from bus import constants as c
 from schemas import Event, EventType
@@ -89,39 +91,48 @@ class Validator(Agent):
         )
 
     async def evaluate(self, request: GateRequest) -> GateVerdict:
+        """Check the gate on a fresh clone of the ticket's published workspace, at the
+        request's commit. Only a workspace Omoi published is used, never a path.
+
+        A workspace that cannot be had (missing, damaged, without that commit) fails the
+        gate with the reason: asking again would find the same bytes. Passing NATS trouble
+        never gets here; the bus rides it out."""
         copy = self.scratch / f"{request.ticket_id}-{request.phase.value}-{request.attempt}"
         shutil.rmtree(copy, ignore_errors=True)
         try:
-            commit = await asyncio.to_thread(
-                clean_copy, Path(request.workspace), copy / "repo", request.commit
-            )
-        except GateError as exc:
-            return GateVerdict(
-                ticket_id=request.ticket_id,
-                phase=request.phase,
-                attempt=request.attempt,
-                passed=False,
-                commit=request.commit,
-                feedback=f"the workspace could not be checked out: {exc.message}",
-            )
-        try:
-            env = {**self.env, "OMOI_TICKET_ID": request.ticket_id, "OMOI_PHASE": request.phase}
-            results = await run_checks(
-                request.spec, copy / "repo", base_commit=request.base_commit, env=env
-            )
-            passed = verdict_passed(results)
-            review_text = None
-            if passed and request.spec.review and self.model is not None:
-                passed, review_text = await review(self.model, request, copy / "repo", results)
-            return GateVerdict(
-                ticket_id=request.ticket_id,
-                phase=request.phase,
-                attempt=request.attempt,
-                passed=passed,
-                commit=commit,
-                checks=results,
-                review=review_text,
-                feedback="" if passed else feedback(results, review_text),
-            )
+            copy.mkdir(parents=True)
+            try:
+                await download(self.bus, request.ticket_id, copy / "workspace.bundle")
+                commit = await asyncio.to_thread(
+                    clean_copy, copy / "workspace.bundle", copy / "repo", request.commit
+                )
+            except (GateError, WorkspaceError) as exc:
+                return GateVerdict(
+                    ticket_id=request.ticket_id,
+                    phase=request.phase,
+                    attempt=request.attempt,
+                    passed=False,
+                    commit=request.commit,
+                    feedback=f"the workspace could not be checked out: {exc}",
+                )
+            return await self._check(request, copy / "repo", commit)
         finally:
             await asyncio.to_thread(shutil.rmtree, copy, True)
+
+    async def _check(self, request: GateRequest, repo: Path, commit: str) -> GateVerdict:
+        env = {**self.env, "OMOI_TICKET_ID": request.ticket_id, "OMOI_PHASE": request.phase}
+        results = await run_checks(request.spec, repo, base_commit=request.base_commit, env=env)
+        passed = verdict_passed(results)
+        review_text = None
+        if passed and request.spec.review and self.model is not None:
+            passed, review_text = await review(self.model, request, repo, results)
+        return GateVerdict(
+            ticket_id=request.ticket_id,
+            phase=request.phase,
+            attempt=request.attempt,
+            passed=passed,
+            commit=commit,
+            checks=results,
+            review=review_text,
+            feedback="" if passed else feedback(results, review_text),
+        )

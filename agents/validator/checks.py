@@ -68,7 +68,8 @@ def _check_rev(rev: str) -> None:
 
 
 def clean_copy(workspace: Path, dest: Path, commit: str | None = None) -> str:
-    """Clone the workspace's committed state into `dest`; return the commit checked out."""
+    """Clone the workspace's committed state (a repository, or a bundle of one) into
+    `dest`, at `commit` if given; return the commit checked out."""
     home = dest.parent
     home.mkdir(parents=True, exist_ok=True)
     if commit is not None:
@@ -76,6 +77,10 @@ def clean_copy(workspace: Path, dest: Path, commit: str | None = None) -> str:
     source, target = str(workspace.absolute()), str(dest.absolute())
     _git(["clone", "--no-hardlinks", "--quiet", "--", source, target], cwd=home, home=home)
     if commit is not None:
+        try:
+            _git(["cat-file", "-e", f"{commit}^{{commit}}"], cwd=dest, home=home)
+        except GateError:
+            raise GateError(f"commit {commit} is not in the workspace") from None
         _git(["checkout", "--quiet", "--detach", commit], cwd=dest, home=home)
     return _git(["rev-parse", "HEAD"], cwd=dest, home=home).strip()
 

@@ -21,10 +21,12 @@ from agents.executors.noop import NoopExecutor
 from agents.settings import Settings
 from agents.worker.claim import Receipt, Verdict, claimed, exhausted, judge
 from agents.worker.outcomes import Interrupt, Outcome, OutcomeRecorder
+from agents.workspace_sync import WorkspaceSync
 from bus import Abandon, Bus, Consumer, Delivery, Reject, Request, Source, Versioned
 from bus import constants as c
 from bus.constants import CONTROL_CANCEL_PREFIX
 from schemas import (
+    ErrorCategory,
     EventType,
     Heartbeat,
     TaskDispatch,
@@ -79,7 +81,8 @@ class Worker(Agent):
         self.capabilities = list(capabilities)
         self.executors = dict(executors)
         self.concurrency = settings.worker_concurrency
-        self.outcomes = OutcomeRecorder(bus, settings, self.id, self.log)
+        self.workspaces = WorkspaceSync(bus, settings.workspaces_dir)
+        self.outcomes = OutcomeRecorder(bus, settings, self.id, self.log, self.workspaces)
         self._attempts: dict[str, Attempt] = {}  # running tasks by task id
         self._tickets: dict[str, TicketState] = {}
 
@@ -185,6 +188,7 @@ class Worker(Agent):
                 delivery.release()
             await self.outcomes.record(claim_written, outcome)
         finally:
+            self.workspaces.release(task.id)
             await self.bus.confirm(started)
 
     async def _execute(self, task: TaskState, delivery: Delivery) -> Outcome:
@@ -252,14 +256,15 @@ class Worker(Agent):
         if executor is None:
             raise PermanentFailure(f"no executor for {task.capability!r}")
         ticket = await self._ticket(task.ticket_id, fresh=executor.reads_ticket_state)
-        ws = self.settings.workspaces_dir / task.ticket_id
+        ws = self.workspaces.path(task.ticket_id)
         try:
             if ticket is not None and ticket.versioned:
-                await asyncio.to_thread(workspace.ensure, ws, ticket.repository)
+                # Up to the ticket's latest published state, from whichever machine.
+                ws = await self.workspaces.pull(ticket, task.id)
             else:
                 ws.mkdir(parents=True, exist_ok=True)
         except workspace.WorkspaceError as exc:
-            raise TransientFailure(exc.args[0], category="workspace") from exc
+            raise TransientFailure(exc.args[0], category=ErrorCategory.WORKSPACE) from exc
         return executor, ExecutionContext(
             workspace=ws,
             attempt=task.attempts,

@@ -8,7 +8,6 @@ to `bus.settle`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 from dataclasses import dataclass
@@ -19,8 +18,17 @@ from agents import workspace
 from agents.errors import TaskFailure, TransientFailure
 from agents.events import task_event
 from agents.settings import Settings
+from agents.workspace_sync import WorkspaceSync
 from bus import Abandon, Bus, Retry, Versioned
-from schemas import AttemptError, EventType, TaskResult, TaskState, TaskStatus, utcnow
+from schemas import (
+    AttemptError,
+    ErrorCategory,
+    EventType,
+    TaskResult,
+    TaskState,
+    TaskStatus,
+    utcnow,
+)
 
 Interrupt = Literal["cancelled", "handback"]
 
@@ -39,11 +47,13 @@ class OutcomeRecorder:
         settings: Settings,
         worker_id: str,
         log: logging.LoggerAdapter[logging.Logger],
+        workspaces: WorkspaceSync,
     ) -> None:
         self.bus = bus
         self.settings = settings
         self.worker_id = worker_id
         self.log = log
+        self.workspaces = workspaces
 
     def is_mine(self, claim: TaskState, t: TaskState) -> bool:
         """Whether `t` is still the attempt this worker claimed (not cancelled, reset, taken)."""
@@ -91,16 +101,19 @@ class OutcomeRecorder:
 
     async def succeed(self, claimed: Versioned[TaskState], result: TaskResult) -> None:
         claim = claimed.value
-        ws = self.settings.workspaces_dir / claim.ticket_id
         first_line = (result.summary.strip().splitlines() or [""])[0][:72]
         message = f"{claim.name}: {first_line or claim.phase.value}\n\nomoi task {claim.id}"
         try:
-            if workspace.is_versioned(ws):
-                result.commit, changed = await asyncio.to_thread(workspace.commit, ws, message)
-                result.files = result.files or changed
+            # Published before the success is written, so whatever follows it sees the work.
+            published = await self.workspaces.publish(claim.ticket_id, message)
         except workspace.WorkspaceError as exc:
-            await self.fail(claimed, TransientFailure(exc.args[0], category="workspace"))
+            failure = TransientFailure(exc.args[0], category=ErrorCategory.WORKSPACE)
+            await self.fail(claimed, failure)
             return
+        if published is not None:
+            result.commit = published.commit
+            result.files = result.files or published.files
+            result.workspace_revision = published.revision
 
         def succeed(t: TaskState) -> TaskState | None:
             if not self.is_mine(claim, t):

@@ -10,6 +10,7 @@ worker's next start while other work was queued (the time fetching takes).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from datetime import datetime, timedelta
@@ -94,7 +95,7 @@ def _idle_gaps(runs: list[tuple[str, datetime, timedelta]], events: list[Event])
         by_worker.setdefault(worker, []).append((at, duration))
     for spans in by_worker.values():
         spans.sort()
-        for (at, duration), (nxt, _) in zip(spans, spans[1:], strict=False):
+        for (at, duration), (nxt, _) in itertools.pairwise(spans):
             end = at + duration
             waiting = sum(1 for q in queued if q <= end) - sum(1 for s in starts if s <= end)
             if waiting > 0:

@@ -130,8 +130,9 @@ async def _cluster(cfg: BenchConfig) -> float:
 
             async def lose_leader() -> None:
                 info = await stack.bus.admin.stream_info(c.TASKS_STREAM)
-                assert info.cluster is not None and info.cluster.leader
-                await cluster.kill(info.cluster.leader)
+                leader = info.cluster.leader if info.cluster else None
+                assert leader, "the task stream has no leader"
+                await cluster.kill(leader)
 
             return await _measure(cfg, stack, "rc", lose_leader, from_recovery=False)
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -84,11 +85,16 @@ async def test_backup_of_a_running_system_restores_it_and_in_flight_work_finishe
     await events.wait_type("done-1", "ticket.done")
     assert not (await submit(bus, {"title": ""}))["ok"]  # a rejection: a dead letter
     await wait_until(lambda: stream_holds(bus, c.DLQ_STREAM, 1))
+    # A git workspace: its bundle in `omoi_workspaces` carries `prep`'s work to the
+    # restored system's worker, which has a data dir of its own.
+    origin = origin_repository(tmp_path / "origin")
     in_flight = [
+        {"name": "prep", "phase": "requirements", "command": "echo prep > prep.txt"},
         {"name": "work", "phase": "implementation", "command": gated("work")},
-        {"name": "after", "phase": "testing", "command": "true"},
+        {"name": "after", "phase": "testing", "command": "test -f prep.txt"},
     ]
-    assert (await submit(bus, {"id": "busy", "title": "in flight", "tasks": in_flight}))["ok"]
+    busy = {"id": "busy", "title": "in flight", "tasks": in_flight, "repository": str(origin)}
+    assert (await submit(bus, busy))["ok"]
     await events.wait_type("busy", "task.started", task="work")
     await read_pid(settings.workspaces_dir / "busy" / "work.pid")
 
@@ -103,6 +109,7 @@ async def test_backup_of_a_running_system_restores_it_and_in_flight_work_finishe
         c.INTAKE_STREAM, c.TASKS_STREAM, c.GATES_STREAM, c.EVENTS_STREAM, c.DLQ_STREAM,
         *(c.kv_stream(b) for b in (c.TICKETS_BUCKET, c.TASKS_BUCKET, c.HEARTBEATS_BUCKET,
                                    c.LOCKS_BUCKET)),
+        c.obj_stream(c.WORKSPACES_BUCKET),
     }  # fmt: skip
     assert manifest["server_version"] and manifest["omoi_version"]
     # The source is quiet now (the gated task holds the ticket): this is what was backed up.
@@ -156,6 +163,8 @@ async def test_backup_of_a_running_system_restores_it_and_in_flight_work_finishe
             await log2.wait_type("busy", "ticket.done", timeout=30)
             task = await bus2.tasks.value("busy.work")
             assert task is not None and task.status == "succeeded" and task.attempts == 2
+            # The restored workspace went on from `prep`'s commit, restored with the rest.
+            assert (workspace / "prep.txt").read_text() == "prep\n"
             assert task.errors[0].category == ErrorCategory.WORKER_LOST
             done = await bus2.tickets.value("done-1")
             assert done is not None and done.status is TicketStatus.DONE
@@ -167,6 +176,16 @@ async def test_backup_of_a_running_system_restores_it_and_in_flight_work_finishe
         finally:
             await running.stop_all()
             await bus2.close()
+
+
+def origin_repository(path: Path) -> Path:
+    path.mkdir()
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=path, check=True)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty",
+         "-m", "origin"], cwd=path, check=True,
+    )  # fmt: skip
+    return path
 
 
 def _outstanding(stream: dict[str, Any]) -> dict[str, int]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import itertools
 import os
-from datetime import timedelta
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest

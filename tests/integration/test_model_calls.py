@@ -21,6 +21,7 @@ from bus import Bus
 from schemas import Phase
 from schemas.gate import CheckKind, CheckSpec, GateRequest, GateSpec
 from schemas.ticket import PhaseContext, TicketState
+from tests.helpers import publish_workspace
 
 pytestmark = pytest.mark.integration
 
@@ -95,11 +96,11 @@ async def test_a_failing_review_fails_the_gate_with_its_text(
                 "llm_api_key": SecretStr(KEY), "llm_num_retries": 0}
     )  # fmt: skip
     validator = Validator(bus, s, env=dict(os.environ))
+    await publish_workspace(bus, "T1", repo)
     request = GateRequest(
         ticket_id="T1",
         phase=Phase.REQUIREMENTS,
         attempt=1,
-        workspace=str(repo),
         spec=GateSpec(
             review=True,
             checks=[CheckSpec(kind=CheckKind.FILE, path="req.md", contains="acceptance")],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import subprocess
 import time
@@ -154,7 +155,7 @@ def test_clean_copy_failures_raise_gate_error(
     with pytest.raises(GateError, match="clone") as info:
         clean_copy(tmp_path / "missing", tmp_path / "gate" / "a")
     assert "does not exist" in info.value.message  # git's own stderr
-    with pytest.raises(GateError, match="checkout"):
+    with pytest.raises(GateError, match=r"commit 0{40} is not in the workspace"):
         clean_copy(workspace[0], tmp_path / "gate" / "b", "0" * 40)
     with pytest.raises(GateError, match="invalid commit"):
         clean_copy(workspace[0], tmp_path / "gate" / "c", "--orphan")
@@ -437,11 +438,14 @@ def test_gate_request_and_verdict_round_trip() -> None:
         ticket_id="T1",
         phase=Phase.DESIGN,
         attempt=1,
-        workspace="/data/ws/T1",
         spec=GateSpec(checks=[CheckSpec(kind=K.FILE, path="docs/design.md")]),
         acceptance=["has a design"],
     )
     assert GateRequest.model_validate_json(request.to_json()) == request
+    # Requests name no local path; an older one that still does parses, the path ignored.
+    assert "workspace" not in json.loads(request.to_json())
+    older = {**json.loads(request.to_json()), "workspace": "/data/ws/T1"}
+    assert GateRequest.model_validate(older).ticket_id == "T1"
     verdict = GateVerdict(ticket_id="T1", phase=Phase.DESIGN, attempt=1, passed=True)
     assert GateVerdict.model_validate_json(verdict.to_json()) == verdict
     # Inbound-tolerant: a newer peer's extra field is ignored.

@@ -178,6 +178,18 @@ def test_head_commit_is_the_latest_finished_succeeded_commit() -> None:
     assert head_commit(state, before=P.REQUIREMENTS) is None
 
 
+def test_head_commit_is_the_last_published_one_whatever_order_successes_came_in() -> None:
+    # Two parallel tasks: "a" published first but recorded its success last.
+    state = tasks(
+        task("a", P.IMPLEMENTATION, S.SUCCEEDED, commit="c-a", finished=5),
+        task("b", P.IMPLEMENTATION, S.SUCCEEDED, commit="c-b", finished=4),
+    )
+    assert state["a"].result is not None and state["b"].result is not None
+    state["a"].result.workspace_revision = 7
+    state["b"].result.workspace_revision = 9
+    assert head_commit(state) == "c-b"
+
+
 def test_head_commit_is_none_without_commits() -> None:
     assert head_commit({}) is None
     state = tasks(task("r", P.REQUIREMENTS, S.SUCCEEDED, finished=1), task("d", P.DESIGN))
@@ -386,7 +398,7 @@ def test_build_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         task("t1", P.TESTING, S.SUCCEEDED, commit="c-t1", finished=3, acceptance=("a", "b")),
         task("t2", P.TESTING, S.SUCCEEDED, commit="c-t2", finished=4, acceptance=("b", "c")),
     )
-    request = build_request(t, state, P.TESTING, Path("data/workspaces"))
+    request = build_request(t, state, P.TESTING)
     assert request.ticket_id == "T1"
     assert request.phase is P.TESTING
     assert request.attempt == 1
@@ -394,8 +406,7 @@ def test_build_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert request.commit == "c-head"
     assert request.acceptance == ["a", "b", "c"]
     assert request.spec == specs[P.TESTING]
-    assert Path(request.workspace).is_absolute()
-    assert Path(request.workspace) == (tmp_path / "data/workspaces/T1").resolve()
+    assert request.workspace is None  # the validator takes the published workspace
     assert (request.title, request.description) == ("Add a thing", "Please add the thing.")
 
 
@@ -403,7 +414,7 @@ def test_build_request_for_the_first_phase_has_no_base(tmp_path: Path) -> None:
     t = ticket(specs={P.REQUIREMENTS: spec()})
     mark_pending(t, P.REQUIREMENTS, None)
     state = tasks(task("r", P.REQUIREMENTS, S.SUCCEEDED, commit="c-r", finished=1))
-    request = build_request(t, state, P.REQUIREMENTS, tmp_path)
+    request = build_request(t, state, P.REQUIREMENTS)
     assert request.base_commit is None
     assert request.commit is None
     assert request.acceptance == []
