@@ -24,6 +24,7 @@ from agents.planner.apply import Reconciler
 from agents.planner.commands import Commands
 from agents.planner.decompose import decompose
 from agents.planner.intake import Intake, assemble, build, derive_ticket_id, same_ticket
+from agents.planner.restore import Restorer
 from agents.settings import Settings
 from bus import Bus, Consumer, Delivery, Reject, Request, Source
 from bus import constants as c
@@ -53,9 +54,9 @@ class Planner(Agent):
             self.id,
             model=self.model,
             context_tokens=settings.context_tokens,
-            lost_after_s=settings.lost_message_after_s,
         )
         self.commands = Commands(bus, self.reconciler)
+        self.restorer = Restorer(bus, self.id, lost_after_s=settings.lost_message_after_s)
         self._workflow_dirs = [d for d in [settings.workflows_dir] if d is not None]
         self._workflow_dirs.append(settings.data_dir / "workflows")
 
@@ -292,7 +293,7 @@ class Planner(Agent):
             except Exception:
                 self.log.exception("reconciling %s failed", ticket_id)
         try:
-            await self.reconciler.restore_messages()
+            await self.restorer.restore(await self.reconciler.running_tickets())
         except Exception:
             self.log.exception("restoring lost messages failed")
 

@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
 
 from agents.events import task_event, ticket_event
 from agents.llm.client import ModelClient
 from agents.planner import context, gates
-from agents.planner.lost import find_lost, requeued
 from agents.planner.reconcile import Plan, head_commit, plan
-from bus import Bus, Versioned
+from bus import Bus
 from bus.constants import (
-    GATES_STREAM,
-    GATES_SUBJECTS,
-    TASKS_STREAM,
-    TASKS_SUBJECTS,
     control_cancel_subject,
 )
 from schemas import Event, EventType, Phase, TaskState, TaskStatus, TicketStatus, utcnow
@@ -38,14 +32,11 @@ class Reconciler:
         *,
         model: ModelClient | None = None,
         context_tokens: int = 1200,
-        lost_after_s: float = 10.0,
     ) -> None:
         self.bus = bus
         self.agent_id = agent_id
         self.model = model
         self.context_tokens = context_tokens
-        # How long state may go without its message before the sweep restores it.
-        self.lost_after_s = lost_after_s
 
     async def load(self, ticket_id: str) -> tuple[TicketState, dict[str, TaskState]] | None:
         ticket = await self.bus.tickets.value(ticket_id)
@@ -282,64 +273,6 @@ class Reconciler:
             await self.bus.notify(control_cancel_subject(task.ticket_id, task.name))
         await self.bus.publish_event(task_event(task, kind, self.agent_id, reason=reason))
         return task
-
-    async def restore_messages(self) -> int:
-        """Give queued or running work whose message is gone a new one (`lost`); returns
-        how many were restored."""
-        taken_at = utcnow()
-        task_subjects = await self.bus.live_subjects(TASKS_STREAM, TASKS_SUBJECTS)
-        gate_subjects = await self.bus.live_subjects(GATES_STREAM, GATES_SUBJECTS)
-        before = taken_at - timedelta(seconds=self.lost_after_s)
-        restored = 0
-        for ticket_id in await self.running_tickets():
-            ticket = await self.bus.tickets.value(ticket_id)
-            if ticket is None:
-                continue
-            found = [await self.bus.tasks.get(f"{ticket.id}.{name}") for name in ticket.tasks]
-            tasks = [t for t in found if t is not None]
-            missing = find_lost(ticket, tasks, task_subjects, gate_subjects, before=before)
-            for task in missing.tasks:
-                restored += await self._requeue(task)
-            for phase in missing.gates:
-                restored += await self._resend_gate(ticket, phase, tasks)
-        return restored
-
-    async def _resend_gate(
-        self, ticket: TicketState, phase: Phase, tasks: list[Versioned[TaskState]]
-    ) -> int:
-        judged = ticket.gates[phase]
-        updated = await self.bus.tickets.update(
-            ticket.id, lambda t: gates.mark_resent(t, phase, judged)
-        )
-        if updated is None:
-            return 0  # the gate moved on meanwhile
-        log.warning("ticket %s: the %s gate request was lost; sent again", ticket.id, phase.value)
-        by_name = {t.value.name: t.value for t in tasks}
-        request = gates.build_request(updated, by_name, phase)
-        await gates.publish_request(
-            self.bus, request, self.agent_id, resent=updated.gates[phase].resent
-        )
-        return 1
-
-    async def _requeue(self, judged: Versioned[TaskState]) -> int:
-        now = utcnow()
-        written = await self.bus.tasks.update_versioned(
-            judged.value.id, lambda t: requeued(t, judged.value, now), known=judged
-        )
-        if written is None:
-            return 0  # it moved on meanwhile: not lost after all
-        task = written.value
-        log.warning("task %s was %s without a message; queued again", task.id, judged.value.status)
-        dispatched = await self.bus.dispatch_async(task, written.revision)
-        announced = await self.bus.publish_event_async(
-            task_event(
-                task, EventType.TASK_REQUEUED, self.agent_id,
-                reason=task.reason, was=judged.value.status.value, revision=written.revision,
-            )
-        )  # fmt: skip
-        await self.bus.confirm(dispatched)
-        await self.bus.confirm(announced)
-        return 1
 
     async def running_tickets(self) -> list[str]:
         tickets = await self.bus.tickets.values()

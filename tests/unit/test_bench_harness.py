@@ -77,6 +77,7 @@ def full_set(**overrides: float) -> list[Metric]:
         "omoi": 150.0, "raw": 300.0, "celery": 30.0, "p50": 2.0, "p99": 12.0,
         "ingest": 60_000.0, "lag": 999.0, "publish": 10_000.0, "analytics": 100.0,
         "gateway": 15.0, "gateway_rate": 1000.0, "planner_growth": 10.0, "worker_growth": 11.0,
+        "gap_p50": 5.0, "gap_p99": 60.0, "recovery_single": 5.0, "recovery_cluster": 2.0,
     } | overrides  # fmt: skip
     return [
         tps("lifecycle", 2, values["omoi"]),
@@ -96,6 +97,12 @@ def full_set(**overrides: float) -> list[Metric]:
                    {"role": role, "tasks": 32_000})
             for role in ("planner", "worker")
         ),
+        Metric("default_worker", "idle_gap_p50_ms", values["gap_p50"], "ms", {"workers": 2}),
+        Metric("default_worker", "idle_gap_p99_ms", values["gap_p99"], "ms", {"workers": 2}),
+        Metric("recovery", "recovery_s", values["recovery_single"], "s",
+               {"fault": "single-restart"}),
+        Metric("recovery", "recovery_s", values["recovery_cluster"], "s",
+               {"fault": "cluster-node-loss"}),
     ]  # fmt: skip
 
 
@@ -113,6 +120,13 @@ def test_targets_at_full_scale() -> None:
     # strict bound: exactly 100 ms is a miss
     assert got["analytics p95 < 100 ms over 1M events"].verdict == "MISS"
     assert got["gateway p99 < 20 ms at 1k req/s"].verdict == "PASS"
+    # idle gaps: bounds inclusive; recovery: strictly under 5 s
+    assert got["default worker: idle gap p50 ≤ 5 ms with a backlog"].verdict == "PASS"
+    assert got["default worker: idle gap p99 ≤ 50 ms with a backlog"].verdict == "MISS"
+    single = "throughput restored < 5 s after a single-node restart (from its return)"
+    assert got[single].verdict == "MISS"
+    cluster = "throughput restored < 5 s after a cluster node loss (from the loss)"
+    assert got[cluster].verdict == "PASS"
     # the leak bound is inclusive, per role
     leak = "no leak: {} RSS growth ≤ 10 MB over the last 2 of 3 churn waves"
     assert got[leak.format("planner")].verdict == "PASS"
