@@ -46,6 +46,8 @@ class Request:
 
     subject: str
     data: bytes
+    # Whether the sender waits for a reply; a responder may skip the work of one if not.
+    wants_reply: bool = False
 
 
 Responder = Callable[[Request], Awaitable[bytes | None]]
@@ -317,7 +319,7 @@ class Bus:
         """Call `responder` for each message on `subject`; what it returns is the reply."""
 
         async def on_msg(msg: Msg) -> None:
-            reply = await responder(Request(msg.subject, msg.data))
+            reply = await responder(Request(msg.subject, msg.data, bool(msg.reply)))
             if reply is not None and msg.reply:
                 await msg.respond(reply)
 

@@ -107,10 +107,9 @@ def task_subject(phase: str, capability: str, ticket_id: str, task: str) -> str:
     return f"omoi.tasks.{phase}.{capability}.{ticket_id}.{task}"
 
 
-def task_filters(phase: str, capability: str) -> list[str]:
-    """What the (phase, capability) consumer reads: every task's subject, and the bare
-    `omoi.tasks.<phase>.<capability>` that a dispatch published by hand may use."""
-    return [f"omoi.tasks.{phase}.{capability}", f"omoi.tasks.{phase}.{capability}.>"]
+def task_filter(phase: str, capability: str) -> str:
+    """What the (phase, capability) consumer reads: the subjects of all its tasks."""
+    return f"omoi.tasks.{phase}.{capability}.>"
 
 
 def task_consumer(phase: str, capability: str) -> str:

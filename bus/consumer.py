@@ -230,7 +230,9 @@ class Consumer(Runtime):
         self.batch = batch
         self.group = group
         self._busy = 0  # slots in use: handlers that have not released theirs
-        self._turn = 0  # which consumer is asked first, so none starves
+        self._turn = 0  # which consumer is asked first
+        # When each free slot became free, oldest first (for `Delivery.idle_s`).
+        self._free_since: list[float] = []
 
     async def _loop(self) -> None:
         if self.group is not None:
@@ -241,6 +243,7 @@ class Consumer(Runtime):
     # One delivery per slot
 
     async def _slotted(self) -> None:
+        self._free_since = [asyncio.get_running_loop().time()] * self.slots
         while not self.stopping:
             free = min(self.slots - self._busy, self.max_in_flight - len(self.in_flight))
             if free <= 0:
@@ -262,12 +265,14 @@ class Consumer(Runtime):
     def _start_one(self, delivery: Delivery) -> None:
         self._busy += 1
         released = False
+        loop = asyncio.get_running_loop()
 
         def release() -> None:
             nonlocal released
             if not released:
                 released = True
                 self._busy -= 1
+                self._free_since.append(loop.time())
                 self._wake.set()
 
         delivery._release = release
@@ -279,29 +284,49 @@ class Consumer(Runtime):
                 release()
 
         self.start_handling([delivery], work())
+        if self._free_since:
+            delivery.idle_s = delivery.started - self._free_since.pop(0)
 
     async def _fetch(self, free: int) -> list[Msg]:
-        """Up to `free` messages: what open requests brought, else what is waiting now
-        on any consumer, else the first to arrive on any within the poll."""
-        got = self._buffered(free)
-        if got:
-            return got
-        order = self.pullers[self._turn :] + self.pullers[: self._turn]
-        self._turn = (self._turn + 1) % len(self.pullers)
-        for puller in order:
-            if not puller.open:
-                got += await puller.drain(free - len(got), self.poll_s)
-                if len(got) >= free:
-                    return got
+        """Up to `free` messages: what open requests brought; else what is waiting now;
+        else the first to arrive on any consumer within the poll. The caller hands back
+        whatever is beyond `free` (several consumers may answer at once)."""
+        got = self._buffered(free) or await self._waiting(free)
         if got:
             return got
         self._wake.clear()
-        for puller in order:
+        for puller in self.pullers:
             if not puller.open:
                 await puller.request(free, no_wait=False, lifetime_s=self.poll_s)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), self.poll_s)
-        return self._buffered(free)
+        got = self._buffered(free)
+        if not got:
+            for puller in self.pullers:
+                puller.check()
+        return got
+
+    async def _waiting(self, free: int) -> list[Msg]:
+        """What is waiting now: first from consumers that said they had more (in turns, so
+        one backlog does not starve the others), then from all the others at once."""
+        order = self.pullers[self._turn :] + self.pullers[: self._turn]
+        self._turn = (self._turn + 1) % len(self.pullers)
+        idle = [p for p in order if not p.open]
+        got: list[Msg] = []
+        for puller in (p for p in idle if p.pending):
+            got += await puller.drain(free - len(got), self.poll_s)
+            if len(got) >= free:
+                return got
+        if got:
+            return got
+        answers = await asyncio.gather(
+            *(p.drain(free, self.poll_s) for p in idle if not p.pending), return_exceptions=True
+        )
+        failures = [a for a in answers if isinstance(a, BaseException)]
+        got = [m for a in answers if not isinstance(a, BaseException) for m in a]
+        if not got and failures:
+            raise failures[0]
+        return got
 
     def _buffered(self, free: int) -> list[Msg]:
         got: list[Msg] = []

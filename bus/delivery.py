@@ -20,6 +20,7 @@ class Delivery:
     __slots__ = (
         "_interrupted",
         "_release",
+        "idle_s",
         "more_in_group",
         "msg",
         "number",
@@ -36,6 +37,9 @@ class Delivery:
         # in the same batch (the planner reconciles a ticket once per batch).
         self.more_in_group = False
         self.started = 0.0
+        # How long the execution slot this delivery took had stood free (set by the
+        # runtime): with work waiting, the time fetching took.
+        self.idle_s = 0.0
         self._interrupted = interrupted
         self._release: Callable[[], None] | None = None
 
@@ -74,6 +78,17 @@ class Delivery:
         if self._release is not None:
             release, self._release = self._release, None
             release()
+
+
+def pending_after(reply: str | None) -> int:
+    """How many messages the consumer still had for us after this delivery (from its
+    reply subject): a hint where the next one is."""
+    tokens = reply.split(".") if reply else []
+    if len(tokens) == 9:
+        return int(tokens[8])
+    if len(tokens) >= 12:
+        return int(tokens[10])
+    return 0
 
 
 def ack_fields(reply: str | None) -> tuple[int, int]:

@@ -21,6 +21,8 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from bus import constants as c
+from bus.delivery import pending_after
+from bus.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +51,14 @@ class Puller:
         self._outstanding = 0  # deliveries the open request may still bring
         self._deadline = 0.0
         self._loop = asyncio.get_running_loop()
-        # Set on every delivery; may be shared by several pullers (one worker, many consumers).
+        # Set on every delivery and when a request ends (so a waiter asks again at once);
+        # may be shared by several pullers (one worker, many consumers).
         self.arrived = arrived or asyncio.Event()
         self._ended = asyncio.Event()  # the open request will bring nothing more
+        # The last request found no leader for the consumer (or no consumer).
+        self._unavailable = False
+        # Messages the consumer had left after its last delivery to us: where to look first.
+        self.pending = 0
 
     async def start(self) -> Puller:
         self._inbox = self._nc.new_inbox()
@@ -81,13 +88,22 @@ class Puller:
         out, self._got = self._got[:batch], self._got[batch:]
         return out
 
+    def check(self) -> None:
+        """Raise `Unavailable` if the last request found the consumer without a leader."""
+        if self._unavailable:
+            self._unavailable = False
+            raise Unavailable(f"no leader for consumer {self.durable} on {self.stream}")
+
     async def drain(self, batch: int, timeout: float = 1.0) -> list[Msg]:
         """Up to `batch` messages that are waiting now; an empty list if none are."""
         if not self._got and not self.open:
             await self.request(batch, no_wait=True, lifetime_s=timeout)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._ended.wait(), timeout)
-        return self.take(batch)
+        got = self.take(batch)
+        if not got:
+            self.check()
+        return got
 
     async def take_or_wait(self, batch: int, timeout: float) -> list[Msg]:
         """What is waiting now, up to `batch`; if nothing is, the first to arrive (and
@@ -107,7 +123,10 @@ class Puller:
             self.arrived.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.arrived.wait(), timeout)
-        return self.take(batch)
+        got = self.take(batch)
+        if not got:
+            self.check()
+        return got
 
     async def request(self, batch: int, *, no_wait: bool, lifetime_s: float) -> None:
         """Ask for up to `batch` messages: those waiting now (`no_wait`), or the next ones
@@ -120,11 +139,13 @@ class Puller:
         self._outstanding = batch
         self._deadline = self._loop.time() + lifetime_s + _DEADLINE_SLACK_S
         self._ended.clear()
+        self._unavailable = False
         await self._nc.publish(self._subject, json.dumps(body).encode(), reply=self._inbox)
 
     async def _on_msg(self, msg: Msg) -> None:
         status = msg.headers.get(STATUS) if msg.headers else None
         if status is None:
+            self.pending = pending_after(msg.reply)
             self._got.append(msg)
             self.arrived.set()
             if self._outstanding > 0:
@@ -134,5 +155,9 @@ class Puller:
         elif status in _ENDS:
             if status in ("409", "503"):
                 log.debug("pull on %s ended: %s %s", self.durable, status, msg.headers)
+            self._unavailable = status == "503"
+            if status == "404":
+                self.pending = 0
             self._outstanding = 0
             self._ended.set()
+            self.arrived.set()

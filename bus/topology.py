@@ -112,7 +112,7 @@ def object_store_configs(cfg: TopologyConfig) -> list[StreamConfig]:
 def task_consumer_config(phase: str, capability: str, cfg: TopologyConfig) -> ConsumerConfig:
     return ConsumerConfig(
         durable_name=c.task_consumer(phase, capability),
-        filter_subjects=c.task_filters(phase, capability),
+        filter_subject=c.task_filter(phase, capability),
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=cfg.ack_wait_s,
         # Retries are counted on the task itself, so the server must never give up.

@@ -202,8 +202,10 @@ class Planner(Agent):
             )
         )
 
-    async def _answer_intake(self, request: Request) -> bytes:
+    async def _answer_intake(self, request: Request) -> bytes | None:
         """Reply to a request on the intake subject. The stream consumer does the work."""
+        if not request.wants_reply:
+            return None  # a plain publish: the intake stream has it, nobody waits
         ticket_id = derive_ticket_id(request.data)
         try:
             intake = self._build(request.data)

@@ -60,9 +60,7 @@ def find_lost(
         if task.status not in _PROMISED or task.updated_at >= before:
             continue
         own = c.task_subject(task.phase, task.capability, task.ticket_id, task.name)
-        # A dispatch published by hand on the bare subject counts for every task there.
-        bare = c.task_filters(task.phase, task.capability)[0]
-        if own not in task_subjects and bare not in task_subjects:
+        if own not in task_subjects:
             lost.tasks.append(found)
     if ticket.updated_at < before:
         for phase, gate in ticket.gates.items():

@@ -177,7 +177,14 @@ class Worker(Agent):
         self.log.debug("running %s attempt %d", task.id, task.attempts)
         # Stamped with the claim's time, as `task.queued` is with the time the task became
         # ready: both events then measure the transition, not the round trip after it.
-        started_event = task_event(task, EventType.TASK_STARTED, self.id, worker=self.id)
+        started_event = task_event(
+            task,
+            EventType.TASK_STARTED,
+            self.id,
+            worker=self.id,
+            # How long the slot stood free before this task: with a backlog, fetching.
+            idle_ms=round(delivery.idle_s * 1000, 2),
+        )
         started = await self.bus.publish_event_async(
             started_event.model_copy(update={"at": task.started_at or started_event.at})
         )
