@@ -30,7 +30,7 @@ from bus import constants as c
 from bus.cluster import LocalCluster
 
 TASKS_PER_S = 200
-BEFORE_S, DOWN_S, AFTER_S = 6.0, 3.0, 12.0
+BEFORE_S, DOWN_S, AFTER_S = 5.0, 3.0, 8.0
 BUCKET_S = 0.25
 WINDOW_S = 0.5
 RESTORED_SHARE = 0.75

@@ -166,54 +166,43 @@ async def finish_and_check(load: Load, bus: Bus) -> None:
     await wait_until(lambda: caught_up(bus), timeout=60, interval=0.25)
 
 
-async def test_killing_the_task_stream_leader_strands_nothing(
-    cluster: LocalCluster,
-    cluster_bus: Bus,
-    agents: Callable[[], Awaitable[None]],
-    tmp_path: Path,
-) -> None:
-    await agents()
-    load = Load(cluster_bus, tmp_path / "runs.log")
-    await load.submit()
-    await load.wait_done(TICKETS // 4)
-    leader = await stream_leader(cluster_bus, c.TASKS_STREAM)
+async def kill_task_stream_leader(cluster: LocalCluster, bus: Bus) -> str:
+    leader = await stream_leader(bus, c.TASKS_STREAM)
     await cluster.kill(leader)
-    await load.wait_done(TICKETS // 2)
-    await cluster.restart(leader)
-    await finish_and_check(load, cluster_bus)
+    return leader
 
 
-async def test_killing_the_meta_leader_strands_nothing(
-    cluster: LocalCluster,
-    cluster_bus: Bus,
-    agents: Callable[[], Awaitable[None]],
-    tmp_path: Path,
-) -> None:
-    await agents()
-    load = Load(cluster_bus, tmp_path / "runs.log")
-    await load.submit()
-    await load.wait_done(TICKETS // 4)
+async def kill_meta_leader(cluster: LocalCluster, bus: Bus) -> str:
     leader = await cluster.meta_leader()
     assert leader is not None
     await cluster.kill(leader)
-    await load.wait_done(TICKETS // 2)
-    await cluster.restart(leader)
-    await finish_and_check(load, cluster_bus)
+    return leader
 
 
-async def test_a_node_back_with_an_empty_disk_catches_up(
+async def wipe_task_state_leader(cluster: LocalCluster, bus: Bus) -> str:
+    # The node leading the task state: its disk, and with it its copy of every stream, is gone.
+    victim = await stream_leader(bus, c.kv_stream(c.TASKS_BUCKET))
+    await cluster.kill(victim, wipe=True)
+    return victim
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [kill_task_stream_leader, kill_meta_leader, wipe_task_state_leader],
+    ids=["task-stream-leader", "meta-leader", "node-with-empty-disk"],
+)
+async def test_losing_a_node_under_load_strands_nothing(
     cluster: LocalCluster,
     cluster_bus: Bus,
     agents: Callable[[], Awaitable[None]],
     tmp_path: Path,
+    fault: Callable[[LocalCluster, Bus], Awaitable[str]],
 ) -> None:
     await agents()
     load = Load(cluster_bus, tmp_path / "runs.log")
     await load.submit()
     await load.wait_done(TICKETS // 4)
-    # The node leading the task state: its disk, and with it its copy of every stream, is gone.
-    victim = await stream_leader(cluster_bus, c.kv_stream(c.TASKS_BUCKET))
-    await cluster.kill(victim, wipe=True)
+    lost = await fault(cluster, cluster_bus)
     await load.wait_done(TICKETS // 2)
-    await cluster.restart(victim)
+    await cluster.restart(lost)
     await finish_and_check(load, cluster_bus)
