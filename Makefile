@@ -37,7 +37,7 @@ lint: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: install
+bench: system-deps-test install
 	$(BIN)/python -m benchmarks --readme README.md
 
 clean:
