@@ -114,11 +114,9 @@ class Runtime:
         try:
             got = await fetch()
         except Exception as exc:
-            if is_transient(exc) or self.outage.ongoing:
-                failures = self.outage.failed(exc)
-            else:
-                self.log.exception("fetching from %s failed", self.name)
-                failures = 1
+            if not is_transient(exc) and not self.outage.ongoing:
+                self.log.exception("fetching from %s failed", self.name)  # a bug: show it once
+            failures = self.outage.failed(exc)
             await self.wait(backoff(failures, first=0.1, cap=2.0))
             return []
         self.outage.ok()

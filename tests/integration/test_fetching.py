@@ -3,7 +3,9 @@ fetching never waits out a poll timer while one of its consumers has messages.""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import json
 import os
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -15,6 +17,7 @@ from agents.executors import ShellExecutor
 from agents.settings import Settings
 from agents.worker.agent import Worker
 from bus import Bus
+from schemas import utcnow
 from tests.conftest import ALL_PHASES
 from tests.helpers import EventLog, Running, submit
 
@@ -61,3 +64,26 @@ async def test_a_worker_on_every_consumer_has_no_idle_gaps_with_a_backlog(
         (nxt - (at + took)).total_seconds() for (at, took), (nxt, _) in itertools.pairwise(spans)
     ]
     assert max(gaps) < POLL_S / 4, gaps
+
+
+async def test_the_planner_takes_each_submission_at_once_between_polls(
+    bus: Bus, events: EventLog, settings: Settings, running: Running
+) -> None:
+    from agents.planner.agent import Planner
+
+    # A long poll: a request that expires while the planner waits on it must not leave the
+    # planner asleep for the rest of its own wait while submissions pile up.
+    poll = 3.0
+    await running.start(Planner(bus, settings.model_copy(update={"fetch_poll_s": poll})))
+    late = []
+    for i in range(8):
+        sent = utcnow()
+        tasks = [{"name": "t", "phase": "implementation", "command": "true"}]
+        await bus.notify(
+            "omoi.tickets.submit",
+            json.dumps({"id": f"p{i}", "title": "p", "tasks": tasks}).encode(),
+        )
+        created = await events.wait_type(f"p{i}", "ticket.created")
+        late.append((created.at - sent).total_seconds())
+        await asyncio.sleep(poll / 4)  # the pacing under test: submissions between polls
+    assert max(late) < poll / 4, late
