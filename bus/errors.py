@@ -15,12 +15,14 @@ import nats.errors
 import nats.js.errors
 
 # JetStream API error codes that mean "not now" rather than "never": the cluster or the
-# stream has no leader yet, or the server is still catching up.
-_TRANSIENT_API_CODES = frozenset({500, 503})
+# stream has no leader yet, or the server is still catching up. (A 500 in general is not
+# one: "ack policy can not be updated" is a 500 too.)
+_TRANSIENT_API_CODES = frozenset({503})
 _TRANSIENT_ERR_CODES = frozenset(
     {
         10005,  # no suitable peers for placement (a node is down or not joined yet)
         10008,  # JetStream cluster not available
+        10009,  # JetStream cluster can not handle request (not the leader, mid-election)
         10023,  # insufficient resources (often a node still recovering)
         10074,  # cluster peer not member
         10077,  # JetStream not enabled for account (during server start)

@@ -25,6 +25,7 @@ from nats.js.api import (
 from nats.js.errors import BadRequestError, NotFoundError, ServerError
 
 from bus import constants as c
+from bus.errors import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +183,9 @@ def consumer_configs(cfg: TopologyConfig) -> list[tuple[str, ConsumerConfig]]:
 async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
     try:
         await js.add_stream(config)
-    except BadRequestError:
+    except BadRequestError as exc:
+        if is_transient(exc):  # no peers for it yet: the caller retries
+            raise
         # Exists with another configuration: converge it.
         await js.update_stream(config)
 
@@ -198,11 +201,12 @@ async def ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerCon
         config = _resumed(config, existing.config)
     try:
         await js.add_consumer(stream, config)
-    except (BadRequestError, ServerError):
+    except (BadRequestError, ServerError) as exc:
+        if is_transient(exc) or existing is None:
+            raise
         # Not every consumer setting can be updated in place (the ack policy, say);
         # recreate it, starting after what the old one had acked. Messages stay in the
         # stream, so nothing is lost: unacked deliveries are delivered again.
-        assert existing is not None
         floor = existing.ack_floor.stream_seq if existing.ack_floor is not None else 0
         if floor and config.deliver_policy in (None, DeliverPolicy.ALL):
             config = dataclasses.replace(
@@ -267,7 +271,9 @@ async def ensure_buckets(js: JetStreamContext, cfg: TopologyConfig) -> None:
     for bucket in buckets:
         try:
             await js.create_key_value(bucket)
-        except BadRequestError:
+        except BadRequestError as exc:
+            if is_transient(exc):
+                raise
             await _raise_ttl(js, bucket)
 
 
