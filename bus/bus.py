@@ -30,6 +30,7 @@ from bus.settle import DeadLetter
 from bus.state import Bucket, stream_subjects
 from bus.topology import TopologyConfig, ensure_consumer, provision, task_consumer_config
 from schemas import Event, Heartbeat, TaskDispatch, TaskState, TicketState
+from schemas.audit import AuditEntry
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,19 @@ class Bus:
         # Bound through the short-timeout context: the KV calls are the hot path.
         return Bucket(await self.js.key_value(name), model, self.patience)
 
+    async def bucket[M: Any](self, name: str, model: type[M]) -> Bucket[M]:
+        """Another bucket of the topology (`omoi_tokens`), bound on demand."""
+        with as_bus_errors(f"binding {name}"):
+            return await self.patience.run(lambda: self._bucket(name, model), f"binding {name}")
+
+    async def watch_bucket[M: Any](self, name: str, model: type[M]) -> MirroredBucket[M]:
+        """Bucket `name` read from memory, kept current by a watch; `stop()` it when done."""
+        with as_bus_errors(f"watching {name}"):
+            kv = await self.patience.run(lambda: self.js.key_value(name), f"binding {name}")
+            mirror = MirroredBucket(kv, model, self.patience, stream=c.kv_stream(name))
+            await mirror.start(self.admin)
+        return mirror
+
     async def mirror_state(self) -> None:
         """Read tickets and tasks from in-memory mirrors that KV watches keep current.
 
@@ -195,6 +209,16 @@ class Bus:
         """
         subject = c.event_subject(event.ticket_id, event.type)
         return await self._send(subject, event.to_json(), {c.HDR_MSG_ID: event.id})
+
+    async def publish_audit(self, entry: AuditEntry) -> None:
+        """Publish an audit entry and wait until the stream has stored it."""
+        await self.confirm(await self.publish_audit_async(entry))
+
+    async def publish_audit_async(self, entry: AuditEntry) -> Pending:
+        """Send an audit entry without waiting for the stream's ack; `confirm` the result
+        (or hand it to a `bus.audit.AuditTrail`, which does so off the caller's path)."""
+        subject = c.audit_subject(entry.action)
+        return await self._send(subject, entry.to_json(), {c.HDR_MSG_ID: f"audit.{entry.id}"})
 
     async def dispatch(self, task: TaskState, revision: int) -> None:
         """Put a task on its work subject and wait until it is stored."""

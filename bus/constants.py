@@ -46,6 +46,11 @@ RECORDER_DLQ_CONSUMER = "recorder-dlq"
 DLQ_STREAM = "OMOI_DLQ"
 DLQ_SUBJECTS = "omoi.dlq.>"
 
+# Audit: `omoi.audit.<action>`, append-only (no message may be deleted or purged).
+AUDIT_STREAM = "OMOI_AUDIT"
+AUDIT_SUBJECTS = "omoi.audit.>"
+RECORDER_AUDIT_CONSUMER = "recorder-audit"
+
 # Operator commands, request/reply, answered by a planner.
 CMD_TICKET_CANCEL = "omoi.commands.ticket.cancel"
 CMD_TICKET_MOVE = "omoi.commands.ticket.move"
@@ -59,6 +64,8 @@ TICKETS_BUCKET = "omoi_tickets"
 TASKS_BUCKET = "omoi_tasks"
 HEARTBEATS_BUCKET = "omoi_heartbeats"
 LOCKS_BUCKET = "omoi_locks"
+# HTTP API tokens by id (their hashes, never the tokens); revoking deletes the key.
+TOKENS_BUCKET = "omoi_tokens"
 
 # Object stores. A ticket's git workspace travels between machines as a bundle of its
 # history, `<ticket_id>.bundle` in `omoi_workspaces`, with its head commit and branch in
@@ -130,6 +137,10 @@ def gate_subject(phase: str, ticket_id: str) -> str:
 
 def dlq_subject(origin: str) -> str:
     return f"omoi.dlq.{origin}"
+
+
+def audit_subject(action: str) -> str:
+    return f"omoi.audit.{action}"
 
 
 def control_cancel_subject(ticket_id: str, task: str) -> str:

@@ -44,6 +44,7 @@ class TopologyConfig:
     capabilities: tuple[str, ...] = ("shell", "agent")
     # A gate runs a test suite and maybe a model review: give it longer than a task tick.
     gate_ack_wait_s: float = 120.0
+    audit_max_age_s: float = 365 * 24 * 3600
 
 
 def stream_configs(cfg: TopologyConfig) -> list[StreamConfig]:
@@ -84,6 +85,16 @@ def stream_configs(cfg: TopologyConfig) -> list[StreamConfig]:
             max_age=cfg.dlq_max_age_s,
             max_msg_size=cfg.max_msg_size,
             duplicate_window=cfg.duplicate_window_s,
+        ),
+        StreamConfig(
+            name=c.AUDIT_STREAM,
+            subjects=[c.AUDIT_SUBJECTS],
+            retention=RetentionPolicy.LIMITS,
+            max_age=cfg.audit_max_age_s,
+            duplicate_window=cfg.duplicate_window_s,
+            # Append-only: entries leave only by age, never by an API call.
+            deny_delete=True,
+            deny_purge=True,
         ),
     ]
     for stream in streams:
@@ -162,6 +173,7 @@ def consumer_configs(cfg: TopologyConfig) -> list[tuple[str, ConsumerConfig]]:
             for stream, durable in (
                 (c.EVENTS_STREAM, c.RECORDER_EVENTS_CONSUMER),
                 (c.DLQ_STREAM, c.RECORDER_DLQ_CONSUMER),
+                (c.AUDIT_STREAM, c.RECORDER_AUDIT_CONSUMER),
             )
         ],
         (
@@ -267,6 +279,7 @@ async def ensure_buckets(js: JetStreamContext, cfg: TopologyConfig) -> None:
             bucket=c.HEARTBEATS_BUCKET, history=1, ttl=cfg.heartbeat_ttl_s, replicas=cfg.replicas
         ),
         KeyValueConfig(bucket=c.LOCKS_BUCKET, history=1, replicas=cfg.replicas),
+        KeyValueConfig(bucket=c.TOKENS_BUCKET, history=1, replicas=cfg.replicas),
     ]
     for bucket in buckets:
         try:
