@@ -3,6 +3,7 @@
     published/
       events/seg-<first>-<last>.parquet        first/last: recorded_seq range of the rows
       dead_letters/seg-<first>-<last>.parquet
+      audit_events/seg-<first>-<last>.parquet
       omoi.sql                                 views over the segments, for any DuckDB
 
 Files appear only through `os.replace` of a finished temp file, so a reader never sees half
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from store.sql import load_sql, quote_ident, quote_literal
 
-KINDS: tuple[str, ...] = ("events", "dead_letters")
+KINDS: tuple[str, ...] = ("events", "dead_letters", "audit_events")
 
 # The published columns, in order. The writer's tables have one more, recorded_seq, which is
 # bookkeeping and stays out of the files.
@@ -44,6 +45,23 @@ PUBLIC_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("origin_seq", "BIGINT"),
         ("payload", "VARCHAR"),
         ("at", "TIMESTAMPTZ"),
+    ),
+    "audit_events": (
+        ("id", "VARCHAR"),
+        ("at", "TIMESTAMPTZ"),
+        ("action", "VARCHAR"),
+        ("outcome", "VARCHAR"),
+        ("actor", "VARCHAR"),
+        ("role", "VARCHAR"),
+        ("via", "VARCHAR"),
+        ("source", "VARCHAR"),
+        ("client", "VARCHAR"),
+        ("target", "VARCHAR"),
+        ("status", "INTEGER"),
+        ("detail", "VARCHAR"),
+        ("count", "INTEGER"),
+        ("stream_seq", "BIGINT"),
+        ("recorded_at", "TIMESTAMPTZ"),
     ),
 }
 

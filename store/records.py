@@ -1,4 +1,4 @@
-"""The rows the store records: events and dead letters, and their Arrow batches."""
+"""The rows the store records: events, dead letters and audit entries, and their Arrow batches."""
 
 from __future__ import annotations
 
@@ -43,6 +43,25 @@ _DEAD_LETTER_SCHEMA = pa.schema(
         ("at", _TS),
     ]
 )
+_AUDIT_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("at", _TS),
+        ("action", pa.string()),
+        ("outcome", pa.string()),
+        ("actor", pa.string()),
+        ("role", pa.string()),
+        ("via", pa.string()),
+        ("source", pa.string()),
+        ("client", pa.string()),
+        ("target", pa.string()),
+        ("status", pa.int32()),
+        ("detail", pa.string()),
+        ("count", pa.int32()),
+        ("stream_seq", pa.int64()),
+    ]
+)
+AUDIT_COLUMNS: tuple[str, ...] = tuple(_AUDIT_SCHEMA.names)
 
 
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
@@ -165,4 +184,61 @@ def dead_letters_table(letters: Sequence[DeadLetter]) -> pa.Table:
     return pa.Table.from_pydict(
         {name: [getattr(d, name) for d in letters] for name in _DEAD_LETTER_SCHEMA.names},
         schema=_DEAD_LETTER_SCHEMA,
+    )
+
+
+class _WireAudit(msgspec.Struct):
+    # Open-world like the events: fields from newer writers are ignored, and action and
+    # outcome stay plain strings so a new action is recorded rather than refused.
+    id: NonEmpty
+    at: Annotated[datetime, msgspec.Meta(tz=True)]
+    action: NonEmpty
+    outcome: NonEmpty
+    actor: NonEmpty
+    role: str | None = None
+    via: str = ""
+    source: str = ""
+    client: str = ""
+    target: str = ""
+    status: int | None = None
+    detail: str = ""
+    count: int = 1
+
+
+_AUDIT_DECODER = msgspec.json.Decoder(_WireAudit)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One audit entry (`schemas.audit.AuditEntry`) as stored, keyed by its id."""
+
+    id: str
+    at: datetime
+    action: str
+    outcome: str
+    actor: str
+    role: str | None
+    via: str
+    source: str
+    client: str
+    target: str
+    status: int | None
+    detail: str
+    count: int
+    stream_seq: int
+
+    @classmethod
+    def from_json(cls, raw: bytes, stream_seq: int) -> AuditRecord:
+        """Parse an audit message's bytes; raises StoreError if they are not an entry."""
+        try:
+            entry = _AUDIT_DECODER.decode(raw)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise StoreError(f"not an audit entry (stream seq {stream_seq}): {exc}") from exc
+        return cls(stream_seq=stream_seq, **msgspec.structs.asdict(entry))
+
+
+def audit_table(records: Sequence[AuditRecord]) -> pa.Table:
+    return pa.Table.from_pydict(
+        {name: [getattr(r, name) for r in records] for name in _AUDIT_SCHEMA.names},
+        schema=_AUDIT_SCHEMA,
     )

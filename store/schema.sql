@@ -1,4 +1,4 @@
--- The writer's database. Events and dead letters are append-only facts; "at" is quoted
+-- The writer's database. Events, dead letters and audit entries are append-only facts; "at" is quoted
 -- everywhere because AT is a reserved word in DuckDB 2.0.
 --
 -- recorded_seq numbers rows in the order they were committed here. Publishing uses it as
@@ -8,6 +8,7 @@
 
 CREATE SEQUENCE IF NOT EXISTS events_recorded_seq;
 CREATE SEQUENCE IF NOT EXISTS dead_letters_recorded_seq;
+CREATE SEQUENCE IF NOT EXISTS audit_events_recorded_seq;
 
 CREATE TABLE IF NOT EXISTS events (
     id VARCHAR PRIMARY KEY,
@@ -33,6 +34,26 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     payload VARCHAR,
     "at" TIMESTAMPTZ NOT NULL,
     recorded_seq BIGINT NOT NULL DEFAULT nextval('dead_letters_recorded_seq')
+);
+
+-- Audit entries (OMOI_AUDIT), keyed by their id: who did or tried what, and how it ended.
+CREATE TABLE IF NOT EXISTS audit_events (
+    id VARCHAR PRIMARY KEY,
+    "at" TIMESTAMPTZ NOT NULL,
+    action VARCHAR NOT NULL,
+    outcome VARCHAR NOT NULL,
+    actor VARCHAR NOT NULL,
+    role VARCHAR,
+    via VARCHAR,
+    source VARCHAR,
+    client VARCHAR,
+    target VARCHAR,
+    status INTEGER,
+    detail VARCHAR,
+    count INTEGER,
+    stream_seq BIGINT,
+    recorded_at TIMESTAMPTZ NOT NULL,
+    recorded_seq BIGINT NOT NULL DEFAULT nextval('audit_events_recorded_seq')
 );
 
 -- The last recorded_seq of each kind that is in a Parquet segment. It moves only after

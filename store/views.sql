@@ -1,5 +1,6 @@
--- Views over `events` and `dead_letters` only, so the same script works in the writer's
--- database, in a Reader and in the stock duckdb CLI over the published Parquet files.
+-- Views over `events`, `dead_letters` and `audit_events` only, so the same script works in
+-- the writer's database, in a Reader and in the stock duckdb CLI over the published Parquet
+-- files.
 --
 -- AT is a reserved word in DuckDB 2.0: write "at" (quoted) or qualify it (e.at).
 -- Timestamps are TIMESTAMPTZ; durations are DOUBLE milliseconds or seconds, as named.
@@ -331,3 +332,24 @@ SELECT
     coalesce(sum(cost_usd), 0) AS cost_usd
 FROM task_attempts
 GROUP BY ALL;
+
+-- Every audit entry: who (actor, role) did or tried what (action) to what
+-- (target), from where (source, client, via), and how it ended (outcome, HTTP status).
+-- `count` > 1 stands for that many identical entries within a second (a flood folded).
+CREATE OR REPLACE VIEW audit_log AS
+SELECT
+    "at",
+    action,
+    outcome,
+    actor,
+    role,
+    via,
+    source,
+    client,
+    target,
+    status,
+    detail,
+    count,
+    id,
+    stream_seq
+FROM audit_events;

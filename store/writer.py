@@ -17,12 +17,20 @@ import pyarrow as pa
 
 from store import layout
 from store.errors import StoreError, clean_message
-from store.records import DeadLetter, RecordedEvent, dead_letters_table, events_table
+from store.records import (
+    AUDIT_COLUMNS,
+    AuditRecord,
+    DeadLetter,
+    RecordedEvent,
+    audit_table,
+    dead_letters_table,
+    events_table,
+)
 from store.segments import SegmentFiles
 from store.sql import fetch_int, load_sql
 
 # The records are re-exported: callers that write need nothing else from the package.
-__all__ = ["DeadLetter", "EventStore", "RecordedEvent"]
+__all__ = ["AuditRecord", "DeadLetter", "EventStore", "RecordedEvent"]
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +143,19 @@ class EventStore:
                 f"FROM {_BATCH} ORDER BY stream_seq",
             )
 
+    def ingest_audit(self, records: Sequence[AuditRecord]) -> int:
+        """Record audit entries in one transaction; returns how many were new (by id)."""
+        if not records:
+            return 0
+        with self._session("ingest of audit entries") as con:
+            columns = ", ".join(f'"{name}"' for name in AUDIT_COLUMNS)
+            return self._insert(
+                con,
+                audit_table(records),
+                f"INSERT OR IGNORE INTO audit_events ({columns}, recorded_at) "
+                f"SELECT {columns}, now() FROM {_BATCH} ORDER BY stream_seq",
+            )
+
     @staticmethod
     def _insert(con: duckdb.DuckDBPyConnection, batch: pa.Table, sql: str) -> int:
         # One set-based INSERT from Arrow: executemany runs a statement per row, ~2k rows/s.
@@ -204,7 +225,7 @@ class EventStore:
             return removed
 
     def counts(self) -> dict[str, int]:
-        """Rows per table in the database: {"events": n, "dead_letters": m}."""
+        """Rows per table in the database: {"events": n, "dead_letters": m, ...}."""
         with self._session("count") as con:
             result = {}
             for kind in layout.KINDS:

@@ -1,4 +1,4 @@
-"""The recorder: every event and dead letter, into DuckDB, in batches, exactly once.
+"""The recorder: every event, dead letter and audit entry, into DuckDB, in batches, once.
 
 It acks a batch only after the store committed it, so a crash loses nothing; the store
 ignores event ids it already has, so the redelivery that follows duplicates nothing.
@@ -17,7 +17,7 @@ from bus import constants as c
 from bus.topology import find_consumer
 from schemas import utcnow
 from store.errors import StoreError
-from store.writer import DeadLetter, EventStore, RecordedEvent
+from store.writer import AuditRecord, DeadLetter, EventStore, RecordedEvent
 
 # Compaction and retention are cheap but not free: do them now and then.
 MAINTENANCE_EVERY = 30
@@ -50,6 +50,7 @@ class Recorder(Agent):
             for stream, durable, handle in (
                 (c.EVENTS_STREAM, c.RECORDER_EVENTS_CONSUMER, self._events),
                 (c.DLQ_STREAM, c.RECORDER_DLQ_CONSUMER, self._letters),
+                (c.AUDIT_STREAM, c.RECORDER_AUDIT_CONSUMER, self._audit),
             )
         ]
         try:
@@ -86,6 +87,22 @@ class Recorder(Agent):
             for d in batch
         ]
         await asyncio.to_thread(self.store.ingest_dead_letters, letters)
+
+    async def _audit(self, batch: list[Delivery]) -> None:
+        records: list[AuditRecord] = []
+        for delivery in batch:
+            try:
+                records.append(AuditRecord.from_json(delivery.data, delivery.seq))
+            except StoreError as exc:
+                await self.bus.dead_letter(
+                    "audit",
+                    delivery.data,
+                    f"unrecordable audit entry: {exc}",
+                    "invalid_audit",
+                    subject=delivery.subject,
+                    seq=delivery.seq,
+                )
+        await asyncio.to_thread(self.store.ingest_audit, records)
 
     async def _publish_loop(self) -> None:
         """Publish readers' segments now and then, with maintenance once in a while."""

@@ -20,6 +20,7 @@ import duckdb
 import pytest
 
 from schemas import Event, EventType
+from schemas.audit import AuditAction, AuditEntry, AuditOutcome
 from schemas.common import Phase
 from schemas.gate import CheckKind, CheckResult, GateVerdict
 from store import (
@@ -31,6 +32,7 @@ from store import (
     RecordedEvent,
     StoreError,
 )
+from store.records import AuditRecord
 
 T0 = datetime(2025, 1, 1, 10, 0, tzinfo=UTC)
 E = EventType
@@ -216,7 +218,7 @@ def test_ingest_dedups_by_id(store: EventStore) -> None:
     assert store.ingest(batch) == len(batch)
     assert store.ingest(batch) == 0
     assert store.ingest([*batch[:3], *synthetic(2), synthetic(2)[0]]) == 2
-    assert store.counts() == {"events": len(batch) + 2, "dead_letters": 0}
+    assert store.counts() == {"events": len(batch) + 2, "dead_letters": 0, "audit_events": 0}
 
 
 @pytest.mark.parametrize(
@@ -255,6 +257,33 @@ def test_dead_letters(store: EventStore, reader: Reader) -> None:
     assert rows[0] == (1, "intake", "title: not a string") and len(rows) == 3
     with pytest.raises(StoreError):
         DeadLetter.from_message("omoi.dlq.intake", b"", None, 9, datetime(2025, 1, 1))  # noqa: DTZ001
+
+
+def test_audit_entries_become_the_audit_log_view(store: EventStore, reader: Reader) -> None:
+    entries = [
+        AuditEntry(
+            id=f"a{i}", at=at(i), action=AuditAction.AUTH_FAILURE, outcome=AuditOutcome.DENIED,
+            actor="anonymous", source="10.0.0.9", target="/api/v1/tickets", status=401,
+        )
+        for i in range(3)
+    ]  # fmt: skip
+    records = [AuditRecord.from_json(e.to_json(), i + 1) for i, e in enumerate(entries)]
+    assert store.ingest_audit(records) == 3
+    assert store.ingest_audit(records[:1]) == 0  # a redelivery is harmless
+    store.publish()
+    rows = reader.query(
+        'SELECT action, outcome, actor, source, status, count FROM audit_log ORDER BY "at"'
+    ).rows
+    assert rows == [("auth.failure", "denied", "anonymous", "10.0.0.9", 401, 1)] * 3
+    # A newer writer's action is recorded, not refused; a non-entry is a StoreError.
+    newer = AuditRecord.from_json(
+        b'{"id":"n","at":"2025-01-01T10:00:00Z","action":"x.y",'
+        b'"outcome":"ok","actor":"nats:planner","extra":1}',
+        9,
+    )
+    assert (newer.action, newer.count, newer.via) == ("x.y", 1, "")
+    with pytest.raises(StoreError):
+        AuditRecord.from_json(b'{"id":"n"}', 10)
 
 
 # Views
@@ -452,7 +481,7 @@ def test_prune_removes_old_rows_from_db_and_segments(
     store.publish()
     assert len(segments(store)) == 3
     assert store.prune(T0 - timedelta(days=1)) == 16
-    assert store.counts() == {"events": 15, "dead_letters": 1}
+    assert store.counts() == {"events": 15, "dead_letters": 1, "audit_events": 0}
     assert len(segments(store)) == 2
     assert count(reader) == 15
     assert count(reader, "dead_letters") == 1
