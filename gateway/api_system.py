@@ -11,7 +11,7 @@ from litestar.params import JSONBody
 
 from bus import BusError, streams
 from gateway import reads
-from gateway.api_tickets import problems
+from gateway.api_tickets import BEARER, PUBLIC, problems
 from gateway.context import Ctx
 from gateway.models import SqlAnswer, SqlQuery, Status
 from gateway.problems import problem_response
@@ -29,14 +29,20 @@ class ProbeController(Controller):
     path = "/"
     tags = ("system",)
 
-    @get("/health", summary="Liveness: the process serves HTTP (NATS is not consulted)")
+    # Probes need no token: a load balancer or `omoi up` has none.
+    @get(
+        "/health",
+        summary="Liveness: the process serves HTTP (NATS is not consulted)",
+        opt=PUBLIC,
+    )
     async def health(self) -> Status:
         return Status(status="ok")
 
     @get(
         "/ready",
         summary="Readiness: connected to NATS and the topology exists",
-        responses=problems(503),
+        opt=PUBLIC,
+        responses=problems(503, auth=False),
     )
     async def ready(self, ctx: Ctx) -> Response[Any]:
         bus = ctx.connected
@@ -58,6 +64,7 @@ class ProbeController(Controller):
 class SystemController(Controller):
     path = "/"
     tags = ("system",)
+    security = BEARER
 
     @get(
         "/agents",
@@ -72,7 +79,8 @@ class SystemController(Controller):
         "/sql",
         status_code=200,
         summary="One read-only query over the analytics store",
-        description="403 for anything but a read, 400 for a failing query, 503 without a store.",
+        description="403 for anything but a read, 400 for a failing query, 503 without a store. "
+        "A viewer may ask: the store is read-only (`audit_log` included).",
         tags=["store"],
         responses=problems(403, 413),
     )

@@ -11,6 +11,7 @@ from litestar.params import HeaderParameter, JSONBody, PathParameter, QueryParam
 
 from bus import constants as c
 from gateway import reads, submit
+from gateway.audit import Audited
 from gateway.context import Ctx, GatewayContext
 from gateway.models import (
     Accepted,
@@ -31,7 +32,9 @@ from schemas import (
     TicketSubmission,
     task_key,
 )
+from schemas.audit import AuditAction
 from schemas.common import ID_PATTERN
+from schemas.token import Role
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +46,22 @@ IDEMPOTENCY_HELP = (
 )
 
 
-def problems(*statuses: int) -> dict[int, ResponseSpec]:
+# What any route behind a token may answer: no or a bad token, a role too low, too many
+# requests, an oversized Authorization header.
+AUTH_STATUSES = (401, 403, 429, 431)
+BEARER: tuple[dict[str, list[str]], ...] = ({"bearer": []},)
+# Open to anybody: the probes, the sign-in page.
+PUBLIC = {"role": None}
+SUBMITTER = {"role": Role.SUBMITTER}
+OPERATOR = {"role": Role.OPERATOR}
+
+
+def problems(*statuses: int, auth: bool = True) -> dict[int, ResponseSpec]:
     """OpenAPI for error responses. 400 (parameters), 422 (body) and 503 (NATS) can happen
     almost anywhere, and documenting them replaces Litestar's own, differently shaped, 400."""
     return {
         s: ResponseSpec(Problem, description="problem details", media_type=PROBLEM_MEDIA_TYPE)
-        for s in sorted({400, 422, 503, *statuses})
+        for s in sorted({400, 422, 503, *statuses, *(AUTH_STATUSES if auth else ())})
     }
 
 
@@ -62,12 +75,14 @@ async def _ticket(ctx: GatewayContext, ticket_id: str) -> TicketState:
 class TicketController(Controller):
     path = "/tickets"
     tags = ("tickets",)
+    security = BEARER
 
     @post(
         "/",
         status_code=201,
         summary="Submit a ticket",
         description="The body is exactly what `omoi.tickets.submit` takes. " + IDEMPOTENCY_HELP,
+        opt=SUBMITTER,
         responses={
             **problems(409, 413),
             202: ResponseSpec(
@@ -88,8 +103,14 @@ class TicketController(Controller):
         # `data` is Litestar's parse, for the schema; the planner's parser on the raw bytes
         # is the one that counts, so the gateway accepts exactly what the bus accepts.
         raw = await request.body()
-        ticket_id, payload = submit.prepare(raw, idempotency_key, ctx.settings.max_ticket_bytes)
-        accepted = await submit.submit(ctx.bus, ticket_id, payload, ctx.options.request_timeout_s)
+        async with Audited(ctx, request, AuditAction.TICKET_SUBMIT) as audit:
+            ticket_id, payload = submit.prepare(raw, idempotency_key, ctx.settings.max_ticket_bytes)
+            audit.target = ticket_id
+            # HOOK(trusted): add `trusted=gateway.auth.trusted(principal_of(request))` below.
+            timeout = ctx.options.request_timeout_s
+            accepted = await submit.submit(ctx.bus, ticket_id, payload, timeout)
+            audit.status = 201 if accepted.status == "accepted" else 202
+            audit.detail = accepted.status
         return Response(
             accepted,
             status_code=201 if accepted.status == "accepted" else 202,
@@ -129,42 +150,65 @@ class TicketController(Controller):
         "/{ticket_id:str}/cancel",
         status_code=200,
         summary="Cancel a ticket",
+        opt=OPERATOR,
         responses=problems(404, 409, 413),
     )
     async def cancel(
-        self, ctx: Ctx, ticket_id: TicketId, data: JSONBody[CancelBody | None] = None
+        self,
+        ctx: Ctx,
+        request: Request[Any, Any, Any],
+        ticket_id: TicketId,
+        data: JSONBody[CancelBody | None] = None,
     ) -> CommandResult:
         body = data or CancelBody()
         cmd = CancelTicket(ticket_id=ticket_id, reason=body.reason)
-        return await submit.command(
-            ctx.bus, c.CMD_TICKET_CANCEL, cmd, ctx.options.request_timeout_s
-        )
+        async with Audited(ctx, request, AuditAction.TICKET_CANCEL, target=ticket_id):
+            return await submit.command(
+                ctx.bus, c.CMD_TICKET_CANCEL, cmd, ctx.options.request_timeout_s
+            )
 
     @post(
         "/{ticket_id:str}/move",
         status_code=200,
         summary="Move a ticket to another phase",
         description="Only the moves the README lists; anything else is a 409 naming them.",
+        opt=OPERATOR,
         responses=problems(404, 409, 413),
     )
-    async def move(self, ctx: Ctx, ticket_id: TicketId, data: JSONBody[MoveBody]) -> CommandResult:
+    async def move(
+        self,
+        ctx: Ctx,
+        request: Request[Any, Any, Any],
+        ticket_id: TicketId,
+        data: JSONBody[MoveBody],
+    ) -> CommandResult:
         cmd = MoveTicket(ticket_id=ticket_id, phase=data.phase, reason=data.reason)
-        return await submit.command(ctx.bus, c.CMD_TICKET_MOVE, cmd, ctx.options.request_timeout_s)
+        async with Audited(ctx, request, AuditAction.TICKET_MOVE, target=ticket_id) as audit:
+            audit.detail = f"to {data.phase}"
+            return await submit.command(
+                ctx.bus, c.CMD_TICKET_MOVE, cmd, ctx.options.request_timeout_s
+            )
 
     @post(
         "/{ticket_id:str}/tasks/{name:str}/cancel",
         status_code=200,
         summary="Cancel one task",
         description="A running task is stopped within about a second.",
+        opt=OPERATOR,
         responses=problems(404, 409, 413),
     )
     async def cancel_task(
         self,
         ctx: Ctx,
+        request: Request[Any, Any, Any],
         ticket_id: TicketId,
         name: TaskName,
         data: JSONBody[CancelBody | None] = None,
     ) -> CommandResult:
         body = data or CancelBody()
-        cmd = CancelTask(task_id=task_key(ticket_id, name), reason=body.reason)
-        return await submit.command(ctx.bus, c.CMD_TASK_CANCEL, cmd, ctx.options.request_timeout_s)
+        task_id = task_key(ticket_id, name)
+        cmd = CancelTask(task_id=task_id, reason=body.reason)
+        async with Audited(ctx, request, AuditAction.TASK_CANCEL, target=task_id):
+            return await submit.command(
+                ctx.bus, c.CMD_TASK_CANCEL, cmd, ctx.options.request_timeout_s
+            )

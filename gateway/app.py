@@ -9,8 +9,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar, Router
+from litestar.config.csrf import CSRFConfig
 from litestar.di import Provide
+from litestar.middleware.base import DefineMiddleware
 from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.spec import Components, Reference, SecurityScheme
 from litestar.plugins.pydantic import PydanticPlugin
 from litestar.static_files import create_static_files_router
 
@@ -19,9 +22,14 @@ from bus import Bus, BusError
 from bus.topology import TopologyConfig
 from gateway.api_system import ProbeController, SystemController
 from gateway.api_tickets import TicketController
+from gateway.api_tokens import TokenController
+from gateway.auth import SESSION_COOKIE
 from gateway.context import GatewayContext, GatewayOptions
 from gateway.dashboard import STATIC, DashboardController, template_config
 from gateway.problems import exception_handlers
+from gateway.ratelimit import rate_limits
+from gateway.security import AuthMiddleware, SignInRequired, api_guard, page_guard, to_sign_in
+from gateway.sessions import LoginController
 from gateway.sql import SqlReader
 from gateway.sse import EventStreamController
 
@@ -33,8 +41,28 @@ CONNECT_RETRY_MAX_S = 30.0
 DESCRIPTION = (
     "HTTP access to Omoi: submit and steer tickets (request/reply to the planner), read ticket, "
     "task and agent state (KV buckets), follow events live (server-sent events from the "
-    "event stream) and query the analytics store. Every error is application/problem+json."
+    "event stream) and query the analytics store. Every error is application/problem+json. "
+    "Every route but the probes needs an API token (`Authorization: Bearer omoi_<id>_<secret>`, "
+    "made by `omoi token create --role R`): viewer reads, submitter also submits, operator "
+    "also cancels and moves, admin also manages tokens. The dashboard's session cookie "
+    "authenticates reads too."
 )
+# Routes that never look at a session or a form: CSRF checks are for the dashboard's forms.
+NO_CSRF = ["^/api/", "^/schema", "^/health$", "^/ready$", "^/static/"]
+SECURITY_SCHEMES: dict[str, SecurityScheme | Reference] = {
+    "bearer": SecurityScheme(
+        type="http",
+        scheme="bearer",
+        bearer_format="omoi_<id>_<secret>",
+        description="An API token: `omoi token create --role viewer|submitter|operator|admin`.",
+    ),
+    "session": SecurityScheme(
+        type="apiKey",
+        name=SESSION_COOKIE,
+        security_scheme_in="cookie",
+        description="The dashboard's session, set by signing in at /login (reads only).",
+    ),
+}
 
 
 async def _connect(ctx: GatewayContext, url: str, topology: TopologyConfig | None) -> None:
@@ -44,12 +72,17 @@ async def _connect(ctx: GatewayContext, url: str, topology: TopologyConfig | Non
     delay = CONNECT_RETRY_S
     while True:
         try:
-            ctx.connected = await Bus.connect(
+            bus = await Bus.connect(
                 url,
                 name="omoi-gateway",
                 topology=topology,
                 patience_s=ctx.options.bus_patience_s,
             )
+            try:
+                await ctx.attach(bus)
+            except BaseException:
+                await bus.close()
+                raise
         except BusError as exc:
             log.warning("cannot use NATS at %s yet (%r); retrying in %.0f s", url, exc, delay)
             await asyncio.sleep(delay)
@@ -78,14 +111,16 @@ def create_app(
     url = bus_url or settings.nats_url
     if bus is None and not url:
         raise ValueError("create_app needs a connected bus or a NATS URL")
-    ctx = GatewayContext(
-        settings=settings, reader=reader, options=options or GatewayOptions(), connected=bus
-    )
+    ctx = GatewayContext(settings=settings, reader=reader, options=options or GatewayOptions())
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
-        if ctx.connected is not None:
-            yield
+        if bus is not None:
+            await ctx.attach(bus)
+            try:
+                yield
+            finally:
+                await ctx.release()  # the caller closes its own connection
             return
         assert url is not None
         # Wait a little for NATS, so a gateway that answers is normally a connected one;
@@ -101,7 +136,7 @@ def create_app(
             connecting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await connecting
-            owned = ctx.release()
+            owned = await ctx.release()
             if owned is not None:
                 await owned.close()
 
@@ -115,17 +150,33 @@ def create_app(
             ProbeController,
             SystemController,
             EventStreamController,
+            TokenController,
         ],
+        guards=[api_guard(ctx)],
     )
+    pages = Router(path="/", route_handlers=[DashboardController], guards=[page_guard(ctx)])
+    opts = ctx.options
     return Litestar(
         route_handlers=[
             api,
             ProbeController,
-            DashboardController,
+            pages,
+            LoginController,
             create_static_files_router(path="/static", directories=[STATIC]),
         ],
         dependencies={"ctx": Provide(provide_context, use_cache=True)},
-        exception_handlers=exception_handlers(),
+        # Who is asking first, so the limits can count per token (or per address).
+        middleware=[DefineMiddleware(AuthMiddleware, ctx=ctx), *rate_limits(ctx)],
+        csrf_config=CSRFConfig(
+            secret=ctx.sessions.key.hex(),
+            cookie_name="omoi_csrf",
+            cookie_httponly=True,
+            cookie_samesite="strict",
+            cookie_secure=bool(opts.secure_cookies),
+            header_name="x-csrf-token",
+            exclude=NO_CSRF,
+        ),
+        exception_handlers={**exception_handlers(), SignInRequired: to_sign_in},
         # Bus models serialise by alias (`from` in a phase transition), as on the wire.
         plugins=[PydanticPlugin(prefer_alias=True)],
         lifespan=[lifespan],
@@ -136,6 +187,7 @@ def create_app(
             description=DESCRIPTION,
             path="/schema",
             use_handler_docstrings=False,
+            components=Components(security_schemes=SECURITY_SCHEMES),
         ),
         # A submission may not be bigger than the planner accepts; nothing else needs more.
         request_max_body_size=settings.max_ticket_bytes,

@@ -6,14 +6,27 @@ gateways can run side by side behind a load balancer.
 
 from __future__ import annotations
 
+import logging
+import secrets
 from dataclasses import dataclass, field
 
 from litestar.di import NamedDependency
+from litestar.middleware.rate_limit import DurationUnit
 
 from agents.settings import Settings
 from bus import Bus
+from bus import constants as c
+from bus.audit import AuditTrail
+from bus.mirror import MirroredBucket
+from gateway.auth import SessionCodec
 from gateway.problems import ApiProblem
 from gateway.sql import SqlReader
+from schemas.audit import AuditEntry
+from schemas.token import ApiToken
+
+log = logging.getLogger(__name__)
+
+RateLimit = tuple[DurationUnit, int]
 
 
 @dataclass(frozen=True)
@@ -35,6 +48,22 @@ class GatewayOptions:
     recent_failures: int = 15
     recent_dead_letters: int = 15
     failure_window: int = 5_000
+    # Requests per window for each token, and for each client address of requests without
+    # a valid token (the sign-in page, failed attempts); None: no limit. Each gateway
+    # counts on its own. High enough that the dashboard never meets them.
+    token_rate_limit: RateLimit | None = ("minute", 6000)
+    address_rate_limit: RateLimit | None = ("minute", 600)
+    # A longer Authorization header is refused (431) without being looked at.
+    max_auth_header_bytes: int = 4096
+    session_ttl_s: float = 12 * 3600
+    # Cookies marked Secure: True always, False never, None when the request came over
+    # https (behind a TLS-terminating proxy, say True).
+    secure_cookies: bool | None = None
+    # Signs session cookies and CSRF tokens; gateways that share it share sessions.
+    # None: a random key per process (sessions end when it restarts).
+    session_key: bytes | None = None
+    # Identical audit entries (a flood of 401s or 429s) within this long are sent once.
+    audit_fold_s: float = 1.0
 
 
 @dataclass
@@ -44,6 +73,29 @@ class GatewayContext:
     options: GatewayOptions = field(default_factory=GatewayOptions)
     # Set by the lifespan (or given by a caller that owns the connection).
     connected: Bus | None = None
+    # The watched copy of `omoi_tokens` and the audit trail, while connected.
+    tokens: MirroredBucket[ApiToken] | None = None
+    audit: AuditTrail | None = None
+    sessions: SessionCodec = field(init=False)
+
+    def __post_init__(self) -> None:
+        key = self.options.session_key or secrets.token_bytes(32)
+        self.sessions = SessionCodec(key, self.options.session_ttl_s)
+
+    async def attach(self, bus: Bus) -> None:
+        """Start checking tokens and auditing over `bus`; routes work from now on."""
+        self.tokens = await bus.watch_bucket(c.TOKENS_BUCKET, ApiToken)
+        self.audit = AuditTrail(bus, fold_s=self.options.audit_fold_s)
+        self.connected = bus
+
+    def record(self, entry: AuditEntry, *, fold: bool = False) -> None:
+        if self.audit is None:
+            log.warning(
+                "audit entry not recorded (no NATS connection): %s %s by %s from %s: %s",
+                entry.action, entry.target, entry.actor, entry.source, entry.outcome,
+            )  # fmt: skip
+            return
+        self.audit.record(entry, fold=fold)
 
     @property
     def bus(self) -> Bus:
@@ -51,8 +103,14 @@ class GatewayContext:
             raise ApiProblem(503, "nats-unavailable", "the gateway is not connected to NATS (yet)")
         return self.connected
 
-    def release(self) -> Bus | None:
-        """Forget the connection (routes answer 503 from now on) and hand it back to close."""
+    async def release(self) -> Bus | None:
+        """Forget the connection (routes answer 503 from now on), after sending the audit
+        entries still in flight; hands the connection back to close."""
+        audit, tokens, self.audit, self.tokens = self.audit, self.tokens, None, None
+        if audit is not None:
+            await audit.flush()
+        if tokens is not None:
+            await tokens.stop()
         bus, self.connected = self.connected, None
         return bus
 

@@ -12,19 +12,23 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from litestar import Controller, get
+from litestar import Controller, Request, get, post
 from litestar.plugins.jinja import JinjaTemplateEngine
-from litestar.response import Template
+from litestar.response import Redirect, Template
 from litestar.template.config import TemplateConfig
 
 from bus import constants as c
 from bus import streams
-from gateway import reads, views
+from gateway import reads, submit, views
 from gateway.api_tickets import TicketId, problems
+from gateway.audit import Audited
 from gateway.charts import charts as draw_charts
 from gateway.context import Ctx, GatewayContext
+from gateway.models import MAX_REASON
 from gateway.problems import ApiProblem
-from schemas import EventType, TicketState
+from schemas import CancelTicket, EventType, TicketState
+from schemas.audit import AuditAction
+from schemas.token import Role
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +89,15 @@ async def _detail(ctx: GatewayContext, ticket_id: str) -> dict[str, Any]:
     return {"ticket": ticket, "columns": views.task_columns(tasks)}
 
 
+# Fragments are fetched by the page's script: without a session they answer 401 (the
+# script then goes to the sign-in page) instead of redirecting to a page it cannot use.
+FRAGMENT = {"fragment": True}
+
+
 class DashboardController(Controller):
     path = "/"
     tags = ("dashboard",)
+    security = ({"session": []}, {"bearer": []})
 
     @get("/", summary="The dashboard")
     async def index(self, ctx: Ctx) -> Template:
@@ -119,6 +129,7 @@ class DashboardController(Controller):
         "/fragments/tickets/{ticket_id:str}/row",
         summary="A ticket's row (HTML)",
         responses=problems(404),
+        opt=FRAGMENT,
     )
     async def ticket_row(self, ctx: Ctx, ticket_id: TicketId) -> Template:
         return Template("_ticket_row.html", context={"t": await _ticket(ctx, ticket_id)})
@@ -127,19 +138,36 @@ class DashboardController(Controller):
         "/fragments/tickets/{ticket_id:str}/detail",
         summary="A ticket's task graph (HTML)",
         responses=problems(404),
+        opt=FRAGMENT,
     )
     async def ticket_detail(self, ctx: Ctx, ticket_id: TicketId) -> Template:
         return Template("_ticket_detail.html", context=await _detail(ctx, ticket_id))
 
-    @get("/fragments/agents", summary="The agents table (HTML)")
+    @get("/fragments/agents", summary="The agents table (HTML)", opt=FRAGMENT)
     async def agents(self, ctx: Ctx) -> Template:
         found = await reads.agents(ctx.bus, ctx.options.stale_beats)
         return Template("_agents.html", context={"agents": found})
 
-    @get("/fragments/failures", summary="Recent failures and dead letters (HTML)")
+    @get("/fragments/failures", summary="Recent failures and dead letters (HTML)", opt=FRAGMENT)
     async def failures(self, ctx: Ctx) -> Template:
         return Template("_failures.html", context=await _failures(ctx))
 
-    @get("/fragments/charts", summary="The store's charts (HTML)")
+    @get("/fragments/charts", summary="The store's charts (HTML)", opt=FRAGMENT)
     async def charts(self, ctx: Ctx) -> Template:
         return Template("_charts.html", context={"charts": await draw_charts(ctx.reader)})
+
+    @post(
+        "/tickets/{ticket_id:str}/cancel",
+        include_in_schema=False,
+        opt={"role": Role.OPERATOR, **FRAGMENT},
+    )
+    async def cancel_ticket(
+        self, ctx: Ctx, request: Request[Any, Any, Any], ticket_id: TicketId
+    ) -> Redirect:
+        """The ticket page's Cancel button (a form, so CSRF-protected)."""
+        form = await request.form()
+        reason = str(form.get("reason") or "cancelled from the dashboard")[:MAX_REASON]
+        cmd = CancelTicket(ticket_id=ticket_id, reason=reason)
+        async with Audited(ctx, request, AuditAction.TICKET_CANCEL, target=ticket_id):
+            await submit.command(ctx.bus, c.CMD_TICKET_CANCEL, cmd, ctx.options.request_timeout_s)
+        return Redirect(f"/tickets/{ticket_id}", status_code=303)

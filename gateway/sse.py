@@ -20,7 +20,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from bus import Bus, BusError
 from bus import constants as c
 from bus.streams import Feed, From, Start, StreamEntry
-from gateway.api_tickets import TicketId, problems
+from gateway.api_tickets import BEARER, TicketId, problems
 from gateway.context import Ctx, GatewayContext
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,8 @@ def _to_sse(entry: StreamEntry) -> ServerSentEventMessage | None:
 class EventStreamController(Controller):
     path = "/"
     tags = ("events",)
+    # The dashboard's EventSource sends its session cookie instead (it cannot set headers).
+    security = (*BEARER, {"session": []})
 
     async def _stream(self, ctx: GatewayContext, subject: str, start: Start) -> ServerSentEvent:
         feed = EventFeed(

@@ -27,6 +27,11 @@
 
   async function fragment(url) {
     const response = await fetch(url, { headers: { Accept: "text/html" } });
+    if (response.status === 401) {
+      // Signed out (or the token was revoked): the page cannot be kept current any more.
+      window.location.assign(`/login?next=${encodeURIComponent(window.location.pathname)}`);
+      return null;
+    }
     if (!response.ok) return null;
     return response.text();
   }

@@ -21,6 +21,7 @@ from gateway.context import GatewayOptions
 from gateway.serve import serving
 from gateway.sql import ErrorMappingReader, SqlReader
 from schemas import WORK_PHASES, Heartbeat, utcnow
+from schemas.token import ApiToken, Role, mint
 from tests.helpers import EventLog, wait_until
 
 pytestmark = pytest.mark.integration
@@ -80,13 +81,37 @@ def duck_reader() -> SqlReader:
     return ErrorMappingReader(DuckReader(), denied=(ReadOnlyViolation,), invalid=(duckdb.Error,))
 
 
+async def make_token(bus: Bus, role: Role = Role.ADMIN, name: str = "test", **kw: Any) -> str:
+    """A token of `role`, stored as `omoi token create` stores it; its text."""
+    text, record = mint(role, name, created_by="test", **kw)
+    tokens = await bus.bucket(c.TOKENS_BUCKET, ApiToken)
+    assert await tokens.create(record.id, record)
+    return text
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 @asynccontextmanager
 async def gateway_client(
-    settings: Settings, bus: Bus | None, reader: SqlReader | None = None, **options: Any
+    settings: Settings,
+    bus: Bus | None,
+    reader: SqlReader | None = None,
+    *,
+    token: str | None = None,
+    **options: Any,
 ) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of a gateway on a real socket, signed with `token` (else a new admin's)."""
     opts = GatewayOptions(**{"request_timeout_s": 2.0, **options})
     app = create_app(settings=settings, bus=bus, reader=reader, options=opts)
-    async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=20) as client:
+    if token is None and bus is not None:
+        token = await make_token(bus)
+    headers = bearer(token) if token else {}
+    async with (
+        serving(app) as url,
+        httpx.AsyncClient(base_url=url, timeout=20, headers=headers) as client,
+    ):
         yield client
 
 
@@ -382,13 +407,19 @@ async def test_health_and_readiness_follow_nats(
     settings: Settings, nats_server: EmbeddedNatsServer
 ) -> None:
     assert settings.nats_url
+    provisioner = await Bus.connect(settings.nats_url, "provisioner", topology=settings.topology())
+    token = await make_token(provisioner, Role.VIEWER)
+    await provisioner.close()
     await nats_server.stop()
     # The app owns its connection here, as `python -m gateway` does, and starts without NATS.
     options = GatewayOptions(connect_wait_s=0.2)
     app = create_app(
         settings.nats_url, settings=settings, topology=settings.topology(), options=options
     )
-    async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
+    async with (
+        serving(app) as url,
+        httpx.AsyncClient(base_url=url, timeout=10, headers=bearer(token)) as client,
+    ):
 
         async def ready(status: int) -> bool:
             return (await client.get("/api/v1/ready")).status_code == status
@@ -396,7 +427,9 @@ async def test_health_and_readiness_follow_nats(
         for prefix in ("", "/api/v1"):  # probes at the root, and with the API
             assert (await client.get(f"{prefix}/health")).json() == {"status": "ok"}
             assert_problem(await client.get(f"{prefix}/ready"), 503)
+        # Without NATS a token cannot be checked (503); no token at all is a 401 regardless.
         assert_problem(await client.get("/api/v1/tickets"), 503)
+        assert_problem(await client.get("/api/v1/tickets", headers={"Authorization": ""}), 401)
 
         await nats_server.start()
         await wait_until(lambda: ready(200), timeout=15)
@@ -422,17 +455,20 @@ async def test_gateway_waits_for_a_topology_that_is_provisioned_later(
     app = create_app(settings.nats_url, settings=settings, options=options)
     async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
         assert "not connected" in assert_problem(await client.get("/ready"), 503)["detail"]
-        assert_problem(await client.get("/api/v1/tickets"), 503)
+        waiting = bearer("omoi_aaaaaaaaaaaa_" + "A" * 43)  # well-formed, so it waits for NATS
+        assert_problem(await client.get("/api/v1/tickets", headers=waiting), 503)
         provisioner = await Bus.connect(
             settings.nats_url, name="provisioner", topology=settings.topology()
         )
+        token = await make_token(provisioner, Role.VIEWER)
         await provisioner.close()
 
         async def ready() -> bool:
             return (await client.get("/ready")).status_code == 200
 
         await wait_until(ready, timeout=40)
-        assert (await client.get("/api/v1/tickets")).json()["total"] == 0
+        tickets = await client.get("/api/v1/tickets", headers=bearer(token))
+        assert tickets.json()["total"] == 0
 
 
 async def test_openapi_is_served(api: httpx.AsyncClient) -> None:
