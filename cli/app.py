@@ -394,5 +394,15 @@ def restore(
     raise typer.Exit(code)
 
 
+def _register_token_commands() -> None:
+    # Imported here: its commands import this module's helpers when they run.
+    from cli.token_commands import token_app
+
+    app.add_typer(token_app, name="token")
+
+
+_register_token_commands()
+
+
 def main() -> None:
     app()

@@ -18,9 +18,10 @@ from typing import Any
 
 from agents.settings import Settings
 from agents.supervisor import Child, LineSink, Supervisor, agent_argv
-from bus import Bus, EmbeddedNatsServer
-from cli import state
+from bus import Bus, BusError, EmbeddedNatsServer
+from cli import state, tokens
 from cli.readiness import agent_probe, http_probe, wait_ready
+from cli.secret_files import ADMIN_TOKEN_FILE, SecretFileError, auth_path
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ async def up(
             str(settings.nats_url), name="omoi-up", topology=settings.topology()
         )
         try:
+            if http_url is not None:
+                await _local_admin(bus, settings)
             supervisor = Supervisor(
                 children,
                 {**os.environ, **settings.to_env()},
@@ -72,6 +75,32 @@ async def up(
     finally:
         if server is not None:
             await server.stop()
+
+
+async def _local_admin(bus: Bus, settings: Settings) -> None:
+    """The local user gets the gateway's admin token in a 0600 file, before the gateway
+    starts (so the gateway's copy of the tokens holds it from the first request)."""
+    try:
+        await tokens.ensure_local_admin(bus, settings.data_dir)
+    except SecretFileError as exc:
+        raise UpError(str(exc)) from None
+
+
+async def _sign_in_line(bus: Bus, settings: Settings, http_url: str) -> None:
+    """A one-time sign-in link, so opening the dashboard needs no token typed."""
+    try:
+        admin_text = tokens.local_admin_token(settings.data_dir)
+        admin = await tokens.valid(bus, admin_text) if admin_text else None
+        if admin is None:
+            log.warning("no valid local admin token; `omoi token create --role admin` makes one")
+            return
+        link = await tokens.sign_in_link(bus, admin)
+    except (SecretFileError, BusError) as exc:
+        log.warning("no sign-in link: %s", exc)
+        return
+    token_file = _shown(auth_path(settings.data_dir, ADMIN_TOKEN_FILE))
+    log.info("dashboard: %s/login/link?token=%s (one-time sign-in link)", http_url, link)
+    log.info("API token (admin): %s; `omoi token link` makes a new sign-in link", token_file)
 
 
 def plan(workers: int, http_port: int | None) -> tuple[list[Child], str | None]:
@@ -112,6 +141,8 @@ async def _supervise(
         if not_ready:
             raise UpError(_not_ready_message(not_ready, supervisor, ready_timeout))
         _announce(settings, supervisor, http_url)
+        if http_url is not None:
+            await _sign_in_line(bus, settings, http_url)
         if on_ready is not None:
             extra = asyncio.create_task(on_ready(settings))
             extra.add_done_callback(_report_failure)

@@ -1,7 +1,8 @@
 """`python -m gateway --host 127.0.0.1 --port 8000`: the gateway as a process.
 
-Settings come from the environment (`NATS_URL`, `OMOI_*`), parsed here once. The analytics
-store is read from `<data-dir>/store/published` when the store package is there.
+Settings come from the environment (`NATS_URL`, `OMOI_*`, `OMOI_GATEWAY_*`: see
+`gateway.config`), parsed here once. The analytics store is read from
+`<data-dir>/store/published` when the store package is there.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from pathlib import Path
 
 from agents.runner import configure_logging
 from agents.settings import DEFAULT_NATS_PORT, Settings
+from cli.secret_files import session_key
 from gateway.app import create_app
+from gateway.config import options_from_env
+from gateway.context import GatewayOptions
 from gateway.serve import serve_forever
 from gateway.sql import ErrorMappingReader, SqlReader, SqlResult, SqlUnavailable
 
@@ -64,10 +68,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-async def run(host: str, port: int, settings: Settings) -> None:
+async def run(host: str, port: int, settings: Settings, options: GatewayOptions) -> None:
     url = settings.nats_url or f"nats://127.0.0.1:{DEFAULT_NATS_PORT}"
     app = create_app(
-        url, settings=settings, reader=store_reader(settings), topology=settings.topology()
+        url,
+        settings=settings,
+        reader=store_reader(settings),
+        topology=settings.topology(),
+        options=options,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -80,7 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     configure_logging(args.log_level)
     settings = Settings.from_env(os.environ)
-    asyncio.run(run(args.host, args.port, settings))
+    options = options_from_env(os.environ, session_key=session_key(settings.data_dir))
+    asyncio.run(run(args.host, args.port, settings, options))
 
 
 if __name__ == "__main__":
