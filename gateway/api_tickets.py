@@ -11,7 +11,7 @@ from litestar.params import HeaderParameter, JSONBody, PathParameter, QueryParam
 
 from bus import constants as c
 from gateway import reads, submit
-from gateway.audit import Audited
+from gateway.audit import Audited, refusals_audited
 from gateway.context import Ctx, GatewayContext
 from gateway.models import (
     Accepted,
@@ -83,6 +83,7 @@ class TicketController(Controller):
         summary="Submit a ticket",
         description="The body is exactly what `omoi.tickets.submit` takes. " + IDEMPOTENCY_HELP,
         opt=SUBMITTER,
+        exception_handlers=refusals_audited(AuditAction.TICKET_SUBMIT),
         responses={
             **problems(409, 413),
             202: ResponseSpec(
@@ -151,6 +152,7 @@ class TicketController(Controller):
         status_code=200,
         summary="Cancel a ticket",
         opt=OPERATOR,
+        exception_handlers=refusals_audited(AuditAction.TICKET_CANCEL),
         responses=problems(404, 409, 413),
     )
     async def cancel(
@@ -173,6 +175,7 @@ class TicketController(Controller):
         summary="Move a ticket to another phase",
         description="Only the moves the README lists; anything else is a 409 naming them.",
         opt=OPERATOR,
+        exception_handlers=refusals_audited(AuditAction.TICKET_MOVE),
         responses=problems(404, 409, 413),
     )
     async def move(
@@ -195,6 +198,7 @@ class TicketController(Controller):
         summary="Cancel one task",
         description="A running task is stopped within about a second.",
         opt=OPERATOR,
+        exception_handlers=refusals_audited(AuditAction.TASK_CANCEL),
         responses=problems(404, 409, 413),
     )
     async def cancel_task(

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bus.mirror import MirroredBucket
 from gateway.api_tickets import BEARER, problems
-from gateway.audit import Audited, principal_of
+from gateway.audit import Audited, principal_of, refusals_audited
 from gateway.context import Ctx, GatewayContext
 from gateway.problems import ApiProblem
 from schemas.audit import AuditAction
@@ -71,7 +71,14 @@ class TokenController(Controller):
         found = [TokenView.of(r) for r in records if r.signs_in_as is None]
         return sorted(found, key=lambda t: (t.created_at, t.id))
 
-    @post("/", status_code=201, summary="Make a token", opt=ADMIN, responses=problems())
+    @post(
+        "/",
+        status_code=201,
+        summary="Make a token",
+        opt=ADMIN,
+        exception_handlers=refusals_audited(AuditAction.TOKEN_CREATE),
+        responses=problems(),
+    )
     async def create(
         self, ctx: Ctx, request: Request[Any, Any, Any], data: JSONBody[NewToken]
     ) -> CreatedToken:

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar, Router
 from litestar.config.csrf import CSRFConfig
+from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware.base import DefineMiddleware
 from litestar.openapi.config import OpenAPIConfig
@@ -23,6 +24,7 @@ from bus.topology import TopologyConfig
 from gateway.api_system import ProbeController, SystemController
 from gateway.api_tickets import TicketController
 from gateway.api_tokens import TokenController
+from gateway.audit import STATE_KEY
 from gateway.auth import SESSION_COOKIE
 from gateway.context import GatewayContext, GatewayOptions
 from gateway.dashboard import STATIC, DashboardController, template_config
@@ -165,6 +167,7 @@ def create_app(
             create_static_files_router(path="/static", directories=[STATIC]),
         ],
         dependencies={"ctx": Provide(provide_context, use_cache=True)},
+        state=State({STATE_KEY: ctx}),
         # Who is asking first, so the limits can count per token (or per address).
         middleware=[DefineMiddleware(AuthMiddleware, ctx=ctx), *rate_limits(ctx)],
         csrf_config=CSRFConfig(

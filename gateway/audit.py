@@ -11,15 +11,20 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from litestar import Request, Response
 from litestar.connection import ASGIConnection
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.types import ExceptionHandlersMap
 
 from bus import BusError
 from gateway.auth import Principal
 from gateway.context import GatewayContext
-from gateway.problems import ApiProblem
+from gateway.problems import ApiProblem, http_problem, validation_problem
 from schemas.audit import AuditAction, AuditEntry, AuditOutcome, clip
 
 MAX_CLIENT = 200
+# Where the app keeps its context (`app.state`), for exception handlers.
+STATE_KEY = "omoi_gateway"
 
 Connection = ASGIConnection[Any, Any, Any, Any]
 
@@ -92,3 +97,32 @@ class Audited:
                 detail=detail,
             )
         )
+
+
+def refusals_audited(action: AuditAction) -> ExceptionHandlersMap:
+    """Exception handlers for a route whose request Litestar itself may refuse before the
+    handler runs (a body that breaks the schema, is not JSON, is too big): the refusal is
+    audited as `action`, then answered as everywhere else. A guard's refusal (an
+    `ApiProblem`) keeps the app's handler, and is audited as an authentication failure."""
+
+    def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+        if isinstance(exc, ValidationException):
+            response = validation_problem(request, exc)
+        else:
+            assert isinstance(exc, HTTPException)
+            response = http_problem(request, exc)
+        ctx = request.app.state.get(STATE_KEY)
+        if isinstance(ctx, GatewayContext):
+            body = response.content if isinstance(response.content, dict) else {}
+            entry = entry_for(
+                request,
+                action,
+                AuditOutcome.REJECTED,
+                target=str(request.path_params.get("ticket_id", "")),
+                status=response.status_code,
+                detail=str(body.get("detail", "")),
+            )
+            ctx.record(entry)
+        return response
+
+    return {ValidationException: handle, HTTPException: handle}

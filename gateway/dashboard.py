@@ -99,7 +99,7 @@ class DashboardController(Controller):
     tags = ("dashboard",)
     security = ({"session": []}, {"bearer": []})
 
-    @get("/", summary="The dashboard")
+    @get("/", summary="The dashboard", responses=problems())
     async def index(self, ctx: Ctx) -> Template:
         since = await streams.last_seq(ctx.bus, c.EVENTS_STREAM)
         found, agents, failures, drawn = await asyncio.gather(
@@ -143,16 +143,31 @@ class DashboardController(Controller):
     async def ticket_detail(self, ctx: Ctx, ticket_id: TicketId) -> Template:
         return Template("_ticket_detail.html", context=await _detail(ctx, ticket_id))
 
-    @get("/fragments/agents", summary="The agents table (HTML)", opt=FRAGMENT)
+    @get(
+        "/fragments/agents",
+        summary="The agents table (HTML)",
+        opt=FRAGMENT,
+        responses=problems(),
+    )
     async def agents(self, ctx: Ctx) -> Template:
         found = await reads.agents(ctx.bus, ctx.options.stale_beats)
         return Template("_agents.html", context={"agents": found})
 
-    @get("/fragments/failures", summary="Recent failures and dead letters (HTML)", opt=FRAGMENT)
+    @get(
+        "/fragments/failures",
+        summary="Recent failures and dead letters (HTML)",
+        opt=FRAGMENT,
+        responses=problems(),
+    )
     async def failures(self, ctx: Ctx) -> Template:
         return Template("_failures.html", context=await _failures(ctx))
 
-    @get("/fragments/charts", summary="The store's charts (HTML)", opt=FRAGMENT)
+    @get(
+        "/fragments/charts",
+        summary="The store's charts (HTML)",
+        opt=FRAGMENT,
+        responses=problems(),
+    )
     async def charts(self, ctx: Ctx) -> Template:
         return Template("_charts.html", context={"charts": await draw_charts(ctx.reader)})
 

@@ -118,7 +118,9 @@ def validation_errors(extra: Any) -> list[dict[str, str]]:
     return out
 
 
-def _validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
+def validation_problem(
+    _: Request[Any, Any, Any], exc: ValidationException
+) -> Response[dict[str, Any]]:
     errors = validation_errors(exc.extra)
     # A body that parses but breaks the schema is a 422; malformed parameters are a 400.
     in_params = errors and all(e["source"] in _PARAM_SOURCES for e in errors)
@@ -132,12 +134,15 @@ def _validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response
     )
 
 
-def _http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+def http_problem(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
     status = exc.status_code
     kind = {413: "payload-too-large", 404: "not-found", 405: "method-not-allowed"}.get(status)
     if status == 400 and "JSON" in exc.detail:
         # Litestar's one plain 400 on a body: it could not decode it ("JSON is malformed").
         kind = "malformed-json"
+    elif status == 403 and "CSRF" in exc.detail:
+        # A dashboard form posted without its CSRF token (or from another site).
+        kind = "csrf-failed"
     detail = exc.detail if exc.detail != HTTPStatus(status).phrase else _DETAILS.get(status, "")
     return problem_response(status, kind=kind, detail=detail, headers=exc.headers)
 
@@ -167,8 +172,8 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dic
 def exception_handlers() -> ExceptionHandlersMap:
     return {
         ApiProblem: _api_problem,
-        ValidationException: _validation,
-        HTTPException: _http,
+        ValidationException: validation_problem,
+        HTTPException: http_problem,
         SqlError: _sql,
         BusError: _bus,
         Exception: _unexpected,

@@ -129,7 +129,7 @@ def forbid(ctx: GatewayContext, connection: Connection, who: Principal, needed: 
 
 
 def api_guard(ctx: GatewayContext) -> Guard:
-    def guard(connection: Connection, handler: BaseRouteHandler) -> None:
+    async def guard(connection: Connection, handler: BaseRouteHandler) -> None:
         needed = required_role(handler)
         if needed is None:
             return
@@ -156,7 +156,7 @@ class SignInRequired(Exception):
 def page_guard(ctx: GatewayContext) -> Guard:
     """Pages send an anonymous browser to sign in; fragments and forms answer like the API."""
 
-    def guard(connection: Connection, handler: BaseRouteHandler) -> None:
+    async def guard(connection: Connection, handler: BaseRouteHandler) -> None:
         needed = required_role(handler)
         if needed is None:
             return

@@ -24,7 +24,7 @@ TOKEN_PREFIX = "omoi"
 SECRET_BYTES = 32
 ID_CHARS = 12
 TOKEN_ID_PATTERN = rf"^[a-z0-9]{{{ID_CHARS}}}$"
-_TOKEN_RE = re.compile(rf"^{TOKEN_PREFIX}_([a-z0-9]{{{ID_CHARS}}})_([A-Za-z0-9_-]{{43}})$")
+_TOKEN_RE = re.compile(rf"{TOKEN_PREFIX}_([a-z0-9]{{{ID_CHARS}}})_([A-Za-z0-9_-]{{43}})")
 MAX_NAME = 200
 _ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 
@@ -75,7 +75,7 @@ def token_hash(token: str) -> str:
 
 def parse_token(text: str) -> tuple[str, str] | None:
     """(id, secret) of a well-formed token, else None."""
-    m = _TOKEN_RE.match(text)
+    m = _TOKEN_RE.fullmatch(text)
     return (m[1], m[2]) if m else None
 
 
