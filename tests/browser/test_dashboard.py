@@ -1,4 +1,5 @@
-"""The dashboard in a real (headless) Chromium: a ticket appears and finishes without a reload."""
+"""The dashboard in a real (headless) Chromium: signing in, a ticket that appears and finishes
+without a reload, a CSRF-protected form, and a form post without its CSRF token refused."""
 
 from __future__ import annotations
 
@@ -8,14 +9,15 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
 from agents.settings import Settings
 from bus import Bus
 from gateway.app import create_app
 from gateway.serve import serving
+from schemas.token import Role
 from tests.helpers import EventLog, gated, require_tool
-from tests.integration.test_gateway import duck_reader
+from tests.integration.test_gateway import bearer, duck_reader, make_token
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -44,8 +46,27 @@ async def browser() -> AsyncIterator[Browser]:
         await chromium.close()
 
 
-async def open_page(browser: Browser, url: str, errors: list[str]) -> Page:
-    page = await browser.new_page(viewport={"width": 1400, "height": 900})
+async def sign_in(browser: Browser, url: str, token: str) -> BrowserContext:
+    """A browser session signed in through the sign-in page, as a person does it."""
+    context = await browser.new_context(viewport={"width": 1400, "height": 900})
+    page = await context.new_page()
+    await page.goto(f"{url}/tickets/nowhere")
+    assert "/login?next=" in page.url  # not signed in: sent to sign in first
+    await page.fill("#token", "omoi_not_a_token")
+    await page.click('#sign-in button[type="submit"]')
+    assert "not an Omoi token" in await page.inner_text("#sign-in-error")
+    await page.fill("#token", token)
+    await page.click('#sign-in button[type="submit"]')
+    await page.wait_for_url(f"{url}/tickets/nowhere")  # back where it wanted to go
+    cookies = {c["name"]: c for c in await context.cookies()}
+    session = cookies["omoi_session"]
+    assert session["httpOnly"] and session["sameSite"] == "Strict"
+    await page.close()
+    return context
+
+
+async def open_page(context: BrowserContext, url: str, errors: list[str]) -> Page:
+    page = await context.new_page()
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
     await page.goto(url)
@@ -70,8 +91,11 @@ async def test_dashboard_follows_a_ticket_live(
     await start_worker()
     app = create_app(settings=settings, bus=bus, reader=duck_reader())
     errors: list[str] = []
-    async with serving(app) as url, httpx.AsyncClient(base_url=url) as api:
-        page = await open_page(browser, f"{url}/", errors)
+    admin = await make_token(bus, Role.ADMIN, name="browser admin")
+    async with serving(app) as url, httpx.AsyncClient(base_url=url, headers=bearer(admin)) as api:
+        context = await sign_in(browser, url, admin)
+        page = await open_page(context, f"{url}/", errors)
+        assert "browser admin" in await page.inner_text("#signed-in")
         r = await api.post(
             "/api/v1/tickets", json={"id": "ui-1", "title": "Live", "tasks": tasks()}
         )
@@ -110,7 +134,7 @@ async def test_dashboard_follows_a_ticket_live(
         # The graph follows a running ticket too.
         await api.post("/api/v1/tickets", json={"id": "ui-2", "title": "Graph", "tasks": tasks()})
         await events.wait_type("ui-2", "task.started", task="build")
-        graph_page = await open_page(browser, f"{url}/tickets/ui-2", errors)
+        graph_page = await open_page(context, f"{url}/tickets/ui-2", errors)
         build = '#task-graph [data-task="build"]'
         assert await graph_page.get_attribute(build, "data-status") == "running"
         (settings.workspaces_dir / "ui-2" / "release").touch()
@@ -118,7 +142,33 @@ async def test_dashboard_follows_a_ticket_live(
         await graph_page.wait_for_selector('.ticket-head[data-status="done"]', timeout=WAIT_MS)
         assert await graph_page.evaluate("window.omoiNoReload") is True
         await graph_page.close()
+
+        # A post without its CSRF token (as another site's form would send it, with the
+        # session cookie) is refused, and so is a sign-out. (A page of its own: the browser
+        # logs the 403s, which are not errors here.)
+        await api.post("/api/v1/tickets", json={"id": "ui-3", "title": "Stop", "tasks": tasks()})
+        await events.wait_type("ui-3", "task.started", task="build")
+        probe = await context.new_page()
+        await probe.goto(f"{url}/tickets/ui-3")
+        for path in ("/tickets/ui-3/cancel", "/logout"):
+            refused = await probe.evaluate(
+                "async (path) => (await fetch(path, {method: 'POST'})).status", path
+            )
+            assert refused == 403, path
+        await probe.close()
+        still = await bus.tickets.value("ui-3")
+        assert still is not None and still.status == "running"
+        # The ticket page's Cancel button is a form with its CSRF token: it works.
+        stop_page = await open_page(context, f"{url}/tickets/ui-3", errors)
+        await stop_page.click("#cancel-ticket button")
+        await stop_page.wait_for_selector('.ticket-head[data-status="cancelled"]', timeout=WAIT_MS)
+        await events.wait_type("ui-3", "ticket.cancelled")
+        assert await stop_page.is_visible("#signed-in")
+        await stop_page.click("#sign-out button")
+        await stop_page.wait_for_url(f"{url}/login")
+        await stop_page.close()
         await page.close()
+        await context.close()
 
     png = shot.read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 20_000
