@@ -1,7 +1,9 @@
 """Scenario 7: `GET /api/v1/tickets/{id}` latency at 1,000 requests/s.
 
 The gateway runs as its own process (as `omoi up` runs it) and the load comes from a
-separate process, so neither steals the other's event loop.
+separate process, so neither steals the other's event loop. Every request carries a
+viewer's token, checked and counted by the rate limit as any client's would be (its limit
+raised above the load).
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from agents.settings import Settings
 from benchmarks.common import BenchConfig, Metric
 from benchmarks.scenarios.latency import percentile
 from bus import Bus, EmbeddedNatsServer
+from bus import constants as c
 from schemas import TicketState
+from schemas.token import ApiToken, Role, mint
 
 RATE = 1000
 
@@ -50,8 +54,14 @@ async def run(cfg: BenchConfig) -> list[Metric]:
     settings = Settings(nats_url=nats_url, data_dir=cfg.workdir / "gw-data")
     bus = await Bus.connect(nats_url, name="bench-gw", topology=settings.topology())
     await bus.tickets.create("bench-gw", TicketState(id="bench-gw", title="gateway bench"))
+    token, record = mint(Role.VIEWER, "bench")
+    await (await bus.bucket(c.TOKENS_BUCKET, ApiToken)).create(record.id, record)
     port = free_port()
-    env = {**os.environ, **settings.to_env()}
+    env = {
+        **os.environ,
+        **settings.to_env(),
+        "OMOI_GATEWAY_TOKEN_RATE_LIMIT": f"{RATE * 120}/minute",
+    }
     gateway = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port),
         env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
@@ -63,7 +73,7 @@ async def run(cfg: BenchConfig) -> list[Metric]:
         seconds = max(1.0, 10 * cfg.scale)
         load = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "benchmarks.scenarios.http_load",
-            f"{base}/api/v1/tickets/bench-gw", str(RATE), str(seconds),
+            f"{base}/api/v1/tickets/bench-gw", str(RATE), str(seconds), token,
             stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         out, _ = await asyncio.wait_for(load.communicate(), timeout=seconds * 10 + 60)

@@ -1,4 +1,5 @@
-"""A fixed-rate HTTP load process: `python -m benchmarks.scenarios.http_load URL RATE SECONDS`.
+"""A fixed-rate HTTP load process: `python -m benchmarks.scenarios.http_load URL RATE SECONDS
+[TOKEN]` (a bearer token sent with every request).
 
 Requests are due at fixed times (open loop) and latency is measured from the due time,
 so queueing in the client counts too (no coordinated omission). A small raw HTTP/1.1
@@ -29,10 +30,11 @@ async def _request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, r
     return status
 
 
-async def load(url: str, rate: int, seconds: float) -> dict[str, object]:
+async def load(url: str, rate: int, seconds: float, token: str = "") -> dict[str, object]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    raw = f"GET {parts.path} HTTP/1.1\r\nHost: {host}\r\nAccept: */*\r\n\r\n".encode()
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    raw = f"GET {parts.path} HTTP/1.1\r\nHost: {host}\r\nAccept: */*\r\n{auth}\r\n".encode()
     due: asyncio.Queue[float | None] = asyncio.Queue()
     latencies: list[float] = []
     errors = 0
@@ -72,5 +74,6 @@ async def load(url: str, rate: int, seconds: float) -> dict[str, object]:
 
 if __name__ == "__main__":
     url, rate, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-    result = asyncio.run(load(url, rate, seconds))
+    token = sys.argv[4] if len(sys.argv) > 4 else ""
+    result = asyncio.run(load(url, rate, seconds, token))
     sys.stdout.write(json.dumps(result))

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -248,12 +249,25 @@ async def test_up_serves_the_dashboard_and_sql_while_tickets_run(up: Up) -> None
         ]
         assert (await submit(bus, {"id": "live", "title": "live", "tasks": tasks}))["ok"]
         await events.wait_type("live", "task.succeeded", task="a")
+        # Local use needs no token typed: an admin token waits in a private file, and the
+        # terminal shows a one-time sign-in link for the dashboard.
+        token_file = up.data_dir / "auth" / "gateway-admin.token"
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        token = token_file.read_text().strip()
+        line = await up.wait_line("/login/link?token=")
+        link = line[line.index(http_url) :].split()[0]
         async with httpx.AsyncClient(base_url=http_url, timeout=10) as http:
             assert (await http.get("/ready")).status_code == 200  # up means up
-            ticket = (await http.get("/api/v1/tickets/live")).json()
+            assert (await http.get("/api/v1/tickets/live")).status_code == 401
+            auth = {"Authorization": f"Bearer {token}"}
+            ticket = (await http.get("/api/v1/tickets/live", headers=auth)).json()
             assert ticket["id"] == "live" and ticket["status"] == "running"
+            signed_in = await http.get(link)
+            assert signed_in.status_code == 303 and "omoi_session" in http.cookies
             page = await http.get("/")
             assert page.status_code == 200 and "live" in page.text
+            http.cookies.clear()
+            assert (await http.get(link)).status_code == 401  # once only
 
         # While b is still running, the store already answers.
         env = {**up_env(), "OMOI_DATA_DIR": str(up.data_dir)}
