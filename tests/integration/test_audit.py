@@ -4,6 +4,7 @@ and they are rows of the `audit_log` view (asked for through the gateway's own S
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -18,10 +19,12 @@ from agents.recorder.agent import Recorder
 from agents.settings import Settings
 from bus import Bus
 from bus import constants as c
+from bus.audit import AuditTrail
 from gateway.__main__ import PublishedStore
 from gateway.app import create_app
 from gateway.context import GatewayOptions
 from gateway.serve import serving
+from schemas.audit import AuditAction, AuditEntry, AuditOutcome
 from schemas.token import Role
 from tests.helpers import Running, wait_until
 from tests.integration.test_gateway import bearer, make_token
@@ -142,3 +145,45 @@ async def test_the_audit_stream_is_append_only(bus: Bus) -> None:
     with pytest.raises(APIError):
         await bus.js.purge_stream(c.AUDIT_STREAM)
     assert (await bus.js.stream_info(c.AUDIT_STREAM)).state.messages == 1
+
+
+def entry(**fields: Any) -> AuditEntry:
+    base = {"action": AuditAction.AUTH_FAILURE, "outcome": AuditOutcome.DENIED}
+    return AuditEntry(**{**base, "actor": "anonymous", "source": "10.0.0.7", **fields})
+
+
+async def test_a_flood_is_folded_into_two_entries_that_count_it_all(bus: Bus) -> None:
+    trail = AuditTrail(bus, fold_s=0.2)
+    for _ in range(10):
+        trail.record(entry(target="GET /api/v1/tickets"), fold=True)
+    trail.record(entry(target="GET /api/v1/agents"), fold=True)  # not identical: its own
+    trail.record(entry(target="GET /api/v1/agents"))  # not folded: always sent
+    await trail.flush()
+    stored = [
+        AuditEntry.model_validate_json((await bus.js.get_msg(c.AUDIT_STREAM, seq)).data)
+        for seq in range(1, 1 + (await bus.js.stream_info(c.AUDIT_STREAM)).state.messages)
+    ]
+    counts = sorted((e.target, e.count) for e in stored)
+    assert counts == [
+        ("GET /api/v1/agents", 1), ("GET /api/v1/agents", 1),
+        ("GET /api/v1/tickets", 1), ("GET /api/v1/tickets", 9),
+    ]  # fmt: skip
+    assert len({e.id for e in stored}) == 4
+
+
+async def test_an_entry_that_cannot_be_stored_is_logged_not_raised(
+    settings: Settings, bus: Bus, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert settings.nats_url
+    # No stream takes omoi.audit.> any more (a stream can be deleted; its entries cannot).
+    await bus.js.delete_stream(c.AUDIT_STREAM)
+    impatient = await Bus.connect(settings.nats_url, name="impatient", patience_s=0.3)
+    try:
+        trail = AuditTrail(impatient)
+        trail.record(entry(target="token abc"))  # returns at once
+        with caplog.at_level(logging.WARNING, logger="bus.audit"):
+            await trail.flush()
+    finally:
+        await impatient.close()
+    warned = [r.getMessage() for r in caplog.records if r.name == "bus.audit"]
+    assert any("audit entry not stored: auth.failure token abc by anonymous" in m for m in warned)
