@@ -2,8 +2,10 @@
 
 The gateway keeps `omoi_tokens` as a watched in-memory copy (`Bus.watch_bucket`), so a
 check is a dictionary lookup and one SHA-256, with no round trip; a revoked token leaves
-the copy within moments of its key being deleted. A token id the copy does not know is
-read from the server once, so a token made a moment ago works at once.
+the copy within moments of its key being deleted. A token id the copy does not know may be
+one made a moment ago: the guard of a protected route reads it from the server once more
+(`read=True`), after the rate limits, so unknown tokens cannot make every request of a
+flood (or of a probe) cost a round trip.
 
 A session cookie names a token and is signed with the gateway's session key over the
 token's stored hash: revoking the token ends its sessions too, and gateways that share
@@ -64,22 +66,25 @@ def trusted(principal: Principal) -> bool:
     return principal.role.at_least(Role.OPERATOR)
 
 
-async def check_bearer(tokens: Bucket[ApiToken] | None, header: str) -> Principal | AuthFailure:
+async def check_bearer(
+    tokens: Bucket[ApiToken] | None, header: str, *, read: bool = False
+) -> Principal | AuthFailure:
     """The principal an `Authorization` header value names, or why it names none."""
-    if not header[: len(BEARER)].lower() == BEARER:
+    if header[: len(BEARER)].lower() != BEARER:
         return AuthFailure("malformed", "the Authorization header must be `Bearer <token>`")
-    return await check_token(tokens, header[len(BEARER) :].strip(), via="bearer")
+    return await check_token(tokens, header[len(BEARER) :].strip(), via="bearer", read=read)
 
 
 async def check_token(
-    tokens: Bucket[ApiToken] | None, text: str, *, via: Via
+    tokens: Bucket[ApiToken] | None, text: str, *, via: Via, read: bool = False
 ) -> Principal | AuthFailure:
+    """`read`: ask the server about an id the copy does not know (else it is unknown)."""
     parsed = parse_token(text)
     if parsed is None:
         return AuthFailure("malformed", "not an Omoi token (they read omoi_<id>_<secret>)")
     if tokens is None:
         return UNAVAILABLE
-    record = await known(tokens, parsed[0])
+    record = await (known(tokens, parsed[0]) if read else tokens.get_cached(parsed[0]))
     if record is None or not record.matches(text):
         return AuthFailure("unknown", f"token {parsed[0]} is unknown or revoked")
     if record.signs_in_as is not None:

@@ -92,10 +92,8 @@ def required_role(handler: BaseRouteHandler) -> Role | None:
     return None if role is None else Role(role)
 
 
-def refuse(ctx: GatewayContext, connection: Connection, failure: AuthFailure) -> ApiProblem:
-    """The problem for a request without valid credentials; audited (floods folded)."""
-    if failure.kind == "unavailable":
-        return ApiProblem(503, "nats-unavailable", failure.detail, headers={"Retry-After": "5"})
+def audit_failure(ctx: GatewayContext, connection: Connection, failure: AuthFailure) -> int:
+    """Audit a request without valid credentials (floods folded); the status it gets."""
     status = 431 if failure.kind == "oversized" else 401
     target = f"{connection.scope.get('method', '')} {connection.url.path}"
     entry = entry_for(
@@ -107,12 +105,33 @@ def refuse(ctx: GatewayContext, connection: Connection, failure: AuthFailure) ->
         detail=failure.detail,
     )
     ctx.record(entry, fold=True)
-    if status == 431:
+    return status
+
+
+def refuse(ctx: GatewayContext, connection: Connection, failure: AuthFailure) -> ApiProblem:
+    """The problem for a request without valid credentials, audited."""
+    if failure.kind == "unavailable":
+        return ApiProblem(503, "nats-unavailable", failure.detail, headers={"Retry-After": "5"})
+    if audit_failure(ctx, connection, failure) == 431:
         return ApiProblem(431, "header-too-large", failure.detail)
     challenge = 'Bearer realm="omoi"'
     if failure.kind != "missing":
         challenge += ', error="invalid_token"'
     return ApiProblem(401, "unauthorized", failure.detail, headers={"WWW-Authenticate": challenge})
+
+
+async def second_look(ctx: GatewayContext, connection: Connection) -> Principal | None:
+    """A bearer token the gateway's copy did not know, asked of the server once: it may
+    have been made a moment ago. Only guards call this, so it happens after the limits."""
+    failure = connection.scope.get("auth")
+    header = connection.headers.get("authorization")
+    if failure is None or failure.kind != "unknown" or header is None:
+        return None
+    found = await check_bearer(ctx.tokens, header, read=True)
+    if isinstance(found, Principal):
+        connection.scope["user"], connection.scope["auth"] = found, None
+        return found
+    return None
 
 
 def forbid(ctx: GatewayContext, connection: Connection, who: Principal, needed: Role) -> ApiProblem:
@@ -133,7 +152,7 @@ def api_guard(ctx: GatewayContext) -> Guard:
         needed = required_role(handler)
         if needed is None:
             return
-        who = principal_of(connection)
+        who = principal_of(connection) or await second_look(ctx, connection)
         if who is None:
             raise refuse(ctx, connection, connection.scope.get("auth") or MISSING)
         if who.via == "session" and connection.scope.get("method") not in SAFE_METHODS:
@@ -160,14 +179,14 @@ def page_guard(ctx: GatewayContext) -> Guard:
         needed = required_role(handler)
         if needed is None:
             return
-        who = principal_of(connection)
+        who = principal_of(connection) or await second_look(ctx, connection)
         is_page = connection.scope.get("method") == "GET" and not handler.opt.get("fragment")
         if who is None and is_page:
             failure = connection.scope.get("auth")
             if failure is not None and failure.kind == "unavailable":
                 raise refuse(ctx, connection, failure)
             if failure is not None:
-                refuse(ctx, connection, failure)  # audited; the browser is redirected
+                audit_failure(ctx, connection, failure)
             raise SignInRequired(connection.url.path, clear_cookie=failure is not None)
         if who is None:
             raise refuse(ctx, connection, connection.scope.get("auth") or MISSING)

@@ -22,7 +22,7 @@ from gateway.api_tickets import PUBLIC
 from gateway.audit import entry_for
 from gateway.auth import SESSION_COOKIE, AuthFailure, Principal, check_token, known
 from gateway.context import Ctx, GatewayContext
-from gateway.security import refuse
+from gateway.security import audit_failure, refuse
 from schemas.audit import AuditAction, AuditOutcome
 from schemas.common import utcnow
 from schemas.token import ApiToken, parse_token
@@ -128,9 +128,11 @@ class LoginController(Controller):
     async def login(self, ctx: Ctx, request: AnyRequest) -> Response[Any]:
         form = await request.form()
         text, next_path = str(form.get("token", "")).strip(), str(form.get("next", "/"))
-        found = await check_token(ctx.tokens, text, via="session")
+        found = await check_token(ctx.tokens, text, via="session", read=True)
         if isinstance(found, AuthFailure):
-            refuse(ctx, request, found)  # audited; the page says why
+            if found.kind == "unavailable":
+                raise refuse(ctx, request, found)
+            audit_failure(ctx, request, found)
             return _login_page(found.detail, next_path, status=401)
         record = await known(ctx.tokens, found.token_id) if ctx.tokens else None
         if record is None:
@@ -141,7 +143,9 @@ class LoginController(Controller):
     async def link(self, ctx: Ctx, request: AnyRequest, token: LinkToken = "") -> Response[Any]:
         found = await consume_link(ctx, token.strip())
         if isinstance(found, AuthFailure):
-            refuse(ctx, request, found)
+            if found.kind == "unavailable":
+                raise refuse(ctx, request, found)
+            audit_failure(ctx, request, found)
             return _login_page(found.detail, status=401)
         return _signed_in(ctx, request, found, "sign-in link", "/")
 
