@@ -60,10 +60,10 @@ MISSING = AuthFailure(
 UNAVAILABLE = AuthFailure("unavailable", "tokens cannot be checked: not connected to NATS (yet)")
 
 
-def trusted(principal: Principal) -> bool:
+def trusted(principal: Principal | None) -> bool:
     """Whether a submission by `principal` may carry shell commands, gate commands or a
     local repository (issue 11, part 5): operators and admins only."""
-    return principal.role.at_least(Role.OPERATOR)
+    return principal is not None and principal.role.at_least(Role.OPERATOR)
 
 
 async def check_bearer(

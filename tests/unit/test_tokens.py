@@ -70,6 +70,7 @@ def test_roles_are_ordered_and_only_operators_and_admins_are_trusted() -> None:
         Role.OPERATOR: True,
         Role.ADMIN: True,
     }
+    assert not trusted(None)
 
 
 def test_durations_and_rate_limits_parse() -> None:
