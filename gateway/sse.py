@@ -2,17 +2,18 @@
 
 Each client gets its own JetStream ordered push consumer (ephemeral, flow-controlled,
 self-healing on gaps), so the gateway stays stateless: a reconnect to any instance with
-`Last-Event-ID` continues exactly where the stream left off.
+`Last-Event-ID` continues exactly where the stream left off. A stream ends within about a
+second of its token being revoked (the reconnect then gets a 401).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Annotated, Any
 
-from litestar import Controller, get
+from litestar import Controller, Request, get
 from litestar.background_tasks import BackgroundTask
 from litestar.params import HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
@@ -21,6 +22,8 @@ from bus import Bus, BusError
 from bus import constants as c
 from bus.streams import Feed, From, Start, StreamEntry
 from gateway.api_tickets import BEARER, TicketId, problems
+from gateway.audit import principal_of
+from gateway.auth import Principal
 from gateway.context import Ctx, GatewayContext
 
 log = logging.getLogger(__name__)
@@ -29,6 +32,7 @@ log = logging.getLogger(__name__)
 # knows that anything published from now on will reach it.
 READY_EVENT = "ready"
 SEQ_PATTERN = r"^[0-9]{1,18}$"
+ALLOWED_CHECK_S = 1.0
 MAX_SEQ = 10**18
 
 LastEventId = Annotated[
@@ -60,11 +64,20 @@ class EventFeed:
     idempotent."""
 
     def __init__(
-        self, bus: Bus, subject: str, start: Start, *, keepalive_s: float, retry_ms: int
+        self,
+        bus: Bus,
+        subject: str,
+        start: Start,
+        *,
+        keepalive_s: float,
+        retry_ms: int,
+        allowed: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.feed = Feed(bus, subject, start, stream=c.EVENTS_STREAM)
         self.keepalive_s = keepalive_s
         self.retry_ms = retry_ms
+        # Asked at least once a second: a stream ends soon after its token is revoked.
+        self.allowed = allowed
 
     async def open(self) -> None:
         await self.feed.open()
@@ -79,22 +92,46 @@ class EventFeed:
             yield ServerSentEventMessage(
                 event=READY_EVENT, data=json.dumps(ready), retry=self.retry_ms
             )
+            quiet_s = 0.0
             while True:
+                wait = min(self.keepalive_s, ALLOWED_CHECK_S)
                 try:
-                    entry = await feed.next(timeout=self.keepalive_s)
+                    entry = await feed.next(timeout=wait)
                 except BusError as exc:
                     # Closing down (or the connection is gone): end the stream cleanly; the
                     # client reconnects, to this gateway or another, with Last-Event-ID.
                     log.info("event feed on %s ends: %r", feed.subject, exc)
                     return
+                if self.allowed is not None and not await self.allowed():
+                    log.info("event feed on %s ends: its token was revoked", feed.subject)
+                    return
                 if entry is None:
-                    yield ServerSentEventMessage(comment="keep-alive", data=None)
+                    quiet_s += wait
+                    if quiet_s >= self.keepalive_s:
+                        quiet_s = 0.0
+                        yield ServerSentEventMessage(comment="keep-alive", data=None)
                     continue
+                quiet_s = 0.0
                 event = _to_sse(entry)
                 if event is not None:
                     yield event
         finally:
             await self.close()
+
+
+def still_allowed(
+    ctx: GatewayContext, who: Principal | None
+) -> Callable[[], Awaitable[bool]] | None:
+    """Whether `who`'s token still exists and is not expired: from memory, no round trip."""
+    if who is None:
+        return None
+
+    async def allowed() -> bool:
+        tokens = ctx.tokens
+        record = await tokens.get_cached(who.token_id) if tokens is not None else None
+        return record is not None and not record.expired()
+
+    return allowed
 
 
 def _to_sse(entry: StreamEntry) -> ServerSentEventMessage | None:
@@ -118,13 +155,16 @@ class EventStreamController(Controller):
     # The dashboard's EventSource sends its session cookie instead (it cannot set headers).
     security = (*BEARER, {"session": []})
 
-    async def _stream(self, ctx: GatewayContext, subject: str, start: Start) -> ServerSentEvent:
+    async def _stream(
+        self, ctx: GatewayContext, request: Request[Any, Any, Any], subject: str, start: Start
+    ) -> ServerSentEvent:
         feed = EventFeed(
             ctx.bus,
             subject,
             start,
             keepalive_s=ctx.options.keepalive_s,
             retry_ms=ctx.options.sse_retry_ms,
+            allowed=still_allowed(ctx, principal_of(request)),
         )
         # Subscribing before answering makes a NATS failure a 503 rather than a broken stream.
         await feed.open()
@@ -144,12 +184,13 @@ class EventStreamController(Controller):
     async def all_events(
         self,
         ctx: Ctx,
+        request: Request[Any, Any, Any],
         last_event_id: LastEventId = None,
         since: Since = None,
         replay: Replay = False,
     ) -> ServerSentEvent:
         return await self._stream(
-            ctx, c.EVENTS_SUBJECTS, choose_start(last_event_id, since, replay)
+            ctx, request, c.EVENTS_SUBJECTS, choose_start(last_event_id, since, replay)
         )
 
     @get(
@@ -162,11 +203,11 @@ class EventStreamController(Controller):
     async def ticket_events(
         self,
         ctx: Ctx,
+        request: Request[Any, Any, Any],
         ticket_id: TicketId,
         last_event_id: LastEventId = None,
         since: Since = None,
         replay: Replay = False,
     ) -> ServerSentEvent:
-        return await self._stream(
-            ctx, c.ticket_events_filter(ticket_id), choose_start(last_event_id, since, replay)
-        )
+        start = choose_start(last_event_id, since, replay)
+        return await self._stream(ctx, request, c.ticket_events_filter(ticket_id), start)

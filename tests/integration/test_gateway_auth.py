@@ -3,6 +3,7 @@ sessions, CSRF, rate limits, and what each route kind answers for each role."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -147,6 +148,20 @@ async def test_each_role_gets_what_it_may_and_a_403_for_the_rest(
         async for line in r.aiter_lines():
             assert line == "event: ready"
             break
+
+
+async def test_an_event_stream_ends_when_its_token_is_revoked(
+    anon: httpx.AsyncClient, bus: Bus
+) -> None:
+    token = await make_token(bus, Role.VIEWER)
+    async with anon.stream("GET", "/api/v1/events/stream", headers=bearer(token)) as r:
+        lines = r.aiter_lines()
+        assert await anext(lines) == "event: ready"
+        await (await bus.bucket(c.TOKENS_BUCKET, ApiToken)).delete(token.split("_")[1])
+        async with asyncio.timeout(3):  # checked every second; ends, not just goes quiet
+            rest = [line async for line in lines]
+    assert not any(line.startswith("event: ") for line in rest), rest
+    assert_unauthorized(await anon.get("/api/v1/events/stream", headers=bearer(token)))
 
 
 async def test_an_oversized_authorization_header_is_a_clear_problem(
