@@ -16,7 +16,9 @@ from collections.abc import Callable, Sequence
 
 from agents.base import Agent
 from agents.settings import DEFAULT_NATS_PORT, Settings
-from bus import Bus
+from bus import AuthError, Bus, NotProvisioned
+
+log = logging.getLogger(__name__)
 
 ROLES = ("planner", "worker", "monitor", "validator", "recorder")
 
@@ -85,9 +87,32 @@ def build_agent(role: str, bus: Bus, settings: Settings, args: argparse.Namespac
     raise SystemExit(f"unknown agent role {role!r}; one of {', '.join(ROLES)}")
 
 
-async def run_agent(role: str, settings: Settings, args: argparse.Namespace) -> None:
+# The roles allowed to create and converge the topology; the others wait for it.
+PROVISIONING_ROLES = ("planner",)
+PROVISION_WAIT_S = 0.5
+PROVISION_WAIT_MAX_S = 10.0
+
+
+async def connect(role: str, settings: Settings) -> Bus:
+    """The role's bus, as the role's NATS identity. A role that may not provision waits
+    until a planner (or `omoi up`) has."""
     url = settings.nats_url or f"nats://127.0.0.1:{DEFAULT_NATS_PORT}"
-    bus = await Bus.connect(url, name=f"omoi-{role}", topology=settings.topology())
+    credentials = settings.credentials(role)
+    topology = settings.topology() if role in PROVISIONING_ROLES else None
+    delay = PROVISION_WAIT_S
+    while True:
+        try:
+            return await Bus.connect(
+                url, name=f"omoi-{role}", topology=topology, credentials=credentials
+            )
+        except NotProvisioned as exc:
+            log.info("waiting for a planner to provision the topology (%s)", exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, PROVISION_WAIT_MAX_S)
+
+
+async def run_agent(role: str, settings: Settings, args: argparse.Namespace) -> None:
+    bus = await connect(role, settings)
     agent = build_agent(role, bus, settings, args)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -102,7 +127,11 @@ def main(role: str, argv: Sequence[str] | None = None) -> None:
     args = parser(role).parse_args(argv)
     configure_logging(args.log_level)
     settings = Settings.from_env(os.environ, data_dir=args.data_dir)
-    asyncio.run(run_agent(role, settings, args), loop_factory=loop_factory())
+    try:
+        asyncio.run(run_agent(role, settings, args), loop_factory=loop_factory())
+    except AuthError as exc:
+        # Wrong or missing credentials: restarting will not fix them, so say what to fix.
+        raise SystemExit(f"omoi agent {role}: {exc}") from None
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

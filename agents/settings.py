@@ -7,6 +7,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, SecretStr
 
+from bus.auth import SEED_SUFFIX, AuthDir, Credentials, load_credentials
+from bus.permissions import ROLES
 from bus.topology import TopologyConfig
 from schemas.usage import Budget
 
@@ -18,6 +20,10 @@ class Settings(BaseModel):
     """Everything tunable. Environment: `NATS_URL` and `OMOI_<FIELD>` (upper case)."""
 
     nats_url: str | None = None
+    # This process's NATS identity, an nkey seed file. Unset: the role's own file in
+    # `auth_dir` (default `<data_dir>/auth`, made by `omoi up` or `omoi auth init`).
+    nats_credentials: Path | None = None
+    auth_dir: Path | None = None
     data_dir: Path = Path(".omoi")
     heartbeat_interval_s: float = Field(default=30.0, gt=0)
     retry_base_s: float = Field(default=1.0, ge=0)
@@ -81,7 +87,9 @@ class Settings(BaseModel):
     def to_env(self) -> dict[str, str]:
         """The environment that makes a child process parse these same settings."""
         env = {}
-        for name, value in self.model_dump(exclude_none=True).items():
+        # An identity is per process: children pick their own role's from the auth dir.
+        values = self.model_dump(exclude_none=True, exclude={"nats_credentials"})
+        for name, value in values.items():
             if isinstance(value, SecretStr):
                 env[ENV_PREFIX + name.upper()] = value.get_secret_value()
             elif name == "nats_url":
@@ -98,6 +106,19 @@ class Settings(BaseModel):
             # Long enough for the monitor to see an agent go stale before it vanishes.
             heartbeat_ttl_s=max(5 * self.heartbeat_interval_s, 1.0),
         )
+
+    @property
+    def auth_path(self) -> Path:
+        return self.auth_dir or self.data_dir / "auth"
+
+    def credentials(self, role: str) -> Credentials | None:
+        """The NATS identity a process of `role` connects with: `nats_credentials` if
+        set, else the role's seed in the auth dir, else none (a server without auth)."""
+        if self.nats_credentials is not None:
+            own = self.nats_credentials.name.removesuffix(SEED_SUFFIX)
+            return load_credentials(self.nats_credentials, own if own in ROLES else role)
+        seed = AuthDir(self.auth_path).seed_file(role)
+        return load_credentials(seed, role) if seed.exists() else None
 
     @property
     def workspaces_dir(self) -> Path:

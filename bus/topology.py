@@ -297,11 +297,13 @@ async def _raise_ttl(js: JetStreamContext, bucket: KeyValueConfig) -> None:
 async def provision(js: JetStreamContext, cfg: TopologyConfig) -> None:
     for stream in stream_configs(cfg):
         await ensure_stream(js, stream)
-    await ensure_buckets(js, cfg)
     for stream in object_store_configs(cfg):
         await ensure_stream(js, stream)
     for stream_name, consumer in consumer_configs(cfg):
         await ensure_consumer(js, stream_name, consumer)
+    # Last: the roles that may not provision wait until they can bind the buckets, and
+    # then find every stream and consumer in place.
+    await ensure_buckets(js, cfg)
     log.info("topology provisioned (replicas=%d)", cfg.replicas)
 
 

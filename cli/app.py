@@ -17,9 +17,11 @@ from rich.markup import escape
 from agents.runner import ROLES, configure_logging
 from agents.runner import main as run_agent_main
 from agents.settings import DEFAULT_NATS_PORT, Settings
-from bus import Bus
+from bus import AuthError, Bus
 from bus import constants as c
+from bus.auth import Credentials
 from cli import client, render
+from cli.auth import auth_app
 from cli.client import ClientError
 from schemas import Phase
 
@@ -28,6 +30,7 @@ ticket_app = typer.Typer(no_args_is_help=True, help="Inspect and steer tickets."
 task_app = typer.Typer(no_args_is_help=True, help="Inspect and cancel tasks.")
 app.add_typer(ticket_app, name="ticket")
 app.add_typer(task_app, name="task")
+app.add_typer(auth_app, name="auth")
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -55,14 +58,29 @@ def nats_url() -> tuple[str, str]:
     return default, f"the default: no NATS_URL and no omoi up running on {s.data_dir}"
 
 
+def identity(role: str) -> Credentials | None:
+    """The CLI's NATS identity: OMOI_NATS_CREDENTIALS, else the data dir's `role` seed."""
+    try:
+        return settings().credentials(role)
+    except AuthError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from None
+
+
 def run[T](action: Callable[[Bus], Awaitable[T]]) -> T:
     url, source = nats_url()
+    credentials = identity("operator")
 
     async def go() -> T:
         try:
             # A person waits for the answer: ride out a blip, not an outage.
             bus = await Bus.connect(
-                url, name="omoi-cli", connect_timeout=3, max_reconnect_attempts=2, patience_s=5.0
+                url,
+                name="omoi-cli",
+                connect_timeout=3,
+                max_reconnect_attempts=2,
+                patience_s=5.0,
+                credentials=credentials,
             )
         except Exception as exc:
             raise ClientError(f"cannot reach NATS at {url} ({source}): {exc}") from exc
@@ -374,7 +392,15 @@ def backup(
     """Back up every Omoi stream, bucket and object store, with consumer state (docs/backup.md)."""
     from cli.backup import backup_command
 
-    code = backup_command(nats_url()[0], directory, out, err, as_json=as_json, data_dir=data_dir)
+    code = backup_command(
+        nats_url()[0],
+        directory,
+        out,
+        err,
+        as_json=as_json,
+        data_dir=data_dir,
+        credentials=identity("admin"),
+    )
     raise typer.Exit(code)
 
 
@@ -389,7 +415,14 @@ def restore(
     from cli.backup import restore_command
 
     code = restore_command(
-        nats_url()[0], directory, out, err, force=force, as_json=as_json, data_dir=data_dir
+        nats_url()[0],
+        directory,
+        out,
+        err,
+        force=force,
+        as_json=as_json,
+        data_dir=data_dir,
+        credentials=identity("admin"),
     )
     raise typer.Exit(code)
 

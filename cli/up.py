@@ -19,6 +19,7 @@ from typing import Any
 from agents.settings import Settings
 from agents.supervisor import Child, LineSink, Supervisor, agent_argv
 from bus import Bus, EmbeddedNatsServer
+from bus.auth import AuthDir
 from cli import state
 from cli.readiness import agent_probe, http_probe, wait_ready
 
@@ -48,7 +49,11 @@ async def up(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     server: EmbeddedNatsServer | None = None
     if settings.nats_url is None:
-        server = EmbeddedNatsServer(settings.data_dir / "nats", port=nats_port)
+        # Auth is on from the first start: an identity per role, in the data dir.
+        auth = AuthDir(settings.auth_path).ensure()
+        server = EmbeddedNatsServer(
+            settings.data_dir / "nats", port=nats_port, authorization=auth.server_block.read_text()
+        )
         settings = settings.model_copy(update={"nats_url": await server.start()})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -57,7 +62,10 @@ async def up(
     children, http_url = plan(workers, http_port)
     try:
         bus = await Bus.connect(
-            str(settings.nats_url), name="omoi-up", topology=settings.topology()
+            str(settings.nats_url),
+            name="omoi-up",
+            topology=settings.topology(),
+            credentials=settings.credentials("admin"),
         )
         try:
             supervisor = Supervisor(

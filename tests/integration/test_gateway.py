@@ -385,9 +385,8 @@ async def test_health_and_readiness_follow_nats(
     await nats_server.stop()
     # The app owns its connection here, as `python -m gateway` does, and starts without NATS.
     options = GatewayOptions(connect_wait_s=0.2)
-    app = create_app(
-        settings.nats_url, settings=settings, topology=settings.topology(), options=options
-    )
+    # As its own role, which may not provision: a planner does, once NATS is back.
+    app = create_app(settings.nats_url, settings=settings, options=options)
     async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
 
         async def ready(status: int) -> bool:
@@ -399,6 +398,13 @@ async def test_health_and_readiness_follow_nats(
         assert_problem(await client.get("/api/v1/tickets"), 503)
 
         await nats_server.start()
+        planner = await Bus.connect(
+            settings.nats_url,
+            name="provisioner",
+            topology=settings.topology(),
+            credentials=settings.credentials("planner"),
+        )
+        await planner.close()
         await wait_until(lambda: ready(200), timeout=15)
         assert (await client.get("/ready")).json() == {"status": "ready"}
         assert (await client.get("/api/v1/tickets")).json()["total"] == 0
@@ -424,7 +430,10 @@ async def test_gateway_waits_for_a_topology_that_is_provisioned_later(
         assert "not connected" in assert_problem(await client.get("/ready"), 503)["detail"]
         assert_problem(await client.get("/api/v1/tickets"), 503)
         provisioner = await Bus.connect(
-            settings.nats_url, name="provisioner", topology=settings.topology()
+            settings.nats_url,
+            name="provisioner",
+            topology=settings.topology(),
+            credentials=settings.credentials("planner"),
         )
         await provisioner.close()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -52,13 +53,25 @@ def ticket(ticket_id: str) -> dict[str, Any]:
     }
 
 
+# The identity each mode needs, no more: submitting is the submitter's, reading the viewer's.
+ROLE_OF_MODE = {
+    "publish": "submitter",
+    "request": "submitter",
+    "follow": "viewer",
+    "kvget": "viewer",
+}
+
+
 async def spawn(url: str, *args: str) -> asyncio.subprocess.Process:
     assert NODE is not None
+    # The test's identities (the auth_dir fixture exports OMOI_AUTH_DIR).
+    seed = Path(os.environ["OMOI_AUTH_DIR"]) / f"{ROLE_OF_MODE[args[0]]}.nk"
     return await asyncio.create_subprocess_exec(
         NODE,
         str(CLIENT),
         url,
         *args,
+        env={**os.environ, "NATS_NKEY": str(seed)},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

@@ -8,10 +8,14 @@
 //                                                          ticket.done, 1 on timeout
 //   node client.mjs <servers-url> kvget <bucket> <key>     prints a KV value
 //
+// With NATS_NKEY set to an nkey seed file (Omoi's `<data-dir>/auth/<role>.nk`), the
+// client authenticates with it, as `nats --nkey` does.
+//
 // `follow` writes "subscribed" to stderr once the subscription is registered with the
 // server, so a caller can submit only after that point. Exit code 2 means a usage or
 // connection error.
-import { connect, StringCodec } from "nats";
+import { readFileSync } from "node:fs";
+import { connect, nkeyAuthenticator, StringCodec } from "nats";
 
 const SUBMIT_SUBJECT = "omoi.tickets.submit";
 const REQUEST_TIMEOUT_MS = 10_000;
@@ -98,10 +102,15 @@ async function main(argv) {
     if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) usage(`bad timeout_ms: ${args[1]}`);
   }
 
-  const nc = await connect({
+  const options = {
     servers: servers.split(",").map((s) => s.trim()),
     name: `omoi-js-${mode}`,
-  });
+  };
+  if (process.env.NATS_NKEY) {
+    const seed = readFileSync(process.env.NATS_NKEY, "utf8").trim();
+    options.authenticator = nkeyAuthenticator(new TextEncoder().encode(seed));
+  }
+  const nc = await connect(options);
   let code;
   try {
     switch (mode) {
