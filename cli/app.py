@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from agents.errors import SettingsError
 from agents.runner import ROLES, configure_logging
 from agents.runner import main as run_agent_main
 from agents.settings import DEFAULT_NATS_PORT, Settings
@@ -395,4 +396,9 @@ def restore(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except SettingsError as exc:
+        # The operator's configuration: a message that says what to fix, no traceback.
+        err.print(f"[red]error:[/] {escape(str(exc))}")
+        raise SystemExit(2) from None

@@ -90,7 +90,7 @@ def start_worker(
             settings,
             phases=phases,
             capabilities=capabilities,
-            executors={"shell": ShellExecutor(dict(os.environ))},
+            executors={"shell": ShellExecutor(dict(os.environ), settings)},
         )
         await running.start(worker)
         return worker
