@@ -143,7 +143,8 @@ class Settings(BaseModel):
             elif name == "nats_url":
                 env["NATS_URL"] = str(value)
             elif isinstance(value, tuple | list):
-                env[key] = ",".join(value)
+                if value:
+                    env[key] = ",".join(value)
             else:
                 env[key] = str(value)
         return env

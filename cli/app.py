@@ -400,5 +400,5 @@ def main() -> None:
         app()
     except SettingsError as exc:
         # The operator's configuration: a message that says what to fix, no traceback.
-        err.print(f"[red]error:[/] {escape(str(exc))}")
+        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise SystemExit(2) from None
