@@ -19,6 +19,8 @@ from agents.validator.agent import Validator
 from bus import Bus
 from bus import constants as c
 from bus.topology import provision, stream_configs
+from gateway.problems import ApiProblem
+from gateway.submit import submit as gateway_submit
 from schemas import Phase
 from schemas.gate import CheckSpec, GateRequest, GateSpec
 from tests.helpers import (
@@ -89,6 +91,20 @@ async def test_a_plain_submission_may_not_ask_for_privileged_things(
     assert accepted["ok"] is True, accepted
     await events.wait_type("P1", "ticket.created")
     assert await bus.tickets.value("P1") is not None
+
+
+async def test_the_gateway_submits_with_or_without_the_right(
+    bus: Bus, events: EventLog, start_planner: Start
+) -> None:
+    await start_planner()
+    body = json.dumps({"id": "G1", "title": "gateway", "tasks": SHELL}).encode()
+    with pytest.raises(ApiProblem) as info:
+        await gateway_submit(bus, "G1", body, 10.0, trusted=False)
+    assert info.value.status_code == 403 and info.value.kind == "forbidden"
+    assert "shell commands" in str(info.value.detail)
+    accepted = await gateway_submit(bus, "G1", body, 10.0)  # trusted until tokens decide
+    assert accepted.status == "accepted"
+    await events.wait_type("G1", "ticket.created")
 
 
 async def test_a_plain_submission_may_name_a_remote_repository(
