@@ -15,6 +15,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from agents.base import Agent
+from agents.errors import SettingsError
+from agents.redact import Redactor, install_log_redaction
 from agents.settings import DEFAULT_NATS_PORT, Settings
 from bus import AuthError, Bus, NotProvisioned
 
@@ -52,7 +54,13 @@ def parser(role: str) -> argparse.ArgumentParser:
     return p
 
 
-def build_agent(role: str, bus: Bus, settings: Settings, args: argparse.Namespace) -> Agent:
+def build_agent(
+    role: str,
+    bus: Bus,
+    settings: Settings,
+    args: argparse.Namespace,
+    redactor: Redactor | None = None,
+) -> Agent:
     # Imported here so a process only loads the role it runs.
     if role == "planner":
         from agents.planner.agent import Planner
@@ -70,6 +78,7 @@ def build_agent(role: str, bus: Bus, settings: Settings, args: argparse.Namespac
             phases=args.phases or [p.value for p in WORK_PHASES],
             capabilities=args.capabilities or ["shell", "agent"],
             executors=default_executors(settings, dict(os.environ)),
+            redactor=redactor,
             agent_id=args.agent_id,
         )
     if role == "monitor":
@@ -79,7 +88,9 @@ def build_agent(role: str, bus: Bus, settings: Settings, args: argparse.Namespac
     if role == "validator":
         from agents.validator.agent import Validator
 
-        return Validator(bus, settings, env=dict(os.environ), agent_id=args.agent_id)
+        return Validator(
+            bus, settings, env=dict(os.environ), redactor=redactor, agent_id=args.agent_id
+        )
     if role == "recorder":
         from agents.recorder.agent import Recorder
 
@@ -87,6 +98,7 @@ def build_agent(role: str, bus: Bus, settings: Settings, args: argparse.Namespac
     raise SystemExit(f"unknown agent role {role!r}; one of {', '.join(ROLES)}")
 
 
+<<<<<<< HEAD
 # The roles allowed to create and converge the topology; the others wait for it.
 PROVISIONING_ROLES = ("planner",)
 PROVISION_WAIT_S = 0.5
@@ -114,6 +126,14 @@ async def connect(role: str, settings: Settings) -> Bus:
 async def run_agent(role: str, settings: Settings, args: argparse.Namespace) -> None:
     bus = await connect(role, settings)
     agent = build_agent(role, bus, settings, args)
+=======
+async def run_agent(
+    role: str, settings: Settings, args: argparse.Namespace, redactor: Redactor | None = None
+) -> None:
+    url = settings.nats_url or f"nats://127.0.0.1:{DEFAULT_NATS_PORT}"
+    bus = await Bus.connect(url, name=f"omoi-{role}", topology=settings.topology())
+    agent = build_agent(role, bus, settings, args, redactor)
+>>>>>>> secrets
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, agent.request_stop)
@@ -126,12 +146,25 @@ async def run_agent(role: str, settings: Settings, args: argparse.Namespace) -> 
 def main(role: str, argv: Sequence[str] | None = None) -> None:
     args = parser(role).parse_args(argv)
     configure_logging(args.log_level)
+<<<<<<< HEAD
     settings = Settings.from_env(os.environ, data_dir=args.data_dir)
     try:
         asyncio.run(run_agent(role, settings, args), loop_factory=loop_factory())
     except AuthError as exc:
         # Wrong or missing credentials: restarting will not fix them, so say what to fix.
         raise SystemExit(f"omoi agent {role}: {exc}") from None
+=======
+    try:
+        settings = Settings.from_env(os.environ, data_dir=args.data_dir)
+    except SettingsError as exc:
+        # A message, not a traceback: this is the operator's configuration.
+        sys.stderr.write(f"omoi agent {role}: {exc}\n")
+        raise SystemExit(2) from None
+    # One redactor for the whole process: its log lines and what its agent publishes.
+    redactor = Redactor.from_settings(settings)
+    install_log_redaction(redactor)
+    asyncio.run(run_agent(role, settings, args, redactor), loop_factory=loop_factory())
+>>>>>>> secrets
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -150,7 +150,10 @@ _AGENT_EVENTS = (c.event_subject("_agents", "agent.>"),)
 # Every `Bus` binds the state buckets on connect, which reads their configuration only.
 _BIND = tuple(f"{_API}.STREAM.INFO.{c.kv_stream(b)}" for b in STATE_BUCKETS)
 _HEARTBEAT = (*_reads(c.HEARTBEATS_BUCKET), *_writes(c.HEARTBEATS_BUCKET))
+# Plain submissions, and trusted ones, which may carry commands and local repositories
+# (docs/security.md, "Rights"): the subject a ticket arrives on is its rights.
 _SUBMIT = (c.SUBMIT_SUBJECT,)
+_SUBMIT_TRUSTED = (c.SUBMIT_SUBJECT, c.TRUSTED_SUBMIT_SUBJECT)
 _COMMANDS = ("omoi.commands.>",)
 _READ_ONLY_API = (
     f"{_API}.INFO",
@@ -191,7 +194,7 @@ def _table() -> dict[str, Permissions]:
                 c.dlq_subject("events"),
                 f"{c.CONTROL_CANCEL_PREFIX}.>",
             ),
-            subscribe=own("planner", c.SUBMIT_SUBJECT, *_COMMANDS),
+            subscribe=own("planner", *c.INTAKE_SUBJECTS, *_COMMANDS),
             responds=True,
             notes="the only writer of omoi_tickets; dispatches tasks and gate requests",
         ),
@@ -257,7 +260,7 @@ def _table() -> dict[str, Permissions]:
                 *_reads(*STATE_BUCKETS),
                 *_READ_ONLY_API,
                 *_watches(c.EVENTS_STREAM, c.DLQ_STREAM, *map(c.kv_stream, STATE_BUCKETS)),
-                *_SUBMIT,
+                *_SUBMIT_TRUSTED,
                 *_COMMANDS,
             ),
             subscribe=own("gateway"),
@@ -268,7 +271,7 @@ def _table() -> dict[str, Permissions]:
                 *_reads(*STATE_BUCKETS),
                 *_READ_ONLY_API,
                 *_watches(c.EVENTS_STREAM, c.DLQ_STREAM, *map(c.kv_stream, STATE_BUCKETS)),
-                *_SUBMIT,
+                *_SUBMIT_TRUSTED,
                 *_COMMANDS,
             ),
             subscribe=own("operator", _EXTERNAL_INBOX),

@@ -50,7 +50,7 @@ def stream_configs(cfg: TopologyConfig) -> list[StreamConfig]:
     streams = [
         StreamConfig(
             name=c.INTAKE_STREAM,
-            subjects=[c.SUBMIT_SUBJECT],
+            subjects=list(c.INTAKE_SUBJECTS),
             retention=RetentionPolicy.WORK_QUEUE,
             # The planner replies to intake requests itself; a stream PubAck would
             # reach the requester first and hide the real answer.

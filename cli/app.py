@@ -14,6 +14,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from agents.errors import SettingsError
+from agents.redact import Redactor, install_log_redaction
 from agents.runner import ROLES, configure_logging
 from agents.runner import main as run_agent_main
 from agents.settings import DEFAULT_NATS_PORT, Settings
@@ -131,6 +133,7 @@ def up(
     configure_logging(os.environ.get("OMOI_LOG_LEVEL", "INFO"))
     on_ready = _demo if demo else None
     settings = Settings.from_env(os.environ, data_dir=data_dir)
+    install_log_redaction(Redactor.from_settings(settings))
     scripted = None
     if demo and not settings.llm_model:
         from cli.demo import start_scripted_model
@@ -428,4 +431,9 @@ def restore(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except SettingsError as exc:
+        # The operator's configuration: a message that says what to fix, no traceback.
+        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        raise SystemExit(2) from None

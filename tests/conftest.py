@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from agents.executors import ShellExecutor
+from agents.executors.noop import NoopExecutor
 from agents.monitor.agent import Monitor
 from agents.planner.agent import Planner
 from agents.settings import Settings
@@ -114,7 +115,10 @@ def start_worker(
             settings,
             phases=phases,
             capabilities=capabilities,
-            executors={"shell": ShellExecutor(dict(os.environ))},
+            executors={
+                "shell": ShellExecutor(dict(os.environ), settings),
+                "noop": NoopExecutor(),
+            },
         )
         await running.start(worker)
         return worker

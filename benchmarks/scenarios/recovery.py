@@ -80,7 +80,7 @@ async def _load(stack: Stack, prefix: str, seconds: float) -> None:
         while i < due:
             body = json.dumps(ticket(i, prefix=prefix)).encode()
             with contextlib.suppress(Exception):  # buffered while reconnecting
-                await stack.bus.notify(c.SUBMIT_SUBJECT, body)
+                await stack.bus.notify(c.TRUSTED_SUBMIT_SUBJECT, body)
             i += 1
         await asyncio.sleep(1 / per_s)
 

@@ -65,7 +65,7 @@ async def start_agents(bus: Bus, settings: Settings, running: Running, workers: 
     for _ in range(workers):
         worker = Worker(
             bus, settings, phases=ALL_PHASES, capabilities=("shell",),
-            executors={"shell": ShellExecutor(dict(os.environ))},
+            executors={"shell": ShellExecutor(dict(os.environ), settings)},
         )  # fmt: skip
         await running.start(worker)
     assert worker is not None
@@ -220,7 +220,7 @@ async def test_backup_while_tickets_are_processed_is_consistent(
     submitted = [f"load-{i}" for i in range(24)]
     for ticket_id in submitted:
         payload = {"id": ticket_id, "title": ticket_id, "tasks": tasks}
-        await bus.nc.publish(c.SUBMIT_SUBJECT, json.dumps(payload).encode())
+        await bus.nc.publish(c.TRUSTED_SUBMIT_SUBJECT, json.dumps(payload).encode())
     await wait_until(lambda: _done_count(bus, submitted, 4))
 
     assert settings.nats_url

@@ -103,7 +103,9 @@ class Load:
     async def submit(self) -> None:
         # A core publish is captured by the intake stream: durable without a planner reply.
         for ticket_id in self.ids:
-            await self.bus.notify(c.SUBMIT_SUBJECT, json.dumps(self.ticket(ticket_id)).encode())
+            await self.bus.notify(
+                c.TRUSTED_SUBMIT_SUBJECT, json.dumps(self.ticket(ticket_id)).encode()
+            )
 
     async def done(self) -> int:
         found = await asyncio.gather(*(self.bus.tickets.read(t) for t in self.ids))

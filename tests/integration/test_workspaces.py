@@ -70,7 +70,7 @@ def start_worker_on(
             own,
             phases=phases,
             capabilities=["shell"],
-            executors={"shell": ShellExecutor(dict(os.environ))},
+            executors={"shell": ShellExecutor(dict(os.environ), own)},
             agent_id=name,
         )
         await running.start(worker)
