@@ -10,6 +10,11 @@ class AgentError(Exception):
     """Root of everything the agents package raises."""
 
 
+class SettingsError(AgentError):
+    """Settings that cannot be used: a bad value, an unreadable or too open secret file.
+    Entry points print its message and exit; it never names a secret's value."""
+
+
 class InvalidTicket(AgentError):
     """A submission that can never become a ticket (bad JSON, schema, graph)."""
 

@@ -15,8 +15,12 @@ import sys
 from collections.abc import Callable, Sequence
 
 from agents.base import Agent
+from agents.errors import SettingsError
+from agents.redact import Redactor, install_log_redaction
 from agents.settings import DEFAULT_NATS_PORT, Settings
-from bus import Bus
+from bus import AuthError, Bus, NotProvisioned
+
+log = logging.getLogger(__name__)
 
 ROLES = ("planner", "worker", "monitor", "validator", "recorder")
 
@@ -50,7 +54,13 @@ def parser(role: str) -> argparse.ArgumentParser:
     return p
 
 
-def build_agent(role: str, bus: Bus, settings: Settings, args: argparse.Namespace) -> Agent:
+def build_agent(
+    role: str,
+    bus: Bus,
+    settings: Settings,
+    args: argparse.Namespace,
+    redactor: Redactor | None = None,
+) -> Agent:
     # Imported here so a process only loads the role it runs.
     if role == "planner":
         from agents.planner.agent import Planner
@@ -68,6 +78,7 @@ def build_agent(role: str, bus: Bus, settings: Settings, args: argparse.Namespac
             phases=args.phases or [p.value for p in WORK_PHASES],
             capabilities=args.capabilities or ["shell", "agent"],
             executors=default_executors(settings, dict(os.environ)),
+            redactor=redactor,
             agent_id=args.agent_id,
         )
     if role == "monitor":
@@ -77,7 +88,9 @@ def build_agent(role: str, bus: Bus, settings: Settings, args: argparse.Namespac
     if role == "validator":
         from agents.validator.agent import Validator
 
-        return Validator(bus, settings, env=dict(os.environ), agent_id=args.agent_id)
+        return Validator(
+            bus, settings, env=dict(os.environ), redactor=redactor, agent_id=args.agent_id
+        )
     if role == "recorder":
         from agents.recorder.agent import Recorder
 
@@ -85,10 +98,35 @@ def build_agent(role: str, bus: Bus, settings: Settings, args: argparse.Namespac
     raise SystemExit(f"unknown agent role {role!r}; one of {', '.join(ROLES)}")
 
 
-async def run_agent(role: str, settings: Settings, args: argparse.Namespace) -> None:
+# The roles allowed to create and converge the topology; the others wait for it.
+PROVISIONING_ROLES = ("planner",)
+PROVISION_WAIT_S = 0.5
+PROVISION_WAIT_MAX_S = 10.0
+
+
+async def connect(role: str, settings: Settings) -> Bus:
+    """The role's bus, as the role's NATS identity. A role that may not provision waits
+    until a planner (or `omoi up`) has."""
     url = settings.nats_url or f"nats://127.0.0.1:{DEFAULT_NATS_PORT}"
-    bus = await Bus.connect(url, name=f"omoi-{role}", topology=settings.topology())
-    agent = build_agent(role, bus, settings, args)
+    credentials = settings.credentials(role)
+    topology = settings.topology() if role in PROVISIONING_ROLES else None
+    delay = PROVISION_WAIT_S
+    while True:
+        try:
+            return await Bus.connect(
+                url, name=f"omoi-{role}", topology=topology, credentials=credentials
+            )
+        except NotProvisioned as exc:
+            log.info("waiting for a planner to provision the topology (%s)", exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, PROVISION_WAIT_MAX_S)
+
+
+async def run_agent(
+    role: str, settings: Settings, args: argparse.Namespace, redactor: Redactor | None = None
+) -> None:
+    bus = await connect(role, settings)
+    agent = build_agent(role, bus, settings, args, redactor)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, agent.request_stop)
@@ -101,8 +139,20 @@ async def run_agent(role: str, settings: Settings, args: argparse.Namespace) -> 
 def main(role: str, argv: Sequence[str] | None = None) -> None:
     args = parser(role).parse_args(argv)
     configure_logging(args.log_level)
-    settings = Settings.from_env(os.environ, data_dir=args.data_dir)
-    asyncio.run(run_agent(role, settings, args), loop_factory=loop_factory())
+    try:
+        settings = Settings.from_env(os.environ, data_dir=args.data_dir)
+    except SettingsError as exc:
+        # A message, not a traceback: this is the operator's configuration.
+        sys.stderr.write(f"omoi agent {role}: {exc}\n")
+        raise SystemExit(2) from None
+    # One redactor for the whole process: its log lines and what its agent publishes.
+    redactor = Redactor.from_settings(settings)
+    install_log_redaction(redactor)
+    try:
+        asyncio.run(run_agent(role, settings, args, redactor), loop_factory=loop_factory())
+    except AuthError as exc:
+        # Wrong or missing credentials: restarting will not fix them, so say what to fix.
+        raise SystemExit(f"omoi agent {role}: {exc}") from None
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

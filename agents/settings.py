@@ -5,8 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, PrivateAttr, SecretStr, ValidationError, field_validator
 
+from agents.errors import SettingsError
+from agents.secret_files import FILE_SUFFIX, read_secret_file
+from agents.task_env import ENV_NAME, NEVER_PREFIXES
+from bus.auth import SEED_SUFFIX, AuthDir, Credentials, load_credentials
+from bus.permissions import ROLES
 from bus.topology import TopologyConfig
 from schemas.usage import Budget
 
@@ -18,6 +23,10 @@ class Settings(BaseModel):
     """Everything tunable. Environment: `NATS_URL` and `OMOI_<FIELD>` (upper case)."""
 
     nats_url: str | None = None
+    # This process's NATS identity, an nkey seed file. Unset: the role's own file in
+    # `auth_dir` (default `<data_dir>/auth`, made by `omoi up` or `omoi auth init`).
+    nats_credentials: Path | None = None
+    auth_dir: Path | None = None
     data_dir: Path = Path(".omoi")
     heartbeat_interval_s: float = Field(default=30.0, gt=0)
     retry_base_s: float = Field(default=1.0, ge=0)
@@ -65,9 +74,39 @@ class Settings(BaseModel):
     progress_interval_s: float = Field(default=2.0, gt=0)
     # The size of the context one phase hands to the next, in (approximate) tokens.
     context_tokens: int = Field(default=1200, ge=100)
+    # Variables of the worker's environment that tasks get on top of the fixed
+    # allow-list (agents/task_env.py): OMOI_TASK_ENV_PASS=NAME1,NAME2.
+    task_env_pass: tuple[str, ...] = ()
+
+    # Secret field -> (the file it was read from, its value then), so `to_env` hands a
+    # child the file rather than the secret.
+    _secret_files: dict[str, tuple[str, SecretStr]] = PrivateAttr(default_factory=dict)
+
+    @field_validator("task_env_pass", mode="before")
+    @classmethod
+    def _split_names(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(name.strip() for name in value.split(",") if name.strip())
+        return value
+
+    @field_validator("task_env_pass")
+    @classmethod
+    def _passable(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        for name in names:
+            if not ENV_NAME.match(name):
+                raise ValueError(f"{name!r} is not an environment variable name")
+            if name.startswith(NEVER_PREFIXES):
+                raise ValueError(f"{name}: Omoi's and NATS's own variables never reach tasks")
+        return names
+
+    @classmethod
+    def secret_fields(cls) -> list[str]:
+        return [n for n, f in cls.model_fields.items() if SecretStr in _types(f.annotation)]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: object) -> Settings:
+        """Settings from `NATS_URL`, `OMOI_<FIELD>` and, for each secret,
+        `OMOI_<FIELD>_FILE`; SettingsError names what is wrong."""
         values: dict[str, object] = {}
         if env.get("NATS_URL"):
             values["nats_url"] = env["NATS_URL"]
@@ -75,20 +114,57 @@ class Settings(BaseModel):
             key = ENV_PREFIX + name.upper()
             if env.get(key):
                 values[name] = env[key]
+        files: dict[str, tuple[str, SecretStr]] = {}
+        for name in cls.secret_fields():
+            key = ENV_PREFIX + name.upper()
+            if not env.get(key + FILE_SUFFIX):
+                continue
+            if env.get(key):
+                raise SettingsError(f"both {key} and {key}{FILE_SUFFIX} are set; set one")
+            path = env[key + FILE_SUFFIX]
+            secret = SecretStr(read_secret_file(key + FILE_SUFFIX, Path(path)))
+            values[name] = secret
+            files[name] = (path, secret)
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.model_validate(values)
+        try:
+            settings = cls.model_validate(values)
+        except ValidationError as exc:
+            raise SettingsError(_describe(exc)) from None
+        settings._secret_files = files
+        return settings
 
     def to_env(self) -> dict[str, str]:
-        """The environment that makes a child process parse these same settings."""
+        """The environment that makes a child process parse these same settings. A
+        secret read from a file is passed as that file, so it stays out of the child's
+        environment too."""
         env = {}
-        for name, value in self.model_dump(exclude_none=True).items():
+        # An identity is per process: children pick their own role's from the auth dir.
+        values = self.model_dump(exclude_none=True, exclude={"nats_credentials"})
+        for name, value in values.items():
+            key = ENV_PREFIX + name.upper()
             if isinstance(value, SecretStr):
-                env[ENV_PREFIX + name.upper()] = value.get_secret_value()
+                source = self._secret_files.get(name)
+                if source is not None and source[1] == value:
+                    env[key + FILE_SUFFIX] = source[0]
+                else:
+                    env[key] = value.get_secret_value()
             elif name == "nats_url":
                 env["NATS_URL"] = str(value)
+            elif isinstance(value, tuple | list):
+                if value:
+                    env[key] = ",".join(value)
             else:
-                env[ENV_PREFIX + name.upper()] = str(value)
+                env[key] = str(value)
         return env
+
+    def secret_values(self) -> list[str]:
+        """Every secret these settings hold: what never reaches a task, and what is
+        redacted wherever output is shown."""
+        return [
+            value.get_secret_value()
+            for name in self.secret_fields()
+            if isinstance(value := getattr(self, name), SecretStr)
+        ]
 
     def topology(self) -> TopologyConfig:
         return TopologyConfig(
@@ -98,6 +174,19 @@ class Settings(BaseModel):
             # Long enough for the monitor to see an agent go stale before it vanishes.
             heartbeat_ttl_s=max(5 * self.heartbeat_interval_s, 1.0),
         )
+
+    @property
+    def auth_path(self) -> Path:
+        return self.auth_dir or self.data_dir / "auth"
+
+    def credentials(self, role: str) -> Credentials | None:
+        """The NATS identity a process of `role` connects with: `nats_credentials` if
+        set, else the role's seed in the auth dir, else none (a server without auth)."""
+        if self.nats_credentials is not None:
+            own = self.nats_credentials.name.removesuffix(SEED_SUFFIX)
+            return load_credentials(self.nats_credentials, own if own in ROLES else role)
+        seed = AuthDir(self.auth_path).seed_file(role)
+        return load_credentials(seed, role) if seed.exists() else None
 
     @property
     def workspaces_dir(self) -> Path:
@@ -131,3 +220,18 @@ class Settings(BaseModel):
         """Exponential backoff for retry number `attempt` (1-based); `jitter` in [0, 1)."""
         delay: float = min(self.retry_cap_s, self.retry_base_s * 2.0 ** max(attempt - 1, 0))
         return min(self.retry_cap_s, delay * (0.8 + 0.4 * jitter))
+
+
+def _types(annotation: object) -> tuple[object, ...]:
+    """The types an annotation admits: `SecretStr | None` -> (SecretStr, NoneType)."""
+    return getattr(annotation, "__args__", None) or (annotation,)
+
+
+def _describe(exc: ValidationError) -> str:
+    """Which variables are wrong and why, never with the value (it may be a secret)."""
+    parts = []
+    for err in exc.errors():
+        field = str(err["loc"][0]) if err["loc"] else ""
+        variable = "NATS_URL" if field == "nats_url" else ENV_PREFIX + field.upper()
+        parts.append(f"{variable}: {err['msg']}")
+    return "invalid settings: " + "; ".join(parts)

@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 
 from agents.errors import AgentError
+from agents.task_env import scrubbed
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,9 @@ class WorkspaceConflict(WorkspaceError):
 
 
 def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """An environment that reads no user or system git config and never prompts."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    """An environment that reads no user or system git config, never prompts, and holds
+    no secrets: what a task left in the copy's .git (hooks, filters) runs under it."""
+    env = {k: v for k, v in scrubbed(os.environ).items() if not k.startswith("GIT_")}
     env.update(GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=os.devnull, GIT_TERMINAL_PROMPT="0")
     env.update(extra or {})
     return env
@@ -135,7 +137,7 @@ def ensure(path: Path, repository: str | None = None, created: datetime | None =
         if Path(repository).exists():
             source = str(Path(repository).resolve())
         path.parent.mkdir(parents=True, exist_ok=True)
-        git(path.parent, "clone", "--quiet", "--no-hardlinks", source, str(path))
+        git(path.parent, "clone", "--quiet", "--no-hardlinks", "--", source, str(path))
         log.info("workspace %s cloned from %s", path, repository)
     else:
         path.mkdir(parents=True, exist_ok=True)

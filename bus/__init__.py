@@ -6,6 +6,7 @@ from bus.consumer import Consumer, Source
 from bus.delivery import Delivery
 from bus.errors import (
     Abandon,
+    AuthError,
     BusError,
     ConflictError,
     NoAnswer,
@@ -22,6 +23,7 @@ from bus.topology import TopologyConfig, provision
 
 __all__ = [
     "Abandon",
+    "AuthError",
     "BatchConsumer",
     "Bucket",
     "Bus",

@@ -36,6 +36,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from bus import constants as c
+from bus.auth import Credentials
 from bus.errors import BusError
 
 log = logging.getLogger(__name__)
@@ -119,13 +120,24 @@ class Snapshots:
         self.nc = nc
 
     @classmethod
-    async def connect(cls, url: str, name: str, *, connect_timeout: float = 3.0) -> Snapshots:
+    async def connect(
+        cls,
+        url: str,
+        name: str,
+        *,
+        connect_timeout: float = 3.0,
+        credentials: Credentials | None = None,
+    ) -> Snapshots:
+        auth: dict[str, Any] = {}
+        if credentials is not None:
+            auth = {"nkeys_seed_str": credentials.seed, "inbox_prefix": credentials.inbox_prefix}
         nc = await nats.connect(
             servers=[u.strip() for u in url.split(",")],
             name=name,
             connect_timeout=connect_timeout,
             max_reconnect_attempts=2,
             reconnect_time_wait=0.5,
+            **auth,
         )
         return cls(nc)
 

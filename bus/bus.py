@@ -21,8 +21,9 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from bus import constants as c
+from bus.auth import Credentials
 from bus.delivery import Delivery
-from bus.errors import NoAnswer, as_bus_errors, bus_error, is_transient
+from bus.errors import AuthError, NoAnswer, as_bus_errors, bus_error, is_transient
 from bus.mirror import MirroredBucket
 from bus.objects import ObjectBucket
 from bus.retry import Outage, Patience
@@ -98,23 +99,25 @@ class Bus:
         max_reconnect_attempts: int = -1,
         patience_s: float | None = None,
         op_timeout_s: float = OP_TIMEOUT_S,
+        credentials: Credentials | None = None,
     ) -> Bus:
         """Connect, optionally provision the topology, and bind the buckets.
 
         Agents keep retrying forever (a cluster may still be starting); one-shot
         clients pass a small `max_reconnect_attempts` and `patience_s` to fail fast.
-        Failing raises `Unavailable`, or `NotProvisioned` without the topology.
+        Failing raises `Unavailable`, `NotProvisioned` without the topology, or
+        `AuthError` when the server refuses the credentials.
         """
-        with as_bus_errors(f"connecting to {url}"):
-            nc = await nats.connect(
-                servers=[u.strip() for u in url.split(",")],
-                name=name,
-                connect_timeout=connect_timeout,
-                max_reconnect_attempts=max_reconnect_attempts,
-                reconnect_time_wait=0.5,
-                drain_timeout=5,
-                error_cb=_log_error,
-            )
+        auth: dict[str, Any] = {}
+        if credentials is not None:
+            auth = {"nkeys_seed_str": credentials.seed, "inbox_prefix": credentials.inbox_prefix}
+        nc = await _connect(
+            url,
+            name=name,
+            connect_timeout=connect_timeout,
+            max_reconnect_attempts=max_reconnect_attempts,
+            **auth,
+        )
         bus = cls(nc, patience_s=patience_s, op_timeout_s=op_timeout_s)
         try:
             with as_bus_errors(f"NATS at {url}"):
@@ -361,6 +364,45 @@ class Bus:
                 self.admin, c.TASKS_STREAM, task_consumer_config(phase, capability, topology)
             )
         return durable
+
+
+async def _connect(url: str, **options: Any) -> Client:
+    """`nats.connect`, except that a server refusing the credentials ends the attempt
+    at once: nats-py would otherwise retry them forever, as if the server were down."""
+    refused: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+
+    async def on_error(exc: Exception) -> None:
+        if _is_refusal(exc) and not refused.done():
+            refused.set_result(exc)
+        await _log_error(exc)
+
+    connecting = asyncio.ensure_future(
+        nats.connect(
+            servers=[u.strip() for u in url.split(",")],
+            reconnect_time_wait=0.5,
+            drain_timeout=5,
+            error_cb=on_error,
+            **options,
+        )
+    )
+    with as_bus_errors(f"connecting to {url}"):
+        waits: set[asyncio.Future[Any]] = {connecting, refused}
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        if connecting.done():
+            return connecting.result()
+    connecting.cancel()
+    with contextlib.suppress(BaseException):
+        await connecting
+    raise AuthError(
+        f"NATS at {url} refused the credentials ({refused.result()}): "
+        "none were given, or the server does not know them (see docs/security.md)"
+    )
+
+
+def _is_refusal(exc: BaseException) -> bool:
+    return isinstance(exc, nats.errors.AuthorizationError) or (
+        "authorization violation" in str(exc).lower()
+    )
 
 
 def _header_safe(text: str) -> str:

@@ -28,7 +28,9 @@ def free_port() -> int:
 
 
 class LocalCluster:
-    def __init__(self, base: Path, size: int = 3, *, name: str = "omoi") -> None:
+    def __init__(
+        self, base: Path, size: int = 3, *, name: str = "omoi", authorization: str | None = None
+    ) -> None:
         routes = [free_port() for _ in range(size)]
         urls = tuple(f"nats-route://127.0.0.1:{port}" for port in routes)
         self.nodes = [
@@ -38,6 +40,7 @@ class LocalCluster:
                 name=f"n{i + 1}",
                 cluster=ClusterConfig(name=name, port=routes[i], routes=urls),
                 monitor_port=free_port(),
+                authorization=authorization,
             )
             for i in range(size)
         ]

@@ -9,6 +9,11 @@ from __future__ import annotations
 # Intake: a core publish here is captured by the intake stream, so it is durable even
 # when no planner is running. A request also gets a JSON reply from the planner.
 SUBMIT_SUBJECT = "omoi.tickets.submit"
+# The same, with the rights a plain submission lacks: shell commands, gate commands, a
+# local repository (agents/planner/rights.py). The CLI uses it; who else may publish on
+# it is a matter of NATS permissions.
+TRUSTED_SUBMIT_SUBJECT = "omoi.tickets.submit.trusted"
+INTAKE_SUBJECTS = (SUBMIT_SUBJECT, TRUSTED_SUBMIT_SUBJECT)
 INTAKE_STREAM = "OMOI_INTAKE"
 INTAKE_CONSUMER = "planner-intake"
 # Planners answer intake requests in this queue group, so exactly one replies.

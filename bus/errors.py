@@ -56,6 +56,11 @@ class NotProvisioned(BusError):
     an agent started with the topology, creates it."""
 
 
+class AuthError(BusError):
+    """The server refused this client's credentials (none, unknown or revoked), or they
+    could not be loaded. Retrying does not help: the message says what to fix."""
+
+
 class HandlerOutcome(Exception):
     """Base for the decisions a message handler can raise."""
 
@@ -86,6 +91,8 @@ def bus_error(exc: Exception, what: str) -> BusError:
     """nats-py's `exc` as the bus error it means, for callers outside `bus/`."""
     if isinstance(exc, BusError):
         return exc
+    if isinstance(exc, nats.errors.AuthorizationError):
+        return AuthError(f"{what}: the server refused the credentials ({exc})")
     if isinstance(exc, nats.js.errors.NotFoundError):
         return NotProvisioned(f"{what}: {exc}")
     return Unavailable(f"{what}: {str(exc) or type(exc).__name__}")

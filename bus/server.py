@@ -61,6 +61,7 @@ class EmbeddedNatsServer:
         name: str = "omoi",
         cluster: ClusterConfig | None = None,
         monitor_port: int | None = None,
+        authorization: str | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.host = host
@@ -70,6 +71,9 @@ class EmbeddedNatsServer:
         self.name = name
         self.cluster = cluster
         self.monitor_port = monitor_port
+        # The `authorization` block that admits Omoi's identities (`AuthDir.render()`);
+        # None runs the server open, for tests of what that permits.
+        self.authorization = authorization
         self._proc: asyncio.subprocess.Process | None = None
         self._log_task: asyncio.Task[None] | None = None
 
@@ -103,6 +107,8 @@ class EmbeddedNatsServer:
             f"max_payload: {self.max_payload}\n"
             f'jetstream {{\n  store_dir: "{store}"\n}}\n'
         )
+        if self.authorization is not None:
+            text += self.authorization
         if self.monitor_port is not None:
             text += f'http: "{self.host}:{self.monitor_port}"\n'
         if self.cluster is not None:

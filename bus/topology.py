@@ -51,7 +51,7 @@ def stream_configs(cfg: TopologyConfig) -> list[StreamConfig]:
     streams = [
         StreamConfig(
             name=c.INTAKE_STREAM,
-            subjects=[c.SUBMIT_SUBJECT],
+            subjects=list(c.INTAKE_SUBJECTS),
             retention=RetentionPolicy.WORK_QUEUE,
             # The planner replies to intake requests itself; a stream PubAck would
             # reach the requester first and hide the real answer.
@@ -310,11 +310,13 @@ async def _raise_ttl(js: JetStreamContext, bucket: KeyValueConfig) -> None:
 async def provision(js: JetStreamContext, cfg: TopologyConfig) -> None:
     for stream in stream_configs(cfg):
         await ensure_stream(js, stream)
-    await ensure_buckets(js, cfg)
     for stream in object_store_configs(cfg):
         await ensure_stream(js, stream)
     for stream_name, consumer in consumer_configs(cfg):
         await ensure_consumer(js, stream_name, consumer)
+    # Last: the roles that may not provision wait until they can bind the buckets, and
+    # then find every stream and consumer in place.
+    await ensure_buckets(js, cfg)
     log.info("topology provisioned (replicas=%d)", cfg.replicas)
 
 

@@ -14,12 +14,16 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from agents.errors import SettingsError
+from agents.redact import Redactor, install_log_redaction
 from agents.runner import ROLES, configure_logging
 from agents.runner import main as run_agent_main
 from agents.settings import DEFAULT_NATS_PORT, Settings
-from bus import Bus
+from bus import AuthError, Bus
 from bus import constants as c
+from bus.auth import Credentials
 from cli import client, render
+from cli.auth import auth_app
 from cli.client import ClientError
 from schemas import Phase
 
@@ -28,6 +32,7 @@ ticket_app = typer.Typer(no_args_is_help=True, help="Inspect and steer tickets."
 task_app = typer.Typer(no_args_is_help=True, help="Inspect and cancel tasks.")
 app.add_typer(ticket_app, name="ticket")
 app.add_typer(task_app, name="task")
+app.add_typer(auth_app, name="auth")
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -55,14 +60,29 @@ def nats_url() -> tuple[str, str]:
     return default, f"the default: no NATS_URL and no omoi up running on {s.data_dir}"
 
 
+def identity(role: str) -> Credentials | None:
+    """The CLI's NATS identity: OMOI_NATS_CREDENTIALS, else the data dir's `role` seed."""
+    try:
+        return settings().credentials(role)
+    except AuthError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from None
+
+
 def run[T](action: Callable[[Bus], Awaitable[T]]) -> T:
     url, source = nats_url()
+    credentials = identity("operator")
 
     async def go() -> T:
         try:
             # A person waits for the answer: ride out a blip, not an outage.
             bus = await Bus.connect(
-                url, name="omoi-cli", connect_timeout=3, max_reconnect_attempts=2, patience_s=5.0
+                url,
+                name="omoi-cli",
+                connect_timeout=3,
+                max_reconnect_attempts=2,
+                patience_s=5.0,
+                credentials=credentials,
             )
         except Exception as exc:
             raise ClientError(f"cannot reach NATS at {url} ({source}): {exc}") from exc
@@ -113,6 +133,7 @@ def up(
     configure_logging(os.environ.get("OMOI_LOG_LEVEL", "INFO"))
     on_ready = _demo if demo else None
     settings = Settings.from_env(os.environ, data_dir=data_dir)
+    install_log_redaction(Redactor.from_settings(settings))
     scripted = None
     if demo and not settings.llm_model:
         from cli.demo import start_scripted_model
@@ -374,7 +395,15 @@ def backup(
     """Back up every Omoi stream, bucket and object store, with consumer state (docs/backup.md)."""
     from cli.backup import backup_command
 
-    code = backup_command(nats_url()[0], directory, out, err, as_json=as_json, data_dir=data_dir)
+    code = backup_command(
+        nats_url()[0],
+        directory,
+        out,
+        err,
+        as_json=as_json,
+        data_dir=data_dir,
+        credentials=identity("admin"),
+    )
     raise typer.Exit(code)
 
 
@@ -389,7 +418,14 @@ def restore(
     from cli.backup import restore_command
 
     code = restore_command(
-        nats_url()[0], directory, out, err, force=force, as_json=as_json, data_dir=data_dir
+        nats_url()[0],
+        directory,
+        out,
+        err,
+        force=force,
+        as_json=as_json,
+        data_dir=data_dir,
+        credentials=identity("admin"),
     )
     raise typer.Exit(code)
 
@@ -405,4 +441,9 @@ _register_token_commands()
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except SettingsError as exc:
+        # The operator's configuration: a message that says what to fix, no traceback.
+        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        raise SystemExit(2) from None

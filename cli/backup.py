@@ -25,6 +25,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from bus import constants as c
+from bus.auth import AuthDir, Credentials
 from bus.backup import SnapshotError, Snapshots, backup_order, is_omoi_stream
 from bus.errors import BusError
 from cli.backup_files import (
@@ -182,8 +183,11 @@ def check_limits(
 
 
 @asynccontextmanager
-async def _server(url: str, data_dir: Path | None, *, restoring: bool) -> AsyncIterator[Snapshots]:
-    """NATS at `url`, or with `data_dir` the server of that `omoi up` data directory."""
+async def _server(
+    url: str, data_dir: Path | None, *, restoring: bool, credentials: Credentials | None
+) -> AsyncIterator[Snapshots]:
+    """NATS at `url`, or with `data_dir` the server of that `omoi up` data directory
+    (as that directory's admin identity)."""
     where: contextlib.AbstractAsyncContextManager[str] = contextlib.nullcontext(url)
     if data_dir is not None:
         up = running_up(data_dir)
@@ -193,9 +197,16 @@ async def _server(url: str, data_dir: Path | None, *, restoring: bool) -> AsyncI
                 "into its store"
             )
         where = contextlib.nullcontext(up[1]) if up is not None else data_dir_server(data_dir)
+        own = AuthDir(data_dir / "auth")
+        if up is None:
+            own.ensure()  # what the private server admits
+        if own.seed_file("admin").exists():
+            credentials = own.credentials("admin")
     async with where as address:
         try:
-            snapshots = await Snapshots.connect(address, name="omoi-backup")
+            snapshots = await Snapshots.connect(
+                address, name="omoi-backup", credentials=credentials
+            )
         except Exception as exc:
             raise BackupFailed(f"cannot reach NATS at {address}: {exc}") from exc
         try:
@@ -215,10 +226,17 @@ def _fail(err: Console, exc: BaseException) -> int:
 
 
 def backup_command(
-    url: str, directory: Path, out: Console, err: Console, *, as_json: bool, data_dir: Path | None
+    url: str,
+    directory: Path,
+    out: Console,
+    err: Console,
+    *,
+    as_json: bool,
+    data_dir: Path | None,
+    credentials: Credentials | None = None,
 ) -> int:
     async def go() -> Manifest:
-        async with _server(url, data_dir, restoring=False) as snapshots:
+        async with _server(url, data_dir, restoring=False, credentials=credentials) as snapshots:
             return await take_backup(snapshots, directory)
 
     try:
@@ -250,6 +268,7 @@ def restore_command(
     force: bool,
     as_json: bool,
     data_dir: Path | None,
+    credentials: Credentials | None = None,
 ) -> int:
     try:
         manifest = read_verified(directory)
@@ -257,7 +276,7 @@ def restore_command(
         return _fail(err, exc)
 
     async def go() -> list[RestoredStream]:
-        async with _server(url, data_dir, restoring=True) as snapshots:
+        async with _server(url, data_dir, restoring=True, credentials=credentials) as snapshots:
             return await restore_backup(snapshots, directory, manifest, force=force)
 
     try:

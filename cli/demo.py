@@ -49,7 +49,9 @@ def start_scripted_model(settings: Settings) -> tuple[Settings, ScriptedModelSer
 
 async def run_demo(settings: Settings, out: Console) -> None:
     assert settings.nats_url is not None
-    bus = await Bus.connect(settings.nats_url, name="omoi-demo")
+    bus = await Bus.connect(
+        settings.nats_url, name="omoi-demo", credentials=settings.credentials("operator")
+    )
     try:
         payload = {"id": client.new_ticket_id(), **DEMO_TICKET}
         reply = await client.submit(bus, payload, timeout=10)

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from bus import EmbeddedNatsServer
+from bus.auth import AuthDir
 from cli.up import STATE_FILE
 
 
@@ -37,7 +38,10 @@ def running_up(data_dir: Path) -> tuple[int, str] | None:
 @asynccontextmanager
 async def data_dir_server(data_dir: Path) -> AsyncIterator[str]:
     """The URL of a private server on `data_dir`'s store, for the duration."""
-    server = EmbeddedNatsServer(data_dir / "nats", port=0)
+    auth = AuthDir(data_dir / "auth").ensure()
+    server = EmbeddedNatsServer(
+        data_dir / "nats", port=0, authorization=auth.server_block.read_text()
+    )
     await server.start()
     try:
         yield server.url

@@ -22,6 +22,14 @@ token_app = typer.Typer(
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
+def _actor() -> str:
+    """Who the audit entry names: the NATS identity the command connects as."""
+    from cli.app import identity
+
+    credentials = identity("operator")
+    return f"nats:{credentials.role}" if credentials else "nats:anonymous"
+
+
 def _shown(record: ApiToken) -> dict[str, object]:
     return record.model_dump(mode="json", exclude={"hash", "used_at", "signs_in_as"})
 
@@ -46,8 +54,10 @@ def token_create(
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
 
+    actor = _actor()
+
     async def go(bus: Bus) -> tuple[str, ApiToken]:
-        return await tokens.create(bus, role, name, ttl_s=ttl_s)
+        return await tokens.create(bus, role, name, ttl_s=ttl_s, actor=actor)
 
     text, record = run(go)
     if as_json:
@@ -86,7 +96,8 @@ def token_revoke(
     """Revoke a token: every gateway refuses it (and ends its sessions) within a second."""
     from cli.app import emit_json, out, run
 
-    record = run(lambda bus: tokens.revoke(bus, token_id))
+    actor = _actor()
+    record = run(lambda bus: tokens.revoke(bus, token_id, actor))
     if as_json:
         emit_json(_shown(record))
     else:
@@ -109,8 +120,9 @@ def token_link() -> None:
         admin = await tokens.valid(bus, admin_text)
         if admin is None:
             raise ClientError("the local admin token is revoked; `omoi up` makes a new one")
-        return await tokens.sign_in_link(bus, admin)
+        return await tokens.sign_in_link(bus, admin, actor=actor)
 
+    actor = _actor()
     text = run(go)
     running = state.running(settings.data_dir)
     base = running.http_url if running and running.http_url else ""

@@ -2,7 +2,8 @@
 
 Tokens live hashed in `omoi_tokens` (key = token id); the token itself is printed once,
 by `create`, alone on stdout (`TOKEN=$(omoi token create --role viewer)`). Making and
-revoking one is audited, as the CLI's NATS identity (locally the operator's).
+revoking one is audited as the NATS identity that did it (`nats:<role>`: the CLI's is
+the operator's locally, `omoi up`'s the admin's).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from schemas.audit import AuditAction, AuditEntry, AuditOutcome
 from schemas.common import utcnow
 from schemas.token import ApiToken, Role, mint, parse_token
 
-# The NATS identity the CLI acts as locally (issue 11, part 1); named in audit entries.
+# Who an audit entry names when the caller does not say: the CLI's local identity.
 CLI_ACTOR = "nats:operator"
 SIGN_IN_LINK_TTL_S = 15 * 60
 _TTL_RE = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
@@ -35,12 +36,14 @@ def parse_ttl(text: str) -> float:
     return float(m[1]) * _UNITS[m[2]]
 
 
-def cli_entry(action: AuditAction, target: str, detail: str = "") -> AuditEntry:
+def cli_entry(
+    action: AuditAction, target: str, detail: str = "", actor: str = CLI_ACTOR
+) -> AuditEntry:
     return AuditEntry(
         action=action,
         outcome=AuditOutcome.OK,
-        actor=CLI_ACTOR,
-        role="operator",
+        actor=actor,
+        role=actor.removeprefix("nats:"),
         via="nats",
         source=f"{getpass.getuser()}@{socket.gethostname()}",
         client="omoi-cli",
@@ -60,14 +63,15 @@ async def create(
     *,
     ttl_s: float | None = None,
     signs_in_as: str | None = None,
+    actor: str = CLI_ACTOR,
 ) -> tuple[str, ApiToken]:
     """A new token: stored (hashed) and audited; returns its text and record."""
-    text, record = mint(role, name, created_by=CLI_ACTOR, ttl_s=ttl_s, signs_in_as=signs_in_as)
+    text, record = mint(role, name, created_by=actor, ttl_s=ttl_s, signs_in_as=signs_in_as)
     if not await (await bucket(bus)).create(record.id, record):
         raise ClientError(f"token id {record.id} is taken; try again")  # 36^12 ids: never
     what = "sign-in link" if signs_in_as else "token"
     detail = f"{what}, role {role}, name {name!r}" + (f", expires in {ttl_s:g} s" if ttl_s else "")
-    await bus.publish_audit(cli_entry(AuditAction.TOKEN_CREATE, record.id, detail))
+    await bus.publish_audit(cli_entry(AuditAction.TOKEN_CREATE, record.id, detail, actor))
     return text, record
 
 
@@ -77,13 +81,14 @@ async def listed(bus: Bus) -> list[ApiToken]:
     return sorted(found, key=lambda t: (t.created_at, t.id))
 
 
-async def revoke(bus: Bus, token_id: str) -> ApiToken:
+async def revoke(bus: Bus, token_id: str, actor: str = CLI_ACTOR) -> ApiToken:
     tokens = await bucket(bus)
     record = await tokens.value(token_id)
     if record is None:
         raise ClientError(f"no token {token_id!r} (`omoi token list` shows them)")
     await tokens.delete(token_id)
-    await bus.publish_audit(cli_entry(AuditAction.TOKEN_REVOKE, token_id, f"role {record.role}"))
+    entry = cli_entry(AuditAction.TOKEN_REVOKE, token_id, f"role {record.role}", actor)
+    await bus.publish_audit(entry)
     return record
 
 
@@ -96,7 +101,9 @@ async def valid(bus: Bus, text: str) -> ApiToken | None:
     return record if record and record.matches(text) and not record.expired() else None
 
 
-async def sign_in_link(bus: Bus, admin: ApiToken, ttl_s: float = SIGN_IN_LINK_TTL_S) -> str:
+async def sign_in_link(
+    bus: Bus, admin: ApiToken, ttl_s: float = SIGN_IN_LINK_TTL_S, actor: str = CLI_ACTOR
+) -> str:
     """A one-time link token that signs the dashboard in as `admin`. Links nobody used and
     that have expired are cleared out on the way."""
     tokens = await bucket(bus)
@@ -104,7 +111,9 @@ async def sign_in_link(bus: Bus, admin: ApiToken, ttl_s: float = SIGN_IN_LINK_TT
     for old in await tokens.values():
         if old.signs_in_as is not None and old.expired(now):
             await tokens.delete(old.id)
-    text, _ = await create(bus, admin.role, "sign-in link", ttl_s=ttl_s, signs_in_as=admin.id)
+    text, _ = await create(
+        bus, admin.role, "sign-in link", ttl_s=ttl_s, signs_in_as=admin.id, actor=actor
+    )
     return text
 
 
@@ -113,7 +122,7 @@ def local_admin_token(data_dir: Path) -> str | None:
     return read_secret(auth_path(data_dir, ADMIN_TOKEN_FILE))
 
 
-async def ensure_local_admin(bus: Bus, data_dir: Path) -> ApiToken:
+async def ensure_local_admin(bus: Bus, data_dir: Path, actor: str = CLI_ACTOR) -> ApiToken:
     """The local user's admin token (`<data-dir>/auth/gateway-admin.token`, 0600): the one
     there if it is still good, else a new one written there. What `omoi up` gives the local
     user, so the gateway's authentication never stands in their way."""
@@ -122,6 +131,6 @@ async def ensure_local_admin(bus: Bus, data_dir: Path) -> ApiToken:
     record = await valid(bus, text) if text else None
     if record is not None:
         return record
-    text, record = await create(bus, Role.ADMIN, "omoi up: local admin")
+    text, record = await create(bus, Role.ADMIN, "omoi up: local admin", actor=actor)
     write_secret(path, text)
     return record

@@ -19,6 +19,7 @@ from typing import Any
 from agents.settings import Settings
 from agents.supervisor import Child, LineSink, Supervisor, agent_argv
 from bus import Bus, BusError, EmbeddedNatsServer
+from bus.auth import AuthDir
 from cli import state, tokens
 from cli.readiness import agent_probe, http_probe, wait_ready
 from cli.secret_files import ADMIN_TOKEN_FILE, SecretFileError, auth_path
@@ -26,6 +27,8 @@ from cli.secret_files import ADMIN_TOKEN_FILE, SecretFileError, auth_path
 log = logging.getLogger(__name__)
 
 STATE_FILE = state.STATE_FILE
+# `omoi up` talks to NATS as the admin (it provisions), and audit entries say so.
+UP_ACTOR = "nats:admin"
 DEFAULT_READY_TIMEOUT_S = 120.0
 
 
@@ -49,7 +52,11 @@ async def up(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     server: EmbeddedNatsServer | None = None
     if settings.nats_url is None:
-        server = EmbeddedNatsServer(settings.data_dir / "nats", port=nats_port)
+        # Auth is on from the first start: an identity per role, in the data dir.
+        auth = AuthDir(settings.auth_path).ensure()
+        server = EmbeddedNatsServer(
+            settings.data_dir / "nats", port=nats_port, authorization=auth.server_block.read_text()
+        )
         settings = settings.model_copy(update={"nats_url": await server.start()})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -58,7 +65,10 @@ async def up(
     children, http_url = plan(workers, http_port)
     try:
         bus = await Bus.connect(
-            str(settings.nats_url), name="omoi-up", topology=settings.topology()
+            str(settings.nats_url),
+            name="omoi-up",
+            topology=settings.topology(),
+            credentials=settings.credentials("admin"),
         )
         try:
             if http_url is not None:
@@ -81,7 +91,7 @@ async def _local_admin(bus: Bus, settings: Settings) -> None:
     """The local user gets the gateway's admin token in a 0600 file, before the gateway
     starts (so the gateway's copy of the tokens holds it from the first request)."""
     try:
-        await tokens.ensure_local_admin(bus, settings.data_dir)
+        await tokens.ensure_local_admin(bus, settings.data_dir, actor=UP_ACTOR)
     except SecretFileError as exc:
         raise UpError(str(exc)) from None
 
@@ -94,7 +104,7 @@ async def _sign_in_line(bus: Bus, settings: Settings, http_url: str) -> None:
         if admin is None:
             log.warning("no valid local admin token; `omoi token create --role admin` makes one")
             return
-        link = await tokens.sign_in_link(bus, admin)
+        link = await tokens.sign_in_link(bus, admin, actor=UP_ACTOR)
     except (SecretFileError, BusError) as exc:
         log.warning("no sign-in link: %s", exc)
         return

@@ -70,13 +70,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 async def run(host: str, port: int, settings: Settings, options: GatewayOptions) -> None:
     url = settings.nats_url or f"nats://127.0.0.1:{DEFAULT_NATS_PORT}"
-    app = create_app(
-        url,
-        settings=settings,
-        reader=store_reader(settings),
-        topology=settings.topology(),
-        options=options,
-    )
+    # The gateway may not provision: it waits for a planner (or `omoi up`) to.
+    app = create_app(url, settings=settings, reader=store_reader(settings), options=options)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

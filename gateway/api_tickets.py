@@ -11,7 +11,8 @@ from litestar.params import HeaderParameter, JSONBody, PathParameter, QueryParam
 
 from bus import constants as c
 from gateway import reads, submit
-from gateway.audit import Audited, refusals_audited
+from gateway.audit import Audited, principal_of, refusals_audited
+from gateway.auth import trusted
 from gateway.context import Ctx, GatewayContext
 from gateway.models import (
     Accepted,
@@ -107,9 +108,10 @@ class TicketController(Controller):
         async with Audited(ctx, request, AuditAction.TICKET_SUBMIT) as audit:
             ticket_id, payload = submit.prepare(raw, idempotency_key, ctx.settings.max_ticket_bytes)
             audit.target = ticket_id
-            # HOOK(trusted): add `trusted=gateway.auth.trusted(principal_of(request))` below.
             timeout = ctx.options.request_timeout_s
-            accepted = await submit.submit(ctx.bus, ticket_id, payload, timeout)
+            # Operators' and admins' submissions may run commands; submitters' may not.
+            rights = trusted(principal_of(request))
+            accepted = await submit.submit(ctx.bus, ticket_id, payload, timeout, trusted=rights)
             audit.status = 201 if accepted.status == "accepted" else 202
             audit.detail = accepted.status
         return Response(

@@ -20,6 +20,7 @@ from litestar.static_files import create_static_files_router
 
 from agents.settings import Settings
 from bus import Bus, BusError
+from bus.auth import Credentials
 from bus.topology import TopologyConfig
 from gateway.api_system import ProbeController, SystemController
 from gateway.api_tickets import TicketController
@@ -67,7 +68,12 @@ SECURITY_SCHEMES: dict[str, SecurityScheme | Reference] = {
 }
 
 
-async def _connect(ctx: GatewayContext, url: str, topology: TopologyConfig | None) -> None:
+async def _connect(
+    ctx: GatewayContext,
+    url: str,
+    topology: TopologyConfig | None,
+    credentials: Credentials | None,
+) -> None:
     # The client itself retries an unreachable server forever; what lands here is a server
     # without the topology (or JetStream), which an `omoi up` elsewhere may still fix, or
     # NATS failing for longer than the gateway's patience.
@@ -79,6 +85,7 @@ async def _connect(ctx: GatewayContext, url: str, topology: TopologyConfig | Non
                 name="omoi-gateway",
                 topology=topology,
                 patience_s=ctx.options.bus_patience_s,
+                credentials=credentials,
             )
             try:
                 await ctx.attach(bus)
@@ -128,7 +135,9 @@ def create_app(
         # Wait a little for NATS, so a gateway that answers is normally a connected one;
         # then serve anyway and keep connecting in the background (/ready says 503 until
         # then), so neither a missing server nor a stop signal can hold the start forever.
-        connecting = asyncio.create_task(_connect(ctx, url, topology))
+        connecting = asyncio.create_task(
+            _connect(ctx, url, topology, settings.credentials("gateway"))
+        )
         await asyncio.wait({connecting}, timeout=ctx.options.connect_wait_s)
         if connecting.done():
             connecting.result()  # anything but "NATS is not there yet" fails the start

@@ -144,7 +144,7 @@ def forbid(ctx: GatewayContext, connection: Connection, who: Principal, needed: 
         ),
         fold=True,
     )  # fmt: skip
-    return ApiProblem(403, "forbidden", detail)
+    return ApiProblem(403, "insufficient-role", detail)
 
 
 def api_guard(ctx: GatewayContext) -> Guard:

@@ -30,6 +30,8 @@ _INTAKE_STATUS = {
     "payload_too_large": 413,
     "malformed_json": 400,
     "duplicate_id": 409,
+    # Shell or gate commands, or a local repository, from a client without that right.
+    "forbidden": 403,
 }
 # Command categories (agents.planner.commands) -> HTTP.
 _COMMAND_STATUS = {
@@ -82,9 +84,16 @@ def _intake_problem(category: str, message: str, ticket_id: str | None) -> ApiPr
     )
 
 
-async def submit(bus: Bus, ticket_id: str, payload: bytes, timeout: float) -> Accepted:
+async def submit(
+    bus: Bus, ticket_id: str, payload: bytes, timeout: float, *, trusted: bool = False
+) -> Accepted:
+    """`trusted` submits on the trusted intake subject: the ticket may carry shell
+    commands, gate commands and a local repository (agents/planner/rights.py). The route
+    sets it from the token's role (`gateway.auth.trusted`); a caller that forgets gets
+    the plain subject, never more rights."""
+    subject = c.TRUSTED_SUBMIT_SUBJECT if trusted else c.SUBMIT_SUBJECT
     try:
-        answer = await bus.request(c.SUBMIT_SUBJECT, payload, timeout=timeout)
+        answer = await bus.request(subject, payload, timeout=timeout)
     except NoAnswer:
         # The intake stream captures the subject, so with the topology in place the
         # submission is durable: a planner will take it when one runs.

@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest
 
 from agents.executors import ShellExecutor
+from agents.executors.noop import NoopExecutor
 from agents.monitor.agent import Monitor
 from agents.planner.agent import Planner
 from agents.settings import Settings
 from agents.worker.agent import Worker
 from bus import Bus, EmbeddedNatsServer
+from bus.auth import AuthDir, Credentials
 from schemas import WORK_PHASES
 from tests.helpers import EventLog, Running
 
@@ -20,20 +22,41 @@ ALL_PHASES = [p.value for p in WORK_PHASES]
 
 
 @pytest.fixture
-async def nats_server(tmp_path: Path) -> AsyncIterator[EmbeddedNatsServer]:
-    """A fresh JetStream server per test, on a free port, storing under tmp_path."""
-    server = EmbeddedNatsServer(tmp_path / "nats", port=0)
+def auth_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AuthDir:
+    """The test's identities, where the `settings` fixture's data dir keeps them. The
+    CLI run as a subprocess finds them as a user's shell would: OMOI_AUTH_DIR."""
+    auth = AuthDir(tmp_path / "data" / "auth").ensure()
+    monkeypatch.setenv("OMOI_AUTH_DIR", str(auth.path))
+    return auth
+
+
+@pytest.fixture
+def admin(auth_dir: AuthDir) -> Credentials:
+    """The identity tests set up and inspect state with (agents run as their own roles
+    when they run as processes; in-process agents share the test's bus)."""
+    return auth_dir.credentials("admin")
+
+
+@pytest.fixture
+async def nats_server(tmp_path: Path, auth_dir: AuthDir) -> AsyncIterator[EmbeddedNatsServer]:
+    """A fresh JetStream server per test, on a free port, storing under tmp_path, with
+    auth on as `omoi up` runs it."""
+    server = EmbeddedNatsServer(
+        tmp_path / "nats", port=0, authorization=auth_dir.server_block.read_text()
+    )
     await server.start()
     yield server
     await server.stop()
 
 
 @pytest.fixture
-def settings(tmp_path: Path, nats_server: EmbeddedNatsServer) -> Settings:
+def settings(tmp_path: Path, nats_server: EmbeddedNatsServer, auth_dir: AuthDir) -> Settings:
     """Fast timings so retries, heartbeats and redeliveries happen within a test."""
     return Settings(
         nats_url=nats_server.url,
         data_dir=tmp_path / "data",
+        # Explicit, so copies with another data dir keep the server's identities.
+        auth_dir=auth_dir.path,
         heartbeat_interval_s=0.5,
         retry_base_s=0.05,
         retry_cap_s=0.2,
@@ -45,9 +68,11 @@ def settings(tmp_path: Path, nats_server: EmbeddedNatsServer) -> Settings:
 
 
 @pytest.fixture
-async def bus(settings: Settings) -> AsyncIterator[Bus]:
+async def bus(settings: Settings, admin: Credentials) -> AsyncIterator[Bus]:
     assert settings.nats_url
-    b = await Bus.connect(settings.nats_url, name="test", topology=settings.topology())
+    b = await Bus.connect(
+        settings.nats_url, name="test", topology=settings.topology(), credentials=admin
+    )
     yield b
     await b.close()
 
@@ -90,7 +115,10 @@ def start_worker(
             settings,
             phases=phases,
             capabilities=capabilities,
-            executors={"shell": ShellExecutor(dict(os.environ))},
+            executors={
+                "shell": ShellExecutor(dict(os.environ), settings),
+                "noop": NoopExecutor(),
+            },
         )
         await running.start(worker)
         return worker

@@ -120,10 +120,13 @@ class Running:
             await asyncio.wait_for(task, 30)
 
 
-async def submit(bus: Bus, payload: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
-    reply = await bus.nc.request(
-        "omoi.tickets.submit", json.dumps(payload).encode(), timeout=timeout
-    )
+async def submit(
+    bus: Bus, payload: dict[str, Any], timeout: float = 10.0, *, trusted: bool = True
+) -> dict[str, Any]:
+    """Submit as the operator (the trusted subject: shell tasks allowed), or as a plain
+    submitter with `trusted=False`."""
+    subject = c.TRUSTED_SUBMIT_SUBJECT if trusted else c.SUBMIT_SUBJECT
+    reply = await bus.nc.request(subject, json.dumps(payload).encode(), timeout=timeout)
     return dict(json.loads(reply.data))
 
 

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 
 from agents.errors import PermanentFailure, TaskTimeout, TransientFailure
 from agents.executors.base import ExecutionContext
+from agents.settings import Settings
+from agents.task_env import task_environment
 from schemas import TaskResult, TaskState
 
 OUTPUT_TAIL_BYTES = 8 * 1024
@@ -22,13 +24,14 @@ PERMANENT_EXIT_CODES = frozenset({126, 127})
 
 class ShellExecutor:
     """Each attempt runs in its own process group, so a timeout or cancel kills the whole
-    tree, and gets a private TMPDIR that is removed afterwards."""
+    tree, and gets a private TMPDIR that is removed afterwards. Its environment is the
+    allow-listed part of `base_env` (agents/task_env.py) and the task's own variables."""
 
     capability = "shell"
     reads_ticket_state = False
 
-    def __init__(self, base_env: Mapping[str, str]) -> None:
-        self._base_env = dict(base_env)
+    def __init__(self, base_env: Mapping[str, str], settings: Settings) -> None:
+        self._base_env = task_environment(base_env, settings)
 
     async def run(self, task: TaskState, ctx: ExecutionContext) -> TaskResult:
         if not (task.command or "").strip():

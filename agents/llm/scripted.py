@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import hashlib
 import itertools
 import json
 import logging
@@ -224,7 +225,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(400, _error(str(exc), "no_script_match"))
             return
         name, turn = selection.conversation_name, selection.turn_index
-        self.app._record({"conversation": name, "turn": turn, "messages": messages})
+        # Which credential came, as a digest: whether the key reached the model client
+        # is testable, and the key itself is never kept (the request log is a file).
+        auth = self.headers.get("Authorization") or ""
+        credential = hashlib.sha256(auth.encode()).hexdigest() if auth else None
+        self.app._record(
+            {"conversation": name, "turn": turn, "messages": messages, "credential": credential}
+        )
         answer = reply(selection, messages)
         if answer.delay_s > 0 and self.app._stopping.wait(answer.delay_s):
             self.close_connection = True  # shutting down: hang up without an answer

@@ -1,7 +1,9 @@
 """The planner: turns intake messages into tickets and drives every ticket forward.
 
 It consumes three inputs, all idempotently:
-- the intake stream (new tickets), with a core queue subscription answering requests;
+- the intake stream (new tickets on both intake subjects, the plain one and the trusted
+  one whose rights it grants: agents/planner/rights.py), with a core queue subscription
+  on each answering requests;
 - task outcome events (a task succeeded, failed or was cancelled);
 - operator commands (request/reply).
 A periodic sweep reconciles every running ticket, so a lost event delays a ticket but
@@ -10,7 +12,6 @@ never strands it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,12 +19,12 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from agents.base import Agent
-from agents.errors import CommandError, InvalidTicket
+from agents.errors import CommandError
 from agents.llm.client import ModelClient, ModelConfig
+from agents.planner.admission import Admission
 from agents.planner.apply import Reconciler
 from agents.planner.commands import Commands
-from agents.planner.decompose import decompose
-from agents.planner.intake import Intake, assemble, build, derive_ticket_id, same_ticket
+from agents.planner.intake import derive_ticket_id
 from agents.planner.restore import Restorer
 from agents.settings import Settings
 from bus import Bus, Consumer, Delivery, Reject, Request, Source
@@ -39,7 +40,6 @@ from schemas import (
 )
 from schemas.gate import GateVerdict
 from schemas.task import task_key
-from schemas.ticket import TicketState
 
 
 class Planner(Agent):
@@ -57,13 +57,15 @@ class Planner(Agent):
         )
         self.commands = Commands(bus, self.reconciler)
         self.restorer = Restorer(bus, self.id, lost_after_s=settings.lost_message_after_s)
-        self._workflow_dirs = [d for d in [settings.workflows_dir] if d is not None]
-        self._workflow_dirs.append(settings.data_dir / "workflows")
+        self.admission = Admission(bus, settings, self.id, self.reconciler, self.model, self.log)
 
     async def main(self) -> None:
         # Queue groups: with several planners, exactly one answers each request.
         subs = [
-            await self.bus.serve(c.SUBMIT_SUBJECT, self._answer_intake, queue=c.PLANNER_QUEUE),
+            *[
+                await self.bus.serve(subject, self.admission.answer, queue=c.PLANNER_QUEUE)
+                for subject in c.INTAKE_SUBJECTS
+            ],
             *[
                 await self.bus.serve(subject, self._command(model), queue=c.PLANNER_QUEUE)
                 for subject, model in (
@@ -77,7 +79,9 @@ class Planner(Agent):
         await self.sweep()
         try:
             await self.consume(
-                self._consumer(c.INTAKE_STREAM, c.INTAKE_CONSUMER, self._intake, _intake_key),
+                self._consumer(
+                    c.INTAKE_STREAM, c.INTAKE_CONSUMER, self.admission.take, _intake_key
+                ),
                 # Outcome events, a batch at a time, with one reconcile per ticket per batch:
                 # reconciling reads the whole ticket, so ten outcomes of one ticket need one
                 # pass, not ten. Different tickets are reconciled concurrently.
@@ -112,117 +116,6 @@ class Planner(Agent):
             keep_alive_s=max(0.5, self.settings.ack_wait_s / 3),
             logger=self.log,
         )
-
-    # Intake
-
-    def _build(self, data: bytes) -> Intake:
-        return build(
-            data,
-            max_bytes=self.settings.max_ticket_bytes,
-            default_workflow=self.settings.default_workflow,
-            workflow_dirs=self._workflow_dirs,
-        )
-
-    async def _intake(self, delivery: Delivery) -> None:
-        data = delivery.data
-        ticket_id = derive_ticket_id(data)
-        try:
-            intake = self._build(data)
-        except InvalidTicket as exc:
-            await self._rejected(ticket_id, exc.category, exc.message, len(data))
-            raise Reject(exc.message, exc.category) from exc
-
-        ticket = intake.ticket
-        # The mirror holds every running ticket, so a new id costs no round trip. A finished
-        # ticket has left it; a resubmission of one then finds it at `create` below.
-        existing = await self.bus.tickets.get_cached(ticket.id)
-        if existing is None:
-            intake = await self._plan_with_model(intake)
-            ticket = intake.ticket
-        if existing is not None:
-            await self._check_duplicate(existing, ticket, len(data))
-            self.log.info("ticket %s already exists; duplicate submission ignored", ticket.id)
-        else:
-            # Tasks first: a ticket that exists always has all its tasks.
-            await asyncio.gather(*(self.bus.tasks.create(task.id, task) for task in intake.tasks))
-            if await self.bus.tickets.create(ticket.id, ticket):
-                self.log.info("ticket %s created with %d tasks", ticket.id, len(intake.tasks))
-            elif (existing := await self.bus.tickets.value(ticket.id)) is not None:
-                await self._check_duplicate(existing, ticket, len(data))
-        stored = await self.bus.tickets.value(ticket.id)
-        if stored is not None:
-            await self.bus.publish_event(
-                Event(
-                    id=f"{ticket.id}.created",
-                    type=EventType.TICKET_CREATED,
-                    ticket_id=ticket.id,
-                    agent=self.id,
-                    at=stored.created_at,
-                    data={
-                        "title": stored.title,
-                        "tasks": stored.tasks,
-                        "workflow": stored.workflow,
-                        "priority": stored.priority,
-                    },
-                )
-            )
-        await self.reconciler.reconcile(ticket.id)
-
-    async def _check_duplicate(self, existing: TicketState, ticket: TicketState, size: int) -> None:
-        if not same_ticket(existing, ticket):
-            reason = f"ticket id {ticket.id} is already used by a different ticket"
-            await self._rejected(ticket.id, "duplicate_id", reason, size)
-            raise Reject(reason, "duplicate_id")
-
-    async def _plan_with_model(self, intake: Intake) -> Intake:
-        """Let the model plan the tasks when the workflow asks for it; else the template."""
-        workflow = intake.workflow
-        if workflow is None or not workflow.decompose or self.model is None:
-            return intake
-        ticket_id = intake.ticket.id
-        specs = await decompose(self.model, ticket_id, intake.submission)
-        if specs is None:
-            self.log.info("ticket %s keeps the %s template's tasks", ticket_id, workflow.name)
-            return intake
-        try:
-            return assemble(ticket_id, intake.submission, specs, workflow)
-        except InvalidTicket as exc:
-            self.log.warning("generated plan for %s rejected: %s", ticket_id, exc.message)
-            return intake
-
-    async def _rejected(self, ticket_id: str, category: str, message: str, size: int) -> None:
-        self.log.warning("rejected submission %s: %s", ticket_id, message)
-        await self.bus.publish_event(
-            Event(
-                id=f"{ticket_id}.rejected.{category}",
-                type=EventType.TICKET_REJECTED,
-                ticket_id=ticket_id,
-                agent=self.id,
-                data={"error": {"category": category, "message": message}, "bytes": size},
-            )
-        )
-
-    async def _answer_intake(self, request: Request) -> bytes | None:
-        """Reply to a request on the intake subject. The stream consumer does the work."""
-        if not request.wants_reply:
-            return None  # a plain publish: the intake stream has it, nobody waits
-        ticket_id = derive_ticket_id(request.data)
-        try:
-            intake = self._build(request.data)
-            existing = await self.bus.tickets.value(intake.ticket.id)
-            if existing is not None and not same_ticket(existing, intake.ticket):
-                raise InvalidTicket(
-                    f"ticket id {intake.ticket.id} is already used by a different ticket",
-                    "duplicate_id",
-                )
-            reply = Reply(ok=True, ticket_id=intake.ticket.id, message="accepted")
-        except InvalidTicket as exc:
-            reply = Reply(
-                ok=False,
-                ticket_id=ticket_id,
-                error=ErrorInfo(category=exc.category, message=exc.message),
-            )
-        return reply.to_json()
 
     # Task outcomes
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from agents.errors import InvalidTicket
+from agents.planner import rights
 from agents.planner.graph import validate_graph
 from agents.planner.templates import Workflow, load_workflow, render
 from schemas import TaskSpec, TaskState, TicketState, TicketSubmission
@@ -70,12 +71,15 @@ def _describe(exc: ValidationError) -> str:
 def build(
     data: bytes,
     *,
+    granted: Set[rights.Right],
     max_bytes: int,
     default_workflow: str,
     workflow_dirs: Sequence[Path] = (),
 ) -> Intake:
-    """Validate a submission fully (schema, template, graph) and build its initial state."""
+    """Validate a submission fully (schema, rights, template, graph) and build its
+    initial state. `granted` are the rights of the subject it arrived on."""
     submission = parse_submission(data, max_bytes)
+    rights.check(submission, granted)
     ticket_id = submission.id or derive_ticket_id(data)
     workflow: Workflow | None = None
     if submission.tasks is not None:

@@ -17,7 +17,9 @@ from pydantic import ValidationError
 
 from agents.base import Agent
 from agents.llm.client import ModelClient, ModelConfig
+from agents.redact import Redactor
 from agents.settings import Settings
+from agents.task_env import task_environment
 from agents.validator.checks import GateError, clean_copy, feedback, run_checks, verdict_passed
 from agents.validator.review import review
 from agents.workspace import WorkspaceError
@@ -25,7 +27,7 @@ from agents.workspace_sync import download
 from bus import Bus, Consumer, Delivery, Reject, Source
 from bus import constants as c
 from schemas import Event, EventType
-from schemas.gate import GateRequest, GateVerdict
+from schemas.gate import CheckResult, GateRequest, GateVerdict
 
 
 def verdict_event(verdict: GateVerdict, agent_id: str) -> Event:
@@ -48,10 +50,13 @@ class Validator(Agent):
         settings: Settings,
         *,
         env: Mapping[str, str] | None = None,
+        redactor: Redactor | None = None,
         agent_id: str | None = None,
     ) -> None:
         super().__init__(bus, settings, agent_id)
-        self.env = dict(env or {})
+        # Gate commands come from tickets: they get what tasks get, never the whole `env`.
+        self.env = task_environment(env or {}, settings)
+        self.redactor = redactor if redactor is not None else Redactor.from_settings(settings)
         config = ModelConfig.from_settings(settings)
         self.model = ModelClient(config) if config is not None else None
         self.scratch = settings.data_dir / "validator"
@@ -81,6 +86,10 @@ class Validator(Agent):
             verdict = await self.evaluate(request)
         finally:
             self.current_task = None
+        if self.redactor:
+            verdict = GateVerdict.model_validate(
+                self.redactor.data(verdict.model_dump(mode="json"))
+            )
         await self.bus.publish_event(verdict_event(verdict, self.id))
         self.log.info(
             "%s %s gate attempt %d: %s",
@@ -122,6 +131,8 @@ class Validator(Agent):
     async def _check(self, request: GateRequest, repo: Path, commit: str) -> GateVerdict:
         env = {**self.env, "OMOI_TICKET_ID": request.ticket_id, "OMOI_PHASE": request.phase}
         results = await run_checks(request.spec, repo, base_commit=request.base_commit, env=env)
+        # Before the model sees them too: a review needs no secrets.
+        results = [CheckResult.model_validate(self.redactor.data(r.model_dump())) for r in results]
         passed = verdict_passed(results)
         review_text = None
         if passed and request.spec.review and self.model is not None:

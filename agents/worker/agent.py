@@ -18,6 +18,7 @@ from agents.events import task_event
 from agents.executors import ExecutionContext, Executor, ShellExecutor
 from agents.executors.agent import AgentExecutor
 from agents.executors.noop import NoopExecutor
+from agents.redact import Redactor
 from agents.settings import Settings
 from agents.worker.claim import Receipt, Verdict, claimed, exhausted, judge
 from agents.worker.outcomes import Interrupt, Outcome, OutcomeRecorder
@@ -56,8 +57,10 @@ class Attempt:
 
 
 def default_executors(settings: Settings, env: Mapping[str, str]) -> dict[str, Executor]:
+    """`env` is the worker's own environment; the executors hand tasks only the part
+    agents/task_env.py allows."""
     return {
-        "shell": ShellExecutor(env),
+        "shell": ShellExecutor(env, settings),
         "agent": AgentExecutor(settings, env),
         "noop": NoopExecutor(),
     }
@@ -74,6 +77,7 @@ class Worker(Agent):
         phases: Sequence[str],
         capabilities: Sequence[str],
         executors: Mapping[str, Executor],
+        redactor: Redactor | None = None,
         agent_id: str | None = None,
     ) -> None:
         super().__init__(bus, settings, agent_id)
@@ -82,7 +86,10 @@ class Worker(Agent):
         self.executors = dict(executors)
         self.concurrency = settings.worker_concurrency
         self.workspaces = WorkspaceSync(bus, settings.workspaces_dir)
-        self.outcomes = OutcomeRecorder(bus, settings, self.id, self.log, self.workspaces)
+        self.redactor = redactor if redactor is not None else Redactor.from_settings(settings)
+        self.outcomes = OutcomeRecorder(
+            bus, settings, self.id, self.log, self.workspaces, self.redactor
+        )
         self._attempts: dict[str, Attempt] = {}  # running tasks by task id
         self._tickets: dict[str, TicketState] = {}
 
@@ -310,6 +317,7 @@ class Worker(Agent):
         async def report(progress: dict[str, Any]) -> None:
             nonlocal count
             count += 1
+            progress = self.redactor.data(progress)
             base = task_event(task, EventType.TASK_PROGRESS, self.id, **progress)
             await self.bus.publish_event(base.model_copy(update={"id": f"{base.id}.{count}"}))
 

@@ -17,6 +17,7 @@ from typing import Literal
 from agents import workspace
 from agents.errors import TaskFailure, TransientFailure
 from agents.events import task_event
+from agents.redact import Redactor
 from agents.settings import Settings
 from agents.workspace_sync import WorkspaceSync
 from bus import Abandon, Bus, Retry, Versioned
@@ -48,12 +49,14 @@ class OutcomeRecorder:
         worker_id: str,
         log: logging.LoggerAdapter[logging.Logger],
         workspaces: WorkspaceSync,
+        redactor: Redactor,
     ) -> None:
         self.bus = bus
         self.settings = settings
         self.worker_id = worker_id
         self.log = log
         self.workspaces = workspaces
+        self.redactor = redactor
 
     def is_mine(self, claim: TaskState, t: TaskState) -> bool:
         """Whether `t` is still the attempt this worker claimed (not cancelled, reset, taken)."""
@@ -76,6 +79,7 @@ class OutcomeRecorder:
         else touched the task since, and then no read is needed.
         """
         claim = claimed.value
+        outcome = self._redacted(outcome)
         if outcome.interrupted == "cancelled":
             self.log.info("%s stopped: cancelled or superseded", claim.id)
             await self.superseded(claim)
@@ -85,6 +89,18 @@ class OutcomeRecorder:
             await self.succeed(claimed, outcome.result)
         else:
             await self.fail(claimed, outcome.failure or TransientFailure("no outcome"))
+
+    def _redacted(self, outcome: Outcome) -> Outcome:
+        """The outcome without known secrets: its output and messages go to the task's
+        state, its events and the logs."""
+        if not self.redactor:
+            return outcome
+        if outcome.result is not None:
+            clean = self.redactor.data(outcome.result.model_dump(mode="json"))
+            outcome.result = TaskResult.model_validate(clean)
+        if outcome.failure is not None:
+            outcome.failure.message = self.redactor.text(outcome.failure.message)
+        return outcome
 
     async def hand_back(self, claim: TaskState) -> None:
         def unclaim(t: TaskState) -> TaskState | None:

@@ -57,7 +57,7 @@ async def run(cfg: BenchConfig) -> list[Metric]:
         sub = await stack.bus.nc.subscribe("omoi.events.>", cb=on_event)
         start = time.perf_counter()
         for i in range(tickets):
-            await stack.bus.nc.publish(c.SUBMIT_SUBJECT, json.dumps(ticket(i)).encode())
+            await stack.bus.nc.publish(c.TRUSTED_SUBMIT_SUBJECT, json.dumps(ticket(i)).encode())
         await stack.bus.nc.flush()
         await asyncio.wait_for(done.wait(), timeout=600)
         elapsed = time.perf_counter() - start

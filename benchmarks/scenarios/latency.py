@@ -61,7 +61,7 @@ async def measure(stack: Stack, rate: int, n: int) -> tuple[list[float], list[fl
         body = {"id": ticket_id, "title": "lat", "tasks": [
             {"name": "t", "phase": "implementation", "capability": "noop"}]}  # fmt: skip
         submitted[ticket_id] = time.time()
-        await stack.bus.nc.publish(c.SUBMIT_SUBJECT, json.dumps(body).encode())
+        await stack.bus.nc.publish(c.TRUSTED_SUBMIT_SUBJECT, json.dumps(body).encode())
     await asyncio.wait_for(all_done.wait(), timeout=600)
     await sub.unsubscribe()
     to_start = [(started[t] - queued[t]).total_seconds() * 1000 for t in started if t in queued]

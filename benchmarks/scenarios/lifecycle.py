@@ -60,7 +60,7 @@ async def drive(
     start = time.perf_counter()
     for i in range(tickets):
         body = ticket(i, prefix=prefix)
-        await stack.bus.nc.publish(c.SUBMIT_SUBJECT, json.dumps(body).encode())
+        await stack.bus.nc.publish(c.TRUSTED_SUBMIT_SUBJECT, json.dumps(body).encode())
     await stack.bus.nc.flush()
     await asyncio.wait_for(done.wait(), timeout=1800)
     elapsed = time.perf_counter() - start

@@ -20,6 +20,7 @@ import psutil
 
 from agents.settings import Settings
 from bus import Bus, EmbeddedNatsServer
+from bus.auth import AuthDir
 
 AGENT_ENV = {
     # Benchmarks measure the steady state: beats and sweeps stay out of the way.
@@ -64,8 +65,12 @@ async def omoi_stack(
     """A planner and `workers` worker processes, on an embedded server unless `nats_url`
     names one (a cluster). Workers serve `phases` (all when empty) and `capabilities`."""
     server = None
+    # Auth on, as `omoi up` runs it: every process connects as its own role.
+    auth = AuthDir(workdir / "data" / "auth").ensure()
     if nats_url is None:
-        server = EmbeddedNatsServer(workdir / "nats", port=0)
+        server = EmbeddedNatsServer(
+            workdir / "nats", port=0, authorization=auth.server_block.read_text()
+        )
         nats_url = await server.start()
     settings = Settings(
         nats_url=nats_url,
@@ -73,7 +78,12 @@ async def omoi_stack(
         replicas=replicas,
         worker_concurrency=concurrency,
     )
-    bus = await Bus.connect(nats_url, name="bench", topology=settings.topology())
+    bus = await Bus.connect(
+        nats_url,
+        name="bench",
+        topology=settings.topology(),
+        credentials=auth.credentials("admin"),
+    )
     stack = Stack(settings, bus, server=server)
     env = {**os.environ, **settings.to_env(), **AGENT_ENV, **(env or {})}
     log = await asyncio.to_thread(_open_log, workdir)

@@ -27,6 +27,7 @@ from benchmarks.common import BenchConfig, Metric
 from benchmarks.scenarios.lifecycle import TASKS_PER_TICKET, ticket
 from benchmarks.scenarios.omoi_stack import Stack, omoi_stack
 from bus import constants as c
+from bus.auth import AuthDir
 from bus.cluster import LocalCluster
 
 TASKS_PER_S = 200
@@ -79,7 +80,7 @@ async def _load(stack: Stack, prefix: str, seconds: float) -> None:
         while i < due:
             body = json.dumps(ticket(i, prefix=prefix)).encode()
             with contextlib.suppress(Exception):  # buffered while reconnecting
-                await stack.bus.notify(c.SUBMIT_SUBJECT, body)
+                await stack.bus.notify(c.TRUSTED_SUBMIT_SUBJECT, body)
             i += 1
         await asyncio.sleep(1 / per_s)
 
@@ -150,7 +151,11 @@ def _consumers() -> list[tuple[str, str]]:
 
 
 async def _cluster(cfg: BenchConfig) -> tuple[float, float]:
-    cluster = await LocalCluster(cfg.workdir / "recovery-cluster").start()
+    # The identities the stack's agents will find in their data dir.
+    auth = AuthDir(cfg.workdir / "recovery-cluster-agents" / "data" / "auth").ensure()
+    cluster = await LocalCluster(
+        cfg.workdir / "recovery-cluster", authorization=auth.server_block.read_text()
+    ).start()
     try:
         async with omoi_stack(
             cfg.workdir / "recovery-cluster-agents", workers=2, nats_url=cluster.url, replicas=3

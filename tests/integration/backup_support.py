@@ -10,6 +10,7 @@ from typing import Any
 
 from nats.js.errors import NoKeysError
 
+from agents.settings import Settings
 from bus import Bus
 from bus.backup import Snapshots, is_omoi_stream
 
@@ -30,7 +31,9 @@ async def omoi(url: str, *args: str) -> tuple[int, str, str]:
 
 async def omoi_streams(url: str) -> dict[str, dict[str, Any]]:
     """Every Omoi stream on the server: its state and its consumers' positions."""
-    snapshots = await Snapshots.connect(url, name="test-inspect")
+    # As the admin of the test's identities (OMOI_AUTH_DIR), if the server has auth on.
+    credentials = Settings.from_env(os.environ).credentials("admin")
+    snapshots = await Snapshots.connect(url, name="test-inspect", credentials=credentials)
     try:
         found = {}
         for info in await snapshots.streams():

@@ -8,6 +8,7 @@ the validator's clean copy and test run, NATS.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import subprocess
@@ -480,3 +481,64 @@ async def test_ticket_budget_spans_all_its_tasks(
     assert second is not None and second.status is TaskStatus.FAILED
     assert second.error is not None and second.error.category == "budget"
     assert second.attempts == 1
+
+
+PROBE_KEY = "omoi-model-key-8d2e61b4c0"  # no provider's shape: nothing else would hide it
+PER_TASK = {"OMOI_TICKET_ID", "OMOI_TICKET_TITLE", "OMOI_TICKET_DESCRIPTION", "OMOI_TASK",
+            "OMOI_PHASE", "OMOI_ATTEMPT"}  # fmt: skip
+# The shell's variables, its environment as the kernel has it, and the tmux server's.
+ENV_PROBE = (
+    "(echo \"key:$OMOI_LLM_API_KEY\"; env; cat /proc/self/environ | tr '\\000' '\\n'; "
+    "echo ---; cat /proc/$PPID/environ | tr '\\000' '\\n') > probe.txt; cat probe.txt"
+)
+
+
+async def test_the_agents_terminal_never_sees_the_key_or_the_workers_settings(
+    bus: Bus,
+    settings: Settings,
+    short_dir: Path,
+    model_server: ModelFactory,
+    running: Running,
+) -> None:
+    server = model_server({"conversations": [task("probe", term(ENV_PROBE), finish("probed"))]})
+    s = with_model(settings, server, short_dir).model_copy(
+        update={"llm_api_key": SecretStr(PROBE_KEY)}
+    )
+    # What `omoi up` hands a worker: its settings, the key among them, and NATS_URL.
+    worker_env = {**os.environ, **s.to_env(), "OPENAI_API_KEY": PROBE_KEY}
+    assert worker_env["OMOI_LLM_API_KEY"] == PROBE_KEY and worker_env["NATS_URL"]
+    await running.start(Planner(bus, s))
+    await running.start(
+        Worker(
+            bus,
+            s,
+            phases=[p.value for p in WORK_PHASES],
+            capabilities=["agent"],
+            executors=default_executors(s, worker_env),
+        )
+    )
+    payload = {
+        "id": "T-env",
+        "title": "Probe",
+        "tasks": [{"name": "probe", "phase": "implementation", "capability": "agent",
+                   "instructions": "Look around."}],
+    }  # fmt: skip
+    assert (await submit(bus, payload))["ok"]
+    ticket = await wait_until(lambda: ticket_finished(bus, "T-env"), timeout=120)
+    assert ticket.status is TicketStatus.DONE, ticket.reason
+
+    probe = (s.workspaces_dir / "T-env" / "probe.txt").read_text()
+    shell, _, tmux_server = probe.partition("---\n")
+    assert "key:\n" in shell  # not set at all
+    assert "OMOI_TICKET_ID=T-env" in shell and "PATH=" in shell and "PATH=" in tmux_server
+    assert PROBE_KEY not in probe
+    seen = {line.split("=", 1)[0] for line in probe.splitlines() if "=" in line}
+    assert not {n for n in seen if n.startswith("NATS_")}, seen
+    assert {n for n in seen if n.startswith("OMOI_")} <= PER_TASK, seen
+    assert "OPENAI_API_KEY" not in seen
+    # What the model was shown of the terminal: the same.
+    shown = json.dumps([r["messages"] for r in server.requests if r["turn"] == 1])
+    assert "OMOI_TICKET_ID=T-env" in shown and PROBE_KEY not in shown
+    # And the key reached the model client, on every call.
+    credential = hashlib.sha256(f"Bearer {PROBE_KEY}".encode()).hexdigest()
+    assert server.requests and {r["credential"] for r in server.requests} == {credential}

@@ -20,6 +20,7 @@ from agents.settings import Settings
 from bus import Bus
 from bus import constants as c
 from bus.audit import AuditTrail
+from bus.auth import Credentials
 from gateway.__main__ import PublishedStore
 from gateway.app import create_app
 from gateway.context import GatewayOptions
@@ -172,12 +173,14 @@ async def test_a_flood_is_folded_into_two_entries_that_count_it_all(bus: Bus) ->
 
 
 async def test_an_entry_that_cannot_be_stored_is_logged_not_raised(
-    settings: Settings, bus: Bus, caplog: pytest.LogCaptureFixture
+    settings: Settings, bus: Bus, admin: Credentials, caplog: pytest.LogCaptureFixture
 ) -> None:
     assert settings.nats_url
     # No stream takes omoi.audit.> any more (a stream can be deleted; its entries cannot).
     await bus.js.delete_stream(c.AUDIT_STREAM)
-    impatient = await Bus.connect(settings.nats_url, name="impatient", patience_s=0.3)
+    impatient = await Bus.connect(
+        settings.nats_url, name="impatient", patience_s=0.3, credentials=admin
+    )
     try:
         trail = AuditTrail(impatient)
         trail.record(entry(target="token abc"))  # returns at once

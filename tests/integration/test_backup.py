@@ -19,6 +19,7 @@ from agents.settings import Settings
 from agents.worker.agent import Worker
 from bus import Bus, EmbeddedNatsServer
 from bus import constants as c
+from bus.auth import AuthDir
 from bus.backup import Snapshots
 from cli.backup import restore_backup, take_backup
 from cli.backup_files import read_verified
@@ -38,7 +39,12 @@ async def restored_system(
     tmp_path: Path, settings: Settings, running: Running, name: str
 ) -> AsyncIterator[tuple[EmbeddedNatsServer, Settings]]:
     """A second, empty server, and settings for agents on it with their own data dir."""
-    server = EmbeddedNatsServer(tmp_path / f"nats-{name}", port=0)
+    # The same identities as the source: a restore moves data, not credentials.
+    server = EmbeddedNatsServer(
+        tmp_path / f"nats-{name}",
+        port=0,
+        authorization=AuthDir(settings.auth_path).server_block.read_text(),
+    )
     await server.start()
     try:
         yield (
@@ -59,7 +65,7 @@ async def start_agents(bus: Bus, settings: Settings, running: Running, workers: 
     for _ in range(workers):
         worker = Worker(
             bus, settings, phases=ALL_PHASES, capabilities=("shell",),
-            executors={"shell": ShellExecutor(dict(os.environ))},
+            executors={"shell": ShellExecutor(dict(os.environ), settings)},
         )  # fmt: skip
         await running.start(worker)
     assert worker is not None
@@ -125,7 +131,9 @@ async def test_backup_of_a_running_system_restores_it_and_in_flight_work_finishe
         code, out, err = await omoi(server.url, "restore", str(backup))
         assert code == 0, err
         assert "restore complete" in out
-        bus2 = await Bus.connect(server.url, name="test-restored")
+        bus2 = await Bus.connect(
+            server.url, name="test-restored", credentials=settings.credentials("admin")
+        )
         try:
             assert {b: await kv_entries(bus2, b) for b in STATE_BUCKETS} == source_kv
             log2 = await EventLog(bus2).start()
@@ -213,12 +221,14 @@ async def test_backup_while_tickets_are_processed_is_consistent(
     submitted = [f"load-{i}" for i in range(24)]
     for ticket_id in submitted:
         payload = {"id": ticket_id, "title": ticket_id, "tasks": tasks}
-        await bus.nc.publish(c.SUBMIT_SUBJECT, json.dumps(payload).encode())
+        await bus.nc.publish(c.TRUSTED_SUBMIT_SUBJECT, json.dumps(payload).encode())
     await wait_until(lambda: _done_count(bus, submitted, 4))
 
     assert settings.nats_url
     backup = tmp_path / "backup"
-    snapshots = await Snapshots.connect(settings.nats_url, name="test-backup")
+    snapshots = await Snapshots.connect(
+        settings.nats_url, name="test-backup", credentials=settings.credentials("admin")
+    )
     try:
         manifest = await take_backup(snapshots, backup)
     finally:
@@ -227,7 +237,9 @@ async def test_backup_while_tickets_are_processed_is_consistent(
     await running.stop_all()  # the source has done its part
 
     async with restored_system(tmp_path, settings, running, "restored") as (server, s2):
-        target = await Snapshots.connect(server.url, name="test-restore")
+        target = await Snapshots.connect(
+            server.url, name="test-restore", credentials=settings.credentials("admin")
+        )
         try:
             await restore_backup(target, backup, manifest, force=False)
         finally:
@@ -240,7 +252,9 @@ async def test_backup_while_tickets_are_processed_is_consistent(
             for consumer, at in restored[entry.name]["consumers"].items():
                 assert at["ack_floor"] <= at["delivered"] <= entry.last_seq, (entry.name, consumer)
 
-        bus2 = await Bus.connect(server.url, name="test-restored")
+        bus2 = await Bus.connect(
+            server.url, name="test-restored", credentials=settings.credentials("admin")
+        )
         try:
             tickets = await bus2.tickets.values()
             unfinished = [t.id for t in tickets if not t.status.terminal]

@@ -27,7 +27,12 @@ async def omoi(settings: Settings, *args: str, stdin: bytes | None = None) -> tu
     assert settings.nats_url
     proc = await asyncio.create_subprocess_exec(
         OMOI, *args,
-        env={**os.environ, "NATS_URL": settings.nats_url, "COLUMNS": "200"},
+        env={
+            **os.environ,
+            "NATS_URL": settings.nats_url,
+            "OMOI_NATS_CREDENTIALS": str(settings.auth_path / "operator.nk"),
+            "COLUMNS": "200",
+        },
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
@@ -173,7 +178,8 @@ async def test_without_nats_url_the_cli_finds_a_running_omoi_up(
 ) -> None:
     assert settings.nats_url
     monitor = await start_monitor()
-    data_dir = tmp_path / "elsewhere"
+    # The data dir of that `omoi up`: its state file, and the identities it made.
+    data_dir = settings.data_dir
     write_up_state(data_dir, settings.nats_url, os.getpid())  # this test is the live owner
     code, out, err = await omoi_without_nats_url(data_dir, "agents", "--json")
     assert code == 0, err

@@ -22,6 +22,7 @@ import pytest
 from agents.settings import Settings
 from bus import Bus
 from bus import constants as c
+from bus.auth import AuthDir, Credentials
 from bus.cluster import LocalCluster
 from tests.conftest import agent_env
 from tests.helpers import AgentProcess, stop_all, wait_until
@@ -41,19 +42,22 @@ STREAMS = (
 
 
 @pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
-    nodes = await LocalCluster(tmp_path / "cluster").start()
+async def cluster(tmp_path: Path, auth_dir: AuthDir) -> AsyncIterator[LocalCluster]:
+    nodes = await LocalCluster(
+        tmp_path / "cluster", authorization=auth_dir.server_block.read_text()
+    ).start()
     yield nodes
     await nodes.stop()
 
 
 @pytest.fixture
-def cluster_settings(tmp_path: Path, cluster: LocalCluster) -> Settings:
+def cluster_settings(tmp_path: Path, cluster: LocalCluster, auth_dir: AuthDir) -> Settings:
     # Fast heartbeats and sweeps; the production ack wait, so that riding out an election
     # never needs a redelivery.
     return Settings(
         nats_url=cluster.url,
         data_dir=tmp_path / "data",
+        auth_dir=auth_dir.path,
         replicas=3,
         heartbeat_interval_s=0.5,
         retry_base_s=0.05,
@@ -67,10 +71,13 @@ def cluster_settings(tmp_path: Path, cluster: LocalCluster) -> Settings:
 
 
 @pytest.fixture
-async def cluster_bus(cluster_settings: Settings) -> AsyncIterator[Bus]:
+async def cluster_bus(cluster_settings: Settings, admin: Credentials) -> AsyncIterator[Bus]:
     assert cluster_settings.nats_url
     bus = await Bus.connect(
-        cluster_settings.nats_url, name="test", topology=cluster_settings.topology()
+        cluster_settings.nats_url,
+        name="test",
+        topology=cluster_settings.topology(),
+        credentials=admin,
     )
     yield bus
     await bus.close()
@@ -96,7 +103,9 @@ class Load:
     async def submit(self) -> None:
         # A core publish is captured by the intake stream: durable without a planner reply.
         for ticket_id in self.ids:
-            await self.bus.notify(c.SUBMIT_SUBJECT, json.dumps(self.ticket(ticket_id)).encode())
+            await self.bus.notify(
+                c.TRUSTED_SUBMIT_SUBJECT, json.dumps(self.ticket(ticket_id)).encode()
+            )
 
     async def done(self) -> int:
         found = await asyncio.gather(*(self.bus.tickets.read(t) for t in self.ids))

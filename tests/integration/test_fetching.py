@@ -17,6 +17,7 @@ from agents.executors import ShellExecutor
 from agents.settings import Settings
 from agents.worker.agent import Worker
 from bus import Bus
+from bus import constants as c
 from schemas import utcnow
 from tests.conftest import ALL_PHASES
 from tests.helpers import EventLog, Running, submit
@@ -39,7 +40,7 @@ async def test_a_worker_on_every_consumer_has_no_idle_gaps_with_a_backlog(
         settings.model_copy(update={"fetch_poll_s": POLL_S}),
         phases=ALL_PHASES,
         capabilities=["shell", "agent"],
-        executors={"shell": ShellExecutor(dict(os.environ))},
+        executors={"shell": ShellExecutor(dict(os.environ), settings)},
     )
     await running.start(worker)
     for i in range(TICKETS):
@@ -80,7 +81,7 @@ async def test_the_planner_takes_each_submission_at_once_between_polls(
         sent = utcnow()
         tasks = [{"name": "t", "phase": "implementation", "command": "true"}]
         await bus.notify(
-            "omoi.tickets.submit",
+            c.TRUSTED_SUBMIT_SUBJECT,
             json.dumps({"id": f"p{i}", "title": "p", "tasks": tasks}).encode(),
         )
         created = await events.wait_type(f"p{i}", "ticket.created")

@@ -16,6 +16,7 @@ import pytest
 from agents.settings import Settings
 from bus import Bus, EmbeddedNatsServer
 from bus import constants as c
+from bus.auth import Credentials
 from gateway.app import create_app
 from gateway.context import GatewayOptions
 from gateway.serve import serving
@@ -404,18 +405,19 @@ async def test_sse_delivers_a_ticket_in_stream_order_and_resumes(
 
 
 async def test_health_and_readiness_follow_nats(
-    settings: Settings, nats_server: EmbeddedNatsServer
+    settings: Settings, nats_server: EmbeddedNatsServer, admin: Credentials
 ) -> None:
     assert settings.nats_url
-    provisioner = await Bus.connect(settings.nats_url, "provisioner", topology=settings.topology())
+    provisioner = await Bus.connect(
+        settings.nats_url, "provisioner", topology=settings.topology(), credentials=admin
+    )
     token = await make_token(provisioner, Role.VIEWER)
     await provisioner.close()
     await nats_server.stop()
     # The app owns its connection here, as `python -m gateway` does, and starts without NATS.
     options = GatewayOptions(connect_wait_s=0.2)
-    app = create_app(
-        settings.nats_url, settings=settings, topology=settings.topology(), options=options
-    )
+    # As its own role, which may not provision: a planner does, once NATS is back.
+    app = create_app(settings.nats_url, settings=settings, options=options)
     async with (
         serving(app) as url,
         httpx.AsyncClient(base_url=url, timeout=10, headers=bearer(token)) as client,
@@ -432,6 +434,13 @@ async def test_health_and_readiness_follow_nats(
         assert_problem(await client.get("/api/v1/tickets", headers={"Authorization": ""}), 401)
 
         await nats_server.start()
+        planner = await Bus.connect(
+            settings.nats_url,
+            name="provisioner",
+            topology=settings.topology(),
+            credentials=settings.credentials("planner"),
+        )
+        await planner.close()
         await wait_until(lambda: ready(200), timeout=15)
         assert (await client.get("/ready")).json() == {"status": "ready"}
         assert (await client.get("/api/v1/tickets")).json()["total"] == 0
@@ -446,7 +455,7 @@ async def test_health_and_readiness_follow_nats(
 
 
 async def test_gateway_waits_for_a_topology_that_is_provisioned_later(
-    settings: Settings, nats_server: EmbeddedNatsServer
+    settings: Settings, nats_server: EmbeddedNatsServer, admin: Credentials
 ) -> None:
     # A gateway without a topology of its own (as behind an `omoi up` elsewhere) keeps
     # connecting until somebody provisions one.
@@ -458,10 +467,16 @@ async def test_gateway_waits_for_a_topology_that_is_provisioned_later(
         waiting = bearer("omoi_aaaaaaaaaaaa_" + "A" * 43)  # well-formed, so it waits for NATS
         assert_problem(await client.get("/api/v1/tickets", headers=waiting), 503)
         provisioner = await Bus.connect(
-            settings.nats_url, name="provisioner", topology=settings.topology()
+            settings.nats_url,
+            name="provisioner",
+            topology=settings.topology(),
+            credentials=settings.credentials("planner"),
         )
-        token = await make_token(provisioner, Role.VIEWER)
         await provisioner.close()
+        # Tokens are an operator's (or admin's) to make, not the planner's.
+        operator = await Bus.connect(settings.nats_url, "token maker", credentials=admin)
+        token = await make_token(operator, Role.VIEWER)
+        await operator.close()
 
         async def ready() -> bool:
             return (await client.get("/ready")).status_code == 200

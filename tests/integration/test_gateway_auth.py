@@ -137,7 +137,7 @@ async def test_each_role_gets_what_it_may_and_a_403_for_the_rest(
                 assert r.status_code not in (401, 403), f"{label}: {r.text}"
             else:
                 problem = assert_problem(r, 403)
-                assert problem["type"] == "urn:omoi:problem:forbidden", label
+                assert problem["type"] == "urn:omoi:problem:insufficient-role", label
                 assert f"needs the {least} role" in problem["detail"], label
     # Server-sent events too: a viewer reads the stream (first a `ready`), nobody else gets in.
     async with anon.stream(
@@ -148,6 +148,27 @@ async def test_each_role_gets_what_it_may_and_a_403_for_the_rest(
         async for line in r.aiter_lines():
             assert line == "event: ready"
             break
+
+
+async def test_only_operators_and_admins_submit_with_the_right_to_run_commands(
+    anon: httpx.AsyncClient, bus: Bus
+) -> None:
+    shell = [{"name": "a", "phase": "design", "command": "true"}]
+    for role, status in [(Role.SUBMITTER, 403), (Role.OPERATOR, 201), (Role.ADMIN, 201)]:
+        body = {"id": f"shell-{role}", "title": "runs a command", "tasks": shell}
+        r = await anon.post(
+            "/api/v1/tickets", json=body, headers=bearer(await make_token(bus, role))
+        )
+        assert r.status_code == status, (role, r.text)
+        if status == 403:  # the planner's refusal: the plain intake subject grants no rights
+            problem = assert_problem(r, 403)
+            assert problem["category"] == "forbidden" and "shell commands" in problem["detail"]
+    # A submitter's ticket without commands is a ticket.
+    plain = {"id": "plain-1", "title": "words only"}
+    r = await anon.post(
+        "/api/v1/tickets", json=plain, headers=bearer(await make_token(bus, Role.SUBMITTER))
+    )
+    assert r.status_code == 201, r.text
 
 
 async def test_an_event_stream_ends_when_its_token_is_revoked(

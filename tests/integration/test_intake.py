@@ -32,7 +32,7 @@ async def test_core_publish_without_agents_is_processed_once_a_planner_starts(
     bus: Bus, events: EventLog, start_planner: Start, start_worker: Start
 ) -> None:
     payload = {"id": "early-bird", "title": "queued before anyone listens", "tasks": ONE_TASK}
-    await bus.nc.publish(c.SUBMIT_SUBJECT, json.dumps(payload).encode())
+    await bus.nc.publish(c.TRUSTED_SUBMIT_SUBJECT, json.dumps(payload).encode())
     await bus.nc.flush()
     # The stream stores a core publish asynchronously; there is no event to wait on.
     await wait_until(lambda: stream_holds(bus, c.INTAKE_STREAM, 1))
@@ -158,7 +158,7 @@ async def test_bad_input_gets_reply_event_and_dead_letter_and_service_continues(
 ) -> None:
     await start_planner()
     await start_worker()
-    msg = await bus.nc.request(c.SUBMIT_SUBJECT, payload, timeout=10)
+    msg = await bus.nc.request(c.TRUSTED_SUBMIT_SUBJECT, payload, timeout=10)
     reply = json.loads(msg.data)
     assert reply["ok"] is False
     assert reply["error"]["category"] == category

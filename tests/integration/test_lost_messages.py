@@ -49,7 +49,12 @@ async def test_a_dispatch_that_never_reached_the_stream_is_sent_again(
     # The planner's own connection gives up on a publish after a second, as one would
     # after a longer outage: its queued write is then left without a dispatch.
     assert settings.nats_url
-    impatient = await Bus.connect(settings.nats_url, name="impatient", patience_s=1.0)
+    impatient = await Bus.connect(
+        settings.nats_url,
+        name="impatient",
+        patience_s=1.0,
+        credentials=settings.credentials("planner"),
+    )
     try:
         await running.start(Planner(impatient, settings))
         # Only the requirements phase can be stored: the work subject of design is gone.

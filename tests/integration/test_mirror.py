@@ -10,6 +10,7 @@ import pytest
 
 from agents.settings import Settings
 from bus import Bus
+from bus.auth import Credentials
 from bus.mirror import MirroredBucket
 from bus.state import Versioned
 from schemas import Phase, TaskState, TaskStatus, TicketState, TicketStatus
@@ -45,10 +46,10 @@ async def no_read(key: str) -> None:
 
 
 @pytest.fixture
-async def other(settings: Settings) -> AsyncIterator[Bus]:
+async def other(settings: Settings, admin: Credentials) -> AsyncIterator[Bus]:
     """Another agent, writing through plain buckets."""
     assert settings.nats_url
-    b = await Bus.connect(settings.nats_url, name="other")
+    b = await Bus.connect(settings.nats_url, name="other", credentials=admin)
     yield b
     await b.close()
 
@@ -223,9 +224,11 @@ async def test_keys_deleted_elsewhere_leave_the_mirror(bus: Bus, other: Bus) -> 
     assert await mirror.update_versioned("T1.a", bump) is None
 
 
-async def test_close_is_safe_twice_after_mirroring(settings: Settings) -> None:
+async def test_close_is_safe_twice_after_mirroring(settings: Settings, admin: Credentials) -> None:
     assert settings.nats_url
-    b = await Bus.connect(settings.nats_url, name="closer", topology=settings.topology())
+    b = await Bus.connect(
+        settings.nats_url, name="closer", topology=settings.topology(), credentials=admin
+    )
     await b.tasks.put("T1.a", task("T1", "a"))
     await b.mirror_state()
     mirror = mirror_of(b)

@@ -1,14 +1,17 @@
 """A client that is not our Python code (nats.js) drives Omoi with plain core NATS.
 
 This is what a `nats` CLI user does: core publish or request on the intake subject, core
-subscribe to a ticket's events, read KV. The node script is tests/js/client.mjs; its
-dependency is installed with `npm ci --prefix tests/js`.
+subscribe to a ticket's events, read KV. Tickets with shell tasks go to the trusted
+intake subject (a plain submitter may not run commands; that is tested here too). The
+node script is tests/js/client.mjs; its dependency is installed with `npm ci --prefix
+tests/js`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -39,6 +42,9 @@ def natsjs_installed() -> None:
 Starter = Callable[..., Awaitable[Any]]
 
 
+TRUSTED = constants.TRUSTED_SUBMIT_SUBJECT
+
+
 def ticket(ticket_id: str) -> dict[str, Any]:
     """A small ticket with explicit tasks, so it finishes quickly."""
     return {
@@ -52,13 +58,27 @@ def ticket(ticket_id: str) -> dict[str, Any]:
     }
 
 
+# The identity each mode needs, no more: submitting is the submitter's, reading the viewer's.
+ROLE_OF_MODE = {
+    "publish": "submitter",
+    "request": "submitter",
+    "follow": "viewer",
+    "kvget": "viewer",
+}
+
+
 async def spawn(url: str, *args: str) -> asyncio.subprocess.Process:
     assert NODE is not None
+    # The test's identities (the auth_dir fixture exports OMOI_AUTH_DIR).
+    # Submitting with every right is the operator's: a submitter may use the plain subject.
+    role = "operator" if TRUSTED in args else ROLE_OF_MODE[args[0]]
+    seed = Path(os.environ["OMOI_AUTH_DIR"]) / f"{role}.nk"
     return await asyncio.create_subprocess_exec(
         NODE,
         str(CLIENT),
         url,
         *args,
+        env={**os.environ, "NATS_NKEY": str(seed)},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -91,7 +111,7 @@ async def test_core_publish_is_durable_without_a_planner(
     start_worker: Starter,
 ) -> None:
     # No agent is running: only the intake stream can catch this publish.
-    await node(nats_server.url, "publish", json.dumps(ticket("js-publish-1")))
+    await node(nats_server.url, "publish", json.dumps(ticket("js-publish-1")), TRUSTED)
 
     await wait_until(lambda: stream_holds(bus, constants.INTAKE_STREAM, 1), timeout=10)
 
@@ -108,12 +128,25 @@ async def test_core_request_gets_a_json_reply(
 ) -> None:
     await start_planner()
 
-    out = await node(nats_server.url, "request", json.dumps(ticket("js-request-1")))
+    out = await node(nats_server.url, "request", json.dumps(ticket("js-request-1")), TRUSTED)
     reply = json.loads(out)
     assert reply["ok"] is True, reply
     assert reply["ticket_id"] == "js-request-1"
     # The intake stream also caught the request, so the planner creates the ticket.
     await events.wait_type("js-request-1", "ticket.created", timeout=30)
+
+    # On the plain subject, shell commands are refused; a ticket without them is not.
+    out = await node(nats_server.url, "request", json.dumps(ticket("js-plain-1")))
+    reply = json.loads(out)
+    assert reply["ok"] is False, reply
+    assert reply["error"]["category"] == "forbidden", reply
+    assert TRUSTED in reply["error"]["message"]
+    await events.wait_type("js-plain-1", "ticket.rejected", timeout=30)
+    plain = {"id": "js-plain-2", "title": "plain", "tasks": [
+        {"name": "a", "phase": "design", "capability": "noop"}]}  # fmt: skip
+    reply = json.loads(await node(nats_server.url, "request", json.dumps(plain)))
+    assert reply["ok"] is True, reply
+    await events.wait_type("js-plain-2", "ticket.created", timeout=30)
 
     out = await node(nats_server.url, "request", "{not json")
     reply = json.loads(out)
@@ -141,7 +174,8 @@ async def test_follow_sees_done_and_kv_shows_it(
         await follower.communicate()
         raise
 
-    reply = json.loads(await node(nats_server.url, "request", json.dumps(ticket("js-follow-1"))))
+    body = json.dumps(ticket("js-follow-1"))
+    reply = json.loads(await node(nats_server.url, "request", body, TRUSTED))
     assert reply["ok"] is True, reply
 
     code, out, err = await finish(follower, timeout=40)

@@ -6,6 +6,7 @@ import pytest
 
 from bus import Bus, EmbeddedNatsServer, NotProvisioned, TopologyConfig
 from bus import constants as c
+from bus.auth import Credentials
 from bus.streams import Feed, From, Start, last_seq, provisioned, tail
 from schemas import Event, EventType
 
@@ -72,10 +73,14 @@ def test_a_start_needs_a_sequence_exactly_when_it_starts_at_one() -> None:
             Start(*bad)
 
 
-async def test_without_the_topology_reads_say_so(nats_server: EmbeddedNatsServer) -> None:
+async def test_without_the_topology_reads_say_so(
+    nats_server: EmbeddedNatsServer, admin: Credentials
+) -> None:
     with pytest.raises(NotProvisioned):
-        await Bus.connect(nats_server.url, name="bare", patience_s=1.0)
-    bus = await Bus.connect(nats_server.url, name="full", topology=TopologyConfig(), patience_s=1.0)
+        await Bus.connect(nats_server.url, name="bare", patience_s=1.0, credentials=admin)
+    bus = await Bus.connect(
+        nats_server.url, name="full", topology=TopologyConfig(), patience_s=1.0, credentials=admin
+    )
     try:
         assert await provisioned(bus)
         with pytest.raises(NotProvisioned):

@@ -7,6 +7,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from bus import Bus, EmbeddedNatsServer
 from bus import constants as c
+from bus.auth import Credentials
 from bus.topology import TopologyConfig, provision
 
 pytestmark = pytest.mark.integration
@@ -18,9 +19,11 @@ async def heartbeat_ttl(bus: Bus) -> float:
 
 
 async def test_agents_with_other_heartbeat_intervals_share_the_bucket(
-    nats_server: EmbeddedNatsServer,
+    nats_server: EmbeddedNatsServer, admin: Credentials
 ) -> None:
-    bus = await Bus.connect(nats_server.url, name="t", topology=TopologyConfig(heartbeat_ttl_s=150))
+    bus = await Bus.connect(
+        nats_server.url, name="t", topology=TopologyConfig(heartbeat_ttl_s=150), credentials=admin
+    )
     try:
         # A faster-beating agent must neither fail nor shorten a slower one's entries...
         await provision(bus.js, TopologyConfig(heartbeat_ttl_s=25))
@@ -38,11 +41,11 @@ async def test_agents_with_other_heartbeat_intervals_share_the_bucket(
 
 
 async def test_a_consumer_whose_ack_policy_changed_resumes_after_its_ack_floor(
-    nats_server: EmbeddedNatsServer,
+    nats_server: EmbeddedNatsServer, admin: Credentials
 ) -> None:
     """An older deployment's recorder consumer acked each message; the current one acks a
     batch at once. Provisioning recreates it where the old one stood, and only once."""
-    bus = await Bus.connect(nats_server.url, name="t", topology=TopologyConfig())
+    bus = await Bus.connect(nats_server.url, name="t", topology=TopologyConfig(), credentials=admin)
     try:
         await bus.js.delete_consumer(c.EVENTS_STREAM, c.RECORDER_EVENTS_CONSUMER)
         await bus.js.add_consumer(

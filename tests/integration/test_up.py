@@ -20,6 +20,7 @@ from agents.monitor.agent import Monitor
 from agents.planner.agent import Planner
 from agents.settings import Settings
 from bus import Bus, EmbeddedNatsServer
+from bus.auth import AuthDir, Credentials
 from cli.readiness import http_status
 from schemas import Heartbeat
 from tests.helpers import EventLog, Running, gated, read_pid, submit, wait_until
@@ -54,6 +55,7 @@ class Up:
     def __init__(self, cwd: Path, data_dir: Path, log: Path) -> None:
         self.cwd = cwd
         self.data_dir = data_dir
+        self.given_auth_dir: Path | None = None
         self.log = log
         self.proc: asyncio.subprocess.Process | None = None
         self.state: dict[str, Any] = {}
@@ -62,18 +64,25 @@ class Up:
         self._changed = asyncio.Condition()
         self._reader: asyncio.Task[None] | None = None
 
-    async def start(self, nats_url: str | None = None) -> str:
+    async def start(self, nats_url: str | None = None, auth_dir: Path | None = None) -> str:
         """The usual test system: one worker, any free ports, an explicit data dir."""
+        self.given_auth_dir = auth_dir
         await self.launch(
             "--data-dir", str(self.data_dir), "--nats-port", "0", "--workers", "1",
             "--http-port", "0", nats_url=nats_url,
         )  # fmt: skip
         return await self.until_up()
 
+    @property
+    def auth_dir(self) -> Path:
+        """Its identities: made in the data dir, or given for a server of one's own."""
+        return self.given_auth_dir or self.data_dir / "auth"
+
     async def launch(self, *args: str, nats_url: str | None = None) -> None:
         env = up_env()
         if nats_url:
             env["NATS_URL"] = nats_url
+            env["OMOI_AUTH_DIR"] = str(self.auth_dir)
         self.lines, self._ended = [], False
         self.proc = await asyncio.create_subprocess_exec(
             OMOI, "up", *args, cwd=self.cwd, env=env,
@@ -140,9 +149,14 @@ async def up(tmp_path: Path) -> AsyncIterator[Up]:
         u._reader.cancel()
 
 
+def admin_of(up: Up) -> Credentials:
+    """The identity `omoi up` made in its data dir, which the test inspects state with."""
+    return AuthDir(up.auth_dir).credentials("admin")
+
+
 async def connect(up: Up) -> tuple[Bus, EventLog]:
     """Connects to what `up` started, which is ready already: no waiting here."""
-    bus = await Bus.connect(up.state["nats_url"], name="test-up")
+    bus = await Bus.connect(up.state["nats_url"], name="test-up", credentials=admin_of(up))
     beats = {b.agent_id: b for b in await bus.heartbeats.values()}
     for name, agent_id in up.state["agent_ids"].items():
         assert agent_id in beats and beats[agent_id].ready, f"{name} is not ready"
@@ -225,9 +239,9 @@ async def test_supervisor_restarts_a_crashed_agent(up: Up) -> None:
 
 
 async def test_up_with_nats_url_uses_that_server_and_starts_none(
-    up: Up, nats_server: EmbeddedNatsServer
+    up: Up, nats_server: EmbeddedNatsServer, auth_dir: AuthDir
 ) -> None:
-    url = await up.start(nats_server.url)
+    url = await up.start(nats_server.url, auth_dir.path)
     assert url == nats_server.url
     assert not (up.data_dir / "nats").exists()
     bus, events = await connect(up)
@@ -305,7 +319,7 @@ async def test_submit_right_after_up_says_so_is_answered_by_the_planner(up: Up) 
 
     state_file = up.data_dir / "omoi-up.json"
     assert up.proc is not None and up.state["pid"] == up.proc.pid
-    bus = await Bus.connect(up.state["nats_url"], name="test-up")
+    bus = await Bus.connect(up.state["nats_url"], name="test-up", credentials=admin_of(up))
     try:
         beats = {b.agent_id: b for b in await bus.heartbeats.values()}
         ids = up.state["agent_ids"]

@@ -37,7 +37,7 @@ async def start_worker_on(
         settings,
         phases=phases,
         capabilities=["shell"],
-        executors={"shell": ShellExecutor(dict(os.environ))},
+        executors={"shell": ShellExecutor(dict(os.environ), settings)},
         agent_id=name,
     )
     await running.start(worker)

@@ -63,13 +63,14 @@ def start_worker_on(
     async def start(name: str, phases: list[str], **overrides: Any) -> Worker:
         own = machine(settings, tmp_path, name).model_copy(update=overrides)
         assert own.nats_url
-        bus = await Bus.connect(own.nats_url, name=name)
+        # Another machine holds only the worker's identity.
+        bus = await Bus.connect(own.nats_url, name=name, credentials=settings.credentials("worker"))
         worker = Worker(
             bus,
             own,
             phases=phases,
             capabilities=["shell"],
-            executors={"shell": ShellExecutor(dict(os.environ))},
+            executors={"shell": ShellExecutor(dict(os.environ), own)},
             agent_id=name,
         )
         await running.start(worker)

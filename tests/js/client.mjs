@@ -2,16 +2,23 @@
 // A non-Python Omoi client on nats.js, using only what a `nats` CLI user would:
 // core publish, core request/reply, core subscribe, and KV reads.
 //
-//   node client.mjs <servers-url> publish <json>           core publish to the intake, no reply
-//   node client.mjs <servers-url> request <json>           core request (10s), prints the reply
+//   node client.mjs <servers-url> publish <json> [subject] core publish to the intake, no reply
+//   node client.mjs <servers-url> request <json> [subject] core request (10s), prints the reply
 //   node client.mjs <servers-url> follow <ticket> <ms>     prints each event type; exit 0 on
 //                                                          ticket.done, 1 on timeout
 //   node client.mjs <servers-url> kvget <bucket> <key>     prints a KV value
 //
+// The subject defaults to the plain intake subject; pass omoi.tickets.submit.trusted for
+// tickets with shell commands (a right plain submitters lack).
+//
+// With NATS_NKEY set to an nkey seed file (Omoi's `<data-dir>/auth/<role>.nk`), the
+// client authenticates with it, as `nats --nkey` does.
+//
 // `follow` writes "subscribed" to stderr once the subscription is registered with the
 // server, so a caller can submit only after that point. Exit code 2 means a usage or
 // connection error.
-import { connect, StringCodec } from "nats";
+import { readFileSync } from "node:fs";
+import { connect, nkeyAuthenticator, StringCodec } from "nats";
 
 const SUBMIT_SUBJECT = "omoi.tickets.submit";
 const REQUEST_TIMEOUT_MS = 10_000;
@@ -26,14 +33,14 @@ function usage(message) {
   process.exit(2);
 }
 
-async function publish(nc, payload) {
-  nc.publish(SUBMIT_SUBJECT, sc.encode(payload));
+async function publish(nc, payload, subject = SUBMIT_SUBJECT) {
+  nc.publish(subject, sc.encode(payload));
   await nc.flush();
   return 0;
 }
 
-async function request(nc, payload) {
-  const reply = await nc.request(SUBMIT_SUBJECT, sc.encode(payload), {
+async function request(nc, payload, subject = SUBMIT_SUBJECT) {
+  const reply = await nc.request(subject, sc.encode(payload), {
     timeout: REQUEST_TIMEOUT_MS,
   });
   process.stdout.write(`${sc.decode(reply.data)}\n`);
@@ -88,9 +95,12 @@ async function kvget(nc, bucket, key) {
 async function main(argv) {
   const [servers, mode, ...args] = argv;
   if (!servers || !mode) usage("missing <servers-url> or <mode>");
-  const arity = { publish: 1, request: 1, follow: 2, kvget: 2 }[mode];
+  const arity = { publish: [1, 2], request: [1, 2], follow: [2, 2], kvget: [2, 2] }[mode];
   if (arity === undefined) usage(`unknown mode: ${mode}`);
-  if (args.length !== arity) usage(`${mode} takes ${arity} argument(s), got ${args.length}`);
+  const [least, most] = arity;
+  if (args.length < least || args.length > most) {
+    usage(`${mode} takes ${least}-${most} argument(s), got ${args.length}`);
+  }
 
   let timeoutMs;
   if (mode === "follow") {
@@ -98,18 +108,23 @@ async function main(argv) {
     if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) usage(`bad timeout_ms: ${args[1]}`);
   }
 
-  const nc = await connect({
+  const options = {
     servers: servers.split(",").map((s) => s.trim()),
     name: `omoi-js-${mode}`,
-  });
+  };
+  if (process.env.NATS_NKEY) {
+    const seed = readFileSync(process.env.NATS_NKEY, "utf8").trim();
+    options.authenticator = nkeyAuthenticator(new TextEncoder().encode(seed));
+  }
+  const nc = await connect(options);
   let code;
   try {
     switch (mode) {
       case "publish":
-        code = await publish(nc, args[0]);
+        code = await publish(nc, args[0], args[1]);
         break;
       case "request":
-        code = await request(nc, args[0]);
+        code = await request(nc, args[0], args[1]);
         break;
       case "follow":
         code = await follow(nc, args[0], timeoutMs);

@@ -97,7 +97,7 @@ def omoi_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Services built from this repository, by the role they run."""
     out: dict[str, dict[str, Any]] = {}
     for name, service in compose["services"].items():
-        if service.get("build") != ".":
+        if service.get("build") != "." or argv(service)[:2] == ["omoi", "auth"]:
             continue
         role = role_of(argv(service))
         assert role is not None, f"{name}: {argv(service)} is not an Omoi entry point"
@@ -185,6 +185,8 @@ def test_image_creates_every_volume_mount_point_for_its_user() -> None:
     assert re.search(r"chown -R \S+ /data\b", text)
     for role, service in omoi_services(load()).items():
         for mount in service.get("volumes", []):
+            if isinstance(mount, dict):
+                continue  # a single file out of a volume (its seed): no directory to own
             target = PurePosixPath(str(mount).split(":")[1])
             assert any(d == target or d.is_relative_to(target) for d in created), (role, target)
 
@@ -194,8 +196,31 @@ def test_mounted_files_exist_and_named_volumes_are_declared() -> None:
     declared = set(compose.get("volumes") or {})
     for name, service in compose["services"].items():
         for mount in service.get("volumes", []):
-            source = str(mount).split(":", 1)[0]
+            source = mount["source"] if isinstance(mount, dict) else str(mount).split(":", 1)[0]
             if source.startswith((".", "/")):
                 assert (ROOT / source).is_file(), f"{name} mounts missing {source}"
             else:
                 assert source in declared, f"{name} uses undeclared volume {source}"
+
+
+def test_every_role_connects_as_itself_and_the_nodes_admit_only_those() -> None:
+    compose = load()
+    services = compose["services"]
+    init = services["auth"]
+    uid = re.search(r"--uid (\d+)", (ROOT / "Dockerfile").read_text())
+    assert uid is not None
+    assert argv(init) == ["omoi", "auth", "init", "/auth", "--owner", uid[1]]
+    assert "omoi-auth:/auth" in init["volumes"]
+    conf = (ROOT / "deploy" / "nats-cluster.conf").read_text()
+    assert re.search(r'^include "auth/authorization.conf"$', conf, re.MULTILINE)
+    for name, node in nats_services(compose).items():
+        assert "omoi-auth:/etc/nats/auth:ro" in node["volumes"], name
+        assert node["depends_on"]["auth"]["condition"] == "service_completed_successfully"
+    for role, service in omoi_services(compose).items():
+        seeds = [m for m in service["volumes"] if isinstance(m, dict)]
+        # Exactly its own seed, read-only: a worker's container holds no other identity.
+        assert [(m["source"], m["volume"]["subpath"], m["read_only"]) for m in seeds] == [
+            ("omoi-auth", f"{role}.nk", True)
+        ], role
+        assert service["environment"]["OMOI_NATS_CREDENTIALS"] == seeds[0]["target"], role
+        assert not any("omoi-auth" in str(m) for m in service["volumes"] if m not in seeds)

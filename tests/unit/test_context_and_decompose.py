@@ -12,7 +12,7 @@ from agents.errors import InvalidTicket, PermanentFailure
 from agents.executors.agent.executor import AgentExecutor, conversation_id
 from agents.executors.agent.prompt import build_prompt
 from agents.executors.base import ExecutionContext
-from agents.planner import context, decompose, phases
+from agents.planner import context, decompose, phases, rights
 from agents.planner.intake import build
 from agents.settings import Settings
 from schemas import Phase, TaskResult, TaskState, TaskStatus, TicketState
@@ -61,7 +61,7 @@ def rejected(text: str) -> str:
 
 def submit(**fields: Any) -> Any:
     data = json.dumps({"title": "Add a cache", **fields}).encode()
-    return build(data, max_bytes=1_000_000, default_workflow="default")
+    return build(data, granted=rights.ALL, max_bytes=1_000_000, default_workflow="default")
 
 
 # context.gather / clip / summarise

@@ -449,8 +449,8 @@ def test_request_log_gets_one_line_per_request(server: ScriptedModelServer, tmp_
         assert status == 200
     post(f"{server.url}/chat/completions", b"broken")  # not handled: not logged
     expected = [
-        {"conversation": "requirements", "turn": 0, "messages": first},
-        {"conversation": "requirements", "turn": 1, "messages": second},
+        {"conversation": "requirements", "turn": 0, "messages": first, "credential": None},
+        {"conversation": "requirements", "turn": 1, "messages": second, "credential": None},
     ]
     assert server.requests == expected
     lines = (tmp_path / "requests.jsonl").read_text().splitlines()

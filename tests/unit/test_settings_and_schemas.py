@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from agents.errors import SettingsError
 from agents.settings import Settings
 from schemas import (
     Heartbeat,
@@ -61,8 +62,10 @@ def test_from_env_overrides_win_and_none_overrides_are_ignored() -> None:
     "env", [{"OMOI_REPLICAS": "9"}, {"OMOI_HEARTBEAT_INTERVAL_S": "0"}, {"OMOI_ACK_WAIT_S": "x"}]
 )
 def test_from_env_rejects_invalid_values(env: dict[str, str]) -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(SettingsError) as info:
         Settings.from_env(env)
+    # The message names the variable, so the operator knows what to fix.
+    assert next(iter(env)) in str(info.value)
 
 
 def test_to_env_round_trips() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from agents.errors import InvalidTicket
+from agents.planner import rights
 from agents.planner.intake import build, derive_ticket_id, parse_submission
 from agents.planner.templates import available_workflows, load_workflow, render, slugify
 from schemas import Phase, TaskStatus, TicketSubmission
@@ -84,9 +85,9 @@ def test_unknown_workflow() -> None:
     assert err.category == "unknown_workflow"
     assert "no-such-workflow" in err.message
     data = payload(title="t", workflow="missing")
-    assert invalid(build, data, max_bytes=99, default_workflow="default").category == (
-        "unknown_workflow"
-    )
+    assert invalid(
+        build, data, granted=rights.ALL, max_bytes=99, default_workflow="default"
+    ).category == ("unknown_workflow")
 
 
 def test_user_workflow_dir_is_searched_first(tmp_path: Path) -> None:
@@ -181,7 +182,7 @@ def test_build_explicit_tasks() -> None:
             {"name": "b", "phase": "testing", "command": "true", "depends_on": ["a"]},
         ],
     )
-    intake = build(data, max_bytes=10_000, default_workflow="default")
+    intake = build(data, granted=rights.ALL, max_bytes=10_000, default_workflow="default")
     assert intake.ticket.id == "T1"
     assert intake.ticket.title == "Explicit"
     assert intake.ticket.workflow is None
@@ -195,13 +196,13 @@ def test_build_rejects_a_bad_graph() -> None:
     data = payload(
         title="t", tasks=[{"name": "a", "phase": "design", "command": "true", "depends_on": ["a"]}]
     )
-    err = invalid(build, data, max_bytes=10_000, default_workflow="default")
+    err = invalid(build, data, granted=rights.ALL, max_bytes=10_000, default_workflow="default")
     assert err.category == "dependency_cycle"
 
 
 def test_build_default_workflow() -> None:
     data = payload(title="Make it so")
-    intake = build(data, max_bytes=10_000, default_workflow="default")
+    intake = build(data, granted=rights.ALL, max_bytes=10_000, default_workflow="default")
     assert intake.ticket.id == derive_ticket_id(data)
     assert intake.ticket.workflow == "default"
     assert intake.ticket.tasks == DEFAULT_NAMES
@@ -228,5 +229,5 @@ def test_only_tickets_that_need_git_get_a_versioned_workspace(
     extra: dict[str, Any], versioned: bool
 ) -> None:
     data = json.dumps({"title": "x", **extra}).encode()
-    intake = build(data, max_bytes=10_000, default_workflow="default")
+    intake = build(data, granted=rights.ALL, max_bytes=10_000, default_workflow="default")
     assert intake.ticket.versioned is versioned

@@ -20,17 +20,12 @@ from pydantic import ValidationError
 
 from agents.errors import PermanentFailure, TaskTimeout, TransientFailure
 from agents.executors.agent.prompt import build_prompt
-from agents.executors.agent.protocol import (
-    API_KEY_ENV,
-    ModelSpec,
-    Progress,
-    SessionResult,
-    SessionSpec,
-)
+from agents.executors.agent.protocol import ModelSpec, Progress, SessionResult, SessionSpec
 from agents.executors.base import ExecutionContext
 from agents.llm.client import ModelConfig
 from agents.procs import detach_from_terminal_and_follow_parent
 from agents.settings import Settings
+from agents.task_env import task_environment
 from schemas import TaskResult, TaskState
 from schemas.usage import Budget, Usage
 
@@ -53,7 +48,9 @@ class AgentExecutor:
 
     def __init__(self, settings: Settings, base_env: Mapping[str, str]) -> None:
         self.settings = settings
-        self._base_env = {k: v for k, v in base_env.items() if k != API_KEY_ENV}
+        # The session's environment is its terminal's (tmux starts with it), so it is a
+        # task environment: the allow-list, never the worker's whole environment.
+        self._base_env = task_environment(base_env, settings)
 
     def _model(self) -> ModelSpec:
         config = ModelConfig.from_settings(self.settings)
@@ -113,9 +110,7 @@ class AgentExecutor:
             "TMUX_TMPDIR": str(tmux_dir),
             "PYTHONUNBUFFERED": "1",
         }
-        env.pop("TMUX", None)
-        if self.settings.llm_api_key is not None:
-            env[API_KEY_ENV] = self.settings.llm_api_key.get_secret_value()
+        key = self.settings.llm_api_key
         # A session left by a worker that died (kill -9) may still hold terminals.
         _kill_tmux(tmux_dir)
         proc = await asyncio.create_subprocess_exec(
@@ -133,7 +128,10 @@ class AgentExecutor:
             limit=8 * 1024 * 1024,
         )
         assert proc.stdin is not None
-        proc.stdin.write(spec.model_dump_json().encode())
+        # The key goes after the spec on stdin: in the environment, the terminal would
+        # inherit it; in the spec or arguments, it would show in logs and `ps`.
+        secret = key.get_secret_value() if key is not None else ""
+        proc.stdin.write(f"{spec.model_dump_json()}\n{secret}".encode())
         proc.stdin.close()
         stderr: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         results: list[SessionResult] = []
@@ -160,7 +158,8 @@ class AgentExecutor:
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.rmtree(tmux_dir, ignore_errors=True)
         if not results:
-            tail = self._redact("\n".join(stderr))
+            # The worker redacts known secrets from this message, like from every outcome.
+            tail = "\n".join(stderr)
             raise TransientFailure(
                 f"agent session exited {proc.returncode} without a result: {tail[-1500:]}",
                 category="executor_error",
@@ -168,12 +167,12 @@ class AgentExecutor:
         return self._outcome(results[-1])
 
     def _outcome(self, result: SessionResult) -> TaskResult:
-        message = self._redact(result.message)
+        message = result.message
         if result.outcome == "finished":
             return TaskResult(
                 exit_code=0,
-                output_tail=self._redact(result.summary),
-                summary=self._redact(result.summary),
+                output_tail=result.summary,
+                summary=result.summary,
                 files=result.files,
                 usage=result.usage,
             )
@@ -201,11 +200,6 @@ class AgentExecutor:
                         await ctx.report(progress.model_dump(exclude={"kind"}))
             except ValidationError:
                 log.debug("unreadable session line: %r", line[:200])
-
-    def _redact(self, text: str) -> str:
-        key = self.settings.llm_api_key
-        secret = key.get_secret_value() if key is not None else ""
-        return text.replace(secret, "***") if len(secret) >= 4 else text
 
 
 async def _read_stderr(proc: asyncio.subprocess.Process, tail: deque[str]) -> None:

@@ -9,9 +9,6 @@ from pydantic import Field
 from schemas.common import WireModel
 from schemas.usage import Budget, Usage
 
-# The child reads the API key from here, never from its arguments or the spec.
-API_KEY_ENV = "OMOI_LLM_API_KEY"
-
 Outcome = Literal["finished", "budget", "error", "stuck", "interrupted"]
 
 

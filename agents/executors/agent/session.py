@@ -1,6 +1,7 @@
 """The child process that runs one OpenHands conversation for one task attempt.
 
-It reads a `SessionSpec` (JSON) on stdin and writes JSON lines on stdout: `Progress`
+It reads a `SessionSpec` (one JSON line) on stdin, then the model's API key (the rest
+of stdin, possibly empty), and writes JSON lines on stdout: `Progress`
 at a bounded rate, then exactly one `SessionResult`. The conversation persists under
 `state_dir` with an id fixed per task, so a process started again after a crash
 resumes the conversation where it stopped instead of starting over. SIGTERM interrupts
@@ -8,7 +9,9 @@ the conversation mid-step (`arun()` + `interrupt()`) and ends with an `interrupt
 result.
 
 The parent sets the environment that keeps the SDK offline and inside the data dir
-(LITELLM_LOCAL_MODEL_COST_MAP, OH_PERSISTENCE_DIR, TMPDIR, TMUX_TMPDIR, HOME).
+(LITELLM_LOCAL_MODEL_COST_MAP, OH_PERSISTENCE_DIR, TMPDIR, TMUX_TMPDIR, HOME) on top of
+a task environment (agents/task_env.py). The terminal's tmux server starts with this
+process's environment, so the key is never in it: it reaches only the LLM object.
 """
 
 from __future__ import annotations
@@ -25,13 +28,8 @@ from typing import Any, TextIO
 
 from pydantic import SecretStr
 
-from agents.executors.agent.protocol import (
-    API_KEY_ENV,
-    Outcome,
-    Progress,
-    SessionResult,
-    SessionSpec,
-)
+from agents.executors.agent.protocol import Outcome, Progress, SessionResult, SessionSpec
+from agents.redact import Redactor, install_log_redaction
 from schemas.usage import Usage
 
 log = logging.getLogger("omoi.agent-session")
@@ -236,8 +234,11 @@ def main() -> int:
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
-    spec = SessionSpec.model_validate_json(sys.stdin.read())
-    api_key = os.environ.pop(API_KEY_ENV, None) or None
+    spec_line, _, secret = sys.stdin.read().partition("\n")
+    spec = SessionSpec.model_validate_json(spec_line)
+    api_key = secret or None
+    # Its stderr becomes the worker's failure message when it ends without a result.
+    install_log_redaction(Redactor([secret]))
     out = sys.stdout
     try:
         result = asyncio.run(run(spec, api_key, out))

@@ -1,0 +1,333 @@
+"""Who may publish and subscribe what: one identity per role, as tight as its job.
+
+This table is the trust boundary on the bus. nats-server enforces it (it refuses a
+denied publish or subscription outright), so a verdict, an outcome or a command that
+changes state can only come from a role allowed to send it. A new subject, stream or
+bucket goes in here, with a line in `tests/integration/test_permissions.py`.
+
+JetStream is reached through subjects too: reading a bucket is a request on
+`$JS.API.STREAM.MSG.GET.<stream>`, writing one a publish on `$KV.<bucket>.<key>`,
+pulling from a consumer a request on `$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`.
+Nobody but `admin` may delete or purge a stream, or touch another role's consumers.
+
+Replies: every Omoi process takes its inboxes under its role's own prefix (`inbox_prefix`),
+so no role can read another's replies. The external clients a person drives (the nats
+CLI, nats.js) use `_INBOX.`, which the submitter and viewer may subscribe to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from bus import constants as c
+
+ROLES = (
+    "planner",
+    "worker",
+    "validator",
+    "recorder",
+    "monitor",
+    "gateway",
+    "operator",
+    "submitter",
+    "viewer",
+    "admin",
+)
+# The agent processes, each running as its own role.
+AGENT_ROLES = ("planner", "worker", "validator", "recorder", "monitor")
+
+# Every stream Omoi owns, for the roles that provision and administer them.
+STREAMS = (
+    c.INTAKE_STREAM,
+    c.TASKS_STREAM,
+    c.GATES_STREAM,
+    c.EVENTS_STREAM,
+    c.DLQ_STREAM,
+    c.AUDIT_STREAM,
+    c.kv_stream(c.TICKETS_BUCKET),
+    c.kv_stream(c.TASKS_BUCKET),
+    c.kv_stream(c.HEARTBEATS_BUCKET),
+    c.kv_stream(c.LOCKS_BUCKET),
+    c.kv_stream(c.TOKENS_BUCKET),
+    c.obj_stream(c.WORKSPACES_BUCKET),
+)
+STATE_BUCKETS = (c.TICKETS_BUCKET, c.TASKS_BUCKET, c.HEARTBEATS_BUCKET)
+_API = "$JS.API"
+# Flow-control replies of ordered consumers (KV watches, event follows, object reads).
+_FLOW_CONTROL = "$JS.FC.>"
+_EXTERNAL_INBOX = "_INBOX.>"
+
+
+@dataclass(frozen=True)
+class Permissions:
+    publish: tuple[str, ...]
+    subscribe: tuple[str, ...]
+    deny_publish: tuple[str, ...] = ()
+    # Whether the role answers requests (may publish to the reply subject it was given).
+    responds: bool = False
+    notes: str = field(default="", compare=False)
+
+
+def inbox_prefix(role: str) -> str:
+    """Where a role's processes take their reply inboxes."""
+    return f"_INBOX_{role}"
+
+
+def _reads(*buckets: str) -> tuple[str, ...]:
+    out: list[str] = []
+    for bucket in buckets:
+        stream = c.kv_stream(bucket)
+        out += [
+            f"{_API}.STREAM.INFO.{stream}",
+            f"{_API}.STREAM.MSG.GET.{stream}",
+            f"{_API}.DIRECT.GET.{stream}",
+            f"{_API}.DIRECT.GET.{stream}.>",
+        ]
+    return tuple(out)
+
+
+def _writes(*buckets: str) -> tuple[str, ...]:
+    return tuple(f"$KV.{bucket}.>" for bucket in buckets)
+
+
+def _watches(*streams: str) -> tuple[str, ...]:
+    # Ordered consumers are ephemeral: the bare create subject admits no durable name,
+    # so a watcher cannot take over or reconfigure a durable consumer through it.
+    return (*(f"{_API}.CONSUMER.CREATE.{s}" for s in streams), _FLOW_CONTROL)
+
+
+def _pulls(stream: str, *durables: str, create: bool = False) -> tuple[str, ...]:
+    out: list[str] = []
+    for durable in durables:
+        out += [
+            f"{_API}.CONSUMER.INFO.{stream}.{durable}",
+            f"{_API}.CONSUMER.MSG.NEXT.{stream}.{durable}",
+            f"$JS.ACK.{stream}.{durable}.>",
+        ]
+        if create:
+            out += [
+                f"{_API}.CONSUMER.CREATE.{stream}.{durable}",
+                f"{_API}.CONSUMER.CREATE.{stream}.{durable}.>",
+                f"{_API}.CONSUMER.DURABLE.CREATE.{stream}.{durable}",
+                f"{_API}.CONSUMER.DELETE.{stream}.{durable}",
+            ]
+    return tuple(out)
+
+
+def _provisions() -> tuple[str, ...]:
+    out: list[str] = []
+    for stream in STREAMS:
+        out += [
+            f"{_API}.STREAM.CREATE.{stream}",
+            f"{_API}.STREAM.UPDATE.{stream}",
+            f"{_API}.STREAM.INFO.{stream}",
+            f"{_API}.CONSUMER.INFO.{stream}.*",
+            f"{_API}.CONSUMER.CREATE.{stream}.*",
+            f"{_API}.CONSUMER.CREATE.{stream}.*.>",
+            f"{_API}.CONSUMER.DURABLE.CREATE.{stream}.*",
+        ]
+    return tuple(out)
+
+
+def _events(*types: str) -> tuple[str, ...]:
+    return tuple(c.event_subject("*", t) for t in types)
+
+
+def _workspaces(*, write: bool) -> tuple[str, ...]:
+    stream = c.obj_stream(c.WORKSPACES_BUCKET)
+    out = [
+        f"{_API}.STREAM.INFO.{stream}",
+        f"{_API}.STREAM.MSG.GET.{stream}",
+        f"{_API}.DIRECT.GET.{stream}.>",
+        *_watches(stream),
+    ]
+    if write:
+        # A new bundle replaces the old one: its chunks are purged after the new meta.
+        out += [f"$O.{c.WORKSPACES_BUCKET}.>", f"{_API}.STREAM.PURGE.{stream}"]
+    return tuple(out)
+
+
+_AGENT_EVENTS = (c.event_subject("_agents", "agent.>"),)
+# Every `Bus` binds the state buckets on connect, which reads their configuration only.
+_BIND = tuple(f"{_API}.STREAM.INFO.{c.kv_stream(b)}" for b in STATE_BUCKETS)
+_HEARTBEAT = (*_reads(c.HEARTBEATS_BUCKET), *_writes(c.HEARTBEATS_BUCKET))
+# Plain submissions, and trusted ones, which may carry commands and local repositories
+# (docs/security.md, "Rights"): the subject a ticket arrives on is its rights.
+_SUBMIT = (c.SUBMIT_SUBJECT,)
+_SUBMIT_TRUSTED = (c.SUBMIT_SUBJECT, c.TRUSTED_SUBMIT_SUBJECT)
+_COMMANDS = ("omoi.commands.>",)
+# Audit entries: appended by who decides an outcome (docs/security.md, "Audit"). The
+# stream denies deletes and purges, so none of these can take one back.
+_AUDIT = (c.AUDIT_SUBJECTS,)
+# The gateway's API tokens: read (a watched copy) and written (sign-in links are used up,
+# admins make and revoke tokens over HTTP); the operator makes and revokes them (CLI).
+_TOKENS = (
+    *_reads(c.TOKENS_BUCKET),
+    *_writes(c.TOKENS_BUCKET),
+    *_watches(c.kv_stream(c.TOKENS_BUCKET)),
+)
+_READ_ONLY_API = (
+    f"{_API}.INFO",
+    f"{_API}.STREAM.NAMES",
+    f"{_API}.STREAM.LIST",
+    f"{_API}.STREAM.INFO.*",
+    f"{_API}.CONSUMER.NAMES.*",
+    f"{_API}.CONSUMER.LIST.*",
+    f"{_API}.CONSUMER.INFO.*.*",
+)
+
+
+def _table() -> dict[str, Permissions]:
+    def own(role: str, *more: str) -> tuple[str, ...]:
+        return (f"{inbox_prefix(role)}.>", *more)
+
+    table = {
+        "planner": Permissions(
+            publish=(
+                *_provisions(),
+                *_reads(*STATE_BUCKETS),
+                *_writes(c.TICKETS_BUCKET, c.TASKS_BUCKET, c.HEARTBEATS_BUCKET),
+                *_watches(c.kv_stream(c.TICKETS_BUCKET), c.kv_stream(c.TASKS_BUCKET)),
+                *_pulls(c.INTAKE_STREAM, c.INTAKE_CONSUMER),
+                *_pulls(c.EVENTS_STREAM, c.PLANNER_EVENTS_CONSUMER),
+                c.TASKS_SUBJECTS,
+                c.GATES_SUBJECTS,
+                *_events(
+                    "ticket.>",
+                    "task.queued",
+                    "task.requeued",
+                    "task.cancelled",
+                    "task.skipped",
+                    "gate.requested",
+                ),
+                *_AGENT_EVENTS,
+                c.dlq_subject("intake"),
+                c.dlq_subject("events"),
+                f"{c.CONTROL_CANCEL_PREFIX}.>",
+                *_AUDIT,
+            ),
+            subscribe=own("planner", *c.INTAKE_SUBJECTS, *_COMMANDS),
+            responds=True,
+            notes="the only writer of omoi_tickets; dispatches tasks and gate requests",
+        ),
+        "worker": Permissions(
+            publish=(
+                *_reads(c.TICKETS_BUCKET, c.TASKS_BUCKET),
+                *_HEARTBEAT,
+                # Claims: a worker marks the task it runs as running, and its outcome.
+                *_writes(c.TASKS_BUCKET),
+                f"{_API}.STREAM.INFO.{c.TASKS_STREAM}",
+                f"{_API}.CONSUMER.INFO.{c.TASKS_STREAM}.*",
+                f"{_API}.CONSUMER.CREATE.{c.TASKS_STREAM}.*.>",
+                f"{_API}.CONSUMER.DURABLE.CREATE.{c.TASKS_STREAM}.*",
+                f"{_API}.CONSUMER.MSG.NEXT.{c.TASKS_STREAM}.*",
+                f"$JS.ACK.{c.TASKS_STREAM}.>",
+                *_events(
+                    "task.started",
+                    "task.progress",
+                    "task.retrying",
+                    "task.succeeded",
+                    "task.failed",
+                ),
+                *_AGENT_EVENTS,
+                *_workspaces(write=True),
+                c.dlq_subject("tasks"),
+            ),
+            subscribe=own("worker", f"{c.CONTROL_CANCEL_PREFIX}.>"),
+            notes="publishes only task outcomes, its claims and its heartbeat",
+        ),
+        "validator": Permissions(
+            publish=(
+                *_reads(c.TICKETS_BUCKET, c.TASKS_BUCKET),
+                *_HEARTBEAT,
+                *_pulls(c.GATES_STREAM, c.VALIDATOR_CONSUMER),
+                *_events("gate.passed", "gate.failed"),
+                *_AGENT_EVENTS,
+                *_workspaces(write=False),
+                c.dlq_subject("gates"),
+            ),
+            subscribe=own("validator"),
+            notes="the only role that publishes gate verdicts",
+        ),
+        "recorder": Permissions(
+            publish=(
+                *_HEARTBEAT,
+                f"{_API}.STREAM.INFO.{c.EVENTS_STREAM}",
+                f"{_API}.STREAM.INFO.{c.DLQ_STREAM}",
+                f"{_API}.STREAM.INFO.{c.AUDIT_STREAM}",
+                # It recreates its own consumers at their ack floor after a crash.
+                *_pulls(c.EVENTS_STREAM, c.RECORDER_EVENTS_CONSUMER, create=True),
+                *_pulls(c.DLQ_STREAM, c.RECORDER_DLQ_CONSUMER, create=True),
+                *_pulls(c.AUDIT_STREAM, c.RECORDER_AUDIT_CONSUMER, create=True),
+                # An event or audit entry it cannot record is kept as a dead letter.
+                c.dlq_subject("events"),
+                c.dlq_subject("audit"),
+                *_AGENT_EVENTS,
+            ),
+            subscribe=own("recorder"),
+            notes="reads every event, dead letter and audit entry into the store; changes no state",
+        ),
+        "monitor": Permissions(
+            publish=(*_HEARTBEAT, *_reads(c.TICKETS_BUCKET, c.TASKS_BUCKET), *_AGENT_EVENTS),
+            subscribe=own("monitor"),
+            notes="reads heartbeats, reports stale agents",
+        ),
+        "gateway": Permissions(
+            publish=(
+                *_reads(*STATE_BUCKETS),
+                *_READ_ONLY_API,
+                *_watches(c.EVENTS_STREAM, c.DLQ_STREAM, *map(c.kv_stream, STATE_BUCKETS)),
+                *_SUBMIT_TRUSTED,
+                *_COMMANDS,
+                *_TOKENS,
+                *_AUDIT,
+            ),
+            subscribe=own("gateway"),
+            notes="HTTP in front of the bus: its tokens' roles limit what each caller does",
+        ),
+        "operator": Permissions(
+            publish=(
+                *_reads(*STATE_BUCKETS),
+                *_READ_ONLY_API,
+                *_watches(c.EVENTS_STREAM, c.DLQ_STREAM, *map(c.kv_stream, STATE_BUCKETS)),
+                *_SUBMIT_TRUSTED,
+                *_COMMANDS,
+                *_TOKENS,
+                *_AUDIT,
+            ),
+            subscribe=own("operator", _EXTERNAL_INBOX),
+            notes="the CLI: submits, steers, reads and makes API tokens; changes no state itself",
+        ),
+        "submitter": Permissions(
+            publish=_SUBMIT,
+            subscribe=own("submitter", _EXTERNAL_INBOX),
+            notes="publishes only on intake and reads its replies",
+        ),
+        "viewer": Permissions(
+            publish=(
+                *_reads(*STATE_BUCKETS),
+                *_READ_ONLY_API,
+                *_watches(c.EVENTS_STREAM, c.DLQ_STREAM, *map(c.kv_stream, STATE_BUCKETS)),
+            ),
+            subscribe=own("viewer", _EXTERNAL_INBOX, c.EVENTS_SUBJECTS),
+            notes="reads state and follows events",
+        ),
+        "admin": Permissions(
+            publish=(">",),
+            subscribe=(">",),
+            responds=True,
+            notes="break glass: provisioning, backup and restore, repairs by hand",
+        ),
+    }
+    return {
+        role: dataclasses.replace(p, publish=_unique((*_BIND, *p.publish)))
+        for role, p in table.items()
+    }
+
+
+def _unique(subjects: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(subjects))
+
+
+PERMISSIONS: dict[str, Permissions] = _table()

@@ -1,0 +1,337 @@
+"""The trust boundary on the bus: nats-server itself refuses what a role may not do.
+
+Each role connects with its own identity; every allowed and denied publish and
+subscription in the table is tried against a real server with `omoi up`'s authorization
+block. A refusal is the server's `-ERR Permissions Violation`, which reaches the client
+before the answer to the ping that follows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client
+
+from bus import AuthError, Bus, EmbeddedNatsServer
+from bus import constants as c
+from bus.auth import AuthDir, CredentialsError, load_credentials
+from bus.permissions import ROLES, inbox_prefix
+from schemas import Event, EventType
+
+pytestmark = pytest.mark.integration
+
+T = "T-0123456789ab"
+DISPATCH = c.task_subject("implementation", "shell", T, "a")
+VERDICT = c.event_subject(T, "gate.passed")
+OUTCOME = c.event_subject(T, "task.succeeded")
+AUDIT = c.audit_subject("ticket.submit")
+
+# (role, subject, allowed): publishes.
+PUBLISH = [
+    ("planner", f"$KV.{c.TICKETS_BUCKET}.{T}", True),
+    ("planner", DISPATCH, True),
+    ("planner", c.gate_subject("testing", T), True),
+    ("planner", c.event_subject(T, "ticket.created"), True),
+    ("planner", AUDIT, True),
+    ("planner", f"$KV.{c.TOKENS_BUCKET}.abcdefabcdef", False),
+    ("planner", VERDICT, False),
+    ("planner", OUTCOME, False),
+    ("planner", f"$JS.API.STREAM.DELETE.{c.EVENTS_STREAM}", False),
+    ("planner", f"$JS.API.STREAM.PURGE.{c.EVENTS_STREAM}", False),
+    ("worker", OUTCOME, True),
+    ("worker", c.event_subject(T, "task.started"), True),
+    ("worker", f"$KV.{c.TASKS_BUCKET}.{T}.a", True),
+    ("worker", f"$KV.{c.HEARTBEATS_BUCKET}.worker-1", True),
+    ("worker", f"$KV.{c.TICKETS_BUCKET}.{T}", False),
+    ("worker", VERDICT, False),
+    ("worker", DISPATCH, False),
+    ("worker", c.event_subject(T, "ticket.done"), False),
+    ("worker", c.SUBMIT_SUBJECT, False),
+    ("worker", c.CMD_TICKET_CANCEL, False),
+    ("worker", AUDIT, False),
+    ("worker", f"$KV.{c.TOKENS_BUCKET}.abcdefabcdef", False),
+    ("worker", f"$JS.API.STREAM.PURGE.{c.TASKS_STREAM}", False),
+    ("worker", f"$JS.API.CONSUMER.DELETE.{c.TASKS_STREAM}.tasks-testing-shell", False),
+    ("validator", VERDICT, True),
+    ("validator", c.event_subject(T, "gate.failed"), True),
+    ("validator", OUTCOME, False),
+    ("validator", f"$KV.{c.TASKS_BUCKET}.{T}.a", False),
+    ("validator", f"$KV.{c.TICKETS_BUCKET}.{T}", False),
+    ("validator", DISPATCH, False),
+    ("validator", f"$O.{c.WORKSPACES_BUCKET}.M.x", False),
+    ("recorder", f"$JS.ACK.{c.EVENTS_STREAM}.{c.RECORDER_EVENTS_CONSUMER}.1.1.1.1.1", True),
+    ("recorder", f"$JS.ACK.{c.AUDIT_STREAM}.{c.RECORDER_AUDIT_CONSUMER}.1.1.1.1.1", True),
+    ("recorder", f"$JS.API.CONSUMER.MSG.NEXT.{c.AUDIT_STREAM}.{c.RECORDER_AUDIT_CONSUMER}", True),
+    ("recorder", c.dlq_subject("audit"), True),
+    ("recorder", AUDIT, False),
+    ("recorder", OUTCOME, False),
+    ("recorder", f"$KV.{c.TICKETS_BUCKET}.{T}", False),
+    ("recorder", f"$JS.API.CONSUMER.DELETE.{c.EVENTS_STREAM}.{c.PLANNER_EVENTS_CONSUMER}", False),
+    ("monitor", c.event_subject("_agents", "agent.stale"), True),
+    ("monitor", c.event_subject(T, "ticket.done"), False),
+    ("monitor", f"$KV.{c.TASKS_BUCKET}.{T}.a", False),
+    ("gateway", c.TRUSTED_SUBMIT_SUBJECT, True),
+    ("gateway", c.CMD_TICKET_MOVE, True),
+    ("gateway", f"$JS.API.STREAM.MSG.GET.{c.kv_stream(c.TICKETS_BUCKET)}", True),
+    ("gateway", AUDIT, True),
+    ("gateway", f"$KV.{c.TOKENS_BUCKET}.abcdefabcdef", True),
+    ("gateway", f"$JS.API.CONSUMER.CREATE.{c.kv_stream(c.TOKENS_BUCKET)}", True),
+    ("gateway", f"$JS.API.STREAM.PURGE.{c.AUDIT_STREAM}", False),
+    ("gateway", f"$JS.API.STREAM.MSG.DELETE.{c.AUDIT_STREAM}", False),
+    ("gateway", f"$KV.{c.TICKETS_BUCKET}.{T}", False),
+    ("gateway", VERDICT, False),
+    ("gateway", DISPATCH, False),
+    ("operator", c.SUBMIT_SUBJECT, True),
+    ("operator", c.TRUSTED_SUBMIT_SUBJECT, True),
+    ("operator", c.CMD_TASK_CANCEL, True),
+    ("operator", f"$JS.API.STREAM.INFO.{c.EVENTS_STREAM}", True),
+    ("operator", AUDIT, True),
+    ("operator", f"$KV.{c.TOKENS_BUCKET}.abcdefabcdef", True),
+    ("operator", f"$JS.API.STREAM.MSG.GET.{c.kv_stream(c.TOKENS_BUCKET)}", True),
+    ("operator", f"$JS.API.STREAM.DELETE.{c.AUDIT_STREAM}", False),
+    ("operator", VERDICT, False),
+    ("operator", f"$KV.{c.TASKS_BUCKET}.{T}.a", False),
+    ("operator", f"$JS.API.STREAM.DELETE.{c.EVENTS_STREAM}", False),
+    ("submitter", c.SUBMIT_SUBJECT, True),
+    ("submitter", c.TRUSTED_SUBMIT_SUBJECT, False),
+    ("submitter", c.CMD_TICKET_CANCEL, False),
+    ("submitter", f"$JS.API.STREAM.MSG.GET.{c.kv_stream(c.TICKETS_BUCKET)}", False),
+    ("submitter", c.event_subject(T, "ticket.created"), False),
+    ("submitter", AUDIT, False),
+    ("submitter", f"$KV.{c.TOKENS_BUCKET}.abcdefabcdef", False),
+    ("viewer", f"$JS.API.STREAM.MSG.GET.{c.kv_stream(c.TASKS_BUCKET)}", True),
+    ("viewer", f"$JS.API.CONSUMER.CREATE.{c.EVENTS_STREAM}", True),
+    ("viewer", c.SUBMIT_SUBJECT, False),
+    ("viewer", c.TRUSTED_SUBMIT_SUBJECT, False),
+    ("viewer", c.CMD_TICKET_CANCEL, False),
+    ("viewer", f"$KV.{c.TICKETS_BUCKET}.{T}", False),
+    ("viewer", f"$JS.API.CONSUMER.DURABLE.CREATE.{c.EVENTS_STREAM}.planner-events", False),
+    ("viewer", AUDIT, False),
+    ("viewer", f"$KV.{c.TOKENS_BUCKET}.abcdefabcdef", False),
+    ("viewer", f"$JS.API.STREAM.MSG.GET.{c.kv_stream(c.TOKENS_BUCKET)}", False),
+    ("admin", f"$KV.{c.TICKETS_BUCKET}.{T}", True),
+    ("admin", f"$JS.API.STREAM.INFO.{c.EVENTS_STREAM}", True),
+]
+
+# (role, subject, allowed): subscriptions.
+SUBSCRIBE = [
+    ("planner", c.SUBMIT_SUBJECT, True),
+    ("planner", c.TRUSTED_SUBMIT_SUBJECT, True),
+    ("planner", c.CMD_TICKET_CANCEL, True),
+    ("worker", f"{c.CONTROL_CANCEL_PREFIX}.>", True),
+    ("worker", c.SUBMIT_SUBJECT, False),
+    ("worker", f"{inbox_prefix('planner')}.>", False),
+    ("validator", c.EVENTS_SUBJECTS, False),
+    ("gateway", f"{inbox_prefix('operator')}.>", False),
+    ("gateway", c.CMD_TICKET_CANCEL, False),
+    ("submitter", "_INBOX.abc", True),
+    ("submitter", c.EVENTS_SUBJECTS, False),
+    ("viewer", c.EVENTS_SUBJECTS, True),
+    ("viewer", "_INBOX.abc", True),
+    ("viewer", c.SUBMIT_SUBJECT, False),
+    ("viewer", "omoi.commands.>", False),
+    ("viewer", f"{inbox_prefix('gateway')}.>", False),
+]
+
+
+@pytest.fixture
+async def server(tmp_path: Path, auth_dir: AuthDir) -> AsyncIterator[EmbeddedNatsServer]:
+    # Its own server: a probe must not touch a topology another fixture uses.
+    server = EmbeddedNatsServer(
+        tmp_path / "probe-nats", port=0, authorization=auth_dir.server_block.read_text()
+    )
+    await server.start()
+    yield server
+    await server.stop()
+
+
+class Probe:
+    """A raw client as one role, collecting what the server refuses."""
+
+    def __init__(self) -> None:
+        self.refusals: list[str] = []
+        self.nc: Client | None = None
+        self._refused = asyncio.Event()
+
+    async def connect(self, url: str, auth: AuthDir, role: str) -> Probe:
+        creds = auth.credentials(role)
+
+        async def on_error(exc: Exception) -> None:
+            if "permissions violation" in str(exc).lower():
+                self.refusals.append(str(exc))
+                self._refused.set()
+
+        self.nc = await nats.connect(
+            url,
+            nkeys_seed_str=creds.seed,
+            inbox_prefix=creds.inbox_prefix,
+            error_cb=on_error,
+            max_reconnect_attempts=0,
+        )
+        return self
+
+    async def refused(self, expected: bool) -> list[str]:
+        """What the server refused. The server answers in order, but nats-py hands an
+        -ERR to the error callback as a task of its own: a refusal is awaited, and an
+        acceptance is a second round trip with none."""
+        assert self.nc is not None
+        if expected:
+            await asyncio.wait_for(self._refused.wait(), 5)
+        else:
+            await self.nc.flush(timeout=5)
+            await self.nc.flush(timeout=5)
+        return self.refusals
+
+    async def close(self) -> None:
+        if self.nc is not None:
+            await self.nc.close()
+
+
+@pytest.mark.parametrize(("role", "subject", "allowed"), PUBLISH)
+async def test_the_server_enforces_publish_permissions(
+    server: EmbeddedNatsServer, auth_dir: AuthDir, role: str, subject: str, allowed: bool
+) -> None:
+    probe = await Probe().connect(server.url, auth_dir, role)
+    try:
+        assert probe.nc is not None
+        await probe.nc.publish(subject, b"{}")
+        refused = await probe.refused(expected=not allowed)
+        if allowed:
+            assert refused == [], f"{role} may publish {subject}"
+        else:
+            assert refused and subject.lower() in refused[0].lower(), f"{role}: {subject}"
+    finally:
+        await probe.close()
+
+
+@pytest.mark.parametrize(("role", "subject", "allowed"), SUBSCRIBE)
+async def test_the_server_enforces_subscribe_permissions(
+    server: EmbeddedNatsServer, auth_dir: AuthDir, role: str, subject: str, allowed: bool
+) -> None:
+    probe = await Probe().connect(server.url, auth_dir, role)
+    try:
+        assert probe.nc is not None
+        await probe.nc.subscribe(subject)
+        refused = await probe.refused(expected=not allowed)
+        if allowed:
+            assert refused == [], f"{role} may subscribe to {subject}"
+        else:
+            assert refused and "subscription" in refused[0].lower(), f"{role}: {subject}"
+    finally:
+        await probe.close()
+
+
+def test_every_role_is_in_the_tables() -> None:
+    assert {r for r, _, _ in PUBLISH} == set(ROLES)
+
+
+async def test_connecting_without_credentials_or_with_unknown_ones_is_refused(
+    server: EmbeddedNatsServer, tmp_path: Path
+) -> None:
+    with pytest.raises(AuthError, match="refused the credentials"):
+        await Bus.connect(server.url, name="anonymous", max_reconnect_attempts=-1)
+    stranger = AuthDir(tmp_path / "stranger").ensure().credentials("admin")
+    with pytest.raises(AuthError, match="refused the credentials"):
+        await Bus.connect(server.url, name="stranger", credentials=stranger)
+
+
+async def test_a_forged_verdict_is_refused_and_never_stored(
+    settings_bus: Bus, auth_dir: AuthDir, server: EmbeddedNatsServer
+) -> None:
+    """A worker (or anyone but a validator) claiming a gate passed: the server drops it,
+    so the event stream, which the planner applies, never holds it."""
+    forged = Event(
+        id=f"{T}.gate.testing.1", type=EventType.GATE_PASSED, ticket_id=T, data={"phase": "testing"}
+    )
+    worker = await Bus.connect(
+        server.url, name="forger", credentials=auth_dir.credentials("worker"), patience_s=1.0
+    )
+    try:
+        with pytest.raises(Exception):  # noqa: B017,PT011 (refused: no ack ever comes)
+            await worker.publish_event(forged)
+    finally:
+        await worker.close()
+    held = await settings_bus.live_subjects(c.EVENTS_STREAM, c.ticket_events_filter(T))
+    assert held == {}
+    # The validator's verdict is stored.
+    validator = await Bus.connect(
+        server.url, name="validator", credentials=auth_dir.credentials("validator")
+    )
+    try:
+        await validator.publish_event(forged)
+    finally:
+        await validator.close()
+    held = await settings_bus.live_subjects(c.EVENTS_STREAM, c.ticket_events_filter(T))
+    assert held == {VERDICT: 1}
+
+
+async def test_a_watcher_cannot_take_over_a_durable_consumer(
+    settings_bus: Bus, auth_dir: AuthDir, server: EmbeddedNatsServer
+) -> None:
+    """The bare (ephemeral) create subject a viewer may use admits no durable name, so it
+    cannot reconfigure the planner's consumer through it."""
+    before = await settings_bus.admin.consumer_info(c.EVENTS_STREAM, c.PLANNER_EVENTS_CONSUMER)
+    probe = await Probe().connect(server.url, auth_dir, "viewer")
+    try:
+        assert probe.nc is not None
+        for key in ("durable_name", "name"):
+            request = {
+                "stream_name": c.EVENTS_STREAM,
+                "config": {key: c.PLANNER_EVENTS_CONSUMER, "filter_subject": "omoi.events.x.>"},
+            }
+            reply = await probe.nc.request(
+                f"$JS.API.CONSUMER.CREATE.{c.EVENTS_STREAM}", json.dumps(request).encode(), 5
+            )
+            assert "error" in json.loads(reply.data), key
+    finally:
+        await probe.close()
+    after = await settings_bus.admin.consumer_info(c.EVENTS_STREAM, c.PLANNER_EVENTS_CONSUMER)
+    assert after.config.filter_subjects == before.config.filter_subjects
+
+
+def test_credentials_files_must_be_private_and_well_formed(tmp_path: Path) -> None:
+    auth = AuthDir(tmp_path / "auth").ensure()
+    seed = auth.seed_file("worker")
+    assert seed.stat().st_mode & 0o777 == 0o600
+    assert auth.path.stat().st_mode & 0o777 == 0o700
+    assert load_credentials(seed).role == "worker"
+    assert "SU" not in repr(load_credentials(seed))  # the seed never shows in a log line
+    seed.chmod(0o644)
+    with pytest.raises(CredentialsError, match="chmod 600"):
+        load_credentials(seed)
+    seed.chmod(0o600)
+    (tmp_path / "copied").mkdir()
+    bad = tmp_path / "copied" / "viewer.nk"
+    bad.write_text("not a seed\n")
+    bad.chmod(0o600)
+    with pytest.raises(CredentialsError, match="not an nkey user seed"):
+        load_credentials(bad)
+    with pytest.raises(CredentialsError, match="cannot read"):
+        load_credentials(tmp_path / "auth" / "gateway-missing.nk", "gateway")
+    with pytest.raises(CredentialsError, match="unknown role"):
+        load_credentials(tmp_path / "auth" / "root.nk")
+    # Existing identities survive a restart: ensure keeps them.
+    before = auth.public_keys()["planner"]
+    assert AuthDir(auth.path).ensure().public_keys()["planner"] == before
+
+
+@pytest.fixture
+async def settings_bus(
+    server: EmbeddedNatsServer, auth_dir: AuthDir, tmp_path: Path
+) -> AsyncIterator[Bus]:
+    """The admin's bus on the probe server, with the topology."""
+    from bus.topology import TopologyConfig
+
+    bus = await Bus.connect(
+        server.url,
+        name="test-admin",
+        topology=TopologyConfig(),
+        credentials=auth_dir.credentials("admin"),
+    )
+    yield bus
+    await bus.close()
