@@ -98,7 +98,6 @@ def build_agent(
     raise SystemExit(f"unknown agent role {role!r}; one of {', '.join(ROLES)}")
 
 
-<<<<<<< HEAD
 # The roles allowed to create and converge the topology; the others wait for it.
 PROVISIONING_ROLES = ("planner",)
 PROVISION_WAIT_S = 0.5
@@ -123,17 +122,11 @@ async def connect(role: str, settings: Settings) -> Bus:
             delay = min(delay * 2, PROVISION_WAIT_MAX_S)
 
 
-async def run_agent(role: str, settings: Settings, args: argparse.Namespace) -> None:
-    bus = await connect(role, settings)
-    agent = build_agent(role, bus, settings, args)
-=======
 async def run_agent(
     role: str, settings: Settings, args: argparse.Namespace, redactor: Redactor | None = None
 ) -> None:
-    url = settings.nats_url or f"nats://127.0.0.1:{DEFAULT_NATS_PORT}"
-    bus = await Bus.connect(url, name=f"omoi-{role}", topology=settings.topology())
+    bus = await connect(role, settings)
     agent = build_agent(role, bus, settings, args, redactor)
->>>>>>> secrets
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, agent.request_stop)
@@ -146,14 +139,6 @@ async def run_agent(
 def main(role: str, argv: Sequence[str] | None = None) -> None:
     args = parser(role).parse_args(argv)
     configure_logging(args.log_level)
-<<<<<<< HEAD
-    settings = Settings.from_env(os.environ, data_dir=args.data_dir)
-    try:
-        asyncio.run(run_agent(role, settings, args), loop_factory=loop_factory())
-    except AuthError as exc:
-        # Wrong or missing credentials: restarting will not fix them, so say what to fix.
-        raise SystemExit(f"omoi agent {role}: {exc}") from None
-=======
     try:
         settings = Settings.from_env(os.environ, data_dir=args.data_dir)
     except SettingsError as exc:
@@ -163,8 +148,11 @@ def main(role: str, argv: Sequence[str] | None = None) -> None:
     # One redactor for the whole process: its log lines and what its agent publishes.
     redactor = Redactor.from_settings(settings)
     install_log_redaction(redactor)
-    asyncio.run(run_agent(role, settings, args, redactor), loop_factory=loop_factory())
->>>>>>> secrets
+    try:
+        asyncio.run(run_agent(role, settings, args, redactor), loop_factory=loop_factory())
+    except AuthError as exc:
+        # Wrong or missing credentials: restarting will not fix them, so say what to fix.
+        raise SystemExit(f"omoi agent {role}: {exc}") from None
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
