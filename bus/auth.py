@@ -44,6 +44,10 @@ class Credentials:
     def inbox_prefix(self) -> str:
         return inbox_prefix(self.role)
 
+    def connect_options(self) -> dict[str, str]:
+        """What `nats.connect` takes to authenticate as this identity."""
+        return {"nkeys_seed_str": self.seed, "inbox_prefix": self.inbox_prefix}
+
     def __repr__(self) -> str:  # never the seed
         return f"Credentials(role={self.role!r}, path={str(self.path)!r})"
 

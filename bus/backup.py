@@ -128,9 +128,7 @@ class Snapshots:
         connect_timeout: float = 3.0,
         credentials: Credentials | None = None,
     ) -> Snapshots:
-        auth: dict[str, Any] = {}
-        if credentials is not None:
-            auth = {"nkeys_seed_str": credentials.seed, "inbox_prefix": credentials.inbox_prefix}
+        auth = credentials.connect_options() if credentials is not None else {}
         nc = await nats.connect(
             servers=[u.strip() for u in url.split(",")],
             name=name,

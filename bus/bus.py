@@ -108,9 +108,7 @@ class Bus:
         Failing raises `Unavailable`, `NotProvisioned` without the topology, or
         `AuthError` when the server refuses the credentials.
         """
-        auth: dict[str, Any] = {}
-        if credentials is not None:
-            auth = {"nkeys_seed_str": credentials.seed, "inbox_prefix": credentials.inbox_prefix}
+        auth = credentials.connect_options() if credentials is not None else {}
         nc = await _connect(
             url,
             name=name,

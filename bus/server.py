@@ -8,6 +8,7 @@ import logging
 import re
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +63,7 @@ class EmbeddedNatsServer:
         cluster: ClusterConfig | None = None,
         monitor_port: int | None = None,
         authorization: str | None = None,
+        on_log: Callable[[str], None] | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.host = host
@@ -74,6 +76,8 @@ class EmbeddedNatsServer:
         # The `authorization` block that admits Omoi's identities (`AuthDir.render()`);
         # None runs the server open, for tests of what that permits.
         self.authorization = authorization
+        # Gets every line the server logs (what it refused among them: bus/server_audit.py).
+        self.on_log = on_log
         self._proc: asyncio.subprocess.Process | None = None
         self._log_task: asyncio.Task[None] | None = None
 
@@ -138,7 +142,7 @@ class EmbeddedNatsServer:
         except (TimeoutError, ServerStartError):
             await self.stop()
             raise
-        self._log_task = asyncio.create_task(_forward_log(self._proc))
+        self._log_task = asyncio.create_task(_forward_log(self._proc, self.on_log))
         log.info("nats-server ready on %s (store %s)", self.url, self.data_dir)
         return self.url
 
@@ -176,8 +180,16 @@ class EmbeddedNatsServer:
             self._log_task = None
 
 
-async def _forward_log(proc: asyncio.subprocess.Process) -> None:
+async def _forward_log(
+    proc: asyncio.subprocess.Process, on_log: Callable[[str], None] | None
+) -> None:
     # The pipe must be drained or the server blocks once it fills.
     assert proc.stderr is not None
     while raw := await proc.stderr.readline():
-        log.debug("nats-server: %s", raw.decode(errors="replace").rstrip())
+        line = raw.decode(errors="replace").rstrip()
+        log.debug("nats-server: %s", line)
+        if on_log is not None:
+            try:
+                on_log(line)
+            except Exception:
+                log.exception("handling a nats-server log line failed")

@@ -19,7 +19,9 @@ from typing import Any
 from agents.settings import Settings
 from agents.supervisor import Child, LineSink, Supervisor, agent_argv
 from bus import Bus, BusError, EmbeddedNatsServer
+from bus.audit import AuditTrail
 from bus.auth import AuthDir
+from bus.server_audit import ServerRefusals
 from cli import state, tokens
 from cli.readiness import agent_probe, http_probe, wait_ready
 from cli.secret_files import ADMIN_TOKEN_FILE, SecretFileError, auth_path
@@ -51,11 +53,16 @@ async def up(
     settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     server: EmbeddedNatsServer | None = None
+    refusals: ServerRefusals | None = None
     if settings.nats_url is None:
         # Auth is on from the first start: an identity per role, in the data dir.
         auth = AuthDir(settings.auth_path).ensure()
+        refusals = ServerRefusals(auth.public_keys())
         server = EmbeddedNatsServer(
-            settings.data_dir / "nats", port=nats_port, authorization=auth.server_block.read_text()
+            settings.data_dir / "nats",
+            port=nats_port,
+            authorization=auth.server_block.read_text(),
+            on_log=refusals,
         )
         settings = settings.model_copy(update={"nats_url": await server.start()})
     stop = asyncio.Event()
@@ -70,6 +77,8 @@ async def up(
             topology=settings.topology(),
             credentials=settings.credentials("admin"),
         )
+        if refusals is not None:
+            refusals.trail = AuditTrail(bus)
         try:
             if http_url is not None:
                 await _local_admin(bus, settings)
@@ -81,6 +90,9 @@ async def up(
             )
             await _supervise(settings, bus, supervisor, http_url, ready_timeout, stop, on_ready)
         finally:
+            if refusals is not None and refusals.trail is not None:
+                trail, refusals.trail = refusals.trail, None
+                await trail.flush()
             await bus.close()
     finally:
         if server is not None:

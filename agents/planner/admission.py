@@ -14,7 +14,7 @@ from typing import Any
 
 from agents.errors import InvalidTicket
 from agents.llm.client import ModelClient
-from agents.planner import rights
+from agents.planner import audit, rights
 from agents.planner.apply import Reconciler
 from agents.planner.decompose import decompose
 from agents.planner.intake import Intake, assemble, build, derive_ticket_id, same_ticket
@@ -22,6 +22,7 @@ from agents.settings import Settings
 from bus import Bus, Delivery, Reject, Request
 from bus import constants as c
 from schemas import ErrorInfo, Event, EventType, Reply
+from schemas.audit import AuditOutcome
 from schemas.ticket import TicketState
 
 
@@ -67,6 +68,14 @@ class Admission:
             intake = self._build(data, delivery.subject)
         except InvalidTicket as exc:
             await self._rejected(ticket_id, exc, len(data), delivery.subject)
+            entry = audit.submission(
+                delivery.subject,
+                delivery.seq,
+                ticket_id,
+                AuditOutcome.REJECTED,
+                f"{exc.category}: {exc.message}",
+            )
+            await self.bus.publish_audit(entry)
             raise Reject(exc.message, exc.category) from exc
 
         ticket = intake.ticket
@@ -103,6 +112,10 @@ class Admission:
                     },
                 )
             )
+        # Stored before the submission is acked, so every admitted one is on record.
+        await self.bus.publish_audit(
+            audit.submission(delivery.subject, delivery.seq, ticket.id, AuditOutcome.OK)
+        )
         await self.reconciler.reconcile(ticket.id)
 
     async def _check_duplicate(self, existing: TicketState, ticket: TicketState, size: int) -> None:

@@ -13,6 +13,7 @@ never strands it.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 from agents.base import Agent
 from agents.errors import CommandError
 from agents.llm.client import ModelClient, ModelConfig
+from agents.planner import audit
 from agents.planner.admission import Admission
 from agents.planner.apply import Reconciler
 from agents.planner.commands import Commands
@@ -38,6 +40,7 @@ from schemas import (
     MoveTicket,
     Reply,
 )
+from schemas.audit import AuditOutcome
 from schemas.gate import GateVerdict
 from schemas.task import task_key
 
@@ -174,9 +177,25 @@ class Planner(Agent):
             except Exception as exc:
                 self.log.exception("command on %s failed", request.subject)
                 reply = Reply(ok=False, error=ErrorInfo(category="internal", message=repr(exc)))
+            await self._audit_command(request, reply)
             return reply.to_json()
 
         return handle
+
+    async def _audit_command(self, request: Request, reply: Reply) -> None:
+        target = reply.task_id or reply.ticket_id or _named_target(request.data)
+        if reply.ok:
+            outcome, detail = AuditOutcome.OK, reply.message
+        elif reply.error is not None and reply.error.category == "internal":
+            outcome, detail = AuditOutcome.ERROR, reply.error.message
+        else:
+            error = reply.error
+            outcome = AuditOutcome.REJECTED
+            detail = f"{error.category}: {error.message}" if error else ""
+        try:
+            await self.bus.publish_audit(audit.command(request.subject, target, outcome, detail))
+        except Exception as exc:  # noqa: BLE001 - the command is done; its record is not
+            self.log.warning("audit of %s on %s not stored: %r", target, request.subject, exc)
 
     # Sweep
 
@@ -205,3 +224,14 @@ def _event_key(delivery: Delivery) -> str:
     # omoi.events.<ticket>.<type...>
     parts = delivery.subject.split(".")
     return parts[2] if len(parts) > 2 else ""
+
+
+def _named_target(data: bytes) -> str:
+    """What a command that failed named, for its audit entry (it may not even parse)."""
+    try:
+        body = json.loads(data)
+    except ValueError:
+        return ""
+    if not isinstance(body, dict):
+        return ""
+    return str(body.get("task_id") or body.get("ticket_id") or "")[:200]

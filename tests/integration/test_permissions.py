@@ -40,6 +40,8 @@ PUBLISH = [
     ("planner", AUDIT, True),
     ("planner", f"$KV.{c.TOKENS_BUCKET}.abcdefabcdef", False),
     ("planner", VERDICT, False),
+    ("planner", f"{inbox_prefix('gateway')}.abc", True),  # its answers
+    ("planner", f"{inbox_prefix('worker')}.abc", False),
     ("planner", OUTCOME, False),
     ("planner", f"$JS.API.STREAM.DELETE.{c.EVENTS_STREAM}", False),
     ("planner", f"$JS.API.STREAM.PURGE.{c.EVENTS_STREAM}", False),
@@ -50,6 +52,7 @@ PUBLISH = [
     ("worker", f"$KV.{c.TICKETS_BUCKET}.{T}", False),
     ("worker", VERDICT, False),
     ("worker", DISPATCH, False),
+    ("worker", "_INBOX.abc", False),  # no forged answers to anyone's request
     ("worker", c.event_subject(T, "ticket.done"), False),
     ("worker", c.SUBMIT_SUBJECT, False),
     ("worker", c.CMD_TICKET_CANCEL, False),
@@ -335,3 +338,59 @@ async def settings_bus(
     )
     yield bus
     await bus.close()
+
+
+async def test_what_the_server_refuses_is_audited(tmp_path: Path, auth_dir: AuthDir) -> None:
+    """`omoi up` reads its server's log: a refused connection and a denied publish by a
+    known role become audit entries, whoever tried them."""
+    from bus.audit import AuditTrail
+    from bus.server_audit import ServerRefusals
+    from bus.topology import TopologyConfig
+    from schemas.audit import AuditEntry
+    from tests.helpers import wait_until
+
+    refusals = ServerRefusals(auth_dir.public_keys())
+    server = EmbeddedNatsServer(
+        tmp_path / "audited-nats",
+        port=0,
+        authorization=auth_dir.server_block.read_text(),
+        on_log=refusals,
+    )
+    await server.start()
+    admin = await Bus.connect(
+        server.url,
+        name="admin",
+        topology=TopologyConfig(),
+        credentials=auth_dir.credentials("admin"),
+    )
+    refusals.trail = AuditTrail(admin)
+    try:
+        with pytest.raises(AuthError):
+            await Bus.connect(server.url, name="anonymous")
+        probe = await Probe().connect(server.url, auth_dir, "worker")
+        assert probe.nc is not None
+        await probe.nc.publish(VERDICT, b"{}")
+        await probe.refused(expected=True)
+        await probe.close()
+
+        async def entries() -> list[AuditEntry]:
+            info = await admin.js.stream_info(c.AUDIT_STREAM)
+            return [
+                AuditEntry.model_validate_json((await admin.js.get_msg(c.AUDIT_STREAM, s)).data)
+                for s in range(info.state.first_seq, info.state.last_seq + 1)
+                if info.state.messages
+            ]
+
+        async def both() -> bool:
+            return {e.action for e in await entries()} >= {"auth.failure", "auth.denied"}
+
+        await wait_until(both, timeout=10)
+        got = {e.action: e for e in await entries()}
+        assert got["auth.failure"].actor == "anonymous" and got["auth.failure"].via == "nats"
+        denied = got["auth.denied"]
+        assert (denied.actor, denied.target) == ("nats:worker", VERDICT)
+        assert denied.source.startswith("127.0.0.1:")
+    finally:
+        await refusals.trail.flush()
+        await admin.close()
+        await server.stop()
