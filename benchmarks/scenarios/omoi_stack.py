@@ -61,15 +61,19 @@ async def omoi_stack(
     nats_url: str | None = None,
     replicas: int = 1,
     env: dict[str, str] | None = None,
+    auth: bool = True,
 ) -> AsyncIterator[Stack]:
     """A planner and `workers` worker processes, on an embedded server unless `nats_url`
     names one (a cluster). Workers serve `phases` (all when empty) and `capabilities`."""
     server = None
     # Auth on, as `omoi up` runs it: every process connects as its own role.
-    auth = AuthDir(workdir / "data" / "auth").ensure()
+    identities = AuthDir(workdir / "data" / "auth").ensure()
     if nats_url is None:
         server = EmbeddedNatsServer(
-            workdir / "nats", port=0, authorization=auth.server_block.read_text()
+            workdir / "nats",
+            port=0,
+            # Off only to measure what auth costs (the clients still present their keys).
+            authorization=identities.server_block.read_text() if auth else None,
         )
         nats_url = await server.start()
     settings = Settings(
@@ -82,7 +86,7 @@ async def omoi_stack(
         nats_url,
         name="bench",
         topology=settings.topology(),
-        credentials=auth.credentials("admin"),
+        credentials=identities.credentials("admin"),
     )
     stack = Stack(settings, bus, server=server)
     env = {**os.environ, **settings.to_env(), **AGENT_ENV, **(env or {})}
