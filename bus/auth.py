@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import nkeys
 
 from bus.errors import AuthError
 from bus.permissions import PERMISSIONS, ROLES, Permissions, inbox_prefix
+from bus.private_files import PrivateFileError, read_private, write_private
 
 SERVER_BLOCK = "authorization.conf"
 SEED_SUFFIX = ".nk"
@@ -59,18 +59,9 @@ def load_credentials(path: Path, role: str | None = None) -> Credentials:
     if role not in ROLES:
         raise CredentialsError(f"{path}: unknown role {role!r}; one of {', '.join(ROLES)}")
     try:
-        mode = path.stat().st_mode
-        if not stat.S_ISREG(mode):
-            raise CredentialsError(f"{path}: not a regular file")
-        if mode & 0o077:
-            raise CredentialsError(
-                f"{path}: readable by other users (mode {stat.S_IMODE(mode):04o}); "
-                f"run `chmod 600 {path}`"
-            )
-        with path.open("rb") as fh:
-            raw = fh.read(_MAX_SEED_BYTES + 1)
-    except OSError as exc:
-        raise CredentialsError(f"{path}: cannot read credentials: {exc.strerror}") from exc
+        raw = read_private(path, max_bytes=_MAX_SEED_BYTES)
+    except PrivateFileError as exc:
+        raise CredentialsError(f"credentials: {exc}") from None
     seed = raw.decode(errors="replace").strip()
     if len(raw) > _MAX_SEED_BYTES or not _is_user_seed(seed):
         raise CredentialsError(f"{path}: not an nkey user seed (it should start with 'SU')")
@@ -122,8 +113,8 @@ class AuthDir:
             seed_file = self.seed_file(role)
             if role in rotate or not seed_file.exists():
                 seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER).decode()
-                _write_private(seed_file, seed + "\n")
-        _write_private(self.server_block, self.render())
+                write_private(seed_file, seed + "\n")
+        write_private(self.server_block, self.render())
         if owner is not None:
             for path in (self.path, self.server_block, *map(self.seed_file, ROLES)):
                 os.chown(path, owner, -1)
@@ -158,13 +149,3 @@ def _user_block(role: str, public_key: str, perms: Permissions) -> str:
     return (
         f"    # {role}: {perms.notes}\n    {{nkey: {public_key}, permissions: {json.dumps(block)}}}"
     )
-
-
-def _write_private(path: Path, text: str) -> None:
-    # Created 0600 from the start: never briefly readable by others.
-    fd = os.open(
-        path.with_suffix(path.suffix + ".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600
-    )
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(path.with_suffix(path.suffix + ".tmp"), path)

@@ -8,10 +8,10 @@ already, so the error says to delete it (a new one is made) or to `chmod 600` it
 
 from __future__ import annotations
 
-import os
 import secrets
-import stat
 from pathlib import Path
+
+from bus.private_files import PrivateFileError, read_private, write_private
 
 AUTH_DIR = "auth"
 ADMIN_TOKEN_FILE = "gateway-admin.token"
@@ -29,40 +29,16 @@ def auth_path(data_dir: Path, name: str) -> Path:
 def read_secret(path: Path) -> str | None:
     """The file's text, stripped; None when there is no file."""
     try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        return None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise SecretFileError(
-            f"{path} may be read by others (mode {stat.S_IMODE(mode):04o}); its secret may "
-            f"have leaked: delete it to get a new one, or `chmod 600 {path}` to keep it"
-        )
-    return path.read_text(encoding="utf-8").strip()
+        return read_private(path).decode("utf-8").strip()
+    except PrivateFileError as exc:
+        if exc.missing:
+            return None
+        raise SecretFileError(f"{exc}; or delete it to get a new one") from None
 
 
 def write_secret(path: Path, text: str, *, replace: bool = True) -> bool:
-    """Write atomically with mode 0600 (the directory 0700). Without `replace`, an existing
-    file is kept and False returned: of two processes making one, both use the same."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        # The umask cannot widen it, but an old temp file's mode could have: set it.
-        os.fchmod(fd, 0o600)
-        os.write(fd, (text + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    if replace:
-        os.replace(tmp, path)
-        return True
-    try:
-        os.link(tmp, path)  # fails if it exists: never replaces
-    except FileExistsError:
-        return False
-    finally:
-        tmp.unlink()
-    return True
+    """Write `text` and a newline, privately (see `write_private`)."""
+    return write_private(path, text + "\n", replace=replace)
 
 
 def session_key(data_dir: Path) -> bytes:
