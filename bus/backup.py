@@ -29,7 +29,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import IO, Any
 
-import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
@@ -37,6 +36,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 
 from bus import constants as c
 from bus.auth import Credentials
+from bus.bus import connect_client
 from bus.errors import BusError
 
 log = logging.getLogger(__name__)
@@ -128,14 +128,8 @@ class Snapshots:
         connect_timeout: float = 3.0,
         credentials: Credentials | None = None,
     ) -> Snapshots:
-        auth = credentials.connect_options() if credentials is not None else {}
-        nc = await nats.connect(
-            servers=[u.strip() for u in url.split(",")],
-            name=name,
-            connect_timeout=connect_timeout,
-            max_reconnect_attempts=2,
-            reconnect_time_wait=0.5,
-            **auth,
+        nc = await connect_client(
+            url, credentials, name=name, connect_timeout=connect_timeout, max_reconnect_attempts=2
         )
         return cls(nc)
 

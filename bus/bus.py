@@ -108,13 +108,12 @@ class Bus:
         Failing raises `Unavailable`, `NotProvisioned` without the topology, or
         `AuthError` when the server refuses the credentials.
         """
-        auth = credentials.connect_options() if credentials is not None else {}
-        nc = await _connect(
+        nc = await connect_client(
             url,
+            credentials,
             name=name,
             connect_timeout=connect_timeout,
             max_reconnect_attempts=max_reconnect_attempts,
-            **auth,
         )
         bus = cls(nc, patience_s=patience_s, op_timeout_s=op_timeout_s)
         try:
@@ -364,9 +363,12 @@ class Bus:
         return durable
 
 
-async def _connect(url: str, **options: Any) -> Client:
-    """`nats.connect`, except that a server refusing the credentials ends the attempt
-    at once: nats-py would otherwise retry them forever, as if the server were down."""
+async def connect_client(url: str, credentials: Credentials | None, **options: Any) -> Client:
+    """`nats.connect` to `url` (comma-separated servers) as `credentials`, except that a
+    server refusing them ends the attempt at once: nats-py would otherwise retry them
+    forever, as if the server were down. Every connection in `bus/` is made here."""
+    if credentials is not None:
+        options.update(credentials.connect_options())
     refused: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
 
     async def on_error(exc: Exception) -> None:
