@@ -8,6 +8,7 @@ Readers never touch the database file: the recorder publishes Parquet segments f
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from agents.base import Agent
@@ -61,20 +62,7 @@ class Recorder(Agent):
 
     async def _events(self, batch: list[Delivery]) -> None:
         """Store a batch of events (the runtime acks it once this returns)."""
-        records: list[RecordedEvent] = []
-        for delivery in batch:
-            try:
-                records.append(RecordedEvent.from_event_json(delivery.data, delivery.seq))
-            except StoreError as exc:
-                # Not ours to fix: keep a copy with the reason and move on.
-                await self.bus.dead_letter(
-                    "events",
-                    delivery.data,
-                    f"unrecordable event: {exc}",
-                    "invalid_event",
-                    subject=delivery.subject,
-                    seq=delivery.seq,
-                )
+        records = await self._parsed(batch, RecordedEvent.from_event_json, "events", "event")
         inserted = await asyncio.to_thread(self.store.ingest, records)
         self.recorded += inserted
         self.log.debug("recorded %d of %d events", inserted, len(batch))
@@ -89,20 +77,28 @@ class Recorder(Agent):
         await asyncio.to_thread(self.store.ingest_dead_letters, letters)
 
     async def _audit(self, batch: list[Delivery]) -> None:
-        records: list[AuditRecord] = []
+        records = await self._parsed(batch, AuditRecord.from_json, "audit", "audit entry")
+        await asyncio.to_thread(self.store.ingest_audit, records)
+
+    async def _parsed[R](
+        self, batch: list[Delivery], parse: Callable[[bytes, int], R], origin: str, what: str
+    ) -> list[R]:
+        """The batch's records; what cannot be one is not ours to fix: a dead-letter copy
+        with the reason, and on."""
+        records: list[R] = []
         for delivery in batch:
             try:
-                records.append(AuditRecord.from_json(delivery.data, delivery.seq))
+                records.append(parse(delivery.data, delivery.seq))
             except StoreError as exc:
                 await self.bus.dead_letter(
-                    "audit",
+                    origin,
                     delivery.data,
-                    f"unrecordable audit entry: {exc}",
-                    "invalid_audit",
+                    f"unrecordable {what}: {exc}",
+                    f"invalid_{origin.removesuffix('s')}",
                     subject=delivery.subject,
                     seq=delivery.seq,
                 )
-        await asyncio.to_thread(self.store.ingest_audit, records)
+        return records
 
     async def _publish_loop(self) -> None:
         """Publish readers' segments now and then, with maintenance once in a while."""
