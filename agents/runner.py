@@ -19,6 +19,7 @@ from agents.errors import SettingsError
 from agents.redact import Redactor, install_log_redaction
 from agents.settings import DEFAULT_NATS_PORT, Settings
 from bus import AuthError, Bus, NotProvisioned
+from bus.server_events import ServerEvents
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ def build_agent(
     settings: Settings,
     args: argparse.Namespace,
     redactor: Redactor | None = None,
+    server_events: ServerEvents | None = None,
 ) -> Agent:
     # Imported here so a process only loads the role it runs.
     if role == "planner":
@@ -84,7 +86,7 @@ def build_agent(
     if role == "monitor":
         from agents.monitor.agent import Monitor
 
-        return Monitor(bus, settings, agent_id=args.agent_id)
+        return Monitor(bus, settings, agent_id=args.agent_id, server_events=server_events)
     if role == "validator":
         from agents.validator.agent import Validator
 
@@ -102,6 +104,8 @@ def build_agent(
 PROVISIONING_ROLES = ("planner",)
 PROVISION_WAIT_S = 0.5
 PROVISION_WAIT_MAX_S = 10.0
+# The roles that also listen to the servers' system account.
+SYSTEM_LISTENERS = ("monitor",)
 
 
 async def connect(role: str, settings: Settings) -> Bus:
@@ -122,17 +126,29 @@ async def connect(role: str, settings: Settings) -> Bus:
             delay = min(delay * 2, PROVISION_WAIT_MAX_S)
 
 
+async def connect_server_events(role: str, settings: Settings) -> ServerEvents | None:
+    """The monitor's second connection, as `system`, when this machine holds that identity."""
+    credentials = settings.system_credentials() if role in SYSTEM_LISTENERS else None
+    if credentials is None:
+        return None
+    url = settings.nats_url or f"nats://127.0.0.1:{DEFAULT_NATS_PORT}"
+    return await ServerEvents.connect(url, credentials, name=f"omoi-{role}-system")
+
+
 async def run_agent(
     role: str, settings: Settings, args: argparse.Namespace, redactor: Redactor | None = None
 ) -> None:
     bus = await connect(role, settings)
-    agent = build_agent(role, bus, settings, args, redactor)
+    server_events = await connect_server_events(role, settings)
+    agent = build_agent(role, bus, settings, args, redactor, server_events)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, agent.request_stop)
     try:
         await agent.run()
     finally:
+        if server_events is not None:
+            await server_events.close()
         await bus.close()
 
 

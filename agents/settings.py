@@ -11,7 +11,7 @@ from agents.errors import SettingsError
 from agents.secret_files import FILE_SUFFIX, read_secret_file
 from agents.task_env import ENV_NAME, NEVER_PREFIXES
 from bus.auth import SEED_SUFFIX, AuthDir, Credentials, load_credentials
-from bus.permissions import ROLES
+from bus.permissions import ROLES, SYSTEM_ROLE
 from bus.topology import TopologyConfig
 from schemas.usage import Budget
 
@@ -26,6 +26,9 @@ class Settings(BaseModel):
     # This process's NATS identity, an nkey seed file. Unset: the role's own file in
     # `auth_dir` (default `<data_dir>/auth`, made by `omoi up` or `omoi auth init`).
     nats_credentials: Path | None = None
+    # The monitor's second identity, in the servers' system account (refused connections).
+    # Unset: `system.nk` in the auth dir, if there is one.
+    nats_system_credentials: Path | None = None
     auth_dir: Path | None = None
     data_dir: Path = Path(".omoi")
     heartbeat_interval_s: float = Field(default=30.0, gt=0)
@@ -139,7 +142,9 @@ class Settings(BaseModel):
         environment too."""
         env = {}
         # An identity is per process: children pick their own role's from the auth dir.
-        values = self.model_dump(exclude_none=True, exclude={"nats_credentials"})
+        values = self.model_dump(
+            exclude_none=True, exclude={"nats_credentials", "nats_system_credentials"}
+        )
         for name, value in values.items():
             key = ENV_PREFIX + name.upper()
             if isinstance(value, SecretStr):
@@ -187,6 +192,14 @@ class Settings(BaseModel):
             return load_credentials(self.nats_credentials, own if own in ROLES else role)
         seed = AuthDir(self.auth_path).seed_file(role)
         return load_credentials(seed, role) if seed.exists() else None
+
+    def system_credentials(self) -> Credentials | None:
+        """The identity that hears what the servers announce: `nats_system_credentials`,
+        else `system.nk` in the auth dir, else none."""
+        if self.nats_system_credentials is not None:
+            return load_credentials(self.nats_system_credentials, SYSTEM_ROLE)
+        seed = AuthDir(self.auth_path).seed_file(SYSTEM_ROLE)
+        return load_credentials(seed, SYSTEM_ROLE) if seed.exists() else None
 
     @property
     def workspaces_dir(self) -> Path:

@@ -54,6 +54,8 @@ DLQ_SUBJECTS = "omoi.dlq.>"
 # Audit: `omoi.audit.<action>`, append-only (no message may be deleted or purged).
 AUDIT_STREAM = "OMOI_AUDIT"
 AUDIT_SUBJECTS = "omoi.audit.>"
+# Where every server of a cluster announces a connection it refused (its system account).
+SERVER_AUTH_ERRORS = "$SYS.SERVER.*.CLIENT.AUTH.ERR"
 RECORDER_AUDIT_CONSUMER = "recorder-audit"
 
 # Operator commands, request/reply, answered by a planner.

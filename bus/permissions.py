@@ -21,6 +21,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from bus import constants as c
+from schemas.audit import AuditAction
 
 ROLES = (
     "planner",
@@ -33,7 +34,13 @@ ROLES = (
     "submitter",
     "viewer",
     "admin",
+    "system",
 )
+# The roles in the servers' system account, not Omoi's: they see what the servers say
+# about themselves (a refused connection, on any node), and nothing of Omoi's traffic.
+SYSTEM_ROLE = "system"
+SYSTEM_ROLES = (SYSTEM_ROLE,)
+SYSTEM_ACCOUNT = "SYS"
 # The agent processes, each running as its own role.
 AGENT_ROLES = ("planner", "worker", "validator", "recorder", "monitor")
 
@@ -275,9 +282,15 @@ def _table() -> dict[str, Permissions]:
             notes="reads every event, dead letter and audit entry into the store; changes no state",
         ),
         "monitor": Permissions(
-            publish=(*_HEARTBEAT, *_reads(c.TICKETS_BUCKET, c.TASKS_BUCKET), *_AGENT_EVENTS),
+            publish=(
+                *_HEARTBEAT,
+                *_reads(c.TICKETS_BUCKET, c.TASKS_BUCKET),
+                *_AGENT_EVENTS,
+                # The connections the servers refused, which it hears as `system`.
+                c.audit_subject(AuditAction.AUTH_FAILURE),
+            ),
             subscribe=own("monitor"),
-            notes="reads heartbeats, reports stale agents",
+            notes="reads heartbeats, reports stale agents and refused connections",
         ),
         "gateway": Permissions(
             publish=(
@@ -325,9 +338,17 @@ def _table() -> dict[str, Permissions]:
             responds=True,
             notes="break glass: provisioning, backup and restore, repairs by hand",
         ),
+        "system": Permissions(
+            publish=(),
+            deny_publish=(">",),
+            subscribe=own("system", c.SERVER_AUTH_ERRORS),
+            notes="the servers' own account: hears the connections any node refused, nothing else",
+        ),
     }
     return {
-        role: dataclasses.replace(p, publish=_unique((*_BIND, *p.publish, *_inboxes(p))))
+        role: dataclasses.replace(
+            p, publish=_unique((*(() if role in SYSTEM_ROLES else _BIND), *p.publish, *_inboxes(p)))
+        )
         for role, p in table.items()
     }
 

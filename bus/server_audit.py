@@ -1,62 +1,91 @@
 """What nats-server itself refused, as audit entries: failed authentications and the
-publishes and subscriptions a role's permissions denied.
+publishes and subscriptions a role's permissions denied. Pure functions of what the
+servers say, and the known identities.
 
-NATS tells a client, not the other clients, that it was refused; the server logs it. The
-embedded server's log is read line by line (`EmbeddedNatsServer(on_log=…)`), and each such
-line becomes an entry here: a pure function of the line and the known identities.
+A refused connection is announced by every server of a cluster in its system account
+(`$SYS.SERVER.<id>.CLIENT.AUTH.ERR`, heard by the monitor as `system`: `bus.server_events`).
+A denied publish or subscription is told only to the client that tried it, and logged;
+the embedded server's log is read line by line (`EmbeddedNatsServer(on_log=…)`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Mapping
+from typing import Any
 
 from bus.audit import AuditTrail
 from schemas.audit import AuditAction, AuditEntry, AuditOutcome, clip
 
 log = logging.getLogger(__name__)
 
-_ADDRESS = r"\[ERR\] (?P<address>\S+) - cid:\d+ - "
-_AUTH_FAILURE = re.compile(
-    _ADDRESS + r'(?:"[^"]*" - )?authentication error(?: - \w+ "(?P<key>[^"]+)")?'
-)
 _VIOLATION = re.compile(
-    _ADDRESS
+    r"\[ERR\] (?P<address>\S+) - cid:\d+ - "
     + r'(?:"(?P<client>[^"]*)" - )?"[^"/]*/(?:nkey:)?(?P<key>[^"]+)" - '
     + r'(?P<kind>Publish|Subscription) Violation - Subject "(?P<subject>[^"]+)"'
 )
+_AUTH_ERROR = "io.nats.server.advisory.v1.client_disconnect"
+
+
+class BadAdvisory(ValueError):
+    """A system-account message that is not the refused-connection advisory it should be."""
+
+
+def from_auth_advisory(payload: bytes) -> AuditEntry:
+    """The audit entry for a server's refused-connection advisory. Its id is the
+    advisory's, so two listeners store it once."""
+    try:
+        advisory = json.loads(payload)
+        if advisory.get("type") != _AUTH_ERROR:
+            raise BadAdvisory(f"not a refused-connection advisory: {advisory.get('type')!r}")
+        client: dict[str, Any] = advisory.get("client") or {}
+        server: dict[str, Any] = advisory.get("server") or {}
+        advisory_id = str(advisory["id"])
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise BadAdvisory(f"unreadable advisory: {exc}") from None
+    user = str(client.get("user") or "")
+    if user.startswith("U") and len(user) == 56:
+        actor = f"nkey:{user}"  # a key the server does not know (none of ours, or rotated away)
+    else:
+        actor = f"user:{clip(user, 64)}" if user else "anonymous"
+    name = str(client.get("name") or "")
+    lang = " ".join(str(client.get(k) or "") for k in ("lang", "ver")).strip()
+    return AuditEntry(
+        id=f"nats-auth-{clip(advisory_id, 64)}",
+        action=AuditAction.AUTH_FAILURE,
+        outcome=AuditOutcome.DENIED,
+        actor=actor,
+        via="nats",
+        source=clip(str(client.get("host") or ""), 200),
+        client=clip(f"{name} ({lang})" if name and lang else name or lang, 200),
+        target=clip(str(server.get("name") or server.get("id") or ""), 200),
+        detail=clip(
+            f"the server refused the credentials (none, unknown or rotated away): "
+            f"{advisory.get('reason') or 'authentication failure'}"
+        ),
+    )
 
 
 def from_server_log(line: str, roles: Mapping[str, str]) -> AuditEntry | None:
     """The audit entry for a server log line, or None. `roles`: public key -> role."""
-    if match := _AUTH_FAILURE.search(line):
-        key = match["key"]
-        who = f"nats:{roles[key]}" if key in roles else (f"nkey:{key}" if key else "anonymous")
-        return AuditEntry(
-            action=AuditAction.AUTH_FAILURE,
-            outcome=AuditOutcome.DENIED,
-            actor=who,
-            via="nats",
-            source=match["address"],
-            client="nats-server",
-            detail="the server refused the credentials (none, unknown or rotated away)",
-        )
-    if match := _VIOLATION.search(line):
-        role = roles.get(match["key"])
-        kind = "publish to" if match["kind"] == "Publish" else "subscribe to"
-        return AuditEntry(
-            action=AuditAction.AUTH_DENIED,
-            outcome=AuditOutcome.DENIED,
-            actor=f"nats:{role}" if role else f"nkey:{match['key']}",
-            role=role,
-            via="nats",
-            source=match["address"],
-            client=match["client"] or "",
-            target=clip(match["subject"], 200),
-            detail=f"the permissions of {role or 'this identity'} do not allow it to {kind} this",
-        )
-    return None
+    match = _VIOLATION.search(line)
+    if match is None:
+        return None
+    role = roles.get(match["key"])
+    kind = "publish to" if match["kind"] == "Publish" else "subscribe to"
+    return AuditEntry(
+        action=AuditAction.AUTH_DENIED,
+        outcome=AuditOutcome.DENIED,
+        actor=f"nats:{role}" if role else f"nkey:{match['key']}",
+        role=role,
+        via="nats",
+        source=match["address"],
+        client=match["client"] or "",
+        target=clip(match["subject"], 200),
+        detail=f"the permissions of {role or 'this identity'} do not allow it to {kind} this",
+    )
 
 
 class ServerRefusals:
@@ -75,5 +104,5 @@ class ServerRefusals:
         if self.trail is None:
             log.warning("not audited (no connection yet): %s by %s", entry.action, entry.actor)
             return
-        # A client retrying bad credentials, or a loop hitting a denial, is one entry a second.
+        # A loop hitting a denial is one entry a second.
         self.trail.record(entry, fold=True)

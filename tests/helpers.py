@@ -16,6 +16,7 @@ from agents.base import Agent
 from bus import Bus
 from bus import constants as c
 from schemas import Event, TicketState
+from schemas.audit import AuditEntry
 
 
 class EventLog:
@@ -216,6 +217,18 @@ def gated(name: str, limit_s: float = 30.0) -> str:
         f"echo $$ > {name}.pid; for i in $(seq {loops}); do "
         "[ -f release ] && exit 0; sleep 0.05; done; exit 1"
     )
+
+
+async def audit_entries(bus: Bus, action: str | None = None) -> list[AuditEntry]:
+    """Every entry in the audit stream (of `action`), oldest first."""
+    info = await bus.js.stream_info(c.AUDIT_STREAM)
+    if not info.state.messages:
+        return []
+    entries = [
+        AuditEntry.model_validate_json((await bus.js.get_msg(c.AUDIT_STREAM, seq)).data)
+        for seq in range(info.state.first_seq, info.state.last_seq + 1)
+    ]
+    return [e for e in entries if action is None or e.action == action]
 
 
 async def stream_holds(bus: Bus, stream: str, n: int) -> bool:

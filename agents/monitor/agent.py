@@ -1,4 +1,5 @@
-"""The monitor: watches heartbeats and reports agents that went silent (and came back)."""
+"""The monitor: watches heartbeats and reports agents that went silent (and came back),
+and audits the connections the servers refused (heard in their system account)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from datetime import datetime
 from agents.base import Agent
 from agents.settings import Settings
 from bus import Bus
+from bus.audit import AuditTrail
+from bus.server_events import ServerEvents
 from schemas import AGENTS_TOKEN, Event, EventType, Heartbeat, utcnow
 
 MISSED_BEATS = 3
@@ -15,17 +18,37 @@ MISSED_BEATS = 3
 class Monitor(Agent):
     role = "monitor"
 
-    def __init__(self, bus: Bus, settings: Settings, agent_id: str | None = None) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        settings: Settings,
+        agent_id: str | None = None,
+        server_events: ServerEvents | None = None,
+    ) -> None:
         super().__init__(bus, settings, agent_id)
         self.stale: dict[str, Heartbeat] = {}
+        # None: no system identity here, so refused connections go unaudited (said once).
+        self.server_events = server_events
+        self.trail = AuditTrail(bus)
 
     async def main(self) -> None:
+        if self.server_events is not None:
+            # A client retrying bad credentials is one entry a second.
+            await self.server_events.on_refused(lambda entry: self.trail.record(entry, fold=True))
+        else:
+            self.log.warning(
+                "refused NATS connections are not audited: no `system` identity "
+                "(OMOI_NATS_SYSTEM_CREDENTIALS, or system.nk in the auth dir)"
+            )
         self.ready.set()
-        while not await self.wait_stopping(self.settings.heartbeat_interval_s):
-            try:
-                await self.check()
-            except Exception:
-                self.log.warning("heartbeat check failed", exc_info=True)
+        try:
+            while not await self.wait_stopping(self.settings.heartbeat_interval_s):
+                try:
+                    await self.check()
+                except Exception:
+                    self.log.warning("heartbeat check failed", exc_info=True)
+        finally:
+            await self.trail.flush()
 
     async def check(self) -> None:
         now = utcnow()

@@ -27,7 +27,7 @@ from gateway.context import GatewayOptions
 from gateway.serve import serving
 from schemas.audit import AuditAction, AuditEntry, AuditOutcome
 from schemas.token import Role
-from tests.helpers import Running, wait_until
+from tests.helpers import Running, audit_entries, wait_until
 from tests.integration.test_gateway import bearer, make_token
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -161,10 +161,7 @@ async def test_a_flood_is_folded_into_two_entries_that_count_it_all(bus: Bus) ->
     trail.record(entry(target="GET /api/v1/agents"), fold=True)  # not identical: its own
     trail.record(entry(target="GET /api/v1/agents"))  # not folded: always sent
     await trail.flush()
-    stored = [
-        AuditEntry.model_validate_json((await bus.js.get_msg(c.AUDIT_STREAM, seq)).data)
-        for seq in range(1, 1 + (await bus.js.stream_info(c.AUDIT_STREAM)).state.messages)
-    ]
+    stored = await audit_entries(bus)
     counts = sorted((e.target, e.count) for e in stored)
     assert counts == [
         ("GET /api/v1/agents", 1), ("GET /api/v1/agents", 1),

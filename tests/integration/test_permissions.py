@@ -76,6 +76,8 @@ PUBLISH = [
     ("recorder", f"$KV.{c.TICKETS_BUCKET}.{T}", False),
     ("recorder", f"$JS.API.CONSUMER.DELETE.{c.EVENTS_STREAM}.{c.PLANNER_EVENTS_CONSUMER}", False),
     ("monitor", c.event_subject("_agents", "agent.stale"), True),
+    ("monitor", c.audit_subject("auth.failure"), True),  # refused connections
+    ("monitor", AUDIT, False),
     ("monitor", c.event_subject(T, "ticket.done"), False),
     ("monitor", f"$KV.{c.TASKS_BUCKET}.{T}.a", False),
     ("gateway", c.TRUSTED_SUBMIT_SUBJECT, True),
@@ -119,6 +121,11 @@ PUBLISH = [
     ("viewer", f"$JS.API.STREAM.MSG.GET.{c.kv_stream(c.TOKENS_BUCKET)}", False),
     ("admin", f"$KV.{c.TICKETS_BUCKET}.{T}", True),
     ("admin", f"$JS.API.STREAM.INFO.{c.EVENTS_STREAM}", True),
+    # In the servers' system account: it only listens.
+    ("system", "$SYS.REQ.SERVER.PING", False),
+    ("system", "$SYS.REQ.ACCOUNT.PING.CONNZ", False),
+    ("system", VERDICT, False),
+    ("system", c.audit_subject("auth.failure"), False),
 ]
 
 # (role, subject, allowed): subscriptions.
@@ -139,6 +146,10 @@ SUBSCRIBE = [
     ("viewer", c.SUBMIT_SUBJECT, False),
     ("viewer", "omoi.commands.>", False),
     ("viewer", f"{inbox_prefix('gateway')}.>", False),
+    ("system", c.SERVER_AUTH_ERRORS, True),
+    ("system", "$SYS.>", False),
+    ("system", "$SYS.ACCOUNT.*.CONNECT", False),
+    ("system", c.EVENTS_SUBJECTS, False),
 ]
 
 
@@ -340,14 +351,13 @@ async def settings_bus(
     await bus.close()
 
 
-async def test_what_the_server_refuses_is_audited(tmp_path: Path, auth_dir: AuthDir) -> None:
-    """`omoi up` reads its server's log: a refused connection and a denied publish by a
-    known role become audit entries, whoever tried them."""
+async def test_what_the_server_denies_is_audited(tmp_path: Path, auth_dir: AuthDir) -> None:
+    """`omoi up` reads its server's log: a denied publish by a known role becomes an
+    audit entry. (Refused connections: tests/integration/test_refused_connections.py.)"""
     from bus.audit import AuditTrail
     from bus.server_audit import ServerRefusals
     from bus.topology import TopologyConfig
-    from schemas.audit import AuditEntry
-    from tests.helpers import wait_until
+    from tests.helpers import audit_entries, wait_until
 
     refusals = ServerRefusals(auth_dir.public_keys())
     server = EmbeddedNatsServer(
@@ -365,30 +375,15 @@ async def test_what_the_server_refuses_is_audited(tmp_path: Path, auth_dir: Auth
     )
     refusals.trail = AuditTrail(admin)
     try:
-        with pytest.raises(AuthError):
-            await Bus.connect(server.url, name="anonymous")
         probe = await Probe().connect(server.url, auth_dir, "worker")
         assert probe.nc is not None
         await probe.nc.publish(VERDICT, b"{}")
         await probe.refused(expected=True)
         await probe.close()
 
-        async def entries() -> list[AuditEntry]:
-            info = await admin.js.stream_info(c.AUDIT_STREAM)
-            return [
-                AuditEntry.model_validate_json((await admin.js.get_msg(c.AUDIT_STREAM, s)).data)
-                for s in range(info.state.first_seq, info.state.last_seq + 1)
-                if info.state.messages
-            ]
-
-        async def both() -> bool:
-            return {e.action for e in await entries()} >= {"auth.failure", "auth.denied"}
-
-        await wait_until(both, timeout=10)
-        got = {e.action: e for e in await entries()}
-        assert got["auth.failure"].actor == "anonymous" and got["auth.failure"].via == "nats"
-        denied = got["auth.denied"]
-        assert (denied.actor, denied.target) == ("nats:worker", VERDICT)
+        got = await wait_until(lambda: audit_entries(admin, "auth.denied"), timeout=10)
+        denied = got[0]
+        assert (denied.actor, denied.target, denied.via) == ("nats:worker", VERDICT, "nats")
         assert denied.source.startswith("127.0.0.1:")
     finally:
         await refusals.trail.flush()

@@ -11,23 +11,11 @@ import pytest
 
 from bus import Bus
 from bus import constants as c
-from schemas.audit import AuditEntry
-from tests.helpers import EventLog, submit, wait_until
+from tests.helpers import EventLog, audit_entries, submit, wait_until
 
 pytestmark = pytest.mark.integration
 
 Start = Callable[..., Awaitable[Any]]
-
-
-async def entries(bus: Bus) -> list[AuditEntry]:
-    info = await bus.js.stream_info(c.AUDIT_STREAM)
-    first, last = info.state.first_seq, info.state.last_seq
-    if not info.state.messages:
-        return []
-    return [
-        AuditEntry.model_validate_json((await bus.js.get_msg(c.AUDIT_STREAM, seq)).data)
-        for seq in range(first, last + 1)
-    ]
 
 
 async def test_submissions_and_commands_over_nats_are_audited(
@@ -50,15 +38,15 @@ async def test_submissions_and_commands_over_nats_are_audited(
     await bus.nc.request(c.CMD_TASK_CANCEL, b"{not json", timeout=10)
 
     async def recorded() -> bool:
-        return len(await entries(bus)) >= 4
+        return len(await audit_entries(bus)) >= 4
 
     await wait_until(recorded, timeout=15)
-    got = {(e.action, e.target, e.outcome) for e in await entries(bus)}
+    got = {(e.action, e.target, e.outcome) for e in await audit_entries(bus)}
     assert ("ticket.submit", "T-aud-plain", "rejected") in got
     assert ("ticket.submit", "T-aud-ok", "ok") in got
     assert ("ticket.cancel", "T-aud-ok", "ok") in got
     assert ("task.cancel", "", "rejected") in got
-    for e in await entries(bus):
+    for e in await audit_entries(bus):
         assert e.via == "nats" and e.actor.startswith("nats:"), e
-    rejected = next(e for e in await entries(bus) if e.target == "T-aud-plain")
+    rejected = next(e for e in await audit_entries(bus) if e.target == "T-aud-plain")
     assert rejected.source == c.SUBMIT_SUBJECT and "forbidden" in rejected.detail

@@ -19,7 +19,7 @@ from agents.base import Agent
 from agents.monitor.agent import Monitor
 from agents.planner.agent import Planner
 from agents.settings import Settings
-from bus import Bus, EmbeddedNatsServer
+from bus import AuthError, Bus, EmbeddedNatsServer
 from bus.auth import AuthDir, Credentials
 from cli.readiness import http_status
 from schemas import Heartbeat
@@ -296,6 +296,22 @@ async def test_up_serves_the_dashboard_and_sql_while_tickets_run(up: Up) -> None
             return proc.returncode == 0 and json.loads(out) == [{"outcome": "succeeded"}]
 
         await wait_until(recorded, timeout=30, interval=0.5)
+        # A connection the server refuses is audited too (the monitor hears it as `system`).
+        with pytest.raises(AuthError):
+            await Bus.connect(up.state["nats_url"], name="intruder", max_reconnect_attempts=0)
+
+        async def refusal_audited() -> Any:
+            proc = await asyncio.create_subprocess_exec(
+                OMOI, "sql", "--json",
+                "SELECT actor, client FROM audit_log"
+                " WHERE action = 'auth.failure' AND via = 'nats'",
+                env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            out, _ = await proc.communicate()
+            return proc.returncode == 0 and json.loads(out)
+
+        refused = await wait_until(refusal_audited, timeout=30, interval=0.5)
+        assert refused[0]["actor"] == "anonymous" and "intruder" in refused[0]["client"]
         b = await bus.tasks.value("live.b")
         assert b is not None and b.status == "running"
         (up.data_dir / "workspaces" / "live" / "release").touch()

@@ -219,8 +219,13 @@ def test_every_role_connects_as_itself_and_the_nodes_admit_only_those() -> None:
     for role, service in omoi_services(compose).items():
         seeds = [m for m in service["volumes"] if isinstance(m, dict)]
         # Exactly its own seed, read-only: a worker's container holds no other identity.
+        # The monitor also holds `system`'s, to hear the connections the nodes refuse.
+        extra = ["system.nk"] if role == "monitor" else []
         assert [(m["source"], m["volume"]["subpath"], m["read_only"]) for m in seeds] == [
-            ("omoi-auth", f"{role}.nk", True)
+            ("omoi-auth", name, True) for name in (f"{role}.nk", *extra)
         ], role
-        assert service["environment"]["OMOI_NATS_CREDENTIALS"] == seeds[0]["target"], role
+        env = service["environment"]
+        assert env["OMOI_NATS_CREDENTIALS"] == seeds[0]["target"], role
+        if extra:
+            assert env["OMOI_NATS_SYSTEM_CREDENTIALS"] == seeds[1]["target"]
         assert not any("omoi-auth" in str(m) for m in service["volumes"] if m not in seeds)
