@@ -15,6 +15,7 @@ from agents.settings import Settings
 from agents.worker.agent import Worker
 from bus import Bus, EmbeddedNatsServer
 from bus.auth import AuthDir, Credentials
+from bus.cluster import LocalCluster
 from schemas import WORK_PHASES
 from tests.helpers import EventLog, Running
 
@@ -124,6 +125,16 @@ def start_worker(
         return worker
 
     return start
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path, auth_dir: AuthDir) -> AsyncIterator[LocalCluster]:
+    """Three nats-servers clustered on loopback, with `omoi up`'s authorization block."""
+    nodes = await LocalCluster(
+        tmp_path / "cluster", authorization=auth_dir.server_block.read_text()
+    ).start()
+    yield nodes
+    await nodes.stop()
 
 
 @pytest.fixture

@@ -42,15 +42,6 @@ STREAMS = (
 
 
 @pytest.fixture
-async def cluster(tmp_path: Path, auth_dir: AuthDir) -> AsyncIterator[LocalCluster]:
-    nodes = await LocalCluster(
-        tmp_path / "cluster", authorization=auth_dir.server_block.read_text()
-    ).start()
-    yield nodes
-    await nodes.stop()
-
-
-@pytest.fixture
 def cluster_settings(tmp_path: Path, cluster: LocalCluster, auth_dir: AuthDir) -> Settings:
     # Fast heartbeats and sweeps; the production ack wait, so that riding out an election
     # never needs a redelivery.

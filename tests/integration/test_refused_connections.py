@@ -4,7 +4,6 @@ records each once, even with two monitors listening."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import nkeys
@@ -20,15 +19,6 @@ from schemas.audit import AuditEntry
 from tests.helpers import Running, audit_entries, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path, auth_dir: AuthDir) -> AsyncIterator[LocalCluster]:
-    nodes = await LocalCluster(
-        tmp_path / "cluster", authorization=auth_dir.server_block.read_text()
-    ).start()
-    yield nodes
-    await nodes.stop()
 
 
 async def test_a_refused_connection_on_any_node_is_audited_once(
