@@ -17,6 +17,7 @@ from agents.task_env import task_environment
 from schemas import TaskResult, TaskState
 
 OUTPUT_TAIL_BYTES = 8 * 1024
+DRAIN_S = 2.0
 KILL_GRACE_S = 1.0
 # The shell's "cannot execute" and "not found": running again will not help.
 PERMANENT_EXIT_CODES = frozenset({126, 127})
@@ -63,6 +64,11 @@ class ShellExecutor:
             ) from None
         finally:
             await _kill_group(proc)
+            # The process has exited, but its last output may still be in the pipe: read
+            # it to EOF (the group is dead, so EOF comes), bounded in case a writer escaped
+            # the group.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(reader), DRAIN_S)
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
