@@ -36,10 +36,9 @@ ROLES = (
     "admin",
     "system",
 )
-# The roles in the servers' system account, not Omoi's: they see what the servers say
-# about themselves (a refused connection, on any node), and nothing of Omoi's traffic.
+# The role in the servers' system account, not Omoi's: it sees what the servers say about
+# themselves (a refused connection, on any node), and nothing of Omoi's traffic.
 SYSTEM_ROLE = "system"
-SYSTEM_ROLES = (SYSTEM_ROLE,)
 SYSTEM_ACCOUNT = "SYS"
 # The agent processes, each running as its own role.
 AGENT_ROLES = ("planner", "worker", "validator", "recorder", "monitor")
@@ -347,7 +346,7 @@ def _table() -> dict[str, Permissions]:
     }
     return {
         role: dataclasses.replace(
-            p, publish=_unique((*(() if role in SYSTEM_ROLES else _BIND), *p.publish, *_inboxes(p)))
+            p, publish=_unique((*(() if role == SYSTEM_ROLE else _BIND), *p.publish, *_inboxes(p)))
         )
         for role, p in table.items()
     }

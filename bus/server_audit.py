@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bus.audit import AuditTrail
+from bus.errors import BusError
 from schemas.audit import AuditAction, AuditEntry, AuditOutcome, clip
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ _VIOLATION = re.compile(
 _AUTH_ERROR = "io.nats.server.advisory.v1.client_disconnect"
 
 
-class BadAdvisory(ValueError):
+class BadAdvisory(BusError):
     """A system-account message that is not the refused-connection advisory it should be."""
 
 
@@ -38,13 +39,16 @@ def from_auth_advisory(payload: bytes) -> AuditEntry:
     advisory's, so two listeners store it once."""
     try:
         advisory = json.loads(payload)
-        if advisory.get("type") != _AUTH_ERROR:
-            raise BadAdvisory(f"not a refused-connection advisory: {advisory.get('type')!r}")
+        kind = advisory.get("type")
         client: dict[str, Any] = advisory.get("client") or {}
         server: dict[str, Any] = advisory.get("server") or {}
         advisory_id = str(advisory["id"])
+        if not isinstance(client, dict) or not isinstance(server, dict):
+            raise TypeError("its client and server must be objects")
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
-        raise BadAdvisory(f"unreadable advisory: {exc}") from None
+        raise BadAdvisory(f"unreadable advisory: {exc!r}") from None
+    if kind != _AUTH_ERROR:
+        raise BadAdvisory(f"not a refused-connection advisory: {kind!r}")
     user = str(client.get("user") or "")
     if user.startswith("U") and len(user) == 56:
         actor = f"nkey:{user}"  # a key the server does not know (none of ours, or rotated away)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -217,6 +218,18 @@ def gated(name: str, limit_s: float = 30.0) -> str:
         f"echo $$ > {name}.pid; for i in $(seq {loops}); do "
         "[ -f release ] && exit 0; sleep 0.05; done; exit 1"
     )
+
+
+async def omoi_sql(env: dict[str, str], query: str, timeout: float = 60) -> tuple[int, Any, str]:
+    """`omoi sql --json QUERY` as a user runs it: exit code, rows (None unless 0), stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "omoi"), "sql", "--json", query,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    rows = json.loads(out) if proc.returncode == 0 else None
+    return proc.returncode, rows, err.decode()
 
 
 async def audit_entries(bus: Bus, action: str | None = None) -> list[AuditEntry]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from bus import constants as c
 from store.errors import ReadOnlyError
 from store.reader import Reader
 from tests.conftest import agent_env
-from tests.helpers import AgentProcess, Running, submit, ticket_finished, wait_until
+from tests.helpers import AgentProcess, Running, omoi_sql, submit, ticket_finished, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -120,15 +119,12 @@ async def test_sql_answers_while_tickets_run_and_stays_read_only(
 
     await wait_until(recorded_failure, timeout=30)
     env = {**agent_env(s)}
-    proc = await asyncio.create_subprocess_exec(
-        OMOI, "sql", "--json",
+    code, rows, err = await omoi_sql(
+        env,
         "SELECT task, outcome, error_category FROM task_attempts WHERE ticket_id = 'Q1' "
         "ORDER BY task, attempt",
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, err
-    rows = json.loads(out)
+    )
+    assert code == 0, err
     assert {"task": "a", "outcome": "succeeded", "error_category": None} in rows
     assert [r["outcome"] for r in rows if r["task"] == "b"] == ["retrying", "failed"]
 

@@ -23,7 +23,7 @@ from bus import AuthError, Bus, EmbeddedNatsServer
 from bus.auth import AuthDir, Credentials
 from cli.readiness import http_status
 from schemas import Heartbeat
-from tests.helpers import EventLog, Running, gated, read_pid, submit, wait_until
+from tests.helpers import EventLog, Running, gated, omoi_sql, read_pid, submit, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -286,14 +286,10 @@ async def test_up_serves_the_dashboard_and_sql_while_tickets_run(up: Up) -> None
         # While b is still running, the store already answers.
         env = {**up_env(), "OMOI_DATA_DIR": str(up.data_dir)}
 
-        async def recorded() -> Any:
-            proc = await asyncio.create_subprocess_exec(
-                OMOI, "sql", "--json",
-                "SELECT outcome FROM task_attempts WHERE ticket_id = 'live' AND task = 'a'",
-                env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            )  # fmt: skip
-            out, _ = await proc.communicate()
-            return proc.returncode == 0 and json.loads(out) == [{"outcome": "succeeded"}]
+        async def recorded() -> bool:
+            q = "SELECT outcome FROM task_attempts WHERE ticket_id = 'live' AND task = 'a'"
+            _, rows, _ = await omoi_sql(env, q)
+            return rows == [{"outcome": "succeeded"}]
 
         await wait_until(recorded, timeout=30, interval=0.5)
         # A connection the server refuses is audited too (the monitor hears it as `system`).
@@ -301,14 +297,8 @@ async def test_up_serves_the_dashboard_and_sql_while_tickets_run(up: Up) -> None
             await Bus.connect(up.state["nats_url"], name="intruder", max_reconnect_attempts=0)
 
         async def refusal_audited() -> Any:
-            proc = await asyncio.create_subprocess_exec(
-                OMOI, "sql", "--json",
-                "SELECT actor, client FROM audit_log"
-                " WHERE action = 'auth.failure' AND via = 'nats'",
-                env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            )  # fmt: skip
-            out, _ = await proc.communicate()
-            return proc.returncode == 0 and json.loads(out)
+            q = "SELECT actor, client FROM audit_log WHERE action = 'auth.failure' AND via = 'nats'"
+            return (await omoi_sql(env, q))[1]
 
         refused = await wait_until(refusal_audited, timeout=30, interval=0.5)
         assert refused[0]["actor"] == "anonymous" and "intruder" in refused[0]["client"]

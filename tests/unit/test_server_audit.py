@@ -77,7 +77,10 @@ def test_without_credentials_or_with_a_user_name() -> None:
         b"not json",
         b"[]",
         b"{}",
-        json.dumps({"type": "io.nats.server.advisory.v1.client_connect"}).encode(),
+        json.dumps({"type": "io.nats.server.advisory.v1.client_connect", "id": "x"}).encode(),
+        json.dumps(
+            {"type": "io.nats.server.advisory.v1.client_disconnect", "id": "x", "client": "bob"}
+        ).encode(),
     ],
 )
 def test_anything_else_is_a_bad_advisory(payload: bytes) -> None:
