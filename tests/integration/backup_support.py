@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nats.js.errors import NoKeysError
-
 from agents.settings import Settings
 from bus import Bus
 from bus.backup import Snapshots, is_omoi_stream
+from bus.constants import kv_stream
+from bus.state import stream_subjects
 
 OMOI = str(Path(sys.executable).parent / "omoi")
 
@@ -71,15 +71,17 @@ def consumer_position(info: dict[str, Any]) -> dict[str, int]:
 
 
 async def kv_entries(bus: Bus, bucket: str) -> dict[str, tuple[int, bytes]]:
-    """Every key of a bucket with its revision and stored bytes."""
+    """Every key of a bucket with its revision and stored bytes.
+
+    Listed from the stream's subject index, as the product lists keys: nats-py's
+    `kv.keys()` can call an unfinished listing complete, and came back empty here once.
+    """
     kv = await bus.js.key_value(bucket)
-    try:
-        keys = await kv.keys()
-    except NoKeysError:
-        return {}
+    prefix = f"$KV.{bucket}."
+    subjects = await stream_subjects(bus.js, kv_stream(bucket), f"{prefix}>")
     found = {}
-    for key in keys:
-        entry = await kv.get(key)
+    for subject in subjects:
+        entry = await kv.get(subject[len(prefix) :])
         assert entry.value is not None
-        found[key] = (entry.revision or 0, bytes(entry.value))
+        found[entry.key] = (entry.revision or 0, bytes(entry.value))
     return found
