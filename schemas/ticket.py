@@ -14,6 +14,13 @@ from schemas.task import TaskSpec
 from schemas.usage import Budget
 
 Priority = Literal["low", "normal", "high", "critical"]
+# What a task that finally fails does to the rest of its ticket: `fail_fast` starts
+# nothing new (queued and blocked tasks are skipped); `continue` lets independent tasks
+# finish and skips only the failed task's dependents. Either way the ticket then fails.
+OnFailure = Literal["fail_fast", "continue"]
+# What a git conflict in a merge becomes: a resolution task (an agent task whose prompt
+# carries both sides), or the merging task's clear failure.
+OnConflict = Literal["resolve", "fail"]
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
 
@@ -43,6 +50,8 @@ class TicketSubmission(StrictWireModel):
     # Phase gates; when absent, the workflow's gates apply (explicit tasks have none).
     gates: dict[Phase, GateSpec] | None = None
     max_gate_attempts: int | None = Field(default=None, ge=1, le=20)
+    on_failure: OnFailure = "fail_fast"
+    on_conflict: OnConflict = "resolve"
 
 
 class GateStatus(StrEnum):
@@ -106,6 +115,8 @@ class TicketState(WireModel):
     budget: Budget | None = None
     gate_specs: dict[Phase, GateSpec] = Field(default_factory=dict)
     max_gate_attempts: int = 3
+    on_failure: OnFailure = "fail_fast"
+    on_conflict: OnConflict = "resolve"
     gates: dict[Phase, GateState] = Field(default_factory=dict)
     context: list[PhaseContext] = Field(default_factory=list)
     # The workspace commit holding the ticket's finished work.

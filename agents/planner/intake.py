@@ -119,6 +119,8 @@ def assemble(
         budget=submission.budget,
         gate_specs=gates,
         max_gate_attempts=max_gate_attempts,
+        on_failure=submission.on_failure,
+        on_conflict=submission.on_conflict,
     )
     return Intake(ticket=ticket, tasks=tasks, submission=submission, workflow=workflow)
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from agents.planner.graph import dependents
 from agents.planner.phases import next_phase, phase_index
 from schemas import Phase, PhaseTransition, TaskState, TaskStatus, TicketStatus
 from schemas.ticket import GateStatus, TicketState
@@ -44,15 +45,22 @@ def plan(ticket: TicketState, tasks: Mapping[str, TaskState]) -> Plan:
         return out
 
     failed = sorted(t.name for t in tasks.values() if t.status in FAILED_OUTCOMES)
-    if failed:
+    if failed and ticket.on_failure == "fail_fast":
         return _wind_down(tasks, failed, out)
+    if failed:
+        _skip_dependents(tasks, failed, out)
 
     phase: Phase = ticket.phase
     while phase is not Phase.DONE:
         in_phase = [t for t in tasks.values() if t.phase is phase]
-        out.queue.extend(_ready(in_phase, tasks))
-        if out.queue or any(not t.status.terminal for t in in_phase):
+        out.queue.extend(n for n in _ready(in_phase, tasks) if n not in out.skip)
+        if out.queue or out.skip or any(not t.status.terminal for t in in_phase):
             break
+        if failed:
+            # `continue`: everything independent of the failure has finished.
+            out.finish = TicketStatus.FAILED
+            out.reason = _failed_reason(failed)
+            return out
         if _gate_closed(ticket, phase):
             gate = ticket.gates.get(phase)
             if gate is None or gate.status is GateStatus.NONE:
@@ -109,9 +117,14 @@ def _publish_order(task: TaskState) -> tuple[int, datetime]:
     return task.result.workspace_revision or 0, task.finished_at or task.updated_at
 
 
+def _failed_reason(failed: list[str]) -> str:
+    return f"task {', '.join(failed)} failed or was cancelled"
+
+
 def _wind_down(tasks: Mapping[str, TaskState], failed: list[str], out: Plan) -> Plan:
-    """A task finally failed: start nothing new, and fail the ticket once nothing runs."""
-    why = f"task {', '.join(failed)} failed or was cancelled"
+    """`fail_fast`: a task finally failed, so start nothing new, and fail the ticket once
+    nothing runs."""
+    why = _failed_reason(failed)
     for task in tasks.values():
         if task.status in (TaskStatus.BLOCKED, TaskStatus.QUEUED):
             out.skip[task.name] = why
@@ -119,3 +132,13 @@ def _wind_down(tasks: Mapping[str, TaskState], failed: list[str], out: Plan) -> 
         out.finish = TicketStatus.FAILED
         out.reason = why
     return out
+
+
+def _skip_dependents(tasks: Mapping[str, TaskState], failed: list[str], out: Plan) -> None:
+    """`continue`: skip what depends on a failed task, directly or through others."""
+    graph = {t.name: t.depends_on for t in tasks.values()}
+    for name in failed:
+        for dependent in sorted(dependents(graph, name)):
+            task = tasks[dependent]
+            if task.status in (TaskStatus.BLOCKED, TaskStatus.QUEUED):
+                out.skip.setdefault(dependent, f"depends on task {name}, which failed")

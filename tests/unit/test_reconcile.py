@@ -196,3 +196,37 @@ def test_plan_is_deterministic_and_does_not_touch_its_input() -> None:
     assert first.queue == ["d1", "d2"]
     assert {k: v.model_dump() for k, v in state.items()} == before
     assert t.phase is P.REQUIREMENTS
+
+
+def test_continue_skips_only_dependents_and_lets_independent_work_finish() -> None:
+    going_on = ticket().model_copy(update={"on_failure": "continue"})
+    state = tasks(
+        task("a", P.REQUIREMENTS, S.FAILED),
+        task("b", P.REQUIREMENTS, S.RUNNING),
+        task("c", P.REQUIREMENTS, S.QUEUED),  # independent, waiting for its retry
+        task("d", P.REQUIREMENTS, S.BLOCKED, "a"),
+        task("e", P.REQUIREMENTS, S.BLOCKED, "d"),  # through another dependent
+        task("f", P.REQUIREMENTS, S.BLOCKED, "b"),
+        task("g", P.DESIGN, S.BLOCKED, "a"),
+    )
+    result = plan(going_on, state)
+    assert result.skip == {
+        "d": "depends on task a, which failed",
+        "e": "depends on task a, which failed",
+        "g": "depends on task a, which failed",
+    }
+    assert result.queue == [] and result.finish is None
+
+    for name in "deg":
+        state[name] = state[name].model_copy(update={"status": S.SKIPPED})
+    state["b"] = state["b"].model_copy(update={"status": S.SUCCEEDED})
+    result = plan(going_on, state)
+    assert result.queue == ["f"]  # its own dependency succeeded: it runs
+    assert result.finish is None
+
+    state["c"] = state["c"].model_copy(update={"status": S.SUCCEEDED})
+    state["f"] = state["f"].model_copy(update={"status": S.SUCCEEDED})
+    result = plan(going_on, state)
+    assert result.transitions == [] and result.queue == []
+    assert result.finish is TicketStatus.FAILED
+    assert result.reason == "task a failed or was cancelled"
