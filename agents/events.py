@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from agents.branches import Conflict
 from schemas import Event, EventType, TaskState
 from schemas.ticket import TicketState
 
@@ -32,4 +33,17 @@ def ticket_event(ticket: TicketState, kind: EventType, agent: str | None, **data
         ticket_id=ticket.id,
         agent=agent,
         data={"phase": ticket.phase.value, "status": ticket.status.value, **data},
+    )
+
+
+def conflict_event(task: TaskState, conflict: Conflict, agent: str | None) -> Event:
+    """`merge.conflicted`: which commits, the files, and the hunks as git marked them."""
+    return task_event(
+        task,
+        EventType.MERGE_CONFLICTED,
+        agent,
+        ours=conflict.ours,
+        theirs=conflict.theirs,
+        files=conflict.files,
+        hunks=conflict.hunks,
     )

@@ -29,16 +29,14 @@ IDENTITY = ("-c", "user.name=omoi", "-c", "user.email=omoi@localhost")
 # Scratch directories executors make inside the workspace; never part of the work.
 EXCLUDED = (".omoi-tmp/",)
 ROOT_MESSAGE = "omoi: workspace created"
+# Where the workspace started, before any task: the first base of every task.
+START_REF = "refs/heads/omoi/start"
 LOCK_POLL_MAX_S = 0.1
 GIT_TIMEOUT_S = 300.0
 
 
 class WorkspaceError(AgentError):
     """A workspace could not be prepared, committed, fetched or published."""
-
-
-class WorkspaceConflict(WorkspaceError):
-    """A task's commit does not apply on top of what other tasks published meanwhile."""
 
 
 def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -51,13 +49,17 @@ def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def _run(
-    path: Path, args: tuple[str, ...], env: Mapping[str, str] | None = None
+    path: Path,
+    args: tuple[str, ...],
+    env: Mapping[str, str] | None = None,
+    stdin: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(
             ["git", *IDENTITY, "-c", "commit.gpgsign=false", *args],
             cwd=path,
             env=git_env(env),
+            input=stdin,
             capture_output=True,
             text=True,
             timeout=GIT_TIMEOUT_S,
@@ -70,11 +72,23 @@ def _run(
         raise WorkspaceError(f"cannot run git {args[0]} in {path}: {exc}") from exc
 
 
-def git(path: Path, *args: str, check: bool = True, env: Mapping[str, str] | None = None) -> str:
-    proc = _run(path, args, env)
+def git(
+    path: Path,
+    *args: str,
+    check: bool = True,
+    env: Mapping[str, str] | None = None,
+    stdin: str | None = None,
+) -> str:
+    proc = _run(path, args, env, stdin)
     if check and proc.returncode != 0:
         raise WorkspaceError(f"git {args[0]} failed in {path}: {proc.stderr.strip()[-500:]}")
     return proc.stdout.strip()
+
+
+def git_code(path: Path, *args: str) -> tuple[int, str]:
+    """A git command that answers by its exit code too: the code and its output."""
+    proc = _run(path, args)
+    return proc.returncode, (proc.stdout or proc.stderr).strip()
 
 
 def succeeds(path: Path, *args: str) -> bool:
@@ -149,6 +163,10 @@ def ensure(path: Path, repository: str | None = None, created: datetime | None =
         git(path, "commit", "--quiet", "--allow-empty", "-m", ROOT_MESSAGE, env=dated)
         log.info("workspace %s created", path)
     _exclude_scratch(path)
+    # Tasks work on detached heads and write their branch when they commit, so no branch
+    # is ever checked out and a fetch may update every one of them.
+    git(path, "update-ref", START_REF, "HEAD")
+    git(path, "checkout", "--quiet", "--detach")
 
 
 def _exclude_scratch(path: Path) -> None:
@@ -159,42 +177,39 @@ def _exclude_scratch(path: Path) -> None:
 
 
 def head(path: Path) -> str | None:
-    if not (path / ".git").is_dir():
+    if not is_versioned(path):
         return None
     return git(path, "rev-parse", "--verify", "--quiet", "HEAD", check=False) or None
 
 
-def branch(path: Path) -> str:
-    return git(path, "symbolic-ref", "--quiet", "--short", "HEAD", check=False) or "main"
-
-
 def is_versioned(path: Path) -> bool:
-    return (path / ".git").is_dir()
+    return (path / ".git").exists()  # a directory, or a linked worktree's file
 
 
-def commit(path: Path, message: str) -> tuple[str | None, list[str]]:
-    """Commit everything changed in the workspace, under `mutex`; HEAD and the files."""
-    if not is_versioned(path):
-        return None, []
+def commit(path: Path, message: str, ref: str) -> tuple[str, list[str]]:
+    """Commit everything changed in this working tree (finishing a merge in progress),
+    under `mutex`, and point the task's branch `ref` at it; the commit and the files it
+    changed (a merge's: against its first parent)."""
     git(path, "add", "--all")
+    in_merge = succeeds(path, "rev-parse", "--verify", "--quiet", "MERGE_HEAD")
     changed = git(path, "diff", "--cached", "--name-only").splitlines()
-    if changed:
-        git(path, "commit", "--quiet", "--no-verify", "-m", message)
-    return head(path), changed
+    if changed or in_merge:
+        git(path, "commit", "--quiet", "--no-verify", "--no-edit", "-m", message)
+    tip = head(path)
+    if tip is None:
+        raise WorkspaceError(f"the workspace {path} has no commit")
+    git(path, "update-ref", ref, tip)
+    return tip, changed
 
 
 def has_commit(path: Path, sha: str) -> bool:
     return succeeds(path, "cat-file", "-e", f"{sha}^{{commit}}")
 
 
-def is_ancestor(path: Path, older: str, newer: str) -> bool:
-    """Whether `older` is `newer` or in its history."""
-    return succeeds(path, "merge-base", "--is-ancestor", older, newer)
-
-
 def bundle(path: Path, dest: Path) -> None:
-    """Write the copy's history (HEAD and its branch) to the bundle `dest`."""
-    git(path, "bundle", "create", "--quiet", str(dest.absolute()), "HEAD", branch(path))
+    """Write the copy's history to the bundle `dest`: every branch, and HEAD (the commit
+    this working tree is at)."""
+    git(path, "bundle", "create", "--quiet", str(dest.absolute()), "HEAD", "--branches")
 
 
 def bundle_head(bundle_file: Path) -> str:
@@ -207,48 +222,29 @@ def bundle_head(bundle_file: Path) -> str:
     raise WorkspaceError("the bundle has no HEAD")
 
 
-def fetch(path: Path, bundle_file: Path, expected: str, branch_name: str = "main") -> None:
-    """Bring a bundle's history into the copy (made if absent) without moving it, and check
-    that its HEAD is `expected`."""
+def fetch(path: Path, bundle_file: Path) -> None:
+    """Bring a bundle's branches into the copy (made if absent) without moving any
+    working tree: what is published replaces what the copy had under the same names."""
     if not is_versioned(path):
         path.mkdir(parents=True, exist_ok=True)
-        git(path, "init", "--quiet", f"--initial-branch={branch_name}")
+        git(path, "init", "--quiet", "--initial-branch=omoi/unborn")
         _exclude_scratch(path)
-    git(path, "fetch", "--quiet", "--no-tags", str(bundle_file.absolute()), "HEAD")
-    fetched = git(path, "rev-parse", "FETCH_HEAD")
-    if fetched != expected:
-        raise WorkspaceError(
-            f"the bundle's HEAD is {fetched[:12]}, not the published head {expected[:12]}"
-        )
+    git(path, "fetch", "--quiet", "--no-tags", "--update-head-ok", str(bundle_file.absolute()),
+        "+refs/heads/*:refs/heads/*")  # fmt: skip
 
 
-def checkout(path: Path, branch_name: str, commit_sha: str) -> None:
-    """Move the copy to `commit_sha` on `branch_name`, dropping local changes and
-    untracked files (ignored ones, like the executors' scratch, stay)."""
-    git(path, "checkout", "--quiet", "--force", "-B", branch_name, commit_sha)
+def place(path: Path, commit_sha: str) -> None:
+    """Put this working tree on `commit_sha` (detached), dropping local changes, a merge
+    in progress and untracked files (ignored ones, like the executors' scratch, stay)."""
+    git(path, "merge", "--abort", check=False)
+    git(path, "checkout", "--quiet", "--force", "--detach", commit_sha)
     git(path, "clean", "-fdq")
 
 
-def rebase(path: Path, onto: str) -> None:
-    """Replay the copy's own commits on top of `onto`; WorkspaceConflict if they clash."""
-    proc = _run(path, ("rebase", "--quiet", onto))
-    if proc.returncode == 0:
+def add_worktree(copy: Path, dest: Path, commit_sha: str) -> None:
+    """A linked working tree of `copy` at `dest` for one task (kept if it is there)."""
+    if (dest / ".git").exists():
         return
-    clashing = git(path, "diff", "--name-only", "--diff-filter=U", check=False).split()
-    git(path, "rebase", "--abort", check=False)
-    if not clashing:  # refused before it began: changes in the tree, say
-        raise WorkspaceError(f"could not rebase onto {onto[:12]}: {proc.stderr.strip()[-500:]}")
-    raise WorkspaceConflict(
-        f"this task's commit conflicts with work another task published meanwhile in "
-        f"{', '.join(clashing[:10])} (rebasing onto {onto[:12]} failed)"
-    )
-
-
-def missing_history(path: Path, tip: str, commits: list[str]) -> list[str]:
-    """Which of `commits` are not `tip` or in its history (one git call when none is)."""
-    if not commits:
-        return []
-    proc = _run(path, ("merge-base", "--independent", tip, *commits))
-    if proc.returncode == 0 and proc.stdout.split() == [tip]:
-        return []
-    return [c for c in commits if not (has_commit(path, c) and is_ancestor(path, c, tip))]
+    git(copy, "worktree", "prune")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    git(copy, "worktree", "add", "--quiet", "--force", "--detach", str(dest), commit_sha)

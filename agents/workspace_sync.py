@@ -31,11 +31,11 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents import workspace
+from agents import branches, workspace
 from agents.workspace import WorkspaceError
 from bus import Bus, ConflictError, ObjectError, ObjectMissing, StoredObject
 from bus import constants as c
-from schemas import TaskStatus
+from schemas import TaskState, TaskStatus
 from schemas.task import task_key
 from schemas.ticket import TicketState
 
@@ -124,74 +124,106 @@ class WorkspaceSync:
     def __init__(self, bus: Bus, root: Path) -> None:
         self.bus = bus
         self.root = root
-        self._joined: dict[str, int] = {}  # task id -> its hold on the copy
+        self._joined: dict[str, tuple[int, Path]] = {}  # task id -> its hold, its tree
+        self._synced: dict[str, int] = {}  # ticket -> the object revision last fetched
 
     def path(self, ticket_id: str) -> Path:
         return self.root / ticket_id
 
-    async def pull(self, ticket: TicketState, task_id: str) -> Path:
-        """Bring this machine's copy of the ticket's workspace to its published state (or
-        make it, for a ticket that has none yet) and hold it for the task."""
-        ws = self.path(ticket.id)
+    def worktree(self, ticket_id: str, task: str) -> Path:
+        return self.root / f".{ticket_id}.tasks" / task
+
+    async def pull(self, ticket: TicketState, task: TaskState) -> Path:
+        """Bring this machine's copy of the ticket's workspace up to the published state
+        (or make it), start the task's working tree at its base and hold it for the task.
+
+        The task works in the copy itself when no other attempt does, else in a linked
+        worktree of its own. MergeConflict if its base does not merge."""
+        copy = self.path(ticket.id)
         recorded = await self._recorded_commits(ticket)
-        async with workspace.mutex(ws):
-            hold, alone = workspace.join(ws)
+        async with workspace.mutex(copy):
+            hold, alone = workspace.join(copy)
             try:
                 current = await published(self.bus, ticket.id)
                 if current is None:
-                    await self._start(ws, ticket, recorded)
+                    await self._start(copy, ticket, recorded)
                 else:
-                    local = await asyncio.to_thread(workspace.head, ws)
-                    if local is None or (alone and local != current.head):
-                        current = await self._fetch(ws, ticket.id)
-                        await asyncio.to_thread(
-                            workspace.checkout, ws, current.branch, current.head
-                        )
-                        local = current.head
-                    if local == current.head:
-                        await self._check_history(ws, ticket.id, current.head, recorded)
+                    needed = [*task.base, *recorded]
+                    missing = needed
+                    if workspace.is_versioned(copy):
+                        missing = await asyncio.to_thread(branches.missing_commits, copy, needed)
+                    if missing or not workspace.is_versioned(copy):
+                        await self._fetch(copy, ticket.id)
+                    await self._check_history(copy, ticket.id, recorded)
+                tree = copy if alone else self.worktree(ticket.id, task.name)
+                await asyncio.to_thread(self._begin, copy, tree, task)
             except BaseException:
                 workspace.leave(hold)
                 raise
-        self._joined[task_id] = hold
-        return ws
+        self._joined[task.id] = (hold, tree)
+        return tree
+
+    def _begin(self, copy: Path, tree: Path, task: TaskState) -> None:
+        """Put `tree` at the task's start: its base, merged. A retry on the same machine
+        that finds the tree still there keeps what its earlier attempt left (a resumed
+        agent conversation finds its files)."""
+        missing = branches.missing_commits(copy, task.base)
+        if missing:
+            raise WorkspaceError(
+                f"{_where(task.ticket_id)} lacks commit {missing[0][:12]}, which task "
+                f"{task.name} starts from: its branch was replaced or removed"
+            )
+        bases = task.base or [branches.start_commit(copy)]
+        message = f"omoi: merge for {task.name}\n\nomoi task {task.id}"
+        theirs = None
+        if task.resolves is not None:
+            start, theirs = branches.merged_until_conflict(copy, bases, message)
+        else:
+            start = branches.merged(copy, bases, message)
+        workspace.add_worktree(copy, tree, start)
+        at = workspace.head(tree)
+        if at != start or branches.merging(tree) != theirs:
+            workspace.place(tree, start)
+            if theirs is not None:
+                branches.begin_merge(tree, theirs)
 
     def release(self, task_id: str) -> None:
-        hold = self._joined.pop(task_id, None)
-        if hold is not None:
-            workspace.leave(hold)
+        joined = self._joined.pop(task_id, None)
+        if joined is not None:
+            workspace.leave(joined[0])
 
-    async def publish(self, ticket_id: str, message: str) -> Published | None:
-        """Commit the task's work and publish the copy (None: not a git workspace)."""
-        ws = self.path(ticket_id)
-        if not workspace.is_versioned(ws):
+    async def publish(self, task: TaskState, message: str) -> Published | None:
+        """Commit the task's work on its branch and publish the copy (None: the task
+        holds no git working tree)."""
+        joined = self._joined.get(task.id)
+        if joined is None or not workspace.is_versioned(joined[1]):
             return None
-        async with workspace.mutex(ws):
-            _, files = await asyncio.to_thread(workspace.commit, ws, message)
+        tree, copy, ref = joined[1], self.path(task.ticket_id), branches.task_ref(task.name)
+        async with workspace.mutex(copy):
+            await asyncio.to_thread(workspace.git, tree, "add", "--all")
+            left = await asyncio.to_thread(branches.leftover_markers, tree)
+            if left:
+                raise WorkspaceError(
+                    f"conflict markers are still in {', '.join(left[:10])}: resolve them"
+                )
+            tip, files = await asyncio.to_thread(workspace.commit, tree, message, ref)
             for _ in range(PUBLISH_ROUNDS):
-                current = await published(self.bus, ticket_id)
-                local = await asyncio.to_thread(workspace.head, ws)
-                if local is None:
-                    raise WorkspaceError(f"the workspace {ws} has no commit")
-                if current is not None:
-                    if current.head == local:
-                        return Published(local, files, current.stored.revision)
-                    if not await asyncio.to_thread(workspace.has_commit, ws, current.head):
-                        current = await self._fetch(ws, ticket_id)
-                    if await asyncio.to_thread(workspace.is_ancestor, ws, local, current.head):
-                        # Already in what is published (the task changed nothing new).
-                        return Published(current.head, files, current.stored.revision)
-                    if not await asyncio.to_thread(workspace.is_ancestor, ws, current.head, local):
-                        await asyncio.to_thread(workspace.rebase, ws, current.head)
-                        local = await asyncio.to_thread(workspace.head, ws) or local
+                current = await published(self.bus, task.ticket_id)
+                if current is not None and self._synced.get(task.ticket_id) != (
+                    current.stored.revision
+                ):
+                    # Other tasks published meanwhile: take their branches, keep ours.
+                    await self._fetch(copy, task.ticket_id)
+                    await asyncio.to_thread(workspace.git, copy, "update-ref", ref, tip)
                 try:
-                    stored = await self._put(ws, ticket_id, local, current)
+                    stored = await self._put(tree, task.ticket_id, tip, task.name, current)
                 except ConflictError:
                     continue  # another task published first: go again from its state
-                return Published(local, files, stored.revision)
+                self._synced[task.ticket_id] = stored.revision
+                return Published(tip, files, stored.revision)
         raise WorkspaceError(
-            f"{_where(ticket_id)} kept changing: {PUBLISH_ROUNDS} publishes in a row lost "
-            "to other tasks of the ticket"
+            f"{_where(task.ticket_id)} kept changing: {PUBLISH_ROUNDS} publishes in a row "
+            "lost to other tasks of the ticket"
         )
 
     async def _start(self, ws: Path, ticket: TicketState, recorded: dict[str, str]) -> None:
@@ -199,12 +231,9 @@ class WorkspaceSync:
         if recorded:
             # Tasks committed, so their work was published, and the object is gone. A copy
             # here that holds all of it is published again by the next success.
-            local = await asyncio.to_thread(workspace.head, ws)
             lacking = list(recorded)
-            if local is not None:
-                lacking = await asyncio.to_thread(
-                    workspace.missing_history, ws, local, list(recorded)
-                )
+            if workspace.is_versioned(ws):
+                lacking = await asyncio.to_thread(branches.missing_commits, ws, list(recorded))
             if lacking:
                 raise WorkspaceError(
                     f"ticket {ticket.id}'s published workspace ({_where(ticket.id)}) is "
@@ -214,10 +243,8 @@ class WorkspaceSync:
             log.warning("%s is missing; this copy holds all its work", _where(ticket.id))
         await asyncio.to_thread(workspace.ensure, ws, ticket.repository, ticket.created_at)
 
-    async def _check_history(
-        self, ws: Path, ticket_id: str, head: str, recorded: dict[str, str]
-    ) -> None:
-        lacking = await asyncio.to_thread(workspace.missing_history, ws, head, list(recorded))
+    async def _check_history(self, ws: Path, ticket_id: str, recorded: dict[str, str]) -> None:
+        lacking = await asyncio.to_thread(branches.missing_commits, ws, list(recorded))
         if lacking:
             raise WorkspaceError(
                 f"{_where(ticket_id)} lacks commit {lacking[0][:12]} of task "
@@ -225,27 +252,30 @@ class WorkspaceSync:
             )
 
     async def _fetch(self, ws: Path, ticket_id: str) -> Snapshot:
-        """Bring the published history into the copy, without moving it; what was fetched."""
+        """Bring the published branches into the copy, without moving any working tree."""
         scratch = ws.parent / f".{ws.name}.{uuid.uuid4().hex[:12]}.bundle"
         try:
             snapshot = await download(self.bus, ticket_id, scratch)
-            await asyncio.to_thread(workspace.fetch, ws, scratch, snapshot.head, snapshot.branch)
+            await asyncio.to_thread(workspace.fetch, ws, scratch)
+            self._synced[ticket_id] = snapshot.stored.revision
             return snapshot
         finally:
             scratch.unlink(missing_ok=True)
 
     async def _put(
-        self, ws: Path, ticket_id: str, head: str, replacing: Snapshot | None
+        self, tree: Path, ticket_id: str, head: str, task_name: str, replacing: Snapshot | None
     ) -> StoredObject:
-        scratch = ws.parent / f".{ws.name}.{uuid.uuid4().hex[:12]}.bundle"
+        scratch = self.path(ticket_id).parent / f".{ticket_id}.{uuid.uuid4().hex[:12]}.bundle"
         started = time.monotonic()
         try:
-            await asyncio.to_thread(workspace.bundle, ws, scratch)
-            branch = await asyncio.to_thread(workspace.branch, ws)
+            await asyncio.to_thread(workspace.bundle, tree, scratch)
             stored = await self.bus.workspaces.put(
                 c.workspace_object(ticket_id),
                 scratch,
-                headers={c.HDR_WORKSPACE_HEAD: head, c.HDR_WORKSPACE_BRANCH: branch},
+                headers={
+                    c.HDR_WORKSPACE_HEAD: head,
+                    c.HDR_WORKSPACE_BRANCH: branches.task_branch(task_name),
+                },
                 replacing=replacing.stored if replacing is not None else None,
             )
         finally:

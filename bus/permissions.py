@@ -241,6 +241,7 @@ def _table() -> dict[str, Permissions]:
                     "task.retrying",
                     "task.succeeded",
                     "task.failed",
+                    "merge.conflicted",
                 ),
                 *_AGENT_EVENTS,
                 *_workspaces(write=True),

@@ -31,6 +31,8 @@ class EventType(StrEnum):
     TASK_CANCELLED = "task.cancelled"
     TASK_SKIPPED = "task.skipped"
     TASK_PROGRESS = "task.progress"
+    # The commits a task starts from do not merge: both sides and the conflicting hunks.
+    MERGE_CONFLICTED = "merge.conflicted"
     GATE_REQUESTED = "gate.requested"
     GATE_PASSED = "gate.passed"
     GATE_FAILED = "gate.failed"

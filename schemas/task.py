@@ -14,6 +14,10 @@ from schemas.usage import Budget, Usage
 Capability = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
 
 
+MERGE_ORIGIN = "merge:"
+RESOLVE_ORIGIN = "resolve:"
+
+
 class TaskStatus(StrEnum):
     BLOCKED = "blocked"
     QUEUED = "queued"
@@ -42,6 +46,7 @@ class ErrorCategory(StrEnum):
     CANCELLED = "cancelled"
     BUDGET = "budget"
     WORKSPACE = "workspace"
+    MERGE_CONFLICT = "merge_conflict"
 
 
 Criterion = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
@@ -100,8 +105,14 @@ class TaskState(WireModel):
     timeout_s: float = 600.0
     max_retries: int = 3
     budget: Budget | None = None
-    # Set on tasks the planner adds itself, e.g. "gate:testing:1" for a gate fix.
+    # Set on tasks the planner adds itself: "gate:testing:1" for a gate fix,
+    # "merge:implementation" for a phase's merge, "resolve:<task>" for a conflict's
+    # resolution.
     origin: str | None = None
+    # The commits this task's branch starts from, merged (git tickets): its dependencies'
+    # commits in its phase, or the previous phases' head. Set when it is queued; empty
+    # means the workspace's start.
+    base: list[str] = Field(default_factory=list)
     # Spent by every attempt so far; a ticket's budget is checked against the sum.
     usage: Usage = Field(default_factory=Usage)
     status: TaskStatus = TaskStatus.BLOCKED
@@ -141,6 +152,17 @@ class TaskState(WireModel):
             max_retries=spec.max_retries,
             budget=spec.budget,
         )
+
+    @property
+    def is_merge(self) -> bool:
+        """A phase's merge: its work is only its base, merged."""
+        return (self.origin or "").startswith(MERGE_ORIGIN)
+
+    @property
+    def resolves(self) -> str | None:
+        """The task whose merge conflict this task resolves."""
+        origin = self.origin or ""
+        return origin[len(RESOLVE_ORIGIN) :] if origin.startswith(RESOLVE_ORIGIN) else None
 
     @property
     def max_attempts(self) -> int:

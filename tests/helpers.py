@@ -14,6 +14,7 @@ from nats.js.api import DeliverPolicy
 
 from agents import workspace as ws
 from agents.base import Agent
+from agents.branches import task_branch
 from bus import Bus
 from bus import constants as c
 from schemas import Event, TicketState
@@ -138,7 +139,7 @@ async def publish_workspace(bus: Bus, ticket_id: str, repo: Path) -> str:
     ws.bundle(repo, bundle)
     head = ws.bundle_head(bundle)
     name = c.workspace_object(ticket_id)
-    headers = {c.HDR_WORKSPACE_HEAD: head, c.HDR_WORKSPACE_BRANCH: ws.branch(repo)}
+    headers = {c.HDR_WORKSPACE_HEAD: head, c.HDR_WORKSPACE_BRANCH: task_branch("published")}
     await bus.workspaces.put(
         name, bundle, headers=headers, replacing=await bus.workspaces.info(name)
     )

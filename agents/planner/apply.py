@@ -8,7 +8,8 @@ import logging
 from agents.events import task_event, ticket_event
 from agents.llm.client import ModelClient
 from agents.planner import context, gates
-from agents.planner.reconcile import Plan, head_commit, plan
+from agents.planner.merges import head_commit
+from agents.planner.reconcile import Plan, plan
 from bus import Bus
 from bus.constants import (
     control_cancel_subject,
@@ -69,11 +70,45 @@ class Reconciler:
         await asyncio.gather(
             *(self.skip_task(f"{ticket.id}.{name}", why) for name, why in decided.skip.items())
         )
+        added = [*decided.add, *decided.resolve.values()]
+        if added and not await self.add_tasks(ticket.id, added):
+            return False
+        for name, fix in decided.resolve.items():
+            await self.reset_task(
+                f"{ticket.id}.{name}",
+                f"runs again on {fix.name}, which resolves its merge conflict",
+                after=fix.name,
+            )
         if (decided.transitions or decided.finish or decided.request_gate) and not (
             await self._advance(ticket, tasks, decided)
         ):
             return False
-        await asyncio.gather(*(self.queue_task(f"{ticket.id}.{name}") for name in decided.queue))
+        await asyncio.gather(
+            *(
+                self.queue_task(f"{ticket.id}.{name}", decided.bases.get(name, []))
+                for name in decided.queue
+            )
+        )
+        return True
+
+    async def add_tasks(self, ticket_id: str, added: list[TaskState]) -> bool:
+        """Create tasks the planner decided on and list them in the ticket. Their ids are
+        deterministic, so after a crash between the two the same tasks are found made."""
+        for task in added:
+            await self.bus.tasks.create(task.id, task)
+
+        def listed(t: TicketState) -> TicketState | None:
+            missing = [task.name for task in added if task.name not in t.tasks]
+            if not missing or t.status.terminal:
+                return None
+            t.tasks.extend(missing)
+            t.updated_at = utcnow()
+            return t
+
+        if await self.bus.tickets.update(ticket_id, listed) is None:
+            return False
+        for task in added:
+            log.info("ticket %s: added task %s (%s)", ticket_id, task.name, task.origin)
         return True
 
     async def emit_ticket_changes(self, before: TicketState, after: TicketState) -> None:
@@ -191,12 +226,17 @@ class Reconciler:
             outcome,
         )
 
-    async def reset_task(self, key: str, reason: str) -> None:
-        """Send a task back to blocked, as a new generation, so it runs again."""
+    async def reset_task(self, key: str, reason: str, *, after: str | None = None) -> None:
+        """Send a task back to blocked, as a new generation, so it runs again (`after`
+        another task it now depends on as well)."""
         was_running = False
 
         def reset(t: TaskState) -> TaskState | None:
             nonlocal was_running
+            if after is not None:
+                if after in t.depends_on:
+                    return None  # already done
+                t.depends_on = [after, *t.depends_on]
             was_running = t.status is TaskStatus.RUNNING
             t.status = TaskStatus.BLOCKED
             t.generation += 1
@@ -215,11 +255,12 @@ class Reconciler:
         if task is not None and was_running:
             await self.bus.notify(control_cancel_subject(task.ticket_id, task.name))
 
-    async def queue_task(self, key: str) -> None:
+    async def queue_task(self, key: str, base: list[str] | None = None) -> None:
         def to_queued(t: TaskState) -> TaskState | None:
             if t.status is not TaskStatus.BLOCKED:
                 return None
             t.status = TaskStatus.QUEUED
+            t.base = list(base or [])
             t.queued_at = t.updated_at = utcnow()
             return t
 

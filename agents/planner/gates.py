@@ -12,8 +12,8 @@ import logging
 from collections.abc import Mapping
 
 from agents.events import ticket_event
+from agents.planner.merges import head_commit, leaves
 from agents.planner.phases import phase_index
-from agents.planner.reconcile import head_commit
 from bus import Bus
 from bus.constants import gate_subject
 from schemas import Event, EventType, Phase, PhaseTransition, TaskState, TaskStatus, utcnow
@@ -174,6 +174,8 @@ def fix_task(
         capability=spec.fix_capability,
         instructions=fix_instructions(ticket, verdict, in_phase),
         acceptance=[c for t in in_phase for c in t.acceptance],
+        # On top of the fix phase's work: its head is the fix's base.
+        depends_on=[t.name for t in leaves(tasks, phase)],
         max_retries=1,
         origin=f"gate:{verdict.phase.value}:{verdict.attempt}",
     )

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 
+from agents.planner import merges
 from agents.planner.graph import dependents
-from agents.planner.phases import next_phase, phase_index
+from agents.planner.phases import next_phase
 from schemas import Phase, PhaseTransition, TaskState, TaskStatus, TicketStatus
 from schemas.ticket import GateStatus, TicketState
 
@@ -33,10 +33,24 @@ class Plan:
     request_gate: Phase | None = None
     finish: TicketStatus | None = None
     reason: str = ""
+    # What each queued task of a git ticket starts from (`TaskState.base`).
+    bases: dict[str, list[str]] = field(default_factory=dict)
+    # Tasks the planner adds: a phase's merge.
+    add: list[TaskState] = field(default_factory=list)
+    # Conflicted task -> the task that resolves its conflict (it then runs again on it).
+    resolve: dict[str, TaskState] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
-        return not (self.skip or self.queue or self.transitions or self.finish or self.request_gate)
+        return not (
+            self.skip
+            or self.queue
+            or self.transitions
+            or self.finish
+            or self.request_gate
+            or self.add
+            or self.resolve
+        )
 
 
 def plan(ticket: TicketState, tasks: Mapping[str, TaskState]) -> Plan:
@@ -44,28 +58,47 @@ def plan(ticket: TicketState, tasks: Mapping[str, TaskState]) -> Plan:
     if ticket.status is not TicketStatus.RUNNING or ticket.phase is Phase.BLOCKED:
         return out
 
-    failed = sorted(t.name for t in tasks.values() if t.status in FAILED_OUTCOMES)
+    for task in tasks.values():
+        if merges.conflicted(task) and (fix := merges.resolution(ticket, tasks, task)):
+            out.resolve[task.name] = fix
+    failed = sorted(
+        t.name for t in tasks.values() if t.status in FAILED_OUTCOMES and t.name not in out.resolve
+    )
     if failed and ticket.on_failure == "fail_fast":
         return _wind_down(tasks, failed, out)
     if failed:
         _skip_dependents(tasks, failed, out)
 
+    _walk_phases(ticket, tasks, failed, out)
+    if ticket.versioned:
+        out.bases = {name: merges.base_of(tasks[name], tasks) for name in out.queue}
+    return out
+
+
+def _walk_phases(
+    ticket: TicketState, tasks: Mapping[str, TaskState], failed: list[str], out: Plan
+) -> None:
+    """From the ticket's phase on: queue what is ready, else pass each finished phase
+    (after its merge and its gate), until one still has work."""
     phase: Phase = ticket.phase
     while phase is not Phase.DONE:
         in_phase = [t for t in tasks.values() if t.phase is phase]
         out.queue.extend(n for n in _ready(in_phase, tasks) if n not in out.skip)
-        if out.queue or out.skip or any(not t.status.terminal for t in in_phase):
-            break
+        if out.queue or out.skip or out.resolve or any(not t.status.terminal for t in in_phase):
+            return
         if failed:
             # `continue`: everything independent of the failure has finished.
             out.finish = TicketStatus.FAILED
             out.reason = _failed_reason(failed)
-            return out
+            return
+        if ticket.versioned and (merge := merges.phase_merge(ticket, tasks, phase)):
+            out.add.append(merge)  # one commit hands the phase on
+            return
         if _gate_closed(ticket, phase):
             gate = ticket.gates.get(phase)
             if gate is None or gate.status is GateStatus.NONE:
                 out.request_gate = phase
-            break  # a verdict is pending, or the gate failed for good (ticket blocked)
+            return  # a verdict is pending, or the gate failed for good (ticket blocked)
         gate = ticket.gates.get(phase)
         target = next_phase(phase)
         reason = f"{phase.value} complete" if in_phase else f"{phase.value} has no tasks"
@@ -73,10 +106,8 @@ def plan(ticket: TicketState, tasks: Mapping[str, TaskState]) -> Plan:
             reason += f", gate {gate.status.value}"
         out.transitions.append(PhaseTransition(from_=phase, to=target, reason=reason))
         phase = target
-    if phase is Phase.DONE:
-        out.finish = TicketStatus.DONE
-        out.reason = "all phases complete"
-    return out
+    out.finish = TicketStatus.DONE
+    out.reason = "all phases complete"
 
 
 def _ready(in_phase: list[TaskState], tasks: Mapping[str, TaskState]) -> list[str]:
@@ -91,30 +122,6 @@ def _ready(in_phase: list[TaskState], tasks: Mapping[str, TaskState]) -> list[st
 def _gate_closed(ticket: TicketState, phase: Phase) -> bool:
     gate = ticket.gates.get(phase)
     return phase in ticket.gate_specs and (gate is None or gate.status not in GATE_OPEN)
-
-
-def head_commit(tasks: Mapping[str, TaskState], before: Phase | None = None) -> str | None:
-    """The latest commit of a succeeded task (only of phases before `before`, if given):
-    the last published one, which holds every earlier one. Tasks of a phase may publish in
-    one order and record their success in another, so the publish order decides."""
-    done = [
-        t
-        for t in tasks.values()
-        if t.status is TaskStatus.SUCCEEDED
-        and t.result is not None
-        and t.result.commit
-        and (before is None or phase_index(t.phase) < phase_index(before))
-    ]
-    if not done:
-        return None
-    latest = max(done, key=_publish_order)
-    assert latest.result is not None
-    return latest.result.commit
-
-
-def _publish_order(task: TaskState) -> tuple[int, datetime]:
-    assert task.result is not None
-    return task.result.workspace_revision or 0, task.finished_at or task.updated_at
 
 
 def _failed_reason(failed: list[str]) -> str:

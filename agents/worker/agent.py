@@ -13,8 +13,9 @@ from pydantic import ValidationError
 
 from agents import workspace
 from agents.base import Agent
+from agents.branches import MergeConflict
 from agents.errors import PermanentFailure, TaskFailure, TransientFailure
-from agents.events import task_event
+from agents.events import conflict_event, task_event
 from agents.executors import ExecutionContext, Executor, ShellExecutor
 from agents.executors.agent import AgentExecutor
 from agents.executors.noop import NoopExecutor
@@ -40,6 +41,7 @@ from schemas.usage import Budget, Usage
 # Outcomes being recorded while the next task already runs (see `Worker.main`).
 RECORDING_AHEAD = 16
 TICKET_CACHE = 256
+MERGE_ONLY = NoopExecutor()
 # Verdicts that write the task: without a written value, the task is gone.
 WRITES = frozenset({Verdict.RUN, Verdict.EXHAUSTED})
 
@@ -266,7 +268,8 @@ class Worker(Agent):
 
     async def _prepare(self, task: TaskState) -> tuple[Executor, ExecutionContext]:
         """The attempt's executor and context, with the ticket's workspace ready."""
-        executor = self.executors.get(task.capability)
+        # A merge task's work is its base: merged when its working tree is made.
+        executor = MERGE_ONLY if task.is_merge else self.executors.get(task.capability)
         if executor is None:
             raise PermanentFailure(f"no executor for {task.capability!r}")
         ticket = await self._ticket(task.ticket_id, fresh=executor.reads_ticket_state)
@@ -274,9 +277,12 @@ class Worker(Agent):
         try:
             if ticket is not None and ticket.versioned:
                 # Up to the ticket's latest published state, from whichever machine.
-                ws = await self.workspaces.pull(ticket, task.id)
+                ws = await self.workspaces.pull(ticket, task)
             else:
                 ws.mkdir(parents=True, exist_ok=True)
+        except MergeConflict as exc:
+            await self.bus.publish_event(conflict_event(task, exc.conflict, self.id))
+            raise PermanentFailure(exc.args[0], category=ErrorCategory.MERGE_CONFLICT) from exc
         except workspace.WorkspaceError as exc:
             raise TransientFailure(exc.args[0], category=ErrorCategory.WORKSPACE) from exc
         return executor, ExecutionContext(

@@ -121,7 +121,7 @@ class OutcomeRecorder:
         message = f"{claim.name}: {first_line or claim.phase.value}\n\nomoi task {claim.id}"
         try:
             # Published before the success is written, so whatever follows it sees the work.
-            published = await self.workspaces.publish(claim.ticket_id, message)
+            published = await self.workspaces.publish(claim, message)
         except workspace.WorkspaceError as exc:
             failure = TransientFailure(exc.args[0], category=ErrorCategory.WORKSPACE)
             await self.fail(claimed, failure)

@@ -103,6 +103,14 @@ def git_log(workspace: Path) -> list[str]:
     return out.stdout.splitlines()
 
 
+def git_parents(workspace: Path, commit: str) -> list[str]:
+    out = subprocess.run(
+        ["git", "rev-list", "--parents", "-n", "1", commit],
+        cwd=workspace, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return out.stdout.split()[1:]
+
+
 def git_head(workspace: Path) -> str:
     out = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=workspace, capture_output=True, text=True, check=True
@@ -542,3 +550,68 @@ async def test_the_agents_terminal_never_sees_the_key_or_the_workers_settings(
     # And the key reached the model client, on every call.
     credential = hashlib.sha256(f"Bearer {PROBE_KEY}".encode()).hexdigest()
     assert server.requests and {r["credential"] for r in server.requests} == {credential}
+
+
+async def test_a_merge_conflict_becomes_a_resolution_task_that_resolves_it(
+    bus: Bus,
+    settings: Settings,
+    short_dir: Path,
+    model_server: ModelFactory,
+    start_agents: Start,
+) -> None:
+    resolver = "resolve-merge-implementation"
+    server = model_server({
+        "conversations": [task(
+            resolver,
+            term("cat same.txt"),
+            term("printf 'left\\nright\\n' > same.txt"),
+            finish("Kept both lines."),
+        )],
+    })  # fmt: skip
+    s = with_model(settings, server, short_dir)
+    events = await EventLog(bus).start()
+    await start_agents(s)
+    payload = {
+        "id": "T-conflict",
+        "title": "Two tasks, one line",
+        "tasks": [
+            # Parallel in the graph: both start from the phase's start and edit one line.
+            {"name": "left", "phase": "implementation", "command": "echo left > same.txt"},
+            {"name": "right", "phase": "implementation", "command": "echo right > same.txt"},
+            {"name": "check", "phase": "testing", "depends_on": ["left", "right"],
+             "command": "cat same.txt"},
+        ],
+        # A gate makes it a git ticket: branches, merges, commits.
+        "gates": {"testing": {"checks": [
+            {"kind": "file", "path": "same.txt", "contains": "left\nright"},
+        ]}},
+    }  # fmt: skip
+    assert (await submit(bus, payload))["ok"]
+    ticket = await wait_until(lambda: ticket_finished(bus, "T-conflict"), timeout=120)
+    assert ticket.status is TicketStatus.DONE, ticket.reason
+
+    conflicted = events.of("T-conflict", "merge.conflicted")
+    assert [e.task for e in conflicted] == ["merge-implementation"]
+    assert conflicted[0].data["files"] == ["same.txt"]
+    fix = await bus.tasks.value(f"T-conflict.{resolver}")
+    assert fix is not None and fix.status is TaskStatus.SUCCEEDED
+    assert fix.capability == "agent" and fix.resolves == "merge-implementation"
+    assert fix.instructions and "<<<<<<<" in fix.instructions and "right" in fix.instructions
+    # The model saw the conflict marked in the file, in its working tree.
+    shown = json.dumps([r["messages"] for r in server.requests if r["turn"] == 1])
+    assert "<<<<<<<" in shown and ">>>>>>>" in shown
+    merge = await bus.tasks.value("T-conflict.merge-implementation")
+    assert merge is not None and merge.status is TaskStatus.SUCCEEDED
+    assert merge.attempts == 1 and merge.generation == 1 and merge.depends_on[0] == resolver
+    assert fix.result is not None and merge.result is not None
+    assert merge.result.commit == fix.result.commit  # the resolution is the merge
+    check = await bus.tasks.value("T-conflict.check")
+    assert check is not None and check.result is not None
+    assert check.result.output_tail.split() == ["left", "right"]
+    copy = s.workspaces_dir / "T-conflict"
+    parents = git_parents(copy, fix.result.commit)
+    left = await bus.tasks.value("T-conflict.left")
+    right = await bus.tasks.value("T-conflict.right")
+    assert left is not None and right is not None and left.result and right.result
+    assert sorted(parents) == sorted([left.result.commit, right.result.commit])
+    await events.stop()

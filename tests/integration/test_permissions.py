@@ -47,6 +47,8 @@ PUBLISH = [
     ("planner", f"$JS.API.STREAM.PURGE.{c.EVENTS_STREAM}", False),
     ("worker", OUTCOME, True),
     ("worker", c.event_subject(T, "task.started"), True),
+    ("worker", c.event_subject(T, "merge.conflicted"), True),
+    ("planner", c.event_subject(T, "merge.conflicted"), False),
     ("worker", f"$KV.{c.TASKS_BUCKET}.{T}.a", True),
     ("worker", f"$KV.{c.HEARTBEATS_BUCKET}.worker-1", True),
     ("worker", f"$KV.{c.TICKETS_BUCKET}.{T}", False),

@@ -178,7 +178,7 @@ def parallel_ticket(ticket_id: str, barrier: Path, *, same_file: bool) -> dict[s
     }  # fmt: skip
 
 
-async def test_a_later_publisher_rebases_onto_what_an_earlier_one_published(
+async def test_parallel_tasks_commit_only_their_own_files_and_the_phase_merges_them(
     bus: Bus,
     events: EventLog,
     settings: Settings,
@@ -203,51 +203,67 @@ async def test_a_later_publisher_rebases_onto_what_an_earlier_one_published(
 
     done = await wait_until(lambda: ticket_finished(bus, "P1"), timeout=60)
     assert done.status is TicketStatus.DONE, done.reason
-    state = await bus.tasks.value("P1.right")
-    assert state is not None and state.attempts == 1  # rebased, not retried
-    assert state.result is not None and state.result.workspace_revision is not None
-    # The later commit was replayed on top of the earlier one, on the other machine.
     assert left.agent != right.agent
+    # Each task's commit holds its own file only, on its own branch from the same start.
+    assert (left.data["files"], right.data["files"]) == (["left.txt"], ["right.txt"])
+    merge = await bus.tasks.value("P1.merge-implementation")
+    assert merge is not None and merge.result is not None and merge.is_merge
+    assert sorted(merge.base) == sorted([left.data["commit"], right.data["commit"]])
     copy = machine(settings, tmp_path, "w1").workspaces_dir / "P1"
-    assert git(copy, "rev-parse", f"{right.data['commit']}^") == left.data["commit"]
-    assert (copy / "both.txt").read_text() == "left\nright\n"
-    assert done.commit == git(copy, "rev-parse", "HEAD")
+    merged = merge.result.commit
+    assert merged is not None
+    parents = git(copy, "rev-parse", f"{merged}^1", f"{merged}^2").split()
+    assert sorted(parents) == sorted([left.data["commit"], right.data["commit"]])
+    stat = git(copy, "log", "--stat", "--format=%s", merged)
+    assert "left: implementation\n\n left.txt | 1 +" in stat
+    assert "right: implementation\n\n right.txt | 1 +" in stat
+    assert git(copy, "rev-parse", "omoi/task/left", "omoi/task/right").split() == [
+        left.data["commit"],
+        right.data["commit"],
+    ]
+    # The testing task started from the merge, and the gate checked what it committed.
+    both = await bus.tasks.value("P1.both")
+    assert both is not None and both.base == [merged] and both.result is not None
+    assert both.result.output_tail.strip() == "left"
+    assert done.gates[Phase.TESTING].verdicts[-1].commit == done.commit == both.result.commit
+    assert git(copy, "show", f"{done.commit}:both.txt") == "left\nright"
 
 
-async def test_a_conflicting_publisher_fails_as_transient_and_reruns_on_the_latest_state(
+async def test_a_merge_conflict_is_an_event_and_fails_clearly_when_the_ticket_says_so(
     bus: Bus,
     events: EventLog,
     settings: Settings,
     tmp_path: Path,
     start_planner: Start,
     start_worker_on: Callable[..., Awaitable[Worker]],
-    running: Running,
 ) -> None:
     barrier = tmp_path / "barrier"
     barrier.mkdir()
     await start_planner()
-    await running.start(Validator(bus, machine(settings, tmp_path, "val"), env=dict(os.environ)))
     await start_worker_on("w1", ["implementation", "testing"])
     await start_worker_on("w2", ["implementation"])
-    assert (await submit(bus, parallel_ticket("P2", barrier, same_file=True)))["ok"]
+    payload = {**parallel_ticket("P2", barrier, same_file=True), "on_conflict": "fail"}
+    assert (await submit(bus, payload))["ok"]
     await wait_until(lambda: _exists(barrier / "left.ready", barrier / "right.ready"))
     (barrier / "left.go").touch()
-    await events.wait_type("P2", "task.succeeded", task="left")
     (barrier / "right.go").touch()
 
-    retrying = await events.wait_type("P2", "task.retrying", task="right")
-    assert retrying.data["error"]["category"] == "workspace"
-    assert "conflicts with work another task published" in retrying.data["error"]["message"]
-    assert "left.txt" in retrying.data["error"]["message"]
+    conflicted = await events.wait_type("P2", "merge.conflicted", task="merge-implementation")
+    assert conflicted.data["files"] == ["left.txt"]
+    hunk = conflicted.data["hunks"]["left.txt"]
+    assert "left" in hunk and "right" in hunk and "<<<<<<<" in hunk
     done = await wait_until(lambda: ticket_finished(bus, "P2"), timeout=60)
-    assert done.status is TicketStatus.DONE, done.reason
-    right = await bus.tasks.value("P2.right")
-    assert right is not None and right.attempts == 2
-    assert [e.category for e in right.errors] == ["workspace"]
-    # The second attempt started from left's published work and added to it.
-    both = await bus.tasks.value("P2.both")
-    assert both is not None and both.result is not None
-    assert both.result.output_tail.strip() == "left\nright"
+    assert done.status is TicketStatus.FAILED
+    assert done.reason == "task merge-implementation failed or was cancelled"
+    merge = await bus.tasks.value("P2.merge-implementation")
+    assert merge is not None and merge.error is not None
+    assert merge.error.category == "merge_conflict" and merge.attempts == 1
+    assert "conflicts in left.txt" in merge.error.message
+    # Both tasks succeeded, each with its own commit: nothing was retried or lost.
+    for name in ("left", "right"):
+        task = await bus.tasks.value(f"P2.{name}")
+        assert task is not None and task.attempts == 1 and task.result is not None
+        assert task.result.files == ["left.txt"]
 
 
 async def _exists(*paths: Path) -> bool:

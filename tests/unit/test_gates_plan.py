@@ -13,7 +13,8 @@ from agents.planner.gates import (
     mark_pending,
     needs_rerun,
 )
-from agents.planner.reconcile import head_commit, plan
+from agents.planner.merges import head_commit
+from agents.planner.reconcile import plan
 from schemas import Phase, TaskResult, TaskState, TaskStatus, TicketState
 from schemas.gate import CheckKind, CheckSpec, GateSpec, GateVerdict
 from schemas.ticket import GateState, GateStatus
