@@ -229,6 +229,9 @@ def _table() -> dict[str, Permissions]:
                 *_HEARTBEAT,
                 # Claims: a worker marks the task it runs as running, and its outcome.
                 *_writes(c.TASKS_BUCKET),
+                # Resource locks of the tasks it runs (leases, fencing tokens).
+                *_reads(c.LOCKS_BUCKET),
+                *_writes(c.LOCKS_BUCKET),
                 f"{_API}.STREAM.INFO.{c.TASKS_STREAM}",
                 f"{_API}.CONSUMER.INFO.{c.TASKS_STREAM}.*",
                 f"{_API}.CONSUMER.CREATE.{c.TASKS_STREAM}.*.>",
@@ -294,7 +297,7 @@ def _table() -> dict[str, Permissions]:
         ),
         "gateway": Permissions(
             publish=(
-                *_reads(*STATE_BUCKETS),
+                *_reads(*STATE_BUCKETS, c.LOCKS_BUCKET),
                 *_READ_ONLY_API,
                 *_watches(c.EVENTS_STREAM, c.DLQ_STREAM, *map(c.kv_stream, STATE_BUCKETS)),
                 *_SUBMIT_TRUSTED,
@@ -307,7 +310,7 @@ def _table() -> dict[str, Permissions]:
         ),
         "operator": Permissions(
             publish=(
-                *_reads(*STATE_BUCKETS),
+                *_reads(*STATE_BUCKETS, c.LOCKS_BUCKET),
                 *_READ_ONLY_API,
                 *_watches(c.EVENTS_STREAM, c.DLQ_STREAM, *map(c.kv_stream, STATE_BUCKETS)),
                 *_SUBMIT_TRUSTED,
@@ -325,7 +328,7 @@ def _table() -> dict[str, Permissions]:
         ),
         "viewer": Permissions(
             publish=(
-                *_reads(*STATE_BUCKETS),
+                *_reads(*STATE_BUCKETS, c.LOCKS_BUCKET),
                 *_READ_ONLY_API,
                 *_watches(c.EVENTS_STREAM, c.DLQ_STREAM, *map(c.kv_stream, STATE_BUCKETS)),
             ),

@@ -435,6 +435,9 @@ def _register_token_commands() -> None:
     from cli.token_commands import token_app
 
     app.add_typer(token_app, name="token")
+    from cli.locks import locks_cmd
+
+    app.command("locks")(locks_cmd)
 
 
 _register_token_commands()

@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import Field, StringConstraints
 
 from schemas.common import ErrorInfo, Identifier, Phase, StrictWireModel, WireModel, utcnow
+from schemas.lock import ResourceClaim
 from schemas.usage import Budget, Usage
 
 Capability = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
@@ -66,6 +67,8 @@ class TaskSpec(StrictWireModel):
     timeout_s: float = Field(default=600.0, gt=0, le=7 * 24 * 3600)
     max_retries: int = Field(default=3, ge=0, le=50)
     budget: Budget | None = None
+    # What it uses, locked while it runs: no two conflicting claims run at once.
+    resources: list[ResourceClaim] = Field(default_factory=list, max_length=50)
 
 
 class AttemptError(WireModel):
@@ -105,6 +108,7 @@ class TaskState(WireModel):
     timeout_s: float = 600.0
     max_retries: int = 3
     budget: Budget | None = None
+    resources: list[ResourceClaim] = Field(default_factory=list)
     # Set on tasks the planner adds itself: "gate:testing:1" for a gate fix,
     # "merge:implementation" for a phase's merge, "resolve:<task>" for a conflict's
     # resolution.
@@ -151,6 +155,7 @@ class TaskState(WireModel):
             timeout_s=spec.timeout_s,
             max_retries=spec.max_retries,
             budget=spec.budget,
+            resources=list(spec.resources),
         )
 
     @property

@@ -15,6 +15,7 @@ from agents.planner import merges
 from agents.planner.graph import dependents
 from agents.planner.phases import next_phase
 from schemas import Phase, PhaseTransition, TaskState, TaskStatus, TicketStatus
+from schemas.lock import conflicting
 from schemas.ticket import GateStatus, TicketState
 
 FAILED_OUTCOMES = frozenset({TaskStatus.FAILED, TaskStatus.CANCELLED})
@@ -83,7 +84,8 @@ def _walk_phases(
     phase: Phase = ticket.phase
     while phase is not Phase.DONE:
         in_phase = [t for t in tasks.values() if t.phase is phase]
-        out.queue.extend(n for n in _ready(in_phase, tasks) if n not in out.skip)
+        ready = [n for n in _ready(in_phase, tasks) if n not in out.skip]
+        out.queue.extend(_unlocked(ready, tasks))
         if out.queue or out.skip or out.resolve or any(not t.status.terminal for t in in_phase):
             return
         if failed:
@@ -117,6 +119,26 @@ def _ready(in_phase: list[TaskState], tasks: Mapping[str, TaskState]) -> list[st
         if task.status is TaskStatus.BLOCKED
         and all(tasks[d].status in SATISFIED for d in task.depends_on if d in tasks)
     ]
+
+
+def _unlocked(ready: list[str], tasks: Mapping[str, TaskState]) -> list[str]:
+    """The ready tasks whose resources no queued or running task of the ticket (nor one
+    queued before it now) claims in conflict; the rest wait for those to finish. Claims
+    across tickets meet at the workers' locks."""
+    claimed = [
+        r
+        for t in tasks.values()
+        if t.status in (TaskStatus.QUEUED, TaskStatus.RUNNING)
+        for r in t.resources
+    ]
+    out = []
+    for name in ready:
+        claims = tasks[name].resources
+        if claims and conflicting(claims, claimed):
+            continue
+        claimed += claims
+        out.append(name)
+    return out
 
 
 def _gate_closed(ticket: TicketState, phase: Phase) -> bool:

@@ -22,9 +22,10 @@ from agents.executors.noop import NoopExecutor
 from agents.redact import Redactor
 from agents.settings import Settings
 from agents.worker.claim import Receipt, Verdict, claimed, exhausted, judge
+from agents.worker.leases import Busy, Lease, Leases
 from agents.worker.outcomes import Interrupt, Outcome, OutcomeRecorder
 from agents.workspace_sync import WorkspaceSync
-from bus import Abandon, Bus, Consumer, Delivery, Reject, Request, Source, Versioned
+from bus import Abandon, Bus, BusError, Consumer, Delivery, Reject, Request, Source, Versioned
 from bus import constants as c
 from bus.constants import CONTROL_CANCEL_PREFIX
 from schemas import (
@@ -89,8 +90,9 @@ class Worker(Agent):
         self.concurrency = settings.worker_concurrency
         self.workspaces = WorkspaceSync(bus, settings.workspaces_dir)
         self.redactor = redactor if redactor is not None else Redactor.from_settings(settings)
+        self.leases = Leases(bus, self.id, settings.lock_ttl_s)
         self.outcomes = OutcomeRecorder(
-            bus, settings, self.id, self.log, self.workspaces, self.redactor
+            bus, settings, self.id, self.log, self.workspaces, self.redactor, self.leases
         )
         self._attempts: dict[str, Attempt] = {}  # running tasks by task id
         self._tickets: dict[str, TicketState] = {}
@@ -182,7 +184,15 @@ class Worker(Agent):
                 task, EventType.TASK_FAILED, claim_written.revision, error=task.error_info()
             )
             return
+        await self._run(claim_written, delivery)
 
+    async def _run(self, claim_written: Versioned[TaskState], delivery: Delivery) -> None:
+        """Run a claimed task, once its resources are locked, and record its outcome."""
+        task = claim_written.value
+        held = await self.leases.acquire(task)
+        if isinstance(held, Busy):
+            await self.outcomes.wait_for_locks(task, held)
+            return
         self.log.debug("running %s attempt %d", task.id, task.attempts)
         # Stamped with the claim's time, as `task.queued` is with the time the task became
         # ready: both events then measure the transition, not the round trip after it.
@@ -197,14 +207,19 @@ class Worker(Agent):
         started = await self.bus.publish_event_async(
             started_event.model_copy(update={"at": task.started_at or started_event.at})
         )
+        renewing = asyncio.create_task(self._renew(task, held)) if held else None
         try:
             try:
                 outcome = await self._execute(task, delivery)
             finally:
                 delivery.release()
+                if renewing is not None:
+                    renewing.cancel()
+            outcome.leases = held
             await self.outcomes.record(claim_written, outcome)
         finally:
             self.workspaces.release(task.id)
+            await self.leases.release(held)
             await self.bus.confirm(started)
 
     async def _execute(self, task: TaskState, delivery: Delivery) -> Outcome:
@@ -237,6 +252,21 @@ class Worker(Agent):
                     await run
             del self._attempts[task.id]
             self.current_task = next(iter(self._attempts), None)
+
+    async def _renew(self, task: TaskState, held: list[Lease]) -> None:
+        """Keep the task's locks while it runs. A lease found lost is not fought for: the
+        attempt's work will be refused when it tries to commit."""
+        every = self.settings.lock_ttl_s / 3
+        while True:
+            await asyncio.sleep(every)  # a timer, not a wait for another party
+            try:
+                lost = await self.leases.renew(held)
+            except BusError as exc:
+                self.log.warning("renewing %s's locks failed: %s", task.id, exc)
+                continue
+            if lost:
+                self.log.warning("%s lost its lease on %s", task.id, ", ".join(x.key for x in lost))
+                held = [x for x in held if x not in lost]
 
     async def _interrupted(
         self, run: asyncio.Task[TaskResult], task: TaskState, attempt: Attempt, delivery: Delivery

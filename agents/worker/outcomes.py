@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal
 
@@ -19,6 +19,7 @@ from agents.errors import TaskFailure, TransientFailure
 from agents.events import task_event
 from agents.redact import Redactor
 from agents.settings import Settings
+from agents.worker.leases import Busy, Lease, Leases
 from agents.workspace_sync import WorkspaceSync
 from bus import Abandon, Bus, Retry, Versioned
 from schemas import (
@@ -32,6 +33,8 @@ from schemas import (
 )
 
 Interrupt = Literal["cancelled", "handback"]
+# How soon a task whose resources are held is offered again.
+LOCK_WAIT_S = 0.5
 
 
 @dataclass
@@ -39,6 +42,8 @@ class Outcome:
     result: TaskResult | None = None
     failure: TaskFailure | None = None
     interrupted: Interrupt | None = None
+    # The resource locks the attempt held: its work is committed only if it still does.
+    leases: list[Lease] = field(default_factory=list)
 
 
 class OutcomeRecorder:
@@ -50,6 +55,7 @@ class OutcomeRecorder:
         log: logging.LoggerAdapter[logging.Logger],
         workspaces: WorkspaceSync,
         redactor: Redactor,
+        leases: Leases,
     ) -> None:
         self.bus = bus
         self.settings = settings
@@ -57,6 +63,7 @@ class OutcomeRecorder:
         self.log = log
         self.workspaces = workspaces
         self.redactor = redactor
+        self.leases = leases
 
     def is_mine(self, claim: TaskState, t: TaskState) -> bool:
         """Whether `t` is still the attempt this worker claimed (not cancelled, reset, taken)."""
@@ -86,7 +93,7 @@ class OutcomeRecorder:
         elif outcome.interrupted == "handback":
             await self.hand_back(claim)
         elif outcome.result is not None:
-            await self.succeed(claimed, outcome.result)
+            await self.succeed(claimed, outcome.result, outcome.leases)
         else:
             await self.fail(claimed, outcome.failure or TransientFailure("no outcome"))
 
@@ -115,8 +122,38 @@ class OutcomeRecorder:
         await self.bus.tasks.update(claim.id, unclaim)
         raise Retry("worker shutting down; task handed back")
 
-    async def succeed(self, claimed: Versioned[TaskState], result: TaskResult) -> None:
+    async def wait_for_locks(self, claim: TaskState, busy: Busy) -> None:
+        """The task's resources are held by others: hand it back to run later, the attempt
+        not counted."""
+
+        def unclaim(t: TaskState) -> TaskState | None:
+            if not self.is_mine(claim, t):
+                return None
+            t.status = TaskStatus.QUEUED
+            t.attempts -= 1
+            t.worker = None
+            t.reason = f"waiting for a lock: {busy.describe()}"
+            t.updated_at = utcnow()
+            return t
+
+        await self.bus.tasks.update(claim.id, unclaim)
+        self.log.info("%s waits: %s", claim.id, busy.describe())
+        raise Retry(f"waiting for a lock: {busy.describe()}", delay=LOCK_WAIT_S)
+
+    async def succeed(
+        self, claimed: Versioned[TaskState], result: TaskResult, leases: list[Lease]
+    ) -> None:
         claim = claimed.value
+        lost = await self.leases.lost(leases)
+        if lost:
+            # Fencing: another attempt may hold these now; this one's work must not land.
+            names = ", ".join(f"{lease.key} (token {lease.token})" for lease in lost)
+            failure = TransientFailure(
+                f"lost its lease on {names} while running; its work is not committed",
+                category=ErrorCategory.WORKSPACE,
+            )
+            await self.fail(claimed, failure)
+            return
         first_line = (result.summary.strip().splitlines() or [""])[0][:72]
         message = f"{claim.name}: {first_line or claim.phase.value}\n\nomoi task {claim.id}"
         try:

@@ -6,6 +6,7 @@ import pytest
 
 from agents.planner.reconcile import Plan, plan
 from schemas import Phase, TaskState, TaskStatus, TicketState, TicketStatus
+from schemas.lock import ResourceClaim
 
 P, S = Phase, TaskStatus
 
@@ -230,3 +231,22 @@ def test_continue_skips_only_dependents_and_lets_independent_work_finish() -> No
     assert result.transitions == [] and result.queue == []
     assert result.finish is TicketStatus.FAILED
     assert result.reason == "task a failed or was cancelled"
+
+
+def test_tasks_whose_resources_conflict_are_not_queued_together() -> None:
+    def claiming(name: str, status: TaskStatus, *resources: str) -> TaskState:
+        return task(name, P.IMPLEMENTATION, status).model_copy(
+            update={"resources": [ResourceClaim.model_validate(r) for r in resources]}
+        )
+
+    state = tasks(
+        claiming("running", S.RUNNING, "db:migrations"),
+        claiming("same-db", S.BLOCKED, "db:migrations"),
+        claiming("api", S.BLOCKED, "src/api/**"),
+        claiming("api-file", S.BLOCKED, "src/api/v1.py"),
+        claiming("docs", S.BLOCKED, "shared:docs/*.md"),
+        claiming("docs-too", S.BLOCKED, "shared:docs/*.md"),
+        claiming("free", S.BLOCKED),
+    )
+    result = plan(ticket(P.IMPLEMENTATION), state)
+    assert result.queue == ["api", "docs", "docs-too", "free"]
