@@ -208,6 +208,8 @@ def _table() -> dict[str, Permissions]:
                     "task.requeued",
                     "task.cancelled",
                     "task.skipped",
+                    # A split over something that is no list fails without running.
+                    "task.failed",
                     "gate.requested",
                 ),
                 *_AGENT_EVENTS,

@@ -17,6 +17,9 @@ Capability = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,31}$"
 
 MERGE_ORIGIN = "merge:"
 RESOLVE_ORIGIN = "resolve:"
+# A split task once its subtasks exist ("split:<count>"), and each subtask ("item:<i>").
+SPLIT_ORIGIN = "split:"
+ITEM_ORIGIN = "item:"
 
 
 class TaskStatus(StrEnum):
@@ -53,6 +56,18 @@ class ErrorCategory(StrEnum):
 Criterion = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 
 
+MAX_SPLIT = 100
+
+
+class SplitSpec(StrictWireModel):
+    """Fan a task out over a list an earlier task produced: one subtask per item, made
+    when that task has succeeded. Its output's last line that is a JSON list (or its
+    summary, if that is one) is the list; more than `max` items fail the task."""
+
+    over: Identifier
+    max: int = Field(default=20, ge=1, le=MAX_SPLIT)
+
+
 class TaskSpec(StrictWireModel):
     """One node of a ticket's task graph, as submitted."""
 
@@ -69,6 +84,11 @@ class TaskSpec(StrictWireModel):
     budget: Budget | None = None
     # What it uses, locked while it runs: no two conflicting claims run at once.
     resources: list[ResourceClaim] = Field(default_factory=list, max_length=50)
+    split: SplitSpec | None = None
+    # Gets its dependencies' results (`OMOI_JOINED`, and in an agent's prompt).
+    join: bool = False
+    # A barrier: tasks naming the same sync group start only once all of them can.
+    sync: Identifier | None = None
 
 
 class AttemptError(WireModel):
@@ -109,6 +129,11 @@ class TaskState(WireModel):
     max_retries: int = 3
     budget: Budget | None = None
     resources: list[ResourceClaim] = Field(default_factory=list)
+    split: SplitSpec | None = None
+    join: bool = False
+    sync: str | None = None
+    # A split's subtask: its item (a JSON value; a string as itself).
+    item: str | None = None
     # Set on tasks the planner adds itself: "gate:testing:1" for a gate fix,
     # "merge:implementation" for a phase's merge, "resolve:<task>" for a conflict's
     # resolution.
@@ -156,12 +181,20 @@ class TaskState(WireModel):
             max_retries=spec.max_retries,
             budget=spec.budget,
             resources=list(spec.resources),
+            split=spec.split,
+            join=spec.join,
+            sync=spec.sync,
         )
 
     @property
     def is_merge(self) -> bool:
-        """A phase's merge: its work is only its base, merged."""
-        return (self.origin or "").startswith(MERGE_ORIGIN)
+        """A phase's merge, or a split task once fanned out: its work is only its base
+        (what it merges), nothing to execute."""
+        return (self.origin or "").startswith((MERGE_ORIGIN, SPLIT_ORIGIN))
+
+    @property
+    def fanned_out(self) -> bool:
+        return (self.origin or "").startswith(SPLIT_ORIGIN)
 
     @property
     def resolves(self) -> str | None:

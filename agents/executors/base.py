@@ -24,6 +24,8 @@ class ExecutionContext:
     report: ProgressReporter | None = None
     # What is left of the ticket's budget; an executor that spends money stays inside it.
     budget: Budget | None = None
+    # A `join` task's dependencies' results, by task (a split's, by subtask).
+    joined: dict[str, str] = field(default_factory=dict)
 
 
 class Executor(Protocol):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from agents.events import task_event, ticket_event
 from agents.llm.client import ModelClient
@@ -16,6 +17,7 @@ from bus.constants import (
 )
 from schemas import Event, EventType, Phase, TaskState, TaskStatus, TicketStatus, utcnow
 from schemas.gate import GateVerdict
+from schemas.task import SPLIT_ORIGIN
 from schemas.ticket import GateStatus, PhaseContext, TicketState
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,13 @@ class Reconciler:
         added = [*decided.add, *decided.resolve.values()]
         if added and not await self.add_tasks(ticket.id, added):
             return False
+        for name, subtasks in decided.fan_out.items():
+            if not await self.add_tasks(ticket.id, subtasks):
+                return False
+            await self.bus.tasks.update(f"{ticket.id}.{name}", fanned_out(subtasks))
+        for name, why in decided.fail.items():
+            key = f"{ticket.id}.{name}"
+            await self.end_task(key, TaskStatus.FAILED, why, EventType.TASK_FAILED)
         for name, fix in decided.resolve.items():
             await self.reset_task(
                 f"{ticket.id}.{name}",
@@ -330,3 +339,17 @@ def merge_context(have: list[PhaseContext], new: list[PhaseContext]) -> list[Pha
     """A phase that runs again replaces what it handed over before."""
     phases = {c.phase for c in new}
     return [c for c in have if c.phase not in phases] + new
+
+
+def fanned_out(subtasks: list[TaskState]) -> Callable[[TaskState], TaskState | None]:
+    """The change that makes a split task wait for its subtasks, and merge them."""
+
+    def change(task: TaskState) -> TaskState | None:
+        if task.fanned_out or task.status is not TaskStatus.BLOCKED:
+            return None
+        task.origin = f"{SPLIT_ORIGIN}{len(subtasks)}"
+        task.depends_on = [*task.depends_on, *(t.name for t in subtasks)]
+        task.updated_at = utcnow()
+        return task
+
+    return change

@@ -23,6 +23,12 @@ def validate_graph(tasks: Sequence[TaskSpec]) -> None:
                 "invalid_graph",
             )
         _check_payload(task)
+        if task.split is not None and task.split.over not in task.depends_on:
+            raise InvalidTicket(
+                f"task {task.name!r} splits over {task.split.over!r}, which must be one of "
+                "its dependencies",
+                "invalid_graph",
+            )
         for dep in task.depends_on:
             if dep not in by_name:
                 raise InvalidTicket(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from agents.planner import merges
+from agents.planner import merges, split
 from agents.planner.graph import dependents
 from agents.planner.phases import next_phase
 from schemas import Phase, PhaseTransition, TaskState, TaskStatus, TicketStatus
@@ -40,6 +40,10 @@ class Plan:
     add: list[TaskState] = field(default_factory=list)
     # Conflicted task -> the task that resolves its conflict (it then runs again on it).
     resolve: dict[str, TaskState] = field(default_factory=dict)
+    # Split task -> its subtasks, to make now.
+    fan_out: dict[str, list[TaskState]] = field(default_factory=dict)
+    # Tasks that fail without running, and why (a split over something that is no list).
+    fail: dict[str, str] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -51,6 +55,8 @@ class Plan:
             or self.request_gate
             or self.add
             or self.resolve
+            or self.fan_out
+            or self.fail
         )
 
 
@@ -85,8 +91,12 @@ def _walk_phases(
     while phase is not Phase.DONE:
         in_phase = [t for t in tasks.values() if t.phase is phase]
         ready = [n for n in _ready(in_phase, tasks) if n not in out.skip]
+        waiting = split.held_at_barrier(ready, tasks)
+        ready = [n for n in ready if n not in waiting and not _fan_out(tasks[n], tasks, out)]
         out.queue.extend(_unlocked(ready, tasks))
-        if out.queue or out.skip or out.resolve or any(not t.status.terminal for t in in_phase):
+        if out.queue or out.skip or out.resolve or out.fan_out or out.fail:
+            return
+        if any(not t.status.terminal for t in in_phase):
             return
         if failed:
             # `continue`: everything independent of the failure has finished.
@@ -119,6 +129,18 @@ def _ready(in_phase: list[TaskState], tasks: Mapping[str, TaskState]) -> list[st
         if task.status is TaskStatus.BLOCKED
         and all(tasks[d].status in SATISFIED for d in task.depends_on if d in tasks)
     ]
+
+
+def _fan_out(task: TaskState, tasks: Mapping[str, TaskState], out: Plan) -> bool:
+    """A ready split task is fanned out instead of queued (or fails, its list bad)."""
+    if task.split is None or task.fanned_out:
+        return False
+    made = split.fan_out(task, tasks)
+    if isinstance(made, str):
+        out.fail[task.name] = made
+    else:
+        out.fan_out[task.name] = made
+    return True
 
 
 def _unlocked(ready: list[str], tasks: Mapping[str, TaskState]) -> list[str]:

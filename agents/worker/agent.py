@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from agents.executors.noop import NoopExecutor
 from agents.redact import Redactor
 from agents.settings import Settings
 from agents.worker.claim import Receipt, Verdict, claimed, exhausted, judge
+from agents.worker.joins import joined_results
 from agents.worker.leases import Busy, Lease, Leases
 from agents.worker.outcomes import Interrupt, Outcome, OutcomeRecorder
 from agents.workspace_sync import WorkspaceSync
@@ -315,20 +317,27 @@ class Worker(Agent):
             raise PermanentFailure(exc.args[0], category=ErrorCategory.MERGE_CONFLICT) from exc
         except workspace.WorkspaceError as exc:
             raise TransientFailure(exc.args[0], category=ErrorCategory.WORKSPACE) from exc
+        env = {
+            "OMOI_TICKET_ID": task.ticket_id,
+            "OMOI_TICKET_TITLE": ticket.title if ticket else "",
+            "OMOI_TICKET_DESCRIPTION": ticket.description if ticket else "",
+            "OMOI_TASK": task.name,
+            "OMOI_PHASE": task.phase.value,
+            "OMOI_ATTEMPT": str(task.attempts),
+        }
+        if task.item is not None:
+            env["OMOI_ITEM"] = task.item
+        joined = await joined_results(self.bus, task) if task.join else {}
+        if task.join:
+            env["OMOI_JOINED"] = json.dumps(joined)
         return executor, ExecutionContext(
             workspace=ws,
             attempt=task.attempts,
-            env={
-                "OMOI_TICKET_ID": task.ticket_id,
-                "OMOI_TICKET_TITLE": ticket.title if ticket else "",
-                "OMOI_TICKET_DESCRIPTION": ticket.description if ticket else "",
-                "OMOI_TASK": task.name,
-                "OMOI_PHASE": task.phase.value,
-                "OMOI_ATTEMPT": str(task.attempts),
-            },
+            env=env,
             ticket=ticket,
             report=self._reporter(task),
             budget=await self._ticket_budget_left(ticket),
+            joined=joined,
         )
 
     async def _ticket(self, ticket_id: str, *, fresh: bool) -> TicketState | None:

@@ -493,7 +493,7 @@ async def test_ticket_budget_spans_all_its_tasks(
 
 PROBE_KEY = "omoi-model-key-8d2e61b4c0"  # no provider's shape: nothing else would hide it
 PER_TASK = {"OMOI_TICKET_ID", "OMOI_TICKET_TITLE", "OMOI_TICKET_DESCRIPTION", "OMOI_TASK",
-            "OMOI_PHASE", "OMOI_ATTEMPT"}  # fmt: skip
+            "OMOI_PHASE", "OMOI_ATTEMPT", "OMOI_ITEM", "OMOI_JOINED"}  # fmt: skip
 # The shell's variables, its environment as the kernel has it, and the tmux server's.
 ENV_PROBE = (
     "(echo \"key:$OMOI_LLM_API_KEY\"; env; cat /proc/self/environ | tr '\\000' '\\n'; "

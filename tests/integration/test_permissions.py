@@ -43,6 +43,7 @@ PUBLISH = [
     ("planner", f"{inbox_prefix('gateway')}.abc", True),  # its answers
     ("planner", f"{inbox_prefix('worker')}.abc", False),
     ("planner", OUTCOME, False),
+    ("planner", c.event_subject(T, "task.failed"), True),
     ("planner", f"$JS.API.STREAM.DELETE.{c.EVENTS_STREAM}", False),
     ("planner", f"$JS.API.STREAM.PURGE.{c.EVENTS_STREAM}", False),
     ("worker", OUTCOME, True),

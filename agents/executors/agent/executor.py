@@ -87,7 +87,7 @@ class AgentExecutor:
             conversation_id=conv_id,
             workspace=str(ctx.workspace.resolve()),
             state_dir=str((state_dir / "conversations").resolve()),
-            prompt=build_prompt(task, ctx.ticket, ctx.workspace.resolve()),
+            prompt=build_prompt(task, ctx.ticket, ctx.workspace.resolve(), ctx.joined),
             model=model,
             budget=budget,
             progress_interval_s=self.settings.progress_interval_s,

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from schemas import TaskState
 from schemas.ticket import TicketState
 
 
-def build_prompt(task: TaskState, ticket: TicketState | None, workspace: Path) -> str:
+def build_prompt(
+    task: TaskState,
+    ticket: TicketState | None,
+    workspace: Path,
+    joined: Mapping[str, str] | None = None,
+) -> str:
     lines = [
         f"You are working on ticket {task.ticket_id}, phase {task.phase.value}, task {task.name}.",
         f"Workspace: {workspace}",
@@ -24,6 +30,10 @@ def build_prompt(task: TaskState, ticket: TicketState | None, workspace: Path) -
         lines += ["## Acceptance criteria", ""]
         lines += [f"- {c}" for c in task.acceptance]
         lines.append("")
+    if joined:
+        lines += ["## Results of the tasks this one joins", ""]
+        for name, result in joined.items():
+            lines += [f"### {name}", "", result.strip() or "(no output)", ""]
     if ticket is not None and ticket.context:
         lines += ["## What earlier phases produced", ""]
         for ctx in ticket.context:
