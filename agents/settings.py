@@ -38,6 +38,9 @@ class Settings(BaseModel):
     # How long a resource lock outlives its holder's last renewal (renewed while the
     # task runs): a dead worker's locks are free this long after it died.
     lock_ttl_s: float = Field(default=30.0, gt=0)
+    # How long a handed-off task may wait for a live agent of its new capability before
+    # it fails, saying none serves it.
+    handoff_timeout_s: float = Field(default=120.0, gt=0)
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     # How often the planner sweeps every running ticket; the sweep also restores the
     # message of work that has been without one for `lost_message_after_s`.

@@ -34,6 +34,7 @@ PLANNER_EVENT_FILTERS = (
     "omoi.events.*.task.succeeded",
     "omoi.events.*.task.failed",
     "omoi.events.*.task.cancelled",
+    "omoi.events.*.task.handed_off",
     "omoi.events.*.gate.passed",
     "omoi.events.*.gate.failed",
 )
@@ -65,6 +66,24 @@ CMD_TASK_CANCEL = "omoi.commands.task.cancel"
 
 # Core (non-persisted) broadcast telling whichever worker runs a task to stop it now.
 CONTROL_CANCEL_PREFIX = "omoi.control.cancel"
+# Agents' messages: an inbox per agent, a channel per ticket, questions per capability
+# (answered by one agent of it: a queue group).
+AGENT_INBOXES = "omoi.agents.*.inbox"
+TICKET_CHANNELS = "omoi.channels.*"
+CAPABILITY_QUESTIONS = "omoi.ask.*"
+
+
+def agent_inbox(agent_id: str) -> str:
+    return f"omoi.agents.{agent_id}.inbox"
+
+
+def ticket_channel(ticket_id: str) -> str:
+    return f"omoi.channels.{ticket_id}"
+
+
+def capability_questions(capability: str) -> str:
+    return f"omoi.ask.{capability}"
+
 
 # KV buckets.
 TICKETS_BUCKET = "omoi_tickets"

@@ -160,6 +160,7 @@ def _workspaces(*, write: bool) -> tuple[str, ...]:
 _AGENT_EVENTS = (c.event_subject("_agents", "agent.>"),)
 # Every `Bus` binds the state buckets on connect, which reads their configuration only.
 _BIND = tuple(f"{_API}.STREAM.INFO.{c.kv_stream(b)}" for b in STATE_BUCKETS)
+_TEAM = (c.AGENT_INBOXES, c.TICKET_CHANNELS, c.CAPABILITY_QUESTIONS)
 _HEARTBEAT = (*_reads(c.HEARTBEATS_BUCKET), *_writes(c.HEARTBEATS_BUCKET))
 # Plain submissions, and trusted ones, which may carry commands and local repositories
 # (docs/security.md, "Rights"): the subject a ticket arrives on is its rights.
@@ -246,13 +247,18 @@ def _table() -> dict[str, Permissions]:
                     "task.retrying",
                     "task.succeeded",
                     "task.failed",
+                    "task.handed_off",
                     "merge.conflicted",
+                    "message.sent",
                 ),
                 *_AGENT_EVENTS,
                 *_workspaces(write=True),
                 c.dlq_subject("tasks"),
+                # Agents' messages and questions, and answers to other workers' questions.
+                *_TEAM,
+                f"{inbox_prefix('worker')}.>",
             ),
-            subscribe=own("worker", f"{c.CONTROL_CANCEL_PREFIX}.>"),
+            subscribe=own("worker", f"{c.CONTROL_CANCEL_PREFIX}.>", *_TEAM),
             notes="publishes only task outcomes, its claims and its heartbeat",
         ),
         "validator": Permissions(

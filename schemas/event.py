@@ -31,6 +31,10 @@ class EventType(StrEnum):
     TASK_CANCELLED = "task.cancelled"
     TASK_SKIPPED = "task.skipped"
     TASK_PROGRESS = "task.progress"
+    # A running agent gave its task to another capability or agent.
+    TASK_HANDED_OFF = "task.handed_off"
+    # One agent's message to another's inbox or to a ticket's channel (a question too).
+    MESSAGE_SENT = "message.sent"
     # The commits a task starts from do not merge: both sides and the conflicting hunks.
     MERGE_CONFLICTED = "merge.conflicted"
     GATE_REQUESTED = "gate.requested"

@@ -98,6 +98,16 @@ class AttemptError(WireModel):
     at: datetime = Field(default_factory=utcnow)
 
 
+class Handoff(WireModel):
+    """A running agent gave its task to another capability or agent, with its context."""
+
+    to_capability: str | None = None
+    to_agent: str | None = None
+    context: str = ""
+    by: str | None = None  # the worker whose agent handed it off
+    at: datetime = Field(default_factory=utcnow)
+
+
 class TaskResult(WireModel):
     exit_code: int | None = None
     output_tail: str = ""
@@ -111,6 +121,8 @@ class TaskResult(WireModel):
     summary: str = ""
     files: list[str] = Field(default_factory=list)
     usage: Usage | None = None
+    # Set instead of a success when the agent handed the task on.
+    handoff: Handoff | None = None
 
 
 class TaskState(WireModel):
@@ -134,6 +146,11 @@ class TaskState(WireModel):
     sync: str | None = None
     # A split's subtask: its item (a JSON value; a string as itself).
     item: str | None = None
+    # The last handoff, and the worker the task is meant for (others leave it to that
+    # one for a grace period, then anyone may take it: nothing waits on a dead worker).
+    handoff: Handoff | None = None
+    assigned: str | None = None
+    assigned_at: datetime | None = None
     # Set on tasks the planner adds itself: "gate:testing:1" for a gate fix,
     # "merge:implementation" for a phase's merge, "resolve:<task>" for a conflict's
     # resolution.

@@ -15,6 +15,16 @@ from schemas.usage import Budget
 ProgressReporter = Callable[[dict[str, Any]], Awaitable[None]]
 
 
+class TeamLink(Protocol):
+    """A running task's line to the other agents (`agents.worker.team`)."""
+
+    async def send(self, to: str, text: str) -> None: ...
+
+    async def ask(self, to: str, question: str, timeout_s: float) -> str | None: ...
+
+    def listen(self, listener: Callable[[str], Awaitable[None]]) -> Callable[[], None]: ...
+
+
 @dataclass(frozen=True)
 class ExecutionContext:
     workspace: Path
@@ -26,6 +36,7 @@ class ExecutionContext:
     budget: Budget | None = None
     # A `join` task's dependencies' results, by task (a split's, by subtask).
     joined: dict[str, str] = field(default_factory=dict)
+    team: TeamLink | None = None
 
 
 class Executor(Protocol):

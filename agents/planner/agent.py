@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from agents.base import Agent
 from agents.errors import CommandError
 from agents.llm.client import ModelClient, ModelConfig
-from agents.planner import audit
+from agents.planner import audit, handoffs
 from agents.planner.admission import Admission
 from agents.planner.apply import Reconciler
 from agents.planner.commands import Commands
@@ -39,6 +39,7 @@ from schemas import (
     EventType,
     MoveTicket,
     Reply,
+    TaskStatus,
 )
 from schemas.audit import AuditOutcome
 from schemas.gate import GateVerdict
@@ -210,6 +211,25 @@ class Planner(Agent):
             await self.restorer.restore(await self.reconciler.running_tickets())
         except Exception:
             self.log.exception("restoring lost messages failed")
+        try:
+            await self.expire_handoffs()
+        except Exception:
+            self.log.exception("checking handed-off tasks failed")
+
+    async def expire_handoffs(self) -> None:
+        serving = handoffs.served(await self.bus.heartbeats.values())
+        for ticket_id in await self.reconciler.running_tickets():
+            loaded = await self.reconciler.load(ticket_id)
+            if loaded is None:
+                continue
+            for task in loaded[1].values():
+                why = handoffs.unserved(task, serving, self.settings.handoff_timeout_s)
+                if why is not None:
+                    self.log.warning("%s: %s", task.id, why)
+                    await self.reconciler.end_task(
+                        task.id, TaskStatus.FAILED, why, EventType.TASK_FAILED
+                    )
+                    await self.reconciler.reconcile(ticket_id)
 
     async def _sweep_loop(self) -> None:
         while not await self.wait_stopping(self.settings.reconcile_interval_s):

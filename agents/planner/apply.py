@@ -250,6 +250,7 @@ class Reconciler:
             t.status = TaskStatus.BLOCKED
             t.generation += 1
             t.attempts = 0
+            t.handoff = t.assigned = t.assigned_at = None
             t.error = None
             t.result = None
             t.worker = None

@@ -78,7 +78,7 @@ def plan(ticket: TicketState, tasks: Mapping[str, TaskState]) -> Plan:
 
     _walk_phases(ticket, tasks, failed, out)
     if ticket.versioned:
-        out.bases = {name: merges.base_of(tasks[name], tasks) for name in out.queue}
+        out.bases = {name: _base(tasks[name], tasks) for name in out.queue}
     return out
 
 
@@ -129,6 +129,13 @@ def _ready(in_phase: list[TaskState], tasks: Mapping[str, TaskState]) -> list[st
         if task.status is TaskStatus.BLOCKED
         and all(tasks[d].status in SATISFIED for d in task.depends_on if d in tasks)
     ]
+
+
+def _base(task: TaskState, tasks: Mapping[str, TaskState]) -> list[str]:
+    # A handed-off task goes on from what its last holder committed.
+    if task.handoff is not None and task.base:
+        return task.base
+    return merges.base_of(task, tasks)
 
 
 def _fan_out(task: TaskState, tasks: Mapping[str, TaskState], out: Plan) -> bool:

@@ -20,14 +20,27 @@ from agents.events import conflict_event, task_event
 from agents.executors import ExecutionContext, Executor, ShellExecutor
 from agents.executors.agent import AgentExecutor
 from agents.executors.noop import NoopExecutor
+from agents.llm.client import ModelClient, ModelConfig
 from agents.redact import Redactor
 from agents.settings import Settings
 from agents.worker.claim import Receipt, Verdict, claimed, exhausted, judge
 from agents.worker.joins import joined_results
 from agents.worker.leases import Busy, Lease, Leases
 from agents.worker.outcomes import Interrupt, Outcome, OutcomeRecorder
+from agents.worker.team import TaskTeam, Team
 from agents.workspace_sync import WorkspaceSync
-from bus import Abandon, Bus, BusError, Consumer, Delivery, Reject, Request, Source, Versioned
+from bus import (
+    Abandon,
+    Bus,
+    BusError,
+    Consumer,
+    Delivery,
+    Reject,
+    Request,
+    Retry,
+    Source,
+    Versioned,
+)
 from bus import constants as c
 from bus.constants import CONTROL_CANCEL_PREFIX
 from schemas import (
@@ -45,6 +58,8 @@ from schemas.usage import Budget, Usage
 RECORDING_AHEAD = 16
 TICKET_CACHE = 256
 MERGE_ONLY = NoopExecutor()
+# How soon a task meant for another worker is offered again.
+DEFER_S = 0.5
 # Verdicts that write the task: without a written value, the task is gone.
 WRITES = frozenset({Verdict.RUN, Verdict.EXHAUSTED})
 
@@ -84,6 +99,7 @@ class Worker(Agent):
         executors: Mapping[str, Executor],
         redactor: Redactor | None = None,
         agent_id: str | None = None,
+        model: ModelClient | None = None,
     ) -> None:
         super().__init__(bus, settings, agent_id)
         self.phases = list(phases)
@@ -97,7 +113,11 @@ class Worker(Agent):
             bus, settings, self.id, self.log, self.workspaces, self.redactor, self.leases
         )
         self._attempts: dict[str, Attempt] = {}  # running tasks by task id
+        self._running: dict[str, TaskState] = {}
         self._tickets: dict[str, TicketState] = {}
+        if model is None and (config := ModelConfig.from_settings(settings)) is not None:
+            model = ModelClient(config)
+        self.team = Team(bus, self.id, capabilities, model, lambda: list(self._running.values()))
 
     def heartbeat(self) -> Heartbeat:
         beat = super().heartbeat()
@@ -115,6 +135,7 @@ class Worker(Agent):
             for cap in self.capabilities
         ]
         control = await self.bus.serve(f"{CONTROL_CANCEL_PREFIX}.>", self._on_control)
+        await self.team.start()
         consumer = Consumer(
             self.bus,
             sources,
@@ -133,6 +154,7 @@ class Worker(Agent):
         try:
             await self.consume(consumer)
         finally:
+            await self.team.stop()
             await control.unsubscribe()
 
     @property
@@ -161,7 +183,7 @@ class Worker(Agent):
 
         def claim(t: TaskState) -> TaskState | None:
             nonlocal verdict
-            verdict = judge(t, dispatch, receipt)
+            verdict = judge(t, dispatch, receipt, self.id)
             if verdict is Verdict.RUN:
                 return claimed(t, self.id, receipt)
             if verdict is Verdict.EXHAUSTED:
@@ -174,10 +196,8 @@ class Worker(Agent):
         claim_written = await self.bus.tasks.update_versioned(dispatch.key, claim, known=snapshot)
         if verdict is None or (claim_written is None and verdict in WRITES):
             raise Reject(f"no task {dispatch.key!r}", "unknown_task")
-        if verdict is Verdict.ABANDON:
-            raise Abandon()
-        if verdict is Verdict.DROP:
-            await self.outcomes.reannounce(dispatch.key)
+        if verdict not in WRITES:
+            await self._pass_on(verdict, dispatch.key)
             return
         assert claim_written is not None
         task = claim_written.value
@@ -187,6 +207,14 @@ class Worker(Agent):
             )
             return
         await self._run(claim_written, delivery)
+
+    async def _pass_on(self, verdict: Verdict, key: str) -> None:
+        """A dispatch this worker does not run: leave it, offer it later, or drop it."""
+        if verdict is Verdict.ABANDON:
+            raise Abandon()
+        if verdict is Verdict.DEFER:
+            raise Retry("assigned to another worker", delay=DEFER_S)
+        await self.outcomes.reannounce(key)
 
     async def _run(self, claim_written: Versioned[TaskState], delivery: Delivery) -> None:
         """Run a claimed task, once its resources are locked, and record its outcome."""
@@ -231,6 +259,7 @@ class Worker(Agent):
             return Outcome(failure=exc)
         attempt = Attempt()
         self._attempts[task.id] = attempt
+        self._running[task.id] = task
         self.current_task = task.id
         run = asyncio.create_task(executor.run(task, ctx))
         await asyncio.sleep(0)  # a quick executor (noop) is done here, without a poll
@@ -253,6 +282,7 @@ class Worker(Agent):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await run
             del self._attempts[task.id]
+            self._running.pop(task.id, None)
             self.current_task = next(iter(self._attempts), None)
 
     async def _renew(self, task: TaskState, held: list[Lease]) -> None:
@@ -338,6 +368,7 @@ class Worker(Agent):
             report=self._reporter(task),
             budget=await self._ticket_budget_left(ticket),
             joined=joined,
+            team=TaskTeam(self.team, task),
         )
 
     async def _ticket(self, ticket_id: str, *, fresh: bool) -> TicketState | None:

@@ -24,6 +24,13 @@ class Verdict(StrEnum):
     DROP = "drop"
     ABANDON = "abandon"
     EXHAUSTED = "exhausted"
+    # Meant for another worker, which has a while to take it first.
+    DEFER = "defer"
+
+
+# How long a task assigned to one worker is left to it before any worker may take it:
+# an assignee that died or never comes strands nothing.
+ASSIGN_GRACE_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -34,7 +41,9 @@ class Receipt:
     number: int
 
 
-def judge(task: TaskState, dispatch: TaskDispatch, delivery: Receipt) -> Verdict:
+def judge(
+    task: TaskState, dispatch: TaskDispatch, delivery: Receipt, worker: str | None = None
+) -> Verdict:
     if task.status.terminal or task.status is TaskStatus.BLOCKED:
         return Verdict.DROP
     if dispatch.generation != task.generation:
@@ -45,7 +54,15 @@ def judge(task: TaskState, dispatch: TaskDispatch, delivery: Receipt) -> Verdict
         return Verdict.ABANDON
     if task.attempts >= task.max_attempts:
         return Verdict.EXHAUSTED
+    if worker is not None and task.status is TaskStatus.QUEUED and assigned_elsewhere(task, worker):
+        return Verdict.DEFER
     return Verdict.RUN
+
+
+def assigned_elsewhere(task: TaskState, worker: str) -> bool:
+    if task.assigned is None or task.assigned == worker or task.assigned_at is None:
+        return False
+    return (utcnow() - task.assigned_at).total_seconds() < ASSIGN_GRACE_S
 
 
 def claimed(task: TaskState, worker: str, delivery: Receipt) -> TaskState:

@@ -31,6 +31,7 @@ from schemas import (
     TaskStatus,
     utcnow,
 )
+from schemas.task import Handoff
 
 Interrupt = Literal["cancelled", "handback"]
 # How soon a task whose resources are held is offered again.
@@ -144,6 +145,9 @@ class OutcomeRecorder:
         self, claimed: Versioned[TaskState], result: TaskResult, leases: list[Lease]
     ) -> None:
         claim = claimed.value
+        if result.handoff is not None:
+            await self.hand_off(claimed, result, result.handoff)
+            return
         lost = await self.leases.lost(leases)
         if lost:
             # Fencing: another attempt may hold these now; this one's work must not land.
@@ -193,6 +197,63 @@ class OutcomeRecorder:
                 files=result.files[:100],
                 usage=result.usage.model_dump() if result.usage else None,
             )
+
+    async def hand_off(
+        self, claimed: Versioned[TaskState], result: TaskResult, handoff: Handoff
+    ) -> None:
+        """The agent gave the task on: its work so far is committed on the task's branch
+        (the next holder starts from it), and the task waits for the planner to queue it
+        for its new capability or agent."""
+        claim = claimed.value
+        target = handoff.to_agent or f"capability {handoff.to_capability}"
+        try:
+            published = await self.workspaces.publish(
+                claim, f"{claim.name}: handed off to {target}"
+            )
+        except workspace.WorkspaceError as exc:
+            await self.fail(
+                claimed, TransientFailure(exc.args[0], category=ErrorCategory.WORKSPACE)
+            )
+            return
+        now = utcnow()
+        given = handoff.model_copy(update={"by": self.worker_id, "at": now})
+
+        def handed(t: TaskState) -> TaskState | None:
+            if not self.is_mine(claim, t):
+                return None
+            t.status = TaskStatus.BLOCKED
+            t.generation += 1  # its dispatch is spent; the planner queues it anew
+            t.attempts = 0
+            t.capability = handoff.to_capability or t.capability
+            t.instructions = (
+                f"{(t.instructions or t.name).rstrip()}\n\n## Handed over by {self.worker_id}"
+                f"\n\n{handoff.context.strip()}"
+            )
+            t.handoff = given
+            t.assigned, t.assigned_at = (
+                (handoff.to_agent, now) if handoff.to_agent else (None, None)
+            )
+            if published is not None:
+                t.base = [published.commit]
+            if result.usage is not None:
+                t.usage = t.usage + result.usage
+            t.worker, t.msg_seq, t.delivery = None, None, 0
+            t.reason = f"handed off to {target}"
+            t.updated_at = now
+            return t
+
+        done = await self.bus.tasks.update_versioned(claim.id, handed, known=claimed)
+        if done is None:
+            await self.superseded(claim)
+            return
+        await self.bus.publish_event(
+            task_event(
+                claim, EventType.TASK_HANDED_OFF, self.worker_id,
+                to_capability=handoff.to_capability, to_agent=handoff.to_agent,
+                context=handoff.context[:2000], revision=done.revision,
+                commit=published.commit if published is not None else None,
+            )
+        )  # fmt: skip
 
     async def fail(self, claimed: Versioned[TaskState], failure: TaskFailure) -> None:
         claim = claimed.value

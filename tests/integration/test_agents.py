@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from agents.executors.agent import AgentExecutor
 from agents.llm.script import Script
 from agents.llm.scripted import ScriptedModelServer
 from agents.planner.agent import Planner
@@ -615,3 +616,99 @@ async def test_a_merge_conflict_becomes_a_resolution_task_that_resolves_it(
     assert left is not None and right is not None and left.result and right.result
     assert sorted(parents) == sorted([left.result.commit, right.result.commit])
     await events.stop()
+
+
+def call(tool: str, **arguments: Any) -> dict[str, Any]:
+    return {"tool_calls": [{"name": tool, "arguments": arguments}]}
+
+
+async def test_an_agent_asks_another_messages_the_ticket_and_hands_its_task_off(
+    bus: Bus, settings: Settings, short_dir: Path, model_server: ModelFactory, running: Running
+) -> None:
+    server = model_server({
+        "conversations": [
+            # The task as the reviewer gets it: handed over, with the drafter's context.
+            {"name": "continue", "match": r"## Handed over by .*half done, needs review",
+             "turns": [term("cat draft.txt"), finish("Reviewed the draft.")]},
+            {"name": "answer", "match": "omoi:answer", "turns": [{"content": "Use tabs."}]},
+            task("draft",
+                 term("echo draft > draft.txt"),
+                 call("ask_agent", to="capability:review", question="Tabs or spaces?",
+                      timeout_s=30),
+                 call("send_message", to="ticket", text="drafted, handing over"),
+                 call("handoff", capability="review", context="half done, needs review"),
+                 finish("Handed to review.")),
+        ],
+    })  # fmt: skip
+    s = with_model(settings, server, short_dir)
+    events = await EventLog(bus).start()
+    await running.start(Planner(bus, s))
+    env = dict(os.environ)
+    drafter = Worker(bus, s, phases=["implementation"], capabilities=["agent"],
+                     executors=default_executors(s, env), agent_id="drafter")  # fmt: skip
+    reviewer = Worker(bus, s, phases=["implementation"], capabilities=["review"],
+                      executors={"review": AgentExecutor(s, env)}, agent_id="reviewer")  # fmt: skip
+    await running.start(drafter)
+    await running.start(reviewer)
+    payload = {
+        "id": "T-handoff",
+        "title": "Draft, then review",
+        "tasks": [{"name": "draft", "phase": "implementation", "capability": "agent",
+                   "instructions": "Draft it."}],
+    }  # fmt: skip
+    assert (await submit(bus, payload))["ok"]
+    ticket = await wait_until(lambda: ticket_finished(bus, "T-handoff"), timeout=120)
+    assert ticket.status is TicketStatus.DONE, ticket.reason
+
+    handed = events.of("T-handoff", "task.handed_off")
+    assert [(e.agent, e.data["to_capability"]) for e in handed] == [("drafter", "review")]
+    assert handed[0].data["context"] == "half done, needs review" and handed[0].data["commit"]
+    sent = events.of("T-handoff", "message.sent")
+    assert [(e.data["message"], e.data["to"]) for e in sent] == [
+        ("question", "capability:review"),
+        ("message", "ticket"),
+    ]
+    # The reviewer's model answered, and the drafter's conversation got the answer.
+    drafting = [r for r in server.requests if r["conversation"] == "draft"]
+    assert any("Use tabs." in json.dumps(r["messages"]) for r in drafting)
+    state = await bus.tasks.value("T-handoff.draft")
+    assert state is not None and state.status is TaskStatus.SUCCEEDED
+    assert (state.capability, state.worker) == ("review", "reviewer")
+    assert state.handoff is not None and state.handoff.by == "drafter"
+    assert state.result is not None and state.result.summary == "Reviewed the draft."
+    # The reviewer went on from the drafter's committed work.
+    reviewing = [r for r in server.requests if r["conversation"] == "continue"]
+    assert any("draft" in json.dumps(r["messages"][-1]) for r in reviewing[1:])
+    assert (
+        handed[0].data["commit"]
+        in git_parents(s.workspaces_dir / "T-handoff", state.result.commit or "")
+        or handed[0].data["commit"] == state.result.commit
+    )
+    await events.stop()
+
+
+async def test_a_handoff_to_a_capability_nobody_serves_fails_clearly(
+    bus: Bus, settings: Settings, short_dir: Path, model_server: ModelFactory, running: Running
+) -> None:
+    server = model_server({"conversations": [task(
+        "lonely", call("handoff", capability="gpu", context="needs a GPU"), finish("Handed."),
+    )]})  # fmt: skip
+    s = with_model(settings, server, short_dir).model_copy(update={"handoff_timeout_s": 1.0})
+    await running.start(Planner(bus, s))
+    await running.start(
+        Worker(bus, s, phases=["implementation"], capabilities=["agent"],
+               executors=default_executors(s, dict(os.environ)))
+    )  # fmt: skip
+    payload = {
+        "id": "T-lonely",
+        "title": "Nobody",
+        "tasks": [{"name": "lonely", "phase": "implementation", "capability": "agent",
+                   "instructions": "Try."}],
+    }  # fmt: skip
+    assert (await submit(bus, payload))["ok"]
+    ticket = await wait_until(lambda: ticket_finished(bus, "T-lonely"), timeout=60)
+    assert ticket.status is TicketStatus.FAILED
+    state = await bus.tasks.value("T-lonely.lonely")
+    assert state is not None and state.status is TaskStatus.FAILED
+    assert "handed off to capability 'gpu'" in (state.reason or "")
+    assert "no live agent serves" in (state.reason or "")

@@ -20,13 +20,22 @@ from pydantic import ValidationError
 
 from agents.errors import PermanentFailure, TaskTimeout, TransientFailure
 from agents.executors.agent.prompt import build_prompt
-from agents.executors.agent.protocol import ModelSpec, Progress, SessionResult, SessionSpec
-from agents.executors.base import ExecutionContext
+from agents.executors.agent.protocol import (
+    AskLine,
+    InboundLine,
+    MessageLine,
+    ModelSpec,
+    Progress,
+    SessionResult,
+    SessionSpec,
+)
+from agents.executors.base import ExecutionContext, TeamLink
 from agents.llm.client import ModelConfig
 from agents.procs import detach_from_terminal_and_follow_parent
 from agents.settings import Settings
 from agents.task_env import task_environment
 from schemas import TaskResult, TaskState
+from schemas.task import Handoff
 from schemas.usage import Budget, Usage
 
 log = logging.getLogger(__name__)
@@ -131,12 +140,14 @@ class AgentExecutor:
         # The key goes after the spec on stdin: in the environment, the terminal would
         # inherit it; in the spec or arguments, it would show in logs and `ps`.
         secret = key.get_secret_value() if key is not None else ""
-        proc.stdin.write(f"{spec.model_dump_json()}\n{secret}".encode())
-        proc.stdin.close()
+        proc.stdin.write(f"{spec.model_dump_json()}\n{secret}\n".encode())
+        # Stdin stays open: answers to the agent's questions and messages to it follow.
+        inbound = Inbound(proc.stdin)
+        stop_listening = ctx.team.listen(inbound.message) if ctx.team is not None else None
         stderr: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         results: list[SessionResult] = []
         readers = [
-            asyncio.create_task(self._read_stdout(proc, ctx, results)),
+            asyncio.create_task(self._read_stdout(proc, ctx, results, inbound)),
             asyncio.create_task(_read_stderr(proc, stderr)),
         ]
         try:
@@ -149,11 +160,14 @@ class AgentExecutor:
                 f"agent timed out after {task.timeout_s:g}s; session stopped"
             ) from None
         finally:
+            if stop_listening is not None:
+                stop_listening()
             if proc.returncode is None:
                 await _stop(proc, tmux_dir)
-            for reader in readers:
+            for reader in [*readers, *inbound.asking]:
                 reader.cancel()
-            await asyncio.gather(*readers, return_exceptions=True)
+            await asyncio.gather(*readers, *inbound.asking, return_exceptions=True)
+            inbound.close()
             _kill_tmux(tmux_dir)
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.rmtree(tmux_dir, ignore_errors=True)
@@ -168,6 +182,17 @@ class AgentExecutor:
 
     def _outcome(self, result: SessionResult) -> TaskResult:
         message = result.message
+        if result.outcome == "handoff" and result.handoff is not None:
+            return TaskResult(
+                summary=result.summary,
+                files=result.files,
+                usage=result.usage,
+                handoff=Handoff(
+                    to_capability=result.handoff.to_capability,
+                    to_agent=result.handoff.to_agent,
+                    context=result.handoff.context,
+                ),
+            )
         if result.outcome == "finished":
             return TaskResult(
                 exit_code=0,
@@ -187,13 +212,22 @@ class AgentExecutor:
         raise failure
 
     async def _read_stdout(
-        self, proc: asyncio.subprocess.Process, ctx: ExecutionContext, results: list[SessionResult]
+        self,
+        proc: asyncio.subprocess.Process,
+        ctx: ExecutionContext,
+        results: list[SessionResult],
+        inbound: Inbound,
     ) -> None:
         assert proc.stdout is not None
         while line := await proc.stdout.readline():
             try:
                 if b'"kind":"result"' in line:
                     results.append(SessionResult.model_validate_json(line))
+                elif b'"kind":"message"' in line and ctx.team is not None:
+                    sent = MessageLine.model_validate_json(line)
+                    await ctx.team.send(sent.to, sent.text)
+                elif b'"kind":"ask"' in line:
+                    inbound.ask(AskLine.model_validate_json(line), ctx.team)
                 elif b'"kind":"progress"' in line:
                     progress = Progress.model_validate_json(line)
                     if ctx.report is not None:
@@ -236,3 +270,33 @@ def _kill_tmux(tmux_dir: Path) -> None:
         subprocess.run(["tmux", "-S", str(sock), "kill-server"], capture_output=True, timeout=5)
         with contextlib.suppress(OSError):
             sock.unlink()
+
+
+class Inbound:
+    """What the worker writes to a session's stdin: answers and messages, one JSON line
+    each. Questions are answered in their own tasks, so a slow answer holds up nothing."""
+
+    def __init__(self, stdin: asyncio.StreamWriter) -> None:
+        self.stdin = stdin
+        self.asking: list[asyncio.Task[None]] = []
+
+    def _write(self, line: InboundLine) -> None:
+        if not self.stdin.is_closing():
+            self.stdin.write((line.model_dump_json() + "\n").encode())
+
+    async def message(self, text: str) -> None:
+        self._write(InboundLine(kind="message", text=text))
+
+    def ask(self, question: AskLine, team: TeamLink | None) -> None:
+        async def answer() -> None:
+            found = None
+            if team is not None:
+                found = await team.ask(question.to, question.question, question.timeout_s)
+            text = found if found is not None else f"no answer from {question.to} in time"
+            self._write(InboundLine(kind="answer", id=question.id, text=text))
+
+        self.asking.append(asyncio.create_task(answer()))
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.stdin.close()

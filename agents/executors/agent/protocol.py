@@ -9,7 +9,7 @@ from pydantic import Field
 from schemas.common import WireModel
 from schemas.usage import Budget, Usage
 
-Outcome = Literal["finished", "budget", "error", "stuck", "interrupted"]
+Outcome = Literal["finished", "budget", "error", "stuck", "interrupted", "handoff"]
 
 
 class ModelSpec(WireModel):
@@ -41,9 +41,40 @@ class Progress(WireModel):
     usage: Usage = Field(default_factory=Usage)
 
 
+class HandoffRequest(WireModel):
+    """The agent gives its task to another capability or agent, with its context."""
+
+    to_capability: str | None = None
+    to_agent: str | None = None
+    context: str = ""
+
+
+# Out, from the session: a message to send, a question to ask.
+class MessageLine(WireModel):
+    kind: Literal["message"] = "message"
+    to: str
+    text: str
+
+
+class AskLine(WireModel):
+    kind: Literal["ask"] = "ask"
+    id: str
+    to: str
+    question: str
+    timeout_s: float
+
+
+# In, from the worker (stdin, after the spec and the key): answers and messages.
+class InboundLine(WireModel):
+    kind: Literal["answer", "message"]
+    id: str | None = None
+    text: str
+
+
 class SessionResult(WireModel):
     kind: Literal["result"] = "result"
     outcome: Outcome
+    handoff: HandoffRequest | None = None
     message: str = ""
     summary: str = ""
     resumed: bool = False

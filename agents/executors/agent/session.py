@@ -28,7 +28,16 @@ from typing import Any, TextIO
 
 from pydantic import SecretStr
 
-from agents.executors.agent.protocol import Outcome, Progress, SessionResult, SessionSpec
+from agents.executors.agent.protocol import (
+    AskLine,
+    InboundLine,
+    MessageLine,
+    Outcome,
+    Progress,
+    SessionResult,
+    SessionSpec,
+)
+from agents.executors.agent.team_tools import Mailbox, build_tools
 from agents.redact import Redactor, install_log_redaction
 from schemas.usage import Usage
 
@@ -44,6 +53,7 @@ class Watcher:
         self.spec = spec
         self.out = out
         self.lock = threading.Lock()
+        self.out_lock = threading.Lock()
         self.tool_calls = 0
         self.last_tool: str | None = None
         self.last_command: str | None = None
@@ -117,9 +127,11 @@ class Watcher:
             usage=usage,
         )
 
-    def emit(self, line: Progress | SessionResult) -> None:
-        self.out.write(line.model_dump_json() + "\n")
-        self.out.flush()
+    def emit(self, line: Progress | SessionResult | MessageLine | AskLine) -> None:
+        # Tools write from the conversation's thread, progress from the callback's.
+        with self.out_lock:
+            self.out.write(line.model_dump_json() + "\n")
+            self.out.flush()
 
 
 def _text(content: Any) -> str:
@@ -138,7 +150,9 @@ def conversation_usage(conversation: Any) -> Usage:
     )
 
 
-def build_conversation(spec: SessionSpec, api_key: str | None, watcher: Watcher) -> Any:
+def build_conversation(
+    spec: SessionSpec, api_key: str | None, watcher: Watcher, mailbox: Mailbox
+) -> Any:
     from openhands.sdk import LLM, Agent, Conversation, Tool
     from openhands.tools.file_editor import FileEditorTool
     from openhands.tools.task_tracker import TaskTrackerTool
@@ -161,6 +175,7 @@ def build_conversation(spec: SessionSpec, api_key: str | None, watcher: Watcher)
             Tool(name=TerminalTool.name, params={"terminal_type": "tmux"}),
             Tool(name=FileEditorTool.name),
             Tool(name=TaskTrackerTool.name),
+            *(Tool(name=name) for name in build_tools(mailbox)),
         ],
     )
     return Conversation(
@@ -175,11 +190,15 @@ def build_conversation(spec: SessionSpec, api_key: str | None, watcher: Watcher)
     )
 
 
-async def run(spec: SessionSpec, api_key: str | None, out: TextIO) -> SessionResult:
+async def run(
+    spec: SessionSpec, api_key: str | None, out: TextIO, mailbox: Mailbox | None = None
+) -> SessionResult:
     from openhands.sdk.conversation.state import ConversationExecutionStatus as Status
 
     watcher = Watcher(spec, out)
-    conversation = await asyncio.to_thread(build_conversation, spec, api_key, watcher)
+    mailbox = mailbox or Mailbox(watcher.emit)
+    mailbox.emit = watcher.emit
+    conversation = await asyncio.to_thread(build_conversation, spec, api_key, watcher, mailbox)
     watcher.usage_now = lambda: conversation_usage(conversation)
     watcher.baseline = conversation_usage(conversation)
     watcher.on_over_budget = conversation.interrupt
@@ -205,6 +224,8 @@ async def run(spec: SessionSpec, api_key: str | None, out: TextIO) -> SessionRes
         message = ""
         if watcher.over_budget:
             outcome, message = "budget", watcher.over_budget
+        elif mailbox.handoff is not None:
+            outcome, message = "handoff", "handed off"
         elif interrupted:
             outcome, message = "interrupted", "interrupted"
         elif status is Status.FINISHED:
@@ -218,6 +239,7 @@ async def run(spec: SessionSpec, api_key: str | None, out: TextIO) -> SessionRes
             outcome, message = "error", detail
         return SessionResult(
             outcome=outcome,
+            handoff=mailbox.handoff if outcome == "handoff" else None,
             message=message[:2000],
             summary=watcher.summary[:4000],
             resumed=resumed,
@@ -230,18 +252,35 @@ async def run(spec: SessionSpec, api_key: str | None, out: TextIO) -> SessionRes
         await asyncio.to_thread(conversation.close)
 
 
+def _read_inbound(mailbox: Mailbox) -> None:
+    for line in sys.stdin:
+        try:
+            inbound = InboundLine.model_validate_json(line)
+        except ValueError:
+            log.warning("unreadable line from the worker: %r", line[:200])
+            continue
+        if inbound.kind == "answer" and inbound.id:
+            mailbox.deliver_answer(inbound.id, inbound.text)
+        else:
+            mailbox.deliver_message(inbound.text)
+
+
 def main() -> int:
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
-    spec_line, _, secret = sys.stdin.read().partition("\n")
-    spec = SessionSpec.model_validate_json(spec_line)
+    # The spec and the key come first, one line each; the worker keeps stdin open for
+    # answers and messages (`InboundLine`s) until the session ends.
+    spec = SessionSpec.model_validate_json(sys.stdin.readline())
+    secret = sys.stdin.readline().rstrip("\n")
     api_key = secret or None
+    mailbox = Mailbox(lambda line: None)
+    threading.Thread(target=_read_inbound, args=(mailbox,), daemon=True).start()
     # Its stderr becomes the worker's failure message when it ends without a result.
     install_log_redaction(Redactor([secret]))
     out = sys.stdout
     try:
-        result = asyncio.run(run(spec, api_key, out))
+        result = asyncio.run(run(spec, api_key, out, mailbox))
     except Exception as exc:
         log.exception("session failed")
         result = SessionResult(outcome="error", message=f"{type(exc).__name__}: {exc}"[:2000])
