@@ -23,7 +23,7 @@ system-deps-test:
 run: system-deps-run install
 	$(BIN)/omoi up --demo
 
-# nats.js is the independent client the compatibility tests drive Omoi with.
+# nats.js and its service client: the independent clients the compatibility tests drive Omoi with.
 tests/js/node_modules/nats: tests/js/package-lock.json | system-deps-test
 	npm ci --prefix tests/js --no-audit --no-fund
 

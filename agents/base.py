@@ -12,9 +12,12 @@ from collections.abc import Awaitable, MutableMapping, Sequence
 from typing import Any
 
 from agents.settings import Settings
-from bus import Bus
+from agents.version import omoi_version
+from bus import Bus, BusError
 from bus.consumer import Runtime
+from bus.registry import AgentService
 from schemas import AGENTS_TOKEN, Event, EventType, Heartbeat, utcnow
+from schemas.registry import AgentCard, AgentStatus
 
 
 class AgentLog(logging.LoggerAdapter[logging.Logger]):
@@ -51,12 +54,14 @@ class Agent:
         self._started_at = utcnow()
         self._done = asyncio.Event()
         self._heartbeat_task: asyncio.Task[None] | None = None
+        self._service: AgentService | None = None
 
     # Lifecycle
 
     async def run(self) -> None:
         try:
             await self._beat()
+            await self._register()
             await self._emit_agent_event(EventType.AGENT_STARTED)
             self._heartbeat_task = asyncio.create_task(self._heartbeat_loop())
             self.log.info("started")
@@ -87,6 +92,7 @@ class Agent:
             self._heartbeat_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat_task
+        await self._withdraw()
         # Saying goodbye is worth a moment, not a hang: with NATS gone, the heartbeat
         # expires and the monitor reports the agent stale instead.
         try:
@@ -95,6 +101,43 @@ class Agent:
             self.log.warning("could not deregister (NATS unavailable?)", exc_info=True)
         self.log.info("stopped")
         self._done.set()
+
+    # The service API (bus/registry.py): how `omoi agents`, `nats micro ls` and the
+    # gateway find this agent by role, capability and label.
+
+    def card(self) -> AgentCard:
+        """What this agent says about itself; fixed for its life (the service metadata)."""
+        return AgentCard(
+            role=self.role,
+            agent_id=self.id,
+            omoi_version=omoi_version(),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+        )
+
+    def status(self) -> AgentStatus:
+        """What it is doing now; read on every STATS or status request, so it is cheap."""
+        return AgentStatus(ready=self.ready.is_set(), current_task=self.current_task)
+
+    async def _register(self) -> None:
+        service = AgentService(self.bus, self.card(), self.status)
+        try:
+            await service.start()
+        except BusError:
+            # Being found is worth less than the work: the agent runs on unlisted.
+            self.log.warning("not registered as a NATS service", exc_info=True)
+            return
+        self._service = service
+
+    async def _withdraw(self) -> None:
+        """Leave the service API first, so no search lists an agent that is going."""
+        service, self._service = self._service, None
+        if service is None:
+            return
+        try:
+            await asyncio.wait_for(service.stop(), max(self.settings.shutdown_grace_s, 1.0))
+        except Exception:
+            self.log.warning("could not withdraw its NATS service", exc_info=True)
 
     async def _say_goodbye(self) -> None:
         await self.bus.heartbeats.delete(self.id)

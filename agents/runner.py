@@ -20,6 +20,8 @@ from agents.redact import Redactor, install_log_redaction
 from agents.settings import DEFAULT_NATS_PORT, Settings
 from bus import AuthError, Bus, NotProvisioned
 from bus.server_events import ServerEvents
+from schemas.common import ID_RE
+from schemas.registry import check_label
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +37,39 @@ def configure_logging(level: str = "INFO") -> None:
     logging.getLogger("nats").setLevel(logging.WARNING)
 
 
+def _agent_id(value: str) -> str:
+    # It is a KV key and a subject token (its status endpoint's).
+    if not ID_RE.match(value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: up to 64 letters, digits, '-' and '_', starting with a letter or digit"
+        )
+    return value
+
+
+def _label(value: str) -> str:
+    try:
+        return check_label(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def parser(role: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"omoi agent {role}")
-    p.add_argument("--agent-id", default=None)
+    p.add_argument("--agent-id", type=_agent_id, default=None)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--log-level", default="INFO")
     if role == "worker":
         p.add_argument("--phase", action="append", dest="phases", help="repeatable; default all")
         p.add_argument(
             "--capability", action="append", dest="capabilities", help="default shell and agent"
+        )
+        p.add_argument(
+            "--label",
+            action="append",
+            dest="labels",
+            type=_label,
+            help="repeatable; what `omoi agents --label` finds it by "
+            "(default: OMOI_WORKER_LABELS, else none)",
         )
         p.add_argument(
             "--concurrency",
@@ -156,7 +182,9 @@ def main(role: str, argv: Sequence[str] | None = None) -> None:
     args = parser(role).parse_args(argv)
     configure_logging(args.log_level)
     try:
-        settings = Settings.from_env(os.environ, data_dir=args.data_dir)
+        settings = Settings.from_env(
+            os.environ, data_dir=args.data_dir, worker_labels=getattr(args, "labels", None)
+        )
     except SettingsError as exc:
         # A message, not a traceback: this is the operator's configuration.
         sys.stderr.write(f"omoi agent {role}: {exc}\n")

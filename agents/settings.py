@@ -13,6 +13,7 @@ from agents.task_env import ENV_NAME, NEVER_PREFIXES
 from bus.auth import SEED_SUFFIX, AuthDir, Credentials, load_credentials
 from bus.permissions import ROLES, SYSTEM_ROLE
 from bus.topology import TopologyConfig
+from schemas.registry import check_label, split_list
 from schemas.usage import Budget
 
 DEFAULT_NATS_PORT = 4222
@@ -50,6 +51,9 @@ class Settings(BaseModel):
     # Tasks a worker executes at once (like Celery's --concurrency). Coding agents want 1;
     # quick shell or noop tasks gain from more.
     worker_concurrency: int = Field(default=1, ge=1, le=256)
+    # What a worker says it is (`gpu`, `linux-arm64`), for people and tools to pick it by:
+    # `omoi agents --label gpu`. OMOI_WORKER_LABELS=gpu,big; tokens like capabilities.
+    worker_labels: tuple[str, ...] = ()
     # Outcome events the planner takes at once; a ticket is reconciled once per batch.
     planner_batch: int = Field(default=256, ge=1, le=10_000)
     events_max_age_s: float = Field(default=7 * 24 * 3600, gt=0)
@@ -97,6 +101,16 @@ class Settings(BaseModel):
         if isinstance(value, str):
             return tuple(name.strip() for name in value.split(",") if name.strip())
         return value
+
+    @field_validator("worker_labels", mode="before")
+    @classmethod
+    def _split_labels(cls, value: object) -> object:
+        return split_list(value)
+
+    @field_validator("worker_labels")
+    @classmethod
+    def _labels(cls, labels: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(check_label(label) for label in labels))
 
     @field_validator("task_env_pass")
     @classmethod

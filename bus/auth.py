@@ -20,6 +20,7 @@ import nkeys
 from bus.errors import AuthError
 from bus.permissions import (
     PERMISSIONS,
+    RESPONSE_WINDOW,
     ROLES,
     SYSTEM_ACCOUNT,
     SYSTEM_ROLE,
@@ -159,7 +160,7 @@ def _user_block(role: str, public_key: str, perms: Permissions, indent: str) -> 
     block: dict[str, object] = {"publish": publish, "subscribe": {"allow": list(perms.subscribe)}}
     if perms.responds:
         # Replies only to requests it received, never to arbitrary inboxes.
-        block["allow_responses"] = True
+        block["allow_responses"] = {"max": 1, "expires": RESPONSE_WINDOW}
     # The server's config format accepts JSON values.
     entry = f"{{nkey: {public_key}, permissions: {json.dumps(block)}}}"
     return f"{indent}# {role}: {perms.notes}\n{indent}{entry}"

@@ -85,6 +85,14 @@ def capability_questions(capability: str) -> str:
     return f"omoi.ask.{capability}"
 
 
+# The NATS service API (`nats micro ls`): every agent is the micro service `omoi-<role>`,
+# answering `$SRV.<verb>`, `$SRV.<verb>.omoi-<role>` and `$SRV.<verb>.omoi-<role>.<id>`, with
+# one endpoint, `status`, on `omoi.agents.<role>.<agent_id>.status`.
+SERVICE_API_PREFIX = "$SRV"
+SERVICE_VERBS = ("PING", "INFO", "STATS")
+SERVICE_NAME_PREFIX = "omoi-"
+AGENT_STATUS_PREFIX = "omoi.agents"
+
 # KV buckets.
 TICKETS_BUCKET = "omoi_tickets"
 TASKS_BUCKET = "omoi_tasks"
@@ -171,3 +179,17 @@ def audit_subject(action: str) -> str:
 
 def control_cancel_subject(ticket_id: str, task: str) -> str:
     return f"{CONTROL_CANCEL_PREFIX}.{ticket_id}.{task}"
+
+
+def service_name(role: str) -> str:
+    return f"{SERVICE_NAME_PREFIX}{role}"
+
+
+def service_subject(verb: str, name: str | None = None, service_id: str | None = None) -> str:
+    """A control subject of the service API: all services, those named `name`, or one."""
+    tokens = [SERVICE_API_PREFIX, verb, *(t for t in (name, service_id) if t is not None)]
+    return ".".join(tokens)
+
+
+def agent_status_subject(role: str, agent_id: str) -> str:
+    return f"{AGENT_STATUS_PREFIX}.{role}.{agent_id}.status"

@@ -13,6 +13,11 @@ Nobody but `admin` may delete or purge a stream, or touch another role's consume
 Replies: every Omoi process takes its inboxes under its role's own prefix (`inbox_prefix`),
 so no role can read another's replies. The external clients a person drives (the nats
 CLI, nats.js) use `_INBOX.`, which the submitter and viewer may subscribe to.
+
+The service API (`bus/registry.py`): each agent role may subscribe to the `$SRV` control
+subjects of its own service name only (`omoi-<role>`) and to its own role's status
+endpoints, so a request by name or id reaches only that role. Operator, viewer and gateway
+(and admin) ask.
 """
 
 from __future__ import annotations
@@ -70,12 +75,22 @@ class Permissions:
     publish: tuple[str, ...]
     subscribe: tuple[str, ...]
     deny_publish: tuple[str, ...] = ()
-    # Whether the role answers requests (may publish to the reply subject it was given).
+    # Whether the role answers requests (may publish to the reply subject it was given,
+    # once, within `RESPONSE_WINDOW`: nats-server's `allow_responses`).
     responds: bool = False
     # The roles whose requests it answers: it may publish into their inboxes (and into
     # `_INBOX.`, where people's tools take theirs).
     replies_to: tuple[str, ...] = ()
     notes: str = field(default="", compare=False)
+
+
+# How long a role that `responds` may answer a request it received. nats-server keeps the
+# reply subject of every message delivered to such a client (a JetStream delivery has one,
+# its ack subject) and, past 4096 kept, sweeps them all on every delivery until some have
+# expired: at its default of two minutes that cost the planner 5-10 % of its throughput.
+# One second keeps a worker's few hundred deliveries a second far below that; roles taking
+# thousands (planner, recorder) publish into the requesters' inboxes instead (`replies_to`).
+RESPONSE_WINDOW = "1s"
 
 
 def inbox_prefix(role: str) -> str:
@@ -158,6 +173,26 @@ def _workspaces(*, write: bool) -> tuple[str, ...]:
 
 
 _AGENT_EVENTS = (c.event_subject("_agents", "agent.>"),)
+
+
+def _serves(role: str) -> tuple[str, ...]:
+    """Serving the service API as `omoi-<role>`: the control subjects in all three forms
+    (every service, by name, by name and id) and the role's status endpoints."""
+    name = c.service_name(role)
+    forms = ((), (name,), (name, "*"))
+    control = (c.service_subject(verb, *form) for verb in c.SERVICE_VERBS for form in forms)
+    return (*control, c.agent_status_subject(role, "*"))
+
+
+# Asking it: any service's control subjects, and any agent's status.
+_DISCOVERS = (
+    *(c.service_subject(verb) for verb in c.SERVICE_VERBS),
+    *(c.service_subject(verb, ">") for verb in c.SERVICE_VERBS),
+    c.agent_status_subject("*", "*"),
+)
+# Whom the roles that answer into inboxes (`replies_to`) answer service requests from: the
+# roles that discover agents, and admin.
+_DISCOVERERS = ("gateway", "operator", "viewer", "admin")
 # Every `Bus` binds the state buckets on connect, which reads their configuration only.
 _BIND = tuple(f"{_API}.STREAM.INFO.{c.kv_stream(b)}" for b in STATE_BUCKETS)
 _TEAM = (c.AGENT_INBOXES, c.TICKET_CHANNELS, c.CAPABILITY_QUESTIONS)
@@ -219,11 +254,10 @@ def _table() -> dict[str, Permissions]:
                 f"{c.CONTROL_CANCEL_PREFIX}.>",
                 *_AUDIT,
             ),
-            subscribe=own("planner", *c.INTAKE_SUBJECTS, *_COMMANDS),
-            # Its answers to intake requests and commands. Not `allow_responses`: that makes
-            # the server track the reply subject of every message delivered to the
-            # planner (each JetStream delivery has one), which cost 5-10 % of throughput.
-            replies_to=("gateway", "operator", "submitter", "admin"),
+            subscribe=own("planner", *c.INTAKE_SUBJECTS, *_COMMANDS, *_serves("planner")),
+            # Its answers to intake requests, commands and service requests. Not
+            # `allow_responses`: see RESPONSE_WINDOW.
+            replies_to=("gateway", "operator", "submitter", *_DISCOVERERS),
             notes="the only writer of omoi_tickets; dispatches tasks and gate requests",
         ),
         "worker": Permissions(
@@ -254,11 +288,12 @@ def _table() -> dict[str, Permissions]:
                 *_AGENT_EVENTS,
                 *_workspaces(write=True),
                 c.dlq_subject("tasks"),
-                # Agents' messages and questions, and answers to other workers' questions.
+                # Agents' messages and questions (answered as responses, below).
                 *_TEAM,
-                f"{inbox_prefix('worker')}.>",
             ),
-            subscribe=own("worker", f"{c.CONTROL_CANCEL_PREFIX}.>", *_TEAM),
+            subscribe=own("worker", f"{c.CONTROL_CANCEL_PREFIX}.>", *_TEAM, *_serves("worker")),
+            # Answers to what it was asked: service requests, other workers' questions.
+            responds=True,
             notes="publishes only task outcomes, its claims and its heartbeat",
         ),
         "validator": Permissions(
@@ -271,7 +306,8 @@ def _table() -> dict[str, Permissions]:
                 *_workspaces(write=False),
                 c.dlq_subject("gates"),
             ),
-            subscribe=own("validator"),
+            subscribe=own("validator", *_serves("validator")),
+            responds=True,
             notes="the only role that publishes gate verdicts",
         ),
         "recorder": Permissions(
@@ -289,7 +325,10 @@ def _table() -> dict[str, Permissions]:
                 c.dlq_subject("audit"),
                 *_AGENT_EVENTS,
             ),
-            subscribe=own("recorder"),
+            subscribe=own("recorder", *_serves("recorder")),
+            # Its answers to service requests. It takes every event, far too many for
+            # `allow_responses` (see RESPONSE_WINDOW).
+            replies_to=_DISCOVERERS,
             notes="reads every event, dead letter and audit entry into the store; changes no state",
         ),
         "monitor": Permissions(
@@ -300,7 +339,8 @@ def _table() -> dict[str, Permissions]:
                 # The connections the servers refused, which it hears as `system`.
                 c.audit_subject(AuditAction.AUTH_FAILURE),
             ),
-            subscribe=own("monitor"),
+            subscribe=own("monitor", *_serves("monitor")),
+            responds=True,
             notes="reads heartbeats, reports stale agents and refused connections",
         ),
         "gateway": Permissions(
@@ -312,6 +352,7 @@ def _table() -> dict[str, Permissions]:
                 *_COMMANDS,
                 *_TOKENS,
                 *_AUDIT,
+                *_DISCOVERS,
             ),
             subscribe=own("gateway"),
             notes="HTTP in front of the bus: its tokens' roles limit what each caller does",
@@ -325,6 +366,7 @@ def _table() -> dict[str, Permissions]:
                 *_COMMANDS,
                 *_TOKENS,
                 *_AUDIT,
+                *_DISCOVERS,
             ),
             subscribe=own("operator", _EXTERNAL_INBOX),
             notes="the CLI: submits, steers, reads and makes API tokens; changes no state itself",
@@ -339,6 +381,7 @@ def _table() -> dict[str, Permissions]:
                 *_reads(*STATE_BUCKETS, c.LOCKS_BUCKET),
                 *_READ_ONLY_API,
                 *_watches(c.EVENTS_STREAM, c.DLQ_STREAM, *map(c.kv_stream, STATE_BUCKETS)),
+                *_DISCOVERS,
             ),
             subscribe=own("viewer", _EXTERNAL_INBOX, c.EVENTS_SUBJECTS),
             notes="reads state and follows events",

@@ -22,6 +22,7 @@ from agents.settings import DEFAULT_NATS_PORT, Settings
 from bus import AuthError, Bus
 from bus import constants as c
 from bus.auth import Credentials
+from bus.registry import DISCOVERY_TIMEOUT_S
 from cli import client, render
 from cli.auth import auth_app
 from cli.client import ClientError
@@ -340,16 +341,28 @@ def task_cancel(
 
 
 @app.command("agents")
-def agents_cmd(as_json: JsonFlag = False) -> None:
-    """Registered agents with their phases, capabilities, current task and health."""
-    beats = run(client.agents)
+def agents_cmd(
+    capability: Annotated[
+        str | None, typer.Option(help="Only agents that take this capability.")
+    ] = None,
+    label: Annotated[str | None, typer.Option(help="Only agents with this label.")] = None,
+    role: Annotated[str | None, typer.Option(help="Only agents of this role.")] = None,
+    as_json: JsonFlag = False,
+    wait: Annotated[
+        float, typer.Option(min=0.1, help="Seconds to gather answers at most.")
+    ] = DISCOVERY_TIMEOUT_S,
+) -> None:
+    """Live agents, found through the NATS service API (`nats micro ls` sees them too):
+    phases, capabilities, labels, load, version."""
+    found = run(
+        lambda bus: client.agents(
+            bus, role=role, capability=capability, label=label, timeout_s=wait
+        )
+    )
     if as_json:
-        from schemas import utcnow
-
-        now = utcnow()
-        emit_json([{**dump(b), "health": "stale" if b.is_stale(now) else "ok"} for b in beats])
+        emit_json([dump(a) for a in found])
     else:
-        out.print(render.agent_table(beats))
+        out.print(render.agent_table(found))
 
 
 @app.command("sql")

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from bus.auth import AuthDir, CredentialsError
-from bus.permissions import PERMISSIONS, ROLES
+from bus.permissions import PERMISSIONS, RESPONSE_WINDOW, ROLES
 
 auth_app = typer.Typer(no_args_is_help=True, help="NATS identities and permissions.")
 out = Console(highlight=False)
@@ -71,4 +71,4 @@ def show(role: Annotated[str, typer.Argument(help="A role.")]) -> None:
     for subject in perms.subscribe:
         out.print(f"  {escape(subject)}")
     if perms.responds:
-        out.print("and replies to the requests it receives")
+        out.print(f"and replies once to each request it receives, within {RESPONSE_WINDOW}")

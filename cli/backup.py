@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from agents.version import omoi_version
 from bus import constants as c
 from bus.auth import AuthDir, Credentials
 from bus.backup import SnapshotError, Snapshots, backup_order, is_omoi_stream
@@ -34,7 +35,6 @@ from cli.backup_files import (
     BackupWriter,
     Manifest,
     StreamEntry,
-    omoi_version,
     read_verified,
 )
 from cli.local_server import data_dir_server, running_up

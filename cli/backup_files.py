@@ -12,12 +12,12 @@ import contextlib
 import hashlib
 import os
 from datetime import datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from agents.version import omoi_version
 from bus.backup import SnapshotResult, is_omoi_stream
 
 MANIFEST = "manifest.json"
@@ -85,13 +85,6 @@ class Manifest(BaseModel):
     created_at: datetime
     finished_at: datetime
     streams: list[StreamEntry]
-
-
-def omoi_version() -> str:
-    try:
-        return metadata.version("omoi")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def snapshot_file(stream: str) -> str:

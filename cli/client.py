@@ -9,7 +9,9 @@ from typing import Any
 
 from bus import Bus, NoAnswer, streams
 from bus import constants as c
-from schemas import Event, EventType, Heartbeat, Reply, TaskState, TicketState
+from bus.registry import DISCOVERY_TIMEOUT_S, discover
+from schemas import Event, EventType, Reply, TaskState, TicketState
+from schemas.registry import AgentListing
 
 FINAL_EVENTS = frozenset(
     {
@@ -73,8 +75,21 @@ async def tickets(bus: Bus) -> list[TicketState]:
     return sorted(await bus.tickets.values(), key=lambda t: t.created_at)
 
 
-async def agents(bus: Bus) -> list[Heartbeat]:
-    return sorted(await bus.heartbeats.values(), key=lambda h: (h.role, h.agent_id))
+async def agents(
+    bus: Bus,
+    *,
+    role: str | None = None,
+    capability: str | None = None,
+    label: str | None = None,
+    timeout_s: float = DISCOVERY_TIMEOUT_S,
+) -> list[AgentListing]:
+    """The live agents that answer the NATS service API, by role and id."""
+    try:
+        return await discover(
+            bus, role=role, capability=capability, label=label, timeout_s=timeout_s
+        )
+    except ValueError as exc:
+        raise ClientError(str(exc)) from None
 
 
 async def follow(bus: Bus, ticket_id: str) -> AsyncIterator[Event]:

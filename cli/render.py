@@ -8,7 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from schemas import Event, Heartbeat, TaskState, TicketState, utcnow
+from schemas import Event, TaskState, TicketState, utcnow
+from schemas.registry import AgentListing
 
 STATUS_STYLE = {
     "succeeded": "green",
@@ -140,15 +141,29 @@ def sql_table(columns: list[str], rows: list[tuple[Any, ...]], truncated: bool) 
     return table
 
 
-def agent_table(beats: list[Heartbeat]) -> Table:
-    now = utcnow()
-    table = Table("agent", "role", "phases", "capabilities", "current task", "last beat", "health")
-    for b in beats:
+def agent_table(agents: list[AgentListing]) -> Table:
+    table = Table(
+        "agent", "role", "phases", "capabilities", "labels", "load", "tasks", "ready", "version",
+        "host", caption=f"{len(agents)} live agent{'' if len(agents) == 1 else 's'}",
+    )  # fmt: skip
+    for a in agents:
+        status = a.status
+        ready = "-" if status is None else ("yes" if status.ready else "no")
+        tasks = "-" if status is None else ",".join(status.tasks) or status.current_task or "-"
         table.add_row(
-            b.agent_id, b.role, ",".join(b.phases) or "-", ",".join(b.capabilities) or "-",
-            b.current_task or "-", ago(b.at), styled("stale" if b.is_stale(now) else "ok"),
+            a.agent_id, a.role, ",".join(a.phases) or "-", ",".join(a.capabilities) or "-",
+            ",".join(a.labels) or "-", _load(a), tasks, ready, a.omoi_version, a.host or "-",
         )  # fmt: skip
     return table
+
+
+def _load(a: AgentListing) -> str:
+    """A worker's running tasks out of its slots; "-" for agents that run none."""
+    slots = a.status.slots if a.status is not None and a.status.slots is not None else a.slots
+    if slots is None:
+        return "-"
+    running = a.status.running if a.status is not None else None
+    return f"{'?' if running is None else running}/{slots}"
 
 
 def event_line(e: Event) -> str:

@@ -1,26 +1,32 @@
-"""`/api/v1`: liveness, readiness, agents and read-only SQL over the analytics store."""
+"""`/api/v1`: liveness, readiness, agents (live and by heartbeat) and read-only SQL over the
+analytics store."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Response, get, post
-from litestar.params import JSONBody
+from litestar.params import JSONBody, QueryParameter
 
 from bus import BusError, streams
+from bus.permissions import AGENT_ROLES
+from bus.registry import discover
 from gateway import reads
 from gateway.api_tickets import BEARER, PUBLIC, problems
 from gateway.context import Ctx
 from gateway.models import SqlAnswer, SqlQuery, Status
 from gateway.problems import problem_response
 from gateway.sql import SqlUnavailable, jsonable_rows
+from schemas.registry import AgentListing
+from schemas.task import CAPABILITY_PATTERN
 
 log = logging.getLogger(__name__)
 
 # Readiness must answer quickly even when NATS hangs.
 _READY_TIMEOUT_S = 2.0
+_AGENT_ROLE = f"^({'|'.join(AGENT_ROLES)})$"
 
 
 class ProbeController(Controller):
@@ -68,11 +74,49 @@ class SystemController(Controller):
 
     @get(
         "/agents",
-        summary="Agents by heartbeat, with age and health",
+        summary="Live agents, found through the NATS service API",
+        description="Every agent that answers `$SRV.STATS` within the search window, by role "
+        "and id: its card (role, phases, capabilities, labels, slots, Omoi version) and its "
+        "status now (ready, running tasks). Filters combine; an agent that has stopped or "
+        "hangs is not listed (`/heartbeats` shows the stale).",
         tags=["agents"],
         responses=problems(),
     )
-    async def agents(self, ctx: Ctx) -> list[reads.AgentView]:
+    async def agents(
+        self,
+        ctx: Ctx,
+        capability: Annotated[
+            str | None,
+            QueryParameter(
+                pattern=CAPABILITY_PATTERN, description="only agents that take this capability"
+            ),
+        ] = None,
+        label: Annotated[
+            str | None,
+            QueryParameter(pattern=CAPABILITY_PATTERN, description="only agents with this label"),
+        ] = None,
+        role: Annotated[
+            str | None, QueryParameter(pattern=_AGENT_ROLE, description="only agents of this role")
+        ] = None,
+    ) -> list[AgentListing]:
+        return await discover(
+            ctx.bus,
+            role=role,
+            capability=capability,
+            label=label,
+            timeout_s=ctx.options.discovery_timeout_s,
+            stall_s=ctx.options.discovery_stall_s,
+        )
+
+    @get(
+        "/heartbeats",
+        summary="Agents by heartbeat, with age and health",
+        description="Every heartbeat in `omoi_heartbeats`, `stale` after missed beats: also "
+        "the agents that stopped answering, until their heartbeat expires.",
+        tags=["agents"],
+        responses=problems(),
+    )
+    async def heartbeats(self, ctx: Ctx) -> list[reads.AgentView]:
         return await reads.agents(ctx.bus, ctx.options.stale_beats)
 
     @post(

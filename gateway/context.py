@@ -18,6 +18,7 @@ from bus import Bus
 from bus import constants as c
 from bus.audit import AuditTrail
 from bus.mirror import MirroredBucket
+from bus.registry import DISCOVERY_STALL_S, DISCOVERY_TIMEOUT_S
 from gateway.auth import SessionCodec
 from gateway.problems import ApiProblem
 from gateway.sql import SqlReader
@@ -43,6 +44,10 @@ class GatewayOptions:
     sse_retry_ms: int = 2000
     # An agent is stale after missing this many heartbeats.
     stale_beats: int = 3
+    # How long `/agents` gathers the service API's replies at most, and the pause after
+    # the last reply that ends it sooner (bus/registry.py).
+    discovery_timeout_s: float = DISCOVERY_TIMEOUT_S
+    discovery_stall_s: float = DISCOVERY_STALL_S
     # The dashboard's lists: how many rows, and how far back in the event stream to look.
     dashboard_tickets: int = 50
     recent_failures: int = 15

@@ -12,7 +12,9 @@ from schemas.common import ErrorInfo, Identifier, Phase, StrictWireModel, WireMo
 from schemas.lock import ResourceClaim
 from schemas.usage import Budget, Usage
 
-Capability = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
+# Capabilities name consumers and subject tokens; worker labels follow the same rule.
+CAPABILITY_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
+Capability = Annotated[str, StringConstraints(pattern=CAPABILITY_PATTERN)]
 
 
 MERGE_ORIGIN = "merge:"

@@ -51,6 +51,7 @@ from schemas import (
     TaskResult,
     TaskState,
 )
+from schemas.registry import AgentCard, AgentStatus
 from schemas.ticket import TicketState
 from schemas.usage import Budget, Usage
 
@@ -106,6 +107,7 @@ class Worker(Agent):
         self.capabilities = list(capabilities)
         self.executors = dict(executors)
         self.concurrency = settings.worker_concurrency
+        self.labels = list(settings.worker_labels)
         self.workspaces = WorkspaceSync(bus, settings.workspaces_dir)
         self.redactor = redactor if redactor is not None else Redactor.from_settings(settings)
         self.leases = Leases(bus, self.id, settings.lock_ttl_s)
@@ -124,6 +126,20 @@ class Worker(Agent):
         beat.phases = self.phases
         beat.capabilities = self.capabilities
         return beat
+
+    def card(self) -> AgentCard:
+        update = {
+            "phases": self.phases,
+            "capabilities": self.capabilities,
+            "labels": self.labels,
+            "slots": self.concurrency,
+        }
+        return super().card().model_copy(update=update)
+
+    def status(self) -> AgentStatus:
+        tasks = sorted(self._attempts)
+        update = {"running": len(tasks), "slots": self.concurrency, "tasks": tasks}
+        return super().status().model_copy(update=update)
 
     # Lifecycle
 

@@ -110,19 +110,21 @@ async def test_submit_from_file_and_rejections(settings: Settings, events: Event
 
 
 @pytest.mark.usefixtures("system")
-async def test_agents_lists_roles_and_health(settings: Settings) -> None:
+async def test_agents_lists_the_live_agents(settings: Settings) -> None:
     code, out, _ = await omoi(settings, "agents", "--json")
     assert code == 0
     agents = json.loads(out)
     assert {a["role"] for a in agents} == {"planner", "worker", "monitor"}
-    assert {a["health"] for a in agents} == {"ok"}
+    assert {a["service"] for a in agents} == {"omoi-planner", "omoi-worker", "omoi-monitor"}
+    assert {a["status"]["ready"] for a in agents} == {True}
     worker = next(a for a in agents if a["role"] == "worker")
     assert "implementation" in worker["phases"]
     assert worker["capabilities"] == ["shell"]
+    assert (worker["status"]["running"], worker["slots"]) == (0, 1)
 
     code, out, _ = await omoi(settings, "agents")
     assert code == 0
-    assert "worker" in out and "ok" in out
+    assert "worker" in out and "0/1" in out and "3 live agents" in out
 
 
 async def test_unreachable_server_is_a_clear_error(tmp_path: Path) -> None:

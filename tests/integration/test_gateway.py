@@ -299,10 +299,13 @@ async def test_agents_with_age_and_health(
         agent_id="gone-1", role="worker", interval_s=1, at=utcnow() - timedelta(seconds=10)
     )
     await bus.heartbeats.put(old.agent_id, old)
-    agents = {a["agent_id"]: a for a in (await api.get("/api/v1/agents")).json()}
+    agents = {a["agent_id"]: a for a in (await api.get("/api/v1/heartbeats")).json()}
     assert agents[worker.id]["health"] == "ok" and agents[worker.id]["age_s"] >= 0
     assert {a["role"] for a in agents.values()} >= {"planner", "worker"}
     assert agents["gone-1"]["health"] == "stale" and agents["gone-1"]["age_s"] >= 10
+    # The live ones answer the service API; a heartbeat alone is not an agent there.
+    live = {a["agent_id"] for a in (await api.get("/api/v1/agents")).json()}
+    assert worker.id in live and "gone-1" not in live
 
 
 async def test_sql_over_the_store(api: httpx.AsyncClient, settings: Settings, bus: Bus) -> None:

@@ -77,7 +77,9 @@ async def test_no_input_makes_a_server_error(
     settings: Settings, bus: Bus, start_planner: Callable[[], Awaitable[Any]]
 ) -> None:
     await start_planner()
-    options = GatewayOptions(request_timeout_s=2.0, keepalive_s=1.0)
+    # `/agents` waits for a pause after the last agent's answer: a short one here, where
+    # every call would otherwise wait the default.
+    options = GatewayOptions(request_timeout_s=2.0, keepalive_s=1.0, discovery_stall_s=0.05)
     app = create_app(settings=settings, bus=bus, reader=duck_reader(), options=options)
     token = await make_token(bus, Role.ADMIN)
     async with serving(app, grace_s=1.0) as url:

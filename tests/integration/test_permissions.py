@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
@@ -30,6 +32,12 @@ DISPATCH = c.task_subject("implementation", "shell", T, "a")
 VERDICT = c.event_subject(T, "gate.passed")
 OUTCOME = c.event_subject(T, "task.succeeded")
 AUDIT = c.audit_subject("ticket.submit")
+
+# The service API (bus/registry.py): agents answer it, operator, viewer and gateway ask.
+PING = c.service_subject("PING")
+WORKERS_INFO = c.service_subject("INFO", c.service_name("worker"))
+ONE_STATS = c.service_subject("STATS", c.service_name("planner"), "abc")
+WORKER_STATUS = c.agent_status_subject("worker", "worker-1")
 
 # (role, subject, allowed): publishes.
 PUBLISH = [
@@ -53,7 +61,7 @@ PUBLISH = [
     ("worker", c.agent_inbox("worker-2"), True),
     ("worker", c.ticket_channel(T), True),
     ("worker", c.capability_questions("review"), True),
-    ("worker", f"{inbox_prefix('worker')}.abc", True),  # answers to a worker's question
+    ("worker", f"{inbox_prefix('worker')}.abc", False),  # only as an answer it was asked
     ("planner", c.agent_inbox("worker-2"), False),
     ("viewer", c.ticket_channel(T), False),
     ("validator", c.capability_questions("review"), False),
@@ -135,6 +143,32 @@ PUBLISH = [
     ("viewer", AUDIT, False),
     ("viewer", f"$KV.{c.TOKENS_BUCKET}.abcdefabcdef", False),
     ("viewer", f"$JS.API.STREAM.MSG.GET.{c.kv_stream(c.TOKENS_BUCKET)}", False),
+    # Asking the service API.
+    ("viewer", PING, True),
+    ("viewer", WORKERS_INFO, True),
+    ("viewer", ONE_STATS, True),
+    ("viewer", WORKER_STATUS, True),
+    ("operator", c.service_subject("STATS"), True),
+    ("operator", WORKER_STATUS, True),
+    ("gateway", c.service_subject("INFO"), True),
+    ("gateway", ONE_STATS, True),
+    ("submitter", PING, False),
+    ("submitter", WORKER_STATUS, False),
+    ("worker", PING, False),
+    ("worker", c.agent_status_subject("planner", "planner-1"), False),
+    ("planner", WORKERS_INFO, False),
+    ("viewer", "$SRV.REGISTER", False),
+    # Answering it: the planner and the recorder into the askers' inboxes, the others
+    # only to a request they received (see the round trip below).
+    ("planner", f"{inbox_prefix('viewer')}.abc", True),
+    ("recorder", f"{inbox_prefix('viewer')}.abc", True),
+    ("recorder", f"{inbox_prefix('gateway')}.abc", True),
+    ("recorder", "_INBOX.abc", True),
+    ("recorder", f"{inbox_prefix('planner')}.abc", False),
+    ("recorder", f"{inbox_prefix('submitter')}.abc", False),
+    ("validator", "_INBOX.abc", False),
+    ("validator", f"{inbox_prefix('viewer')}.abc", False),
+    ("monitor", f"{inbox_prefix('operator')}.abc", False),
     ("admin", f"$KV.{c.TICKETS_BUCKET}.{T}", True),
     ("admin", f"$JS.API.STREAM.INFO.{c.EVENTS_STREAM}", True),
     # In the servers' system account: it only listens.
@@ -166,6 +200,28 @@ SUBSCRIBE = [
     ("viewer", c.SUBMIT_SUBJECT, False),
     ("viewer", "omoi.commands.>", False),
     ("viewer", f"{inbox_prefix('gateway')}.>", False),
+    # Serving the service API: its own service name's control subjects, in all three
+    # forms, and its own role's status endpoints; never another role's.
+    ("worker", PING, True),
+    ("worker", WORKERS_INFO, True),
+    ("worker", c.service_subject("STATS", c.service_name("worker"), "abc"), True),
+    ("worker", WORKER_STATUS, True),
+    ("worker", c.service_subject("PING", c.service_name("planner")), False),
+    ("worker", ONE_STATS, False),
+    ("worker", c.agent_status_subject("planner", "planner-1"), False),
+    ("worker", "$SRV.>", False),
+    ("planner", c.service_subject("INFO"), True),
+    ("planner", ONE_STATS, True),
+    ("planner", WORKERS_INFO, False),
+    ("validator", c.service_subject("STATS", c.service_name("validator")), True),
+    ("validator", c.agent_status_subject("validator", "v-1"), True),
+    ("recorder", c.service_subject("PING", c.service_name("recorder"), "abc"), True),
+    ("recorder", c.agent_status_subject("monitor", "m-1"), False),
+    ("monitor", c.service_subject("INFO", c.service_name("monitor")), True),
+    ("monitor", c.service_subject("INFO", c.service_name("worker")), False),
+    ("viewer", PING, False),
+    ("gateway", c.service_subject("INFO"), False),
+    ("operator", WORKER_STATUS, False),
     ("system", c.SERVER_AUTH_ERRORS, True),
     ("system", "$SYS.>", False),
     ("system", "$SYS.ACCOUNT.*.CONNECT", False),
@@ -258,6 +314,38 @@ async def test_the_server_enforces_subscribe_permissions(
             assert refused and "subscription" in refused[0].lower(), f"{role}: {subject}"
     finally:
         await probe.close()
+
+
+async def test_an_agent_answers_a_request_once_and_only_the_one_it_received(
+    server: EmbeddedNatsServer, auth_dir: AuthDir
+) -> None:
+    """`allow_responses`: a worker may publish into whichever inbox asked it (here a
+    viewer's nats.js-style `_INBOX.`), once; never into an inbox that did not ask."""
+    worker = await Probe().connect(server.url, auth_dir, "worker")
+    viewer = await Probe().connect(server.url, auth_dir, "viewer")
+    try:
+        assert worker.nc is not None and viewer.nc is not None
+        asked: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def on_request(msg: Any) -> None:
+            asked.put_nowait(msg)
+
+        await worker.nc.subscribe(WORKERS_INFO, cb=on_request)
+        await worker.nc.flush()
+        inbox = f"_INBOX.{uuid.uuid4().hex}"
+        answers = await viewer.nc.subscribe(inbox)
+        await viewer.nc.publish(WORKERS_INFO, b"", reply=inbox)
+        request = await asyncio.wait_for(asked.get(), 5)
+        assert request.reply == inbox
+        await worker.nc.publish(request.reply, b"first")
+        assert (await answers.next_msg(timeout=5)).data == b"first"
+        assert await worker.refused(expected=False) == []
+        await worker.nc.publish(request.reply, b"second")
+        refused = await worker.refused(expected=True)
+        assert inbox.lower() in refused[0].lower()
+    finally:
+        await worker.close()
+        await viewer.close()
 
 
 def test_every_role_is_in_the_tables() -> None:

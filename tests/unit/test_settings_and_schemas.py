@@ -19,6 +19,7 @@ from schemas import (
     task_key,
     utcnow,
 )
+from schemas.registry import AgentCard
 
 # Settings
 
@@ -185,3 +186,60 @@ def test_heartbeat_is_stale(age_s: float, missed: int, stale: bool) -> None:
     beat = Heartbeat(agent_id="w1", role="worker", at=now - timedelta(seconds=age_s))
     assert beat.age_s(now) == pytest.approx(age_s)
     assert beat.is_stale(now, missed_beats=missed) is stale
+
+
+# Worker labels and the service API's card
+
+
+def test_worker_labels_split_dedupe_and_round_trip() -> None:
+    s = Settings.from_env({"OMOI_WORKER_LABELS": "gpu, linux-arm64,,gpu"})
+    assert s.worker_labels == ("gpu", "linux-arm64")
+    assert s.to_env()["OMOI_WORKER_LABELS"] == "gpu,linux-arm64"
+    assert Settings.from_env(s.to_env()) == s
+    # `--label` flags arrive as a list; each may hold several.
+    assert Settings.from_env({}, worker_labels=["a,b", "c"]).worker_labels == ("a", "b", "c")
+
+
+@pytest.mark.parametrize("label", ["GPU", "1gpu", "a.b", "a b", "x" * 33, "gpu!"])
+def test_worker_labels_are_tokens_like_capabilities(label: str) -> None:
+    with pytest.raises(SettingsError, match="OMOI_WORKER_LABELS") as info:
+        Settings.from_env({"OMOI_WORKER_LABELS": f"ok,{label}"})
+    assert repr(label) in str(info.value)
+
+
+def test_the_worker_parser_takes_labels_and_refuses_bad_ones(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from agents.runner import parser
+
+    args = parser("worker").parse_args(["--label", "gpu", "--label", "big"])
+    assert args.labels == ["gpu", "big"]
+    with pytest.raises(SystemExit):
+        parser("worker").parse_args(["--label", "GPU"])
+    assert "argument --label: label 'GPU'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser("planner").parse_args(["--agent-id", "a.b"])
+    assert "argument --agent-id" in capsys.readouterr().err
+
+
+def test_an_agent_card_round_trips_through_string_metadata() -> None:
+    card = AgentCard(
+        role="worker",
+        agent_id="w-1",
+        omoi_version="0.1.0",
+        host="box",
+        pid=42,
+        phases=["design", "testing"],
+        capabilities=["shell"],
+        labels=[],
+        slots=4,
+    )
+    meta = card.metadata()
+    assert all(isinstance(v, str) for v in meta.values())
+    assert meta["phases"] == "design,testing" and meta["labels"] == "" and meta["slots"] == "4"
+    assert AgentCard.from_metadata(meta) == card
+    planner = AgentCard(role="planner", agent_id="p-1", omoi_version="0.1.0")
+    assert "slots" not in planner.metadata()
+    assert AgentCard.from_metadata(planner.metadata()) == planner
+    with pytest.raises(ValidationError):
+        AgentCard.from_metadata({"role": "worker"})
