@@ -41,6 +41,7 @@ SCENARIOS = (
     "gateway",
     "memory",
     "recovery",
+    "merge",
 )
 # Omoi's own measurements, and what they are compared with: a baseline's metric is matched
 # with Omoi's of the same name and params; None compares every metric they share.
