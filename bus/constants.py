@@ -35,6 +35,7 @@ PLANNER_EVENT_FILTERS = (
     "omoi.events.*.task.failed",
     "omoi.events.*.task.cancelled",
     "omoi.events.*.task.handed_off",
+    "omoi.events.*.task.retrying",
     "omoi.events.*.gate.passed",
     "omoi.events.*.gate.failed",
 )

@@ -241,6 +241,7 @@ def _table() -> dict[str, Permissions]:
                 *_events(
                     "ticket.>",
                     "task.queued",
+                    "task.assigned",
                     "task.requeued",
                     "task.cancelled",
                     "task.skipped",

@@ -24,6 +24,8 @@ class EventType(StrEnum):
     TASK_QUEUED = "task.queued"
     # Queued or running, but its message was gone from the stream: queued again.
     TASK_REQUEUED = "task.requeued"
+    # Which worker the planner meant a queued task for, with every candidate's score.
+    TASK_ASSIGNED = "task.assigned"
     TASK_STARTED = "task.started"
     TASK_RETRYING = "task.retrying"
     TASK_SUCCEEDED = "task.succeeded"

@@ -14,6 +14,9 @@ class Heartbeat(WireModel):
     role: str
     phases: list[str] = Field(default_factory=list)
     capabilities: list[str] = Field(default_factory=list)
+    # A worker's labels and how many tasks it runs at once (best-fit assignment).
+    labels: list[str] = Field(default_factory=list)
+    slots: int = 1
     current_task: str | None = None
     status: str = "idle"
     # True once the agent serves its subjects: `omoi up` waits for this before it says so.

@@ -14,9 +14,9 @@ from datetime import datetime
 from pydantic import Field
 
 from schemas.common import WireModel
-from schemas.task import CAPABILITY_PATTERN
+from schemas.task import LABEL_PATTERN
 
-LABEL_RE = re.compile(CAPABILITY_PATTERN)
+LABEL_RE = re.compile(LABEL_PATTERN)
 _LISTS = ("phases", "capabilities", "labels")
 
 
@@ -25,7 +25,7 @@ def check_label(label: str) -> str:
     if not LABEL_RE.match(label):
         raise ValueError(
             f"label {label!r}: up to 32 lower-case letters, digits, '-' and '_', "
-            "starting with a letter"
+            "starting with a letter, optionally followed by ':' and a value (model:gpt-4o)"
         )
     return label
 

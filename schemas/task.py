@@ -15,6 +15,9 @@ from schemas.usage import Budget, Usage
 # Capabilities name consumers and subject tokens; worker labels follow the same rule.
 CAPABILITY_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
 Capability = Annotated[str, StringConstraints(pattern=CAPABILITY_PATTERN)]
+# What a worker has and a task may require: `gpu`, `python`, or kind:value, `model:gpt-4o`.
+LABEL_PATTERN = r"^[a-z][a-z0-9_-]{0,31}(:[A-Za-z0-9][A-Za-z0-9._-]{0,63})?$"
+Label = Annotated[str, StringConstraints(pattern=LABEL_PATTERN)]
 
 
 MERGE_ORIGIN = "merge:"
@@ -86,6 +89,8 @@ class TaskSpec(StrictWireModel):
     budget: Budget | None = None
     # What it uses, locked while it runs: no two conflicting claims run at once.
     resources: list[ResourceClaim] = Field(default_factory=list, max_length=50)
+    # Labels the worker that runs it must have (best-fit assignment, agents/planner/assign.py).
+    requires: list[Label] = Field(default_factory=list, max_length=20)
     split: SplitSpec | None = None
     # Gets its dependencies' results (`OMOI_JOINED`, and in an agent's prompt).
     join: bool = False
@@ -143,6 +148,7 @@ class TaskState(WireModel):
     max_retries: int = 3
     budget: Budget | None = None
     resources: list[ResourceClaim] = Field(default_factory=list)
+    requires: list[str] = Field(default_factory=list)
     split: SplitSpec | None = None
     join: bool = False
     sync: str | None = None
@@ -200,6 +206,7 @@ class TaskState(WireModel):
             max_retries=spec.max_retries,
             budget=spec.budget,
             resources=list(spec.resources),
+            requires=list(spec.requires),
             split=spec.split,
             join=spec.join,
             sync=spec.sync,

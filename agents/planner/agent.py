@@ -25,6 +25,7 @@ from agents.llm.client import ModelClient, ModelConfig
 from agents.planner import audit, handoffs
 from agents.planner.admission import Admission
 from agents.planner.apply import Reconciler
+from agents.planner.assign import Assigner
 from agents.planner.commands import Commands
 from agents.planner.intake import derive_ticket_id
 from agents.planner.restore import Restorer
@@ -53,11 +54,13 @@ class Planner(Agent):
         super().__init__(bus, settings, agent_id)
         config = ModelConfig.from_settings(settings)
         self.model = ModelClient(config) if config is not None else None
+        self.assigner = Assigner()
         self.reconciler = Reconciler(
             bus,
             self.id,
             model=self.model,
             context_tokens=settings.context_tokens,
+            assigner=self.assigner,
         )
         self.commands = Commands(bus, self.reconciler)
         self.restorer = Restorer(bus, self.id, lost_after_s=settings.lost_message_after_s)
@@ -143,6 +146,9 @@ class Planner(Agent):
         of the same ticket in this batch will (reconciling works from state, not from the
         event, so the last one covers them all; if it fails it is redelivered)."""
         event = self._parse_event(delivery)
+        self.assigner.observe(event)
+        if event.type is EventType.TASK_RETRYING:
+            return  # history for assignment only: the task is queued again as it was
         await self._caught_up(event)
         if event.type in (EventType.GATE_PASSED, EventType.GATE_FAILED):
             await self.reconciler.record_verdict(GateVerdict.model_validate(event.data))

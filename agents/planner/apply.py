@@ -9,6 +9,7 @@ from collections.abc import Callable
 from agents.events import task_event, ticket_event
 from agents.llm.client import ModelClient
 from agents.planner import context, gates
+from agents.planner.assign import Assigner, Candidate
 from agents.planner.merges import head_commit
 from agents.planner.reconcile import Plan, plan
 from bus import Bus
@@ -35,11 +36,13 @@ class Reconciler:
         *,
         model: ModelClient | None = None,
         context_tokens: int = 1200,
+        assigner: Assigner | None = None,
     ) -> None:
         self.bus = bus
         self.agent_id = agent_id
         self.model = model
         self.context_tokens = context_tokens
+        self.assigner = assigner
 
     async def load(self, ticket_id: str) -> tuple[TicketState, dict[str, TaskState]] | None:
         ticket = await self.bus.tickets.value(ticket_id)
@@ -265,12 +268,28 @@ class Reconciler:
         if task is not None and was_running:
             await self.bus.notify(control_cancel_subject(task.ticket_id, task.name))
 
+    async def _ranking(self, key: str) -> tuple[list[Candidate], Candidate | None] | None:
+        if self.assigner is None:
+            return None
+        task = await self.bus.tasks.get_cached(key)
+        if task is None:
+            return None
+        if self.assigner.stale():
+            self.assigner.refresh(await self.bus.heartbeats.values())
+        return self.assigner.choose(task)
+
     async def queue_task(self, key: str, base: list[str] | None = None) -> None:
+        choice = await self._ranking(key)
+        chosen = choice[1].agent_id if choice is not None and choice[1] is not None else None
+
         def to_queued(t: TaskState) -> TaskState | None:
             if t.status is not TaskStatus.BLOCKED:
                 return None
             t.status = TaskStatus.QUEUED
             t.base = list(base or [])
+            if choice is not None and t.handoff is None:
+                t.assigned = chosen
+                t.assigned_at = utcnow() if chosen else None
             t.queued_at = t.updated_at = utcnow()
             return t
 
@@ -285,8 +304,16 @@ class Reconciler:
             announced = await self.bus.publish_event_async(
                 queued.model_copy(update={"at": task.queued_at})
             )
+            assigned = None
+            if choice is not None and task.handoff is None:
+                event = assigned_event(task, choice[0], chosen, self)
+                assigned = await self.bus.publish_event_async(event)
+                if chosen is not None and self.assigner is not None:
+                    self.assigner.given(task.id, chosen)
             await self.bus.confirm(dispatched)
             await self.bus.confirm(announced)
+            if assigned is not None:
+                await self.bus.confirm(assigned)
 
     async def skip_task(self, key: str, reason: str, *, stop_running: bool = False) -> None:
         # A failure elsewhere never skips running work: it finishes, then the ticket
@@ -354,3 +381,19 @@ def fanned_out(subtasks: list[TaskState]) -> Callable[[TaskState], TaskState | N
         return task
 
     return change
+
+
+def assigned_event(
+    task: TaskState, ranked: list[Candidate], chosen: str | None, by: Reconciler
+) -> Event:
+    """`task.assigned`: the choice, and every candidate's score and its parts."""
+    why = None
+    if not ranked:
+        why = f"no live worker can take it yet (requires {', '.join(task.requires)})"
+    elif chosen is None:
+        why = "the candidates are about as good: whichever is free first takes it"
+    return task_event(
+        task, EventType.TASK_ASSIGNED, by.agent_id,
+        worker=chosen, reason=why,
+        candidates=[{"worker": c.agent_id, "score": c.score, **c.parts} for c in ranked[:10]],
+    )  # fmt: skip

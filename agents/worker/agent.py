@@ -60,7 +60,7 @@ RECORDING_AHEAD = 16
 TICKET_CACHE = 256
 MERGE_ONLY = NoopExecutor()
 # How soon a task meant for another worker is offered again.
-DEFER_S = 0.5
+DEFER_S = 0.1
 # Verdicts that write the task: without a written value, the task is gone.
 WRITES = frozenset({Verdict.RUN, Verdict.EXHAUSTED})
 
@@ -125,6 +125,8 @@ class Worker(Agent):
         beat = super().heartbeat()
         beat.phases = self.phases
         beat.capabilities = self.capabilities
+        beat.labels = self.labels
+        beat.slots = self.concurrency
         return beat
 
     def card(self) -> AgentCard:
@@ -199,7 +201,7 @@ class Worker(Agent):
 
         def claim(t: TaskState) -> TaskState | None:
             nonlocal verdict
-            verdict = judge(t, dispatch, receipt, self.id)
+            verdict = judge(t, dispatch, receipt, self.id, self.labels)
             if verdict is Verdict.RUN:
                 return claimed(t, self.id, receipt)
             if verdict is Verdict.EXHAUSTED:

@@ -13,6 +13,7 @@ of it holds the claim, which tells the cases apart:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -42,7 +43,11 @@ class Receipt:
 
 
 def judge(
-    task: TaskState, dispatch: TaskDispatch, delivery: Receipt, worker: str | None = None
+    task: TaskState,
+    dispatch: TaskDispatch,
+    delivery: Receipt,
+    worker: str | None = None,
+    labels: Sequence[str] = (),
 ) -> Verdict:
     if task.status.terminal or task.status is TaskStatus.BLOCKED:
         return Verdict.DROP
@@ -54,8 +59,11 @@ def judge(
         return Verdict.ABANDON
     if task.attempts >= task.max_attempts:
         return Verdict.EXHAUSTED
-    if worker is not None and task.status is TaskStatus.QUEUED and assigned_elsewhere(task, worker):
-        return Verdict.DEFER
+    if worker is not None and task.status is TaskStatus.QUEUED:
+        # A worker without a label the task requires never takes it; one it is not meant
+        # for leaves it to that one for a while.
+        if not set(task.requires) <= set(labels) or assigned_elsewhere(task, worker):
+            return Verdict.DEFER
     return Verdict.RUN
 
 

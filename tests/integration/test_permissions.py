@@ -52,6 +52,8 @@ PUBLISH = [
     ("planner", f"{inbox_prefix('worker')}.abc", False),
     ("planner", OUTCOME, False),
     ("planner", c.event_subject(T, "task.failed"), True),
+    ("planner", c.event_subject(T, "task.assigned"), True),
+    ("worker", c.event_subject(T, "task.assigned"), False),
     ("planner", f"$JS.API.STREAM.DELETE.{c.EVENTS_STREAM}", False),
     ("planner", f"$JS.API.STREAM.PURGE.{c.EVENTS_STREAM}", False),
     ("worker", OUTCOME, True),
