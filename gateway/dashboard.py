@@ -19,6 +19,7 @@ from litestar.template.config import TemplateConfig
 
 from bus import constants as c
 from bus import streams
+from bus.locks import ticket_locks
 from gateway import reads, submit, views
 from gateway.api_tickets import TicketId, problems
 from gateway.audit import Audited
@@ -86,7 +87,13 @@ async def _failures(ctx: GatewayContext) -> dict[str, Any]:
 async def _detail(ctx: GatewayContext, ticket_id: str) -> dict[str, Any]:
     ticket = await _ticket(ctx, ticket_id)
     tasks = await reads.ticket_tasks(ctx.bus, ticket)
-    return {"ticket": ticket, "columns": views.task_columns(tasks)}
+    locks = await ticket_locks(ctx.bus, ticket_id)
+    return {
+        "ticket": ticket,
+        "columns": views.task_columns(tasks),
+        "branches": views.branches(tasks),
+        "locks": locks,
+    }
 
 
 # Fragments are fetched by the page's script: without a session they answer 401 (the

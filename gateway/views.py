@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from agents.branches import task_branch
 from bus.streams import StreamEntry
 from schemas import (
     WORK_PHASES,
@@ -70,6 +71,48 @@ def task_columns(tasks: list[TaskState]) -> list[Column]:
     for task in tasks:
         columns.setdefault(task.phase.value, Column(task.phase.value)).tasks.append(task)
     return list(columns.values())
+
+
+@dataclass(frozen=True)
+class Branch:
+    """A task's branch as the ticket page shows it: where it started, what it holds."""
+
+    task: str
+    branch: str
+    kind: str  # "work", "merge", "resolution", "split"
+    base: list[str]
+    commit: str | None
+    files: list[str]
+    worker: str | None
+    assigned: str | None
+
+
+def branches(tasks: list[TaskState]) -> list[Branch]:
+    """The git ticket's branches, in the order their tasks were made."""
+    out = []
+    for t in tasks:
+        if not t.base and (t.result is None or not t.result.commit):
+            continue
+        kind = "work"
+        if t.resolves:
+            kind = "resolution"
+        elif t.fanned_out:
+            kind = "split"
+        elif t.is_merge:
+            kind = "merge"
+        out.append(
+            Branch(
+                task=t.name,
+                branch=task_branch(t.name),
+                kind=kind,
+                base=[c[:12] for c in t.base],
+                commit=t.result.commit[:12] if t.result and t.result.commit else None,
+                files=t.result.files[:20] if t.result else [],
+                worker=t.worker,
+                assigned=t.assigned,
+            )
+        )
+    return out
 
 
 def task_duration(task: TaskState) -> float | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -14,6 +15,7 @@ import httpx
 import pytest
 
 from agents.settings import Settings
+from agents.validator.agent import Validator
 from bus import Bus, EmbeddedNatsServer
 from bus import constants as c
 from bus.auth import Credentials
@@ -21,9 +23,9 @@ from gateway.app import create_app
 from gateway.context import GatewayOptions
 from gateway.serve import serving
 from gateway.sql import ErrorMappingReader, SqlReader
-from schemas import WORK_PHASES, Heartbeat, utcnow
+from schemas import WORK_PHASES, Heartbeat, TicketStatus, utcnow
 from schemas.token import ApiToken, Role, mint
-from tests.helpers import EventLog, wait_until
+from tests.helpers import EventLog, Running, gated, ticket_finished, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -525,3 +527,41 @@ async def test_dashboard_pages_render_state(
 
 async def _dlq_has(bus: Bus) -> bool:
     return bool((await bus.js.stream_info(c.DLQ_STREAM)).state.messages)
+
+
+async def test_the_ticket_page_shows_branches_merges_locks_and_assignments(
+    api: httpx.AsyncClient,
+    events: EventLog,
+    bus: Bus,
+    settings: Settings,
+    running: Running,
+    start_planner: Start,
+    start_worker: Start,
+) -> None:
+    await start_planner()
+    await start_worker()
+    await running.start(Validator(bus, settings, env=dict(os.environ)))
+    payload = {
+        "id": "br-1",
+        "title": "branches",
+        "gates": {"implementation": {"checks": [{"kind": "diff"}]}},
+        "tasks": [
+            {"name": "left", "phase": "implementation", "command": "echo l > l.txt"},
+            {"name": "right", "phase": "implementation", "resources": ["db:migrations"],
+             "command": "echo r > r.txt; " + gated("right")},
+        ],
+    }  # fmt: skip
+    assert (await api.post("/api/v1/tickets", json=payload)).status_code == 201
+    await events.wait_type("br-1", "task.started", task="right")
+    holding = (await api.get("/tickets/br-1")).text
+    assert 'data-lock="named.db.migrations"' in holding
+    assert "locks db:migrations (exclusive)" in holding
+    assert 'class="small assignment"' in holding and "on worker-" in holding
+    (settings.workspaces_dir / "br-1" / "release").touch()
+    ticket = await wait_until(lambda: ticket_finished(bus, "br-1"), timeout=60)
+    assert ticket.status is TicketStatus.DONE, ticket.reason
+    done = (await api.get("/tickets/br-1")).text
+    assert 'data-branch="omoi/task/left" data-kind="work"' in done
+    assert 'data-branch="omoi/task/right" data-kind="work"' in done
+    assert 'data-branch="omoi/task/merge-implementation" data-kind="merge"' in done
+    assert "data-lock=" not in done  # released
