@@ -113,3 +113,17 @@ async def test_a_sync_group_starts_together(
     assert slow is not None and b is not None and slow.finished_at and b.queued_at
     # `b` was ready at once, but waited at the barrier for `a`, which waited for `slow`.
     assert b.queued_at >= slow.finished_at
+
+
+async def test_a_resource_spec_that_does_not_parse_is_rejected_at_intake(
+    bus: Bus, start_planner: Start
+) -> None:
+    await start_planner()
+    payload = {"id": "RB", "title": "bad lock", "tasks": [
+        {"name": "a", "phase": "implementation", "command": "true", "resources": ["../etc"]},
+    ]}  # fmt: skip
+    reply = await submit(bus, payload)
+    assert not reply["ok"] and reply["error"]["category"] == "invalid_ticket"
+    assert "is not a relative path or glob inside the workspace" in reply["error"]["message"]
+    await wait_until(lambda: stream_holds(bus, c.DLQ_STREAM, 1))
+    assert await bus.tickets.value("RB") is None
