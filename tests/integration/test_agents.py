@@ -372,8 +372,9 @@ async def test_worker_killed_mid_conversation_resumes_it(
     assert done is not None and done.result is not None
     assert done.result.summary == "resumed and finished"
     assert [e.category for e in done.errors] == ["worker_lost"]
-    # The conversation went on from where it was: no request started it over.
-    assert [r["turn"] for r in server.requests][2:] == [2]
+    # The conversation went on from where it was: no request started it over. (The SDK
+    # either runs the interrupted step again or, since 1.58.2, asks for it again.)
+    assert [r["turn"] for r in server.requests][2:] in ([2], [1, 2])
     assert (s.workspaces_dir / "T-resume" / "one.txt").read_text() == "one\n"
     # The API key reached the model, and nothing else: not the workers' logs.
     for log in ("w1.log", "w2.log"):

@@ -1,6 +1,7 @@
 """OpenHands tools that let a coding agent work with the others: message, ask, hand off.
 
-They run in the session child, which has no NATS connection (a task never gets Omoi's
+Only the session child imports this module (it imports the SDK). The tools run there,
+and it has no NATS connection (a task never gets Omoi's
 credentials): each tool writes one JSON line on stdout for the worker, which does the NATS
 side, and `ask` waits for the worker's answer line on stdin (`Mailbox`).
 
@@ -20,6 +21,13 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from openhands.sdk.tool import (
+    Action,
+    Observation,
+    ToolDefinition,
+    ToolExecutor,
+    register_tool,
+)
 from pydantic import Field
 
 from agents.executors.agent.protocol import AskLine, HandoffRequest, MessageLine
@@ -59,45 +67,74 @@ class Mailbox:
             return self._answers.pop(ask_id, None)
 
 
-def build_tools(mailbox: Mailbox) -> list[Any]:
+class SendMessageAction(Action):
+    to: str = Field(description='"ticket" for every agent on this ticket, or an agent id.')
+    text: str = Field(description="The message.")
+
+
+class ReadMessagesAction(Action):
+    pass
+
+
+class AskAgentAction(Action):
+    to: str = Field(description="An agent id, or `capability:<name>` for any such agent.")
+    question: str = Field(description="The question, with the context it needs.")
+    timeout_s: float = Field(default=ASK_TIMEOUT_S, description="How long to wait.")
+
+
+class HandoffAction(Action):
+    capability: str | None = Field(default=None, description="The capability to give to.")
+    agent: str | None = Field(default=None, description="Or a particular agent's id.")
+    context: str = Field(description="What you did, what is left, and where things are.")
+
+
+class TeamObservation(Observation):
+    pass
+
+
+class TeamExecutor(ToolExecutor):  # type: ignore[type-arg]
+    def __init__(self, act: Callable[[Any], str]) -> None:
+        self.act = act
+
+    def __call__(self, action: Any, conversation: Any = None) -> TeamObservation:
+        return TeamObservation.from_text(text=self.act(action))
+
+
+# Module-level classes: a resumed conversation reads its stored actions back by class.
+class SendMessageTool(ToolDefinition[SendMessageAction, TeamObservation]):
+    name = "send_message"
+
+    @classmethod
+    def create(cls, conv_state: Any = None, **params: Any) -> Sequence[Any]:
+        raise ValueError("made by agents.executors.agent.team_tools.build_tools")
+
+
+class ReadMessagesTool(ToolDefinition[ReadMessagesAction, TeamObservation]):
+    name = "read_messages"
+
+    @classmethod
+    def create(cls, conv_state: Any = None, **params: Any) -> Sequence[Any]:
+        raise ValueError("made by agents.executors.agent.team_tools.build_tools")
+
+
+class AskAgentTool(ToolDefinition[AskAgentAction, TeamObservation]):
+    name = "ask_agent"
+
+    @classmethod
+    def create(cls, conv_state: Any = None, **params: Any) -> Sequence[Any]:
+        raise ValueError("made by agents.executors.agent.team_tools.build_tools")
+
+
+class HandoffTool(ToolDefinition[HandoffAction, TeamObservation]):
+    name = "handoff"
+
+    @classmethod
+    def create(cls, conv_state: Any = None, **params: Any) -> Sequence[Any]:
+        raise ValueError("made by agents.executors.agent.team_tools.build_tools")
+
+
+def build_tools(mailbox: Mailbox) -> list[str]:
     """The team tools, bound to this session's mailbox, registered with the SDK."""
-    from openhands.sdk.tool import (
-        Action,
-        Observation,
-        ToolDefinition,
-        ToolExecutor,
-        register_tool,
-    )
-
-    class SendMessageAction(Action):
-        to: str = Field(description='"ticket" for every agent on this ticket, or an agent id.')
-        text: str = Field(description="The message.")
-
-    class ReadMessagesAction(Action):
-        pass
-
-    class AskAgentAction(Action):
-        to: str = Field(description="An agent id, or `capability:<name>` for any such agent.")
-        question: str = Field(description="The question, with the context it needs.")
-        timeout_s: float = Field(default=ASK_TIMEOUT_S, description="How long to wait.")
-
-    class HandoffAction(Action):
-        capability: str | None = Field(default=None, description="The capability to give to.")
-        agent: str | None = Field(default=None, description="Or a particular agent's id.")
-        context: str = Field(description="What you did, what is left, and where things are.")
-
-    class TeamObservation(Observation):
-        pass
-
-    def text(value: str) -> TeamObservation:
-        return TeamObservation.from_text(text=value)
-
-    class Run(ToolExecutor):  # type: ignore[type-arg]
-        def __init__(self, act: Callable[[Any], str]) -> None:
-            self.act = act
-
-        def __call__(self, action: Any, conversation: Any = None) -> TeamObservation:
-            return text(self.act(action))
 
     def send(action: SendMessageAction) -> str:
         mailbox.emit(MessageLine(to=action.to, text=action.text))
@@ -119,29 +156,20 @@ def build_tools(mailbox: Mailbox) -> list[Any]:
         )
         return "handed off: finish now, with a one-line summary; the task goes on elsewhere"
 
-    specs: list[tuple[str, type[Any], str, Callable[[Any], str]]] = [
-        ("send_message", SendMessageAction, "Send a message to other agents.", send),
-        ("read_messages", ReadMessagesAction, "Read messages sent to you.", read),
-        ("ask_agent", AskAgentAction, "Ask another agent a question; wait.", ask),
-        ("handoff", HandoffAction, "Hand this task to another agent.", hand_off),
+    specs: list[tuple[type[Any], type[Any], str, Callable[[Any], str]]] = [
+        (SendMessageTool, SendMessageAction, "Send a message to other agents.", send),
+        (ReadMessagesTool, ReadMessagesAction, "Read messages sent to you.", read),
+        (AskAgentTool, AskAgentAction, "Ask another agent a question; wait.", ask),
+        (HandoffTool, HandoffAction, "Hand this task to another agent.", hand_off),
     ]
-    tools = []
-    for name, action_type, description, act in specs:
-        tool_class = type(
-            f"Omoi{name.title().replace('_', '')}Tool",
-            (ToolDefinition,),
-            {"name": name, "create": classmethod(_no_create)},
-        )
+    names = []
+    for tool_class, action_type, description, act in specs:
         instance = tool_class(
             description=description,
             action_type=action_type,
             observation_type=TeamObservation,
-            executor=Run(act),
+            executor=TeamExecutor(act),
         )
-        register_tool(name, instance)
-        tools.append(name)
-    return tools
-
-
-def _no_create(cls: type[Any], /, conv_state: Any = None, **params: Any) -> Sequence[Any]:
-    raise ValueError(f"{cls.__name__} is made by agents.executors.agent.team_tools")
+        register_tool(tool_class.name, instance)
+        names.append(tool_class.name)
+    return names
