@@ -713,3 +713,61 @@ async def test_a_handoff_to_a_capability_nobody_serves_fails_clearly(
     assert state is not None and state.status is TaskStatus.FAILED
     assert "handed off to capability 'gpu'" in (state.reason or "")
     assert "no live agent serves" in (state.reason or "")
+
+
+async def test_four_agents_on_four_workers_end_with_one_merged_branch(
+    bus: Bus, settings: Settings, short_dir: Path, model_server: ModelFactory, running: Running
+) -> None:
+    # a and b write files of their own; c and d write the same line of one file.
+    conversations = [
+        task("a", term("echo a > a.txt"), finish("wrote a")),
+        task("b", term("echo b > b.txt"), finish("wrote b")),
+        task("c", term("echo c > shared.txt"), finish("wrote c")),
+        task("d", term("echo d > shared.txt"), finish("wrote d")),
+        task("resolve-merge-implementation",
+             term("printf 'c\\nd\\n' > shared.txt"), finish("kept c and d")),
+    ]  # fmt: skip
+    server = model_server({"conversations": conversations})
+    s = with_model(settings, server, short_dir)
+    events = await EventLog(bus).start()
+    await running.start(Planner(bus, s))
+    await running.start(Validator(bus, s, env=dict(os.environ)))
+    for n in range(4):
+        await running.start(
+            Worker(bus, s, phases=["implementation"], capabilities=["agent"],
+                   executors=default_executors(s, dict(os.environ)), agent_id=f"agent-{n}")
+        )  # fmt: skip
+    payload = {
+        "id": "T-four",
+        "title": "Four at once",
+        "tasks": [{"name": n, "phase": "implementation", "capability": "agent",
+                   "instructions": f"Write {n}."} for n in "abcd"],
+        "gates": {"implementation": {"checks": [
+            {"kind": "file", "path": "shared.txt", "contains": "c\\nd"},
+        ]}},
+    }  # fmt: skip
+    assert (await submit(bus, payload))["ok"]
+    ticket = await wait_until(lambda: ticket_finished(bus, "T-four"), timeout=180)
+    assert ticket.status is TicketStatus.DONE, ticket.reason
+
+    workers = {e.agent for e in events.of("T-four", "task.started") if e.task in tuple("abcd")}
+    assert len(workers) >= 2  # spread over the workers, not queued behind one
+    [conflict] = events.of("T-four", "merge.conflicted")
+    assert conflict.data["files"] == ["shared.txt"]
+    merge = await bus.tasks.value("T-four.merge-implementation")
+    assert merge is not None and merge.result is not None
+    assert ticket.commit == merge.result.commit
+    copy = s.workspaces_dir / "T-four"
+    log = git_log_of(copy, ticket.commit or "")
+    for name in "abcd":
+        assert f"{name}: wrote {name}" in log  # each task's own commit is in the history
+    assert "resolve-merge-implementation: kept c and d" in log
+    await events.stop()
+
+
+def git_log_of(workspace: Path, commit: str) -> str:
+    out = subprocess.run(
+        ["git", "log", "--format=%s", commit], cwd=workspace, capture_output=True, text=True,
+        check=True,
+    )  # fmt: skip
+    return out.stdout

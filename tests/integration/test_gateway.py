@@ -25,7 +25,7 @@ from gateway.serve import serving
 from gateway.sql import ErrorMappingReader, SqlReader
 from schemas import WORK_PHASES, Heartbeat, TicketStatus, utcnow
 from schemas.token import ApiToken, Role, mint
-from tests.helpers import EventLog, Running, gated, ticket_finished, wait_until
+from tests.helpers import EventLog, Running, ticket_finished, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -541,14 +541,16 @@ async def test_the_ticket_page_shows_branches_merges_locks_and_assignments(
     await start_planner()
     await start_worker()
     await running.start(Validator(bus, settings, env=dict(os.environ)))
+    release = settings.data_dir.parent / "release-br-1"
     payload = {
         "id": "br-1",
         "title": "branches",
         "gates": {"implementation": {"checks": [{"kind": "diff"}]}},
         "tasks": [
             {"name": "left", "phase": "implementation", "command": "echo l > l.txt"},
+            # Waits on a file outside every workspace: it may run in a worktree of its own.
             {"name": "right", "phase": "implementation", "resources": ["db:migrations"],
-             "command": "echo r > r.txt; " + gated("right")},
+             "command": f"echo r > r.txt; while [ ! -f {release} ]; do sleep 0.05; done"},
         ],
     }  # fmt: skip
     assert (await api.post("/api/v1/tickets", json=payload)).status_code == 201
@@ -557,7 +559,7 @@ async def test_the_ticket_page_shows_branches_merges_locks_and_assignments(
     assert 'data-lock="named.db.migrations"' in holding
     assert "locks db:migrations (exclusive)" in holding
     assert 'class="small assignment"' in holding and "on worker-" in holding
-    (settings.workspaces_dir / "br-1" / "release").touch()
+    release.touch()
     ticket = await wait_until(lambda: ticket_finished(bus, "br-1"), timeout=60)
     assert ticket.status is TicketStatus.DONE, ticket.reason
     done = (await api.get("/tickets/br-1")).text
