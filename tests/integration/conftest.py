@@ -1,0 +1,60 @@
+"""Fixtures for the coding-agent tests: a scripted model server, a short data dir, agents."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agents.llm.script import Script
+from agents.llm.scripted import ScriptedModelServer
+from agents.planner.agent import Planner
+from agents.settings import Settings
+from agents.validator.agent import Validator
+from agents.worker.agent import Worker, default_executors
+from bus import Bus
+from schemas import WORK_PHASES
+from tests.helpers import Running
+from tests.integration.agent_support import ModelFactory, Start
+
+
+@pytest.fixture
+def model_server() -> Iterator[ModelFactory]:
+    servers: list[ScriptedModelServer] = []
+
+    def start(spec: dict[str, Any]) -> ScriptedModelServer:
+        server = ScriptedModelServer(Script.model_validate(spec))
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def short_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("a")
+
+
+@pytest.fixture
+def start_agents(bus: Bus, running: Running) -> Start:
+    async def start(s: Settings, *, worker: bool = True) -> None:
+        await running.start(Planner(bus, s))
+        await running.start(Validator(bus, s, env=dict(os.environ)))
+        if worker:
+            await running.start(
+                Worker(
+                    bus,
+                    s,
+                    phases=[p.value for p in WORK_PHASES],
+                    capabilities=["shell", "agent"],
+                    executors=default_executors(s, dict(os.environ)),
+                )
+            )
+
+    return start
