@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from agents.events import task_event, ticket_event
 from agents.llm.client import ModelClient
@@ -332,25 +332,43 @@ class Reconciler:
         stop_running: bool = True,
     ) -> TaskState | None:
         """Move a not-yet-finished task to a final `status`, stopping it if it runs."""
-        was_running = False
+        ended = await self.end_tasks([key], status, reason, kind, stop_running=stop_running)
+        return ended[0] if ended else None
 
-        def finish(t: TaskState) -> TaskState | None:
-            nonlocal was_running
-            if t.status.terminal or (t.status is TaskStatus.RUNNING and not stop_running):
-                return None
-            was_running = t.status is TaskStatus.RUNNING
-            t.status = status
-            t.reason = reason
-            t.finished_at = t.updated_at = utcnow()
-            return t
+    async def end_tasks(
+        self,
+        keys: Iterable[str],
+        status: TaskStatus,
+        reason: str,
+        kind: EventType,
+        *,
+        stop_running: bool = True,
+    ) -> list[TaskState]:
+        """End several tasks, writing every state before stopping any running one: a worker
+        freed by the stop must find its next dispatch of these already ended, not run it."""
+        ended: list[tuple[TaskState, bool]] = []
+        for key in keys:
+            was_running = False
 
-        task = await self.bus.tasks.update(key, finish)
-        if task is None:
-            return None
-        if was_running:
-            await self.bus.notify(control_cancel_subject(task.ticket_id, task.name))
-        await self.bus.publish_event(task_event(task, kind, self.agent_id, reason=reason))
-        return task
+            def finish(t: TaskState) -> TaskState | None:
+                nonlocal was_running
+                if t.status.terminal or (t.status is TaskStatus.RUNNING and not stop_running):
+                    return None
+                was_running = t.status is TaskStatus.RUNNING
+                t.status = status
+                t.reason = reason
+                t.finished_at = t.updated_at = utcnow()
+                return t
+
+            task = await self.bus.tasks.update(key, finish)
+            if task is not None:
+                ended.append((task, was_running))
+        for task, was_running in ended:
+            if was_running:
+                await self.bus.notify(control_cancel_subject(task.ticket_id, task.name))
+        for task, _ in ended:
+            await self.bus.publish_event(task_event(task, kind, self.agent_id, reason=reason))
+        return [task for task, _ in ended]
 
     async def running_tickets(self) -> list[str]:
         tickets = await self.bus.tickets.values()

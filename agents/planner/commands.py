@@ -52,10 +52,10 @@ class Commands:
             raise CommandError(
                 f"ticket {cmd.ticket_id} is already {before.status.value}", "already_finished"
             )
-        for name in after.tasks:
-            await self.reconciler.end_task(
-                f"{after.id}.{name}", TaskStatus.CANCELLED, cmd.reason, EventType.TASK_CANCELLED
-            )
+        keys = [f"{after.id}.{name}" for name in after.tasks]
+        await self.reconciler.end_tasks(
+            keys, TaskStatus.CANCELLED, cmd.reason, EventType.TASK_CANCELLED
+        )
         await self.reconciler.emit_ticket_changes(before, after)
         return after
 
