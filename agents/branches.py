@@ -61,6 +61,16 @@ class MergeConflict(WorkspaceError):
         self.conflict = conflict
 
 
+class MissingBase(WorkspaceError):
+    """A commit a task starts from is in no published copy of the workspace: its branch
+    was replaced or removed (a bundle restored from an older backup, say). Running again
+    cannot bring it back."""
+
+    def __init__(self, message: str, commit: str) -> None:
+        super().__init__(message)
+        self.commit = commit
+
+
 def resolve(path: Path, ref: str) -> str | None:
     return git(path, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False) or None
 

@@ -169,9 +169,11 @@ class WorkspaceSync:
         agent conversation finds its files)."""
         missing = branches.missing_commits(copy, task.base)
         if missing:
-            raise WorkspaceError(
+            # The published copy was fetched before this: the commit is gone, not late.
+            raise branches.MissingBase(
                 f"{_where(task.ticket_id)} lacks commit {missing[0][:12]}, which task "
-                f"{task.name} starts from: its branch was replaced or removed"
+                f"{task.name} starts from: its branch was replaced or removed",
+                missing[0],
             )
         bases = task.base or [branches.start_commit(copy)]
         message = f"omoi: merge for {task.name}\n\nomoi task {task.id}"

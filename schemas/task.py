@@ -56,6 +56,7 @@ class ErrorCategory(StrEnum):
     BUDGET = "budget"
     WORKSPACE = "workspace"
     MERGE_CONFLICT = "merge_conflict"
+    MISSING_BRANCH = "missing_branch"
 
 
 Criterion = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]

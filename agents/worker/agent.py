@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from agents import workspace
 from agents.base import Agent
-from agents.branches import MergeConflict
+from agents.branches import MergeConflict, MissingBase
 from agents.errors import PermanentFailure, TaskFailure, TransientFailure
 from agents.events import conflict_event, task_event
 from agents.executors import ExecutionContext, Executor, ShellExecutor
@@ -61,6 +61,8 @@ TICKET_CACHE = 256
 MERGE_ONLY = NoopExecutor()
 # How soon a task meant for another worker is offered again.
 DEFER_S = 0.1
+# Failures from input that can never work: the dispatch is dead-lettered with the reason too.
+DEAD_LETTERED = frozenset({ErrorCategory.MISSING_BRANCH})
 # Verdicts that write the task: without a written value, the task is gone.
 WRITES = frozenset({Verdict.RUN, Verdict.EXHAUSTED})
 
@@ -269,6 +271,10 @@ class Worker(Agent):
             self.workspaces.release(task.id)
             await self.leases.release(held)
             await self.bus.confirm(started)
+        failure = outcome.failure
+        if failure is not None and failure.category in DEAD_LETTERED:
+            # The task has failed for good; the dispatch goes to the dead letters with why.
+            raise Reject(failure.message, failure.category)
 
     async def _execute(self, task: TaskState, delivery: Delivery) -> Outcome:
         try:
@@ -363,6 +369,8 @@ class Worker(Agent):
         except MergeConflict as exc:
             await self.bus.publish_event(conflict_event(task, exc.conflict, self.id))
             raise PermanentFailure(exc.args[0], category=ErrorCategory.MERGE_CONFLICT) from exc
+        except MissingBase as exc:
+            raise PermanentFailure(exc.args[0], category=ErrorCategory.MISSING_BRANCH) from exc
         except workspace.WorkspaceError as exc:
             raise TransientFailure(exc.args[0], category=ErrorCategory.WORKSPACE) from exc
         env = {

@@ -19,10 +19,18 @@ from agents.validator.agent import Validator
 from agents.worker.agent import Worker
 from bus import Bus
 from bus import constants as c
-from schemas import Phase, TicketStatus
+from schemas import Phase, TaskState, TicketStatus
 from schemas.ticket import GateStatus
 from tests.conftest import agent_env
-from tests.helpers import AgentProcess, EventLog, Running, submit, ticket_finished, wait_until
+from tests.helpers import (
+    AgentProcess,
+    EventLog,
+    Running,
+    stream_holds,
+    submit,
+    ticket_finished,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -264,6 +272,53 @@ async def test_a_merge_conflict_is_an_event_and_fails_clearly_when_the_ticket_sa
         task = await bus.tasks.value(f"P2.{name}")
         assert task is not None and task.attempts == 1 and task.result is not None
         assert task.result.files == ["left.txt"]
+
+
+async def test_a_task_whose_base_is_gone_fails_once_with_a_dead_letter(
+    bus: Bus,
+    events: EventLog,
+    start_planner: Start,
+    start_worker_on: Callable[..., Awaitable[Worker]],
+) -> None:
+    await start_planner()
+    await start_worker_on("w1", ["implementation"])
+    payload = {
+        "id": "P5",
+        "title": "A vanished base",
+        "gates": {"testing": {"checks": [{"kind": "diff"}]}},
+        "tasks": [
+            {"name": "first", "phase": "implementation", "command": "echo a > a.txt"},
+            {"name": "then", "phase": "testing", "depends_on": ["first"], "command": "cat a.txt"},
+        ],
+    }
+    assert (await submit(bus, payload))["ok"]
+    await events.wait_type("P5", "task.queued", task="then")
+    # As if the branch it starts from had been replaced (a bundle restored from before it).
+    gone = "deadbeef" * 5
+
+    def replaced(t: TaskState) -> TaskState:
+        t.base = [gone]
+        return t
+
+    await bus.tasks.update("P5.then", replaced)
+    await start_worker_on("w2", ["testing"])
+
+    failed = await events.wait_type("P5", "task.failed", task="then")
+    assert failed.data["error"]["category"] == "missing_branch"
+    assert (
+        "lacks commit deadbeefdead, which task then starts from"
+        in (failed.data["error"]["message"])
+    )
+    then = await bus.tasks.value("P5.then")
+    assert then is not None and then.attempts == 1
+    done = await wait_until(lambda: ticket_finished(bus, "P5"), timeout=30)
+    assert done.status is TicketStatus.FAILED
+    await wait_until(lambda: stream_holds(bus, c.DLQ_STREAM, 1))
+    dead = await bus.js.get_last_msg(c.DLQ_STREAM, c.dlq_subject("tasks"))
+    assert dead.headers is not None
+    assert dead.headers[c.HDR_ERROR_CATEGORY] == "missing_branch"
+    assert "lacks commit deadbeefdead" in dead.headers[c.HDR_REASON]
+    await wait_until(lambda: stream_holds(bus, c.TASKS_STREAM, 0))
 
 
 async def _exists(*paths: Path) -> bool:
