@@ -1,4 +1,5 @@
-"""What the coding-agent tests share: settings that point at the scripted model, git reads."""
+"""What the coding-agent tests share: settings that point at the scripted model, one-task
+tickets, git reads."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from pydantic import SecretStr
 
 from agents.llm.scripted import ScriptedModelServer
 from agents.settings import Settings
+from bus import Bus
+from schemas import TicketState
+from tests.helpers import submit, ticket_finished, wait_until
 
 ModelFactory = Callable[[dict[str, Any]], ScriptedModelServer]
 Start = Callable[..., Awaitable[None]]
@@ -30,6 +34,20 @@ def with_model(settings: Settings, server: ScriptedModelServer, short: Path) -> 
             "progress_interval_s": 0.2,
         }
     )
+
+
+def agent_ticket(ticket_id: str, name: str, instructions: str, **task: Any) -> dict[str, Any]:
+    """A ticket of one coding-agent task in the implementation phase."""
+    only = {"name": name, "phase": "implementation", "capability": "agent", **task}
+    return {"id": ticket_id, "title": name, "tasks": [{**only, "instructions": instructions}]}
+
+
+async def run_agent_ticket(
+    bus: Bus, ticket_id: str, name: str, instructions: str, timeout: float = 120.0
+) -> TicketState:
+    """Submit `agent_ticket(...)` and wait for the ticket to finish, however it ends."""
+    assert (await submit(bus, agent_ticket(ticket_id, name, instructions)))["ok"]
+    return await wait_until(lambda: ticket_finished(bus, ticket_id), timeout=timeout)
 
 
 def _git(workspace: Path, *args: str) -> str:

@@ -21,7 +21,14 @@ from agents.worker.agent import Worker, default_executors
 from bus import Bus
 from schemas import TaskStatus, TicketStatus
 from tests.helpers import EventLog, Running, submit, ticket_finished, wait_until
-from tests.integration.agent_support import ModelFactory, Start, git_log, git_parents, with_model
+from tests.integration.agent_support import (
+    ModelFactory,
+    Start,
+    git_log,
+    git_parents,
+    run_agent_ticket,
+    with_model,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -123,14 +130,7 @@ async def test_an_agent_asks_another_messages_the_ticket_and_hands_its_task_off(
                       executors={"review": AgentExecutor(s, env)}, agent_id="reviewer")  # fmt: skip
     await running.start(drafter)
     await running.start(reviewer)
-    payload = {
-        "id": "T-handoff",
-        "title": "Draft, then review",
-        "tasks": [{"name": "draft", "phase": "implementation", "capability": "agent",
-                   "instructions": "Draft it."}],
-    }  # fmt: skip
-    assert (await submit(bus, payload))["ok"]
-    ticket = await wait_until(lambda: ticket_finished(bus, "T-handoff"), timeout=120)
+    ticket = await run_agent_ticket(bus, "T-handoff", "draft", "Draft it.")
     assert ticket.status is TicketStatus.DONE, ticket.reason
 
     handed = events.of("T-handoff", "task.handed_off")
@@ -172,14 +172,7 @@ async def test_a_handoff_to_a_capability_nobody_serves_fails_clearly(
         Worker(bus, s, phases=["implementation"], capabilities=["agent"],
                executors=default_executors(s, dict(os.environ)))
     )  # fmt: skip
-    payload = {
-        "id": "T-lonely",
-        "title": "Nobody",
-        "tasks": [{"name": "lonely", "phase": "implementation", "capability": "agent",
-                   "instructions": "Try."}],
-    }  # fmt: skip
-    assert (await submit(bus, payload))["ok"]
-    ticket = await wait_until(lambda: ticket_finished(bus, "T-lonely"), timeout=60)
+    ticket = await run_agent_ticket(bus, "T-lonely", "lonely", "Try.", timeout=60)
     assert ticket.status is TicketStatus.FAILED
     state = await bus.tasks.value("T-lonely.lonely")
     assert state is not None and state.status is TaskStatus.FAILED

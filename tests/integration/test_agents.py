@@ -27,7 +27,15 @@ from schemas import WORK_PHASES, CancelTask, TaskStatus, TicketStatus
 from schemas.ticket import GateStatus
 from tests.conftest import agent_env
 from tests.helpers import AgentProcess, EventLog, Running, submit, ticket_finished, wait_until
-from tests.integration.agent_support import ModelFactory, Start, git_head, git_log, with_model
+from tests.integration.agent_support import (
+    ModelFactory,
+    Start,
+    agent_ticket,
+    git_head,
+    git_log,
+    run_agent_ticket,
+    with_model,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -216,13 +224,7 @@ async def test_cancel_interrupts_a_conversation_mid_tool_call(
     s = with_model(settings, server, short_dir)
     await start_agents(s)
     worker = running.agents[-1][0]
-    payload = {
-        "id": "T-cancel",
-        "title": "Slow",
-        "tasks": [{"name": "slow", "phase": "implementation", "capability": "agent",
-                   "instructions": "Wait."}],
-    }  # fmt: skip
-    assert (await submit(bus, payload))["ok"]
+    assert (await submit(bus, agent_ticket("T-cancel", "slow", "Wait.")))["ok"]
     await wait_until(lambda: _async(pids_of("sleep 47.25")), timeout=60)
 
     loop_time = __import__("asyncio").get_running_loop().time
@@ -266,13 +268,7 @@ async def test_worker_killed_mid_conversation_resumes_it(
     await start_agents(s, worker=False)
     env = agent_env(s)
     first = await AgentProcess("worker", "worker-first", env, tmp_path / "w1.log").start(bus)
-    payload = {
-        "id": "T-resume",
-        "title": "Resume",
-        "tasks": [{"name": "resumable", "phase": "implementation", "capability": "agent",
-                   "instructions": "Do two steps."}],
-    }  # fmt: skip
-    assert (await submit(bus, payload))["ok"]
+    assert (await submit(bus, agent_ticket("T-resume", "resumable", "Do two steps.")))["ok"]
     await wait_until(lambda: _async(pids_of("sleep 38.5")), timeout=60)
     assert [r["turn"] for r in server.requests] == [0, 1]
     await first.kill9()
@@ -319,12 +315,7 @@ async def test_budget_overrun_fails_the_task_permanently(
     )
     s = with_model(settings, server, short_dir)
     await start_agents(s)
-    payload = {
-        "id": "T-budget",
-        "title": "Budget",
-        "tasks": [{"name": "spender", "phase": "implementation", "capability": "agent",
-                   "instructions": "Spend.", "budget": {"max_tokens": 1000}}],
-    }  # fmt: skip
+    payload = agent_ticket("T-budget", "spender", "Spend.", budget={"max_tokens": 1000})
     assert (await submit(bus, payload))["ok"]
     failed = await events.wait_type("T-budget", "task.failed", timeout=90)
     assert failed.data["error"]["category"] == "budget"
@@ -442,14 +433,7 @@ async def test_the_agents_terminal_never_sees_the_key_or_the_workers_settings(
             executors=default_executors(s, worker_env),
         )
     )
-    payload = {
-        "id": "T-env",
-        "title": "Probe",
-        "tasks": [{"name": "probe", "phase": "implementation", "capability": "agent",
-                   "instructions": "Look around."}],
-    }  # fmt: skip
-    assert (await submit(bus, payload))["ok"]
-    ticket = await wait_until(lambda: ticket_finished(bus, "T-env"), timeout=120)
+    ticket = await run_agent_ticket(bus, "T-env", "probe", "Look around.")
     assert ticket.status is TicketStatus.DONE, ticket.reason
 
     probe = (s.workspaces_dir / "T-env" / "probe.txt").read_text()
