@@ -93,15 +93,16 @@ async def test_cancel_ticket_stops_running_and_drops_queued(
     bus: Bus, events: EventLog, settings: Settings, start_planner: Start, start_worker: Start
 ) -> None:
     await start_planner()
-    await start_worker()  # one worker: the second task stays queued behind the first
+    await start_worker()  # one worker: whichever task it takes first, the other stays queued
+    # Both would run "forever": the planner dispatches a phase's ready tasks concurrently,
+    # so which one the worker gets first is not fixed, and neither may end on its own.
     tasks = [
         {"name": "a", "phase": "design", "command": TREE},
-        {"name": "b", "phase": "design", "command": "echo ran > b.txt"},
+        {"name": "b", "phase": "design", "command": TREE},
         {"name": "c", "phase": "testing", "command": "true"},
     ]
     assert (await submit(bus, {"id": "tc", "title": "cancel ticket", "tasks": tasks}))["ok"]
-    # Same subject, FIFO: the one worker takes "a" first and "b" waits in the stream.
-    await events.wait_type("tc", "task.started", task="a")
+    first = await events.wait_type("tc", "task.started")
     ws = settings.workspaces_dir / "tc"
     reply = await command(bus, c.CMD_TICKET_CANCEL, {"ticket_id": "tc", "reason": "not needed"})
     assert reply["ok"], reply
@@ -113,10 +114,9 @@ async def test_cancel_ticket_stops_running_and_drops_queued(
         assert state.reason == "not needed"
     shell = await read_pid(ws / "shell.pid")
     await wait_until(lambda: _both_dead(shell), timeout=2.0)
-    # The queued message is dropped, not run, once a worker gets to it.
+    # The queued message is dropped, not run, once the freed worker gets to it.
     await wait_until(lambda: stream_holds(bus, c.TASKS_STREAM, 0))
-    assert not (ws / "b.txt").exists()
-    assert events.of("tc", "task.started")[-1].task == "a"
+    assert [e.task for e in events.of("tc", "task.started")] == [first.task]
 
 
 async def test_manual_moves_follow_the_state_machine(
