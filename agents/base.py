@@ -15,18 +15,18 @@ from agents.settings import Settings
 from agents.version import omoi_version
 from bus import Bus, BusError
 from bus.consumer import Runtime
+from bus.log_context import bind_log_fields
 from bus.registry import AgentService
 from schemas import AGENTS_TOKEN, Event, EventType, Heartbeat, utcnow
 from schemas.registry import AgentCard, AgentStatus
 
 
 class AgentLog(logging.LoggerAdapter[logging.Logger]):
-    """Prefixes every line with the agent id and keeps it in `extra` for structured handlers."""
+    """Puts the agent id in every record's `extra`; the formatters (`agents.logs`) show it."""
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
-        extra = dict(self.extra or {})
-        kwargs["extra"] = {**extra, **kwargs.get("extra", {})}
-        return f"[{extra.get('agent')}] {msg}", kwargs
+        kwargs["extra"] = {**(self.extra or {}), **kwargs.get("extra", {})}
+        return msg, kwargs
 
 
 def new_agent_id(role: str) -> str:
@@ -59,6 +59,8 @@ class Agent:
     # Lifecycle
 
     async def run(self) -> None:
+        # Every task this one starts inherits it: lines from `bus` name the agent too.
+        bind_log_fields(agent=self.id)
         try:
             await self._beat()
             await self._register()

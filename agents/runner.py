@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 
 from agents.base import Agent
 from agents.errors import SettingsError
+from agents.logs import configure_logging
 from agents.redact import Redactor, install_log_redaction
 from agents.settings import DEFAULT_NATS_PORT, Settings
 from bus import AuthError, Bus, NotProvisioned
@@ -26,15 +27,6 @@ from schemas.registry import check_label
 log = logging.getLogger(__name__)
 
 ROLES = ("planner", "worker", "monitor", "validator", "recorder")
-
-
-def configure_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("nats").setLevel(logging.WARNING)
 
 
 def _agent_id(value: str) -> str:
@@ -180,7 +172,6 @@ async def run_agent(
 
 def main(role: str, argv: Sequence[str] | None = None) -> None:
     args = parser(role).parse_args(argv)
-    configure_logging(args.log_level)
     try:
         settings = Settings.from_env(
             os.environ, data_dir=args.data_dir, worker_labels=getattr(args, "labels", None)
@@ -189,6 +180,7 @@ def main(role: str, argv: Sequence[str] | None = None) -> None:
         # A message, not a traceback: this is the operator's configuration.
         sys.stderr.write(f"omoi agent {role}: {exc}\n")
         raise SystemExit(2) from None
+    configure_logging(args.log_level, settings.log_format)
     # One redactor for the whole process: its log lines and what its agent publishes.
     redactor = Redactor.from_settings(settings)
     install_log_redaction(redactor)

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field, PrivateAttr, SecretStr, ValidationError, field_validator
 
 from agents.errors import SettingsError
+from agents.logs import LogFormat
 from agents.secret_files import FILE_SUFFIX, read_secret_file
 from agents.task_env import ENV_NAME, NEVER_PREFIXES
 from bus.auth import SEED_SUFFIX, AuthDir, Credentials, load_credentials
@@ -43,6 +44,8 @@ class Settings(BaseModel):
     # it fails, saying none serves it.
     handoff_timeout_s: float = Field(default=120.0, gt=0)
     shutdown_grace_s: float = Field(default=10.0, ge=0)
+    # `json`: one object per line with agent, subject, ticket and task, for machines.
+    log_format: LogFormat = "text"
     # How often the planner sweeps every running ticket; the sweep also restores the
     # message of work that has been without one for `lost_message_after_s`.
     reconcile_interval_s: float = Field(default=30.0, gt=0)

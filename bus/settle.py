@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 
 from bus.delivery import Delivery
 from bus.errors import Abandon, Reject, Retry, is_transient
+from bus.log_context import logging_context
 from bus.retry import backoff
 
 log = logging.getLogger(__name__)
@@ -36,29 +37,34 @@ async def settle(delivery: Delivery, handler: Handler, dead_letter: DeadLetter) 
       `MAX_UNEXPECTED_DELIVERIES` deliveries.
     - cancelled (the consumer stopped and its grace ran out): handed back at once.
     """
-    try:
-        await handler(delivery)
-    except Retry as exc:
-        await nak(delivery, exc.delay)
-    except Reject as exc:
-        await _reject(delivery, exc.reason, exc.category, dead_letter)
-    except Abandon:
-        pass
-    except asyncio.CancelledError:
-        await asyncio.shield(hand_back(delivery))
-        raise
-    except Exception as exc:
-        if is_transient(exc):
-            log.info("handler on %s hit passing trouble (%r); retrying", delivery.subject, exc)
-            await nak(delivery, backoff(delivery.number, first=0.5, cap=10.0))
-            return
-        log.exception("handler failed on %s (delivery %d)", delivery.subject, delivery.number)
-        if delivery.number >= MAX_UNEXPECTED_DELIVERIES:
-            await _reject(delivery, f"handler kept failing: {exc!r}", "handler_error", dead_letter)
+    # What the handler binds (ticket, task) is this delivery's only: a group's deliveries
+    # are settled one after another in one asyncio task.
+    with logging_context(subject=delivery.subject):
+        try:
+            await handler(delivery)
+        except Retry as exc:
+            await nak(delivery, exc.delay)
+        except Reject as exc:
+            await _reject(delivery, exc.reason, exc.category, dead_letter)
+        except Abandon:
+            pass
+        except asyncio.CancelledError:
+            await asyncio.shield(hand_back(delivery))
+            raise
+        except Exception as exc:
+            if is_transient(exc):
+                log.info("handler on %s hit passing trouble (%r); retrying", delivery.subject, exc)
+                await nak(delivery, backoff(delivery.number, first=0.5, cap=10.0))
+                return
+            log.exception("handler failed on %s (delivery %d)", delivery.subject, delivery.number)
+            if delivery.number >= MAX_UNEXPECTED_DELIVERIES:
+                await _reject(
+                    delivery, f"handler kept failing: {exc!r}", "handler_error", dead_letter
+                )
+            else:
+                await nak(delivery, min(2.0**delivery.number, 30.0))
         else:
-            await nak(delivery, min(2.0**delivery.number, 30.0))
-    else:
-        await ack(delivery)
+            await ack(delivery)
 
 
 async def ack(delivery: Delivery) -> None:

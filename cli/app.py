@@ -15,8 +15,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from agents.errors import SettingsError
+from agents.logs import configure_logging
 from agents.redact import Redactor, install_log_redaction
-from agents.runner import ROLES, configure_logging
+from agents.runner import ROLES
 from agents.runner import main as run_agent_main
 from agents.settings import DEFAULT_NATS_PORT, Settings
 from bus import AuthError, Bus
@@ -131,9 +132,9 @@ def up(
     from cli.up import UpError
     from cli.up import up as run_up
 
-    configure_logging(os.environ.get("OMOI_LOG_LEVEL", "INFO"))
-    on_ready = _demo if demo else None
     settings = Settings.from_env(os.environ, data_dir=data_dir)
+    configure_logging(os.environ.get("OMOI_LOG_LEVEL", "INFO"), settings.log_format)
+    on_ready = _demo if demo else None
     install_log_redaction(Redactor.from_settings(settings))
     scripted = None
     if demo and not settings.llm_model:

@@ -16,8 +16,8 @@ import threading
 from pathlib import Path
 
 from agents.errors import SettingsError
+from agents.logs import configure_logging
 from agents.redact import Redactor, install_log_redaction
-from agents.runner import configure_logging
 from agents.settings import DEFAULT_NATS_PORT, Settings
 from cli.secret_files import session_key
 from gateway.app import create_app
@@ -83,12 +83,12 @@ async def run(host: str, port: int, settings: Settings, options: GatewayOptions)
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
-    configure_logging(args.log_level)
     try:
         settings = Settings.from_env(os.environ)
     except SettingsError as exc:
         # A message, not a traceback: this is the operator's configuration.
         raise SystemExit(f"gateway: {exc}") from None
+    configure_logging(args.log_level, settings.log_format)
     install_log_redaction(Redactor.from_settings(settings))
     options = options_from_env(os.environ, session_key=session_key(settings.data_dir))
     asyncio.run(run(args.host, args.port, settings, options))

@@ -32,6 +32,7 @@ from agents.planner.restore import Restorer
 from agents.settings import Settings
 from bus import Bus, Consumer, Delivery, Reject, Request, Source
 from bus import constants as c
+from bus.log_context import bind_log_fields
 from schemas import (
     CancelTask,
     CancelTicket,
@@ -146,6 +147,7 @@ class Planner(Agent):
         of the same ticket in this batch will (reconciling works from state, not from the
         event, so the last one covers them all; if it fails it is redelivered)."""
         event = self._parse_event(delivery)
+        bind_log_fields(ticket=event.ticket_id, task=event.task)
         self.assigner.observe(event)
         if event.type is EventType.TASK_RETRYING:
             return  # history for assignment only: the task is queued again as it was
