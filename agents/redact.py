@@ -11,9 +11,12 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agents.settings import Settings
+if TYPE_CHECKING:
+    # Settings name the log format from agents.logs, which filters with this module.
+    from agents.settings import Settings
+
 
 REDACTED = "[redacted]"
 # Shorter values would match ordinary text; no real key is this short.

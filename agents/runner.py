@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -16,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 from agents.base import Agent
 from agents.errors import SettingsError
-from agents.logs import configure_logging
+from agents.logs import configure_logging, shipped_logs
 from agents.redact import Redactor, install_log_redaction
 from agents.settings import DEFAULT_NATS_PORT, Settings
 from bus import AuthError, Bus, NotProvisioned
@@ -163,7 +164,10 @@ async def run_agent(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, agent.request_stop)
     try:
-        await agent.run()
+        async with contextlib.AsyncExitStack() as stack:
+            if settings.log_ship:
+                await stack.enter_async_context(shipped_logs(bus, role, agent.id, redactor))
+            await agent.run()
     finally:
         if server_events is not None:
             await server_events.close()

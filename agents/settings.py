@@ -46,6 +46,9 @@ class Settings(BaseModel):
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     # `json`: one object per line with agent, subject, ticket and task, for machines.
     log_format: LogFormat = "text"
+    # Whether an agent process also ships its lines (as JSON) to `omoi.logs.<role>.<id>`,
+    # for the store's `logs` view and `omoi logs`.
+    log_ship: bool = True
     # How often the planner sweeps every running ticket; the sweep also restores the
     # message of work that has been without one for `lost_message_after_s`.
     reconcile_interval_s: float = Field(default=30.0, gt=0)
@@ -60,6 +63,8 @@ class Settings(BaseModel):
     # Outcome events the planner takes at once; a ticket is reconciled once per batch.
     planner_batch: int = Field(default=256, ge=1, le=10_000)
     events_max_age_s: float = Field(default=7 * 24 * 3600, gt=0)
+    # How long OMOI_LOGS keeps lines (the store keeps them for `store_retention_s`).
+    logs_max_age_s: float = Field(default=3 * 24 * 3600, gt=0)
     max_ticket_bytes: int = Field(default=1024 * 1024, gt=0)
     default_workflow: str = "default"
     workflows_dir: Path | None = None
@@ -199,6 +204,7 @@ class Settings(BaseModel):
             replicas=self.replicas,
             ack_wait_s=self.ack_wait_s,
             events_max_age_s=self.events_max_age_s,
+            logs_max_age_s=self.logs_max_age_s,
             # Long enough for the monitor to see an agent go stale before it vanishes.
             heartbeat_ttl_s=max(5 * self.heartbeat_interval_s, 1.0),
         )

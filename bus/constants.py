@@ -60,6 +60,17 @@ AUDIT_SUBJECTS = "omoi.audit.>"
 SERVER_AUTH_ERRORS = "$SYS.SERVER.*.CLIENT.AUTH.ERR"
 RECORDER_AUDIT_CONSUMER = "recorder-audit"
 
+# Agents' log lines: `omoi.logs.<role>.<agent-id>`, one JSON object each, kept a few days
+# (the store keeps them longer, as the `logs` view).
+LOGS_STREAM = "OMOI_LOGS"
+LOGS_SUBJECTS = "omoi.logs.>"
+RECORDER_LOGS_CONSUMER = "recorder-logs"
+
+
+def log_subject(role: str, agent_id: str) -> str:
+    return f"omoi.logs.{role}.{agent_id}"
+
+
 # Operator commands, request/reply, answered by a planner.
 CMD_TICKET_CANCEL = "omoi.commands.ticket.cancel"
 CMD_TICKET_MOVE = "omoi.commands.ticket.move"

@@ -15,6 +15,9 @@ from contextvars import ContextVar
 # secret the redactor only sees in a message's text).
 FIELDS = ("agent", "subject", "ticket", "task", "trace_id", "span_id")
 
+_KNOWN = frozenset(FIELDS)
+_EMPTY: Mapping[str, str] = {}
+
 _current: ContextVar[Mapping[str, str] | None] = ContextVar("omoi_log_fields", default=None)
 
 
@@ -38,7 +41,11 @@ def logging_context(**fields: str | None) -> Iterator[None]:
 
 
 def _merged(fields: Mapping[str, str | None]) -> Mapping[str, str]:
-    unknown = set(fields) - set(FIELDS)
-    if unknown:
-        raise ValueError(f"not log context fields: {sorted(unknown)}")
-    return {**log_fields(), **{k: v for k, v in fields.items() if v}}
+    # On every delivery's path: a plain loop, no sets.
+    merged = dict(_current.get() or _EMPTY)
+    for name, value in fields.items():
+        if name not in _KNOWN:
+            raise ValueError(f"not log context fields: {sorted(set(fields) - _KNOWN)}")
+        if value:
+            merged[name] = value
+    return merged

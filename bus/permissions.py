@@ -56,6 +56,7 @@ STREAMS = (
     c.EVENTS_STREAM,
     c.DLQ_STREAM,
     c.AUDIT_STREAM,
+    c.LOGS_STREAM,
     c.kv_stream(c.TICKETS_BUCKET),
     c.kv_stream(c.TASKS_BUCKET),
     c.kv_stream(c.HEARTBEATS_BUCKET),
@@ -175,6 +176,11 @@ def _workspaces(*, write: bool) -> tuple[str, ...]:
 _AGENT_EVENTS = (c.event_subject("_agents", "agent.>"),)
 
 
+def _logs(role: str) -> tuple[str, ...]:
+    """Shipping its log lines, under its own role only: a line's role is who wrote it."""
+    return (c.log_subject(role, ">"),)
+
+
 def _serves(role: str) -> tuple[str, ...]:
     """Serving the service API as `omoi-<role>`: the control subjects in all three forms
     (every service, by name, by name and id) and the role's status endpoints."""
@@ -250,6 +256,7 @@ def _table() -> dict[str, Permissions]:
                     "gate.requested",
                 ),
                 *_AGENT_EVENTS,
+                *_logs("planner"),
                 c.dlq_subject("intake"),
                 c.dlq_subject("events"),
                 f"{c.CONTROL_CANCEL_PREFIX}.>",
@@ -287,6 +294,7 @@ def _table() -> dict[str, Permissions]:
                     "message.sent",
                 ),
                 *_AGENT_EVENTS,
+                *_logs("worker"),
                 *_workspaces(write=True),
                 c.dlq_subject("tasks"),
                 # Agents' messages and questions (answered as responses, below).
@@ -304,6 +312,7 @@ def _table() -> dict[str, Permissions]:
                 *_pulls(c.GATES_STREAM, c.VALIDATOR_CONSUMER),
                 *_events("gate.passed", "gate.failed"),
                 *_AGENT_EVENTS,
+                *_logs("validator"),
                 *_workspaces(write=False),
                 c.dlq_subject("gates"),
             ),
@@ -321,22 +330,28 @@ def _table() -> dict[str, Permissions]:
                 *_pulls(c.EVENTS_STREAM, c.RECORDER_EVENTS_CONSUMER, create=True),
                 *_pulls(c.DLQ_STREAM, c.RECORDER_DLQ_CONSUMER, create=True),
                 *_pulls(c.AUDIT_STREAM, c.RECORDER_AUDIT_CONSUMER, create=True),
-                # An event or audit entry it cannot record is kept as a dead letter.
+                f"{_API}.STREAM.INFO.{c.LOGS_STREAM}",
+                *_pulls(c.LOGS_STREAM, c.RECORDER_LOGS_CONSUMER, create=True),
+                # An event, audit entry or log line it cannot record is kept as a dead letter.
                 c.dlq_subject("events"),
                 c.dlq_subject("audit"),
+                c.dlq_subject("logs"),
                 *_AGENT_EVENTS,
+                *_logs("recorder"),
             ),
             subscribe=own("recorder", *_serves("recorder")),
             # Its answers to service requests. It takes every event, far too many for
             # `allow_responses` (see RESPONSE_WINDOW).
             replies_to=_DISCOVERERS,
-            notes="reads every event, dead letter and audit entry into the store; changes no state",
+            notes="reads every event, dead letter, audit entry and log line into the store; "
+            "changes no state",
         ),
         "monitor": Permissions(
             publish=(
                 *_HEARTBEAT,
                 *_reads(c.TICKETS_BUCKET, c.TASKS_BUCKET),
                 *_AGENT_EVENTS,
+                *_logs("monitor"),
                 # The connections the servers refused, which it hears as `system`.
                 c.audit_subject(AuditAction.AUTH_FAILURE),
             ),
@@ -348,12 +363,15 @@ def _table() -> dict[str, Permissions]:
             publish=(
                 *_reads(*STATE_BUCKETS, c.LOCKS_BUCKET),
                 *_READ_ONLY_API,
-                *_watches(c.EVENTS_STREAM, c.DLQ_STREAM, *map(c.kv_stream, STATE_BUCKETS)),
+                *_watches(
+                    c.EVENTS_STREAM, c.DLQ_STREAM, c.LOGS_STREAM, *map(c.kv_stream, STATE_BUCKETS)
+                ),
                 *_SUBMIT_TRUSTED,
                 *_COMMANDS,
                 *_TOKENS,
                 *_AUDIT,
                 *_DISCOVERS,
+                *_logs("gateway"),
             ),
             subscribe=own("gateway"),
             notes="HTTP in front of the bus: its tokens' roles limit what each caller does",
@@ -362,7 +380,9 @@ def _table() -> dict[str, Permissions]:
             publish=(
                 *_reads(*STATE_BUCKETS, c.LOCKS_BUCKET),
                 *_READ_ONLY_API,
-                *_watches(c.EVENTS_STREAM, c.DLQ_STREAM, *map(c.kv_stream, STATE_BUCKETS)),
+                *_watches(
+                    c.EVENTS_STREAM, c.DLQ_STREAM, c.LOGS_STREAM, *map(c.kv_stream, STATE_BUCKETS)
+                ),
                 *_SUBMIT_TRUSTED,
                 *_COMMANDS,
                 *_TOKENS,
@@ -381,11 +401,13 @@ def _table() -> dict[str, Permissions]:
             publish=(
                 *_reads(*STATE_BUCKETS, c.LOCKS_BUCKET),
                 *_READ_ONLY_API,
-                *_watches(c.EVENTS_STREAM, c.DLQ_STREAM, *map(c.kv_stream, STATE_BUCKETS)),
+                *_watches(
+                    c.EVENTS_STREAM, c.DLQ_STREAM, c.LOGS_STREAM, *map(c.kv_stream, STATE_BUCKETS)
+                ),
                 *_DISCOVERS,
             ),
-            subscribe=own("viewer", _EXTERNAL_INBOX, c.EVENTS_SUBJECTS),
-            notes="reads state and follows events",
+            subscribe=own("viewer", _EXTERNAL_INBOX, c.EVENTS_SUBJECTS, c.LOGS_SUBJECTS),
+            notes="reads state and follows events and logs",
         ),
         "admin": Permissions(
             publish=(">",),

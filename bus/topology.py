@@ -29,6 +29,9 @@ from bus.errors import is_transient
 
 log = logging.getLogger(__name__)
 
+# A log line longer than this is cut by its writer (a traceback fits many times over).
+LOG_LINE_MAX_BYTES = 64 * 1024
+
 WORK_PHASE_NAMES = ("requirements", "design", "implementation", "testing", "deployment")
 
 
@@ -45,6 +48,10 @@ class TopologyConfig:
     # A gate runs a test suite and maybe a model review: give it longer than a task tick.
     gate_ack_wait_s: float = 120.0
     audit_max_age_s: float = 365 * 24 * 3600
+    # Log lines wait here for the recorder, and for `omoi logs --follow`; the store keeps
+    # them for its own retention. The byte cap keeps a chatty fleet from filling the disk.
+    logs_max_age_s: float = 3 * 24 * 3600
+    logs_max_bytes: int = 1024 * 1024 * 1024
 
 
 def stream_configs(cfg: TopologyConfig) -> list[StreamConfig]:
@@ -95,6 +102,15 @@ def stream_configs(cfg: TopologyConfig) -> list[StreamConfig]:
             # Append-only: entries leave only by age, never by an API call.
             deny_delete=True,
             deny_purge=True,
+        ),
+        StreamConfig(
+            name=c.LOGS_STREAM,
+            subjects=[c.LOGS_SUBJECTS],
+            retention=RetentionPolicy.LIMITS,
+            max_age=cfg.logs_max_age_s,
+            max_bytes=cfg.logs_max_bytes,
+            discard=DiscardPolicy.OLD,
+            max_msg_size=LOG_LINE_MAX_BYTES,
         ),
     ]
     for stream in streams:
@@ -174,6 +190,7 @@ def consumer_configs(cfg: TopologyConfig) -> list[tuple[str, ConsumerConfig]]:
                 (c.EVENTS_STREAM, c.RECORDER_EVENTS_CONSUMER),
                 (c.DLQ_STREAM, c.RECORDER_DLQ_CONSUMER),
                 (c.AUDIT_STREAM, c.RECORDER_AUDIT_CONSUMER),
+                (c.LOGS_STREAM, c.RECORDER_LOGS_CONSUMER),
             )
         ],
         (

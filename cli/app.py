@@ -452,6 +452,9 @@ def _register_token_commands() -> None:
     from cli.locks import locks_cmd
 
     app.command("locks")(locks_cmd)
+    from cli.log_commands import logs_cmd
+
+    app.command("logs")(logs_cmd)
 
 
 _register_token_commands()

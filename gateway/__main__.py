@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 from agents.errors import SettingsError
@@ -38,7 +39,7 @@ class PublishedStore:
         # Queries run in worker threads; one Reader, which caches the loaded data.
         self._lock = threading.Lock()
 
-    def query(self, sql: str, *, max_rows: int) -> SqlResult:
+    def query(self, sql: str, params: Sequence[object] = (), *, max_rows: int) -> SqlResult:
         if not self.published_dir.is_dir():
             raise SqlUnavailable(f"no store at {self.published_dir} yet; is a recorder running?")
         with self._lock:
@@ -50,7 +51,7 @@ class PublishedStore:
                     Reader(self.published_dir), denied=(ReadOnlyError,), invalid=(StoreError,)
                 )
             reader = self._reader
-        return reader.query(sql, max_rows=max_rows)
+        return reader.query(sql, params, max_rows=max_rows)
 
 
 def store_reader(settings: Settings) -> SqlReader | None:

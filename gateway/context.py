@@ -53,6 +53,8 @@ class GatewayOptions:
     recent_failures: int = 15
     recent_dead_letters: int = 15
     failure_window: int = 5_000
+    # The newest log lines a ticket's page shows (from the store's `logs` view).
+    ticket_log_lines: int = 300
     # Requests per window for each token, and for each client address of requests without
     # a valid token (the sign-in page, failed attempts); None: no limit. Each gateway
     # counts on its own. High enough that the dashboard never meets them.

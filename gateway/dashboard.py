@@ -27,6 +27,7 @@ from gateway.charts import charts as draw_charts
 from gateway.context import Ctx, GatewayContext
 from gateway.models import MAX_REASON
 from gateway.problems import ApiProblem
+from gateway.ticket_logs import ticket_logs
 from schemas import CancelTicket, EventType, TicketState
 from schemas.audit import AuditAction
 from schemas.token import Role
@@ -130,7 +131,11 @@ class DashboardController(Controller):
     @get("/tickets/{ticket_id:str}", summary="One ticket's task graph", responses=problems(404))
     async def ticket_page(self, ctx: Ctx, ticket_id: TicketId) -> Template:
         since = await streams.last_seq(ctx.bus, c.EVENTS_STREAM)
-        return Template("ticket.html", context={"since": since, **await _detail(ctx, ticket_id)})
+        detail, logs = await asyncio.gather(
+            _detail(ctx, ticket_id),
+            ticket_logs(ctx.reader, ticket_id, ctx.options.ticket_log_lines),
+        )
+        return Template("ticket.html", context={"since": since, "logs": logs, **detail})
 
     @get(
         "/fragments/tickets/{ticket_id:str}/row",

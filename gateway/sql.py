@@ -35,7 +35,7 @@ class SqlResult(Protocol):
 class SqlReader(Protocol):
     """Runs one read-only query. Synchronous (DuckDB is); the gateway calls it in a thread."""
 
-    def query(self, sql: str, *, max_rows: int) -> SqlResult: ...
+    def query(self, sql: str, params: Sequence[object] = (), *, max_rows: int) -> SqlResult: ...
 
 
 class SqlError(Exception):
@@ -62,9 +62,9 @@ class ErrorMappingReader:
     denied: tuple[type[BaseException], ...]
     invalid: tuple[type[BaseException], ...]
 
-    def query(self, sql: str, *, max_rows: int) -> SqlResult:
+    def query(self, sql: str, params: Sequence[object] = (), *, max_rows: int) -> SqlResult:
         try:
-            return self.inner.query(sql, max_rows=max_rows)
+            return self.inner.query(sql, params, max_rows=max_rows)
         except self.denied as exc:
             raise SqlDenied(str(exc)) from exc
         except self.invalid as exc:

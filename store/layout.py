@@ -4,6 +4,7 @@
       events/seg-<first>-<last>.parquet        first/last: recorded_seq range of the rows
       dead_letters/seg-<first>-<last>.parquet
       audit_events/seg-<first>-<last>.parquet
+      logs/seg-<first>-<last>.parquet
       omoi.sql                                 views over the segments, for any DuckDB
 
 Files appear only through `os.replace` of a finished temp file, so a reader never sees half
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from store.sql import load_sql, quote_ident, quote_literal
 
-KINDS: tuple[str, ...] = ("events", "dead_letters", "audit_events")
+KINDS: tuple[str, ...] = ("events", "dead_letters", "audit_events", "logs")
 
 # The published columns, in order. The writer's tables have one more, recorded_seq, which is
 # bookkeeping and stays out of the files.
@@ -61,6 +62,22 @@ PUBLIC_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("detail", "VARCHAR"),
         ("count", "INTEGER"),
         ("stream_seq", "BIGINT"),
+        ("recorded_at", "TIMESTAMPTZ"),
+    ),
+    "logs": (
+        ("stream_seq", "BIGINT"),
+        ("at", "TIMESTAMPTZ"),
+        ("level", "VARCHAR"),
+        ("logger", "VARCHAR"),
+        ("message", "VARCHAR"),
+        ("role", "VARCHAR"),
+        ("agent", "VARCHAR"),
+        ("ticket_id", "VARCHAR"),
+        ("task", "VARCHAR"),
+        ("subject", "VARCHAR"),
+        ("trace_id", "VARCHAR"),
+        ("span_id", "VARCHAR"),
+        ("exc", "VARCHAR"),
         ("recorded_at", "TIMESTAMPTZ"),
     ),
 }

@@ -6,7 +6,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import duckdb
@@ -62,8 +62,11 @@ class Reader:
         self._signature: Signature | None = None
         self._checked_at = 0.0
 
-    def query(self, sql: str, *, max_rows: int = 10_000) -> QueryResult:
-        """Run one read statement; keeps the first `max_rows` rows.
+    def query(
+        self, sql: str, params: Sequence[object] = (), *, max_rows: int = 10_000
+    ) -> QueryResult:
+        """Run one read statement, with `?` placeholders bound to `params`; keeps the
+        first `max_rows` rows.
 
         Raises:
             ReadOnlyError: `sql` is not a single read statement, or tried to reach a file.
@@ -74,7 +77,7 @@ class Reader:
         cur = self._current().cursor()
         try:
             _check_read_only(cur, sql)
-            cur.execute(sql)
+            cur.execute(sql, list(params) if params else None)
             columns = [d[0] for d in cur.description or []]
             types = [str(d[1]) for d in cur.description or []]
             rows = cur.fetchmany(max_rows + 1)

@@ -1,4 +1,5 @@
-"""The rows the store records: events, dead letters and audit entries, and their Arrow batches."""
+"""The rows the store records: events, dead letters, audit entries and log lines, and their
+Arrow batches."""
 
 from __future__ import annotations
 
@@ -62,6 +63,24 @@ _AUDIT_SCHEMA = pa.schema(
     ]
 )
 AUDIT_COLUMNS: tuple[str, ...] = tuple(_AUDIT_SCHEMA.names)
+_LOG_SCHEMA = pa.schema(
+    [
+        ("stream_seq", pa.int64()),
+        ("at", _TS),
+        ("level", pa.string()),
+        ("logger", pa.string()),
+        ("message", pa.string()),
+        ("role", pa.string()),
+        ("agent", pa.string()),
+        ("ticket_id", pa.string()),
+        ("task", pa.string()),
+        ("subject", pa.string()),
+        ("trace_id", pa.string()),
+        ("span_id", pa.string()),
+        ("exc", pa.string()),
+    ]
+)
+LOG_COLUMNS: tuple[str, ...] = tuple(_LOG_SCHEMA.names)
 
 
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
@@ -241,4 +260,75 @@ def audit_table(records: Sequence[AuditRecord]) -> pa.Table:
     return pa.Table.from_pydict(
         {name: [getattr(r, name) for r in records] for name in _AUDIT_SCHEMA.names},
         schema=_AUDIT_SCHEMA,
+    )
+
+
+class _WireLogLine(msgspec.Struct):
+    # What `agents.logs.JsonFormatter` writes; fields from newer writers are ignored.
+    ts: Annotated[datetime, msgspec.Meta(tz=True)]
+    level: NonEmpty
+    message: str
+    logger: str = ""
+    agent: str | None = None
+    subject: str | None = None
+    ticket: str | None = None
+    task: str | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    exc: str | None = None
+
+
+_LOG_DECODER = msgspec.json.Decoder(_WireLogLine)
+_LOGS_PREFIX = c.LOGS_SUBJECTS.removesuffix(">")
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """One line an agent logged, keyed by its OMOI_LOGS sequence. `role` and `agent` come
+    from the subject it was shipped on (`omoi.logs.<role>.<agent>`): the server lets a
+    process ship only under its own role. `subject` is the message the line is about."""
+
+    stream_seq: int
+    at: datetime
+    level: str
+    logger: str
+    message: str
+    role: str | None
+    agent: str | None
+    ticket_id: str | None
+    task: str | None
+    subject: str | None
+    trace_id: str | None
+    span_id: str | None
+    exc: str | None
+
+    @classmethod
+    def from_message(cls, subject: str, raw: bytes, stream_seq: int) -> LogLine:
+        """Parse a shipped line; raises StoreError if it is not one."""
+        try:
+            line = _LOG_DECODER.decode(raw)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise StoreError(f"not a log line (stream seq {stream_seq}): {exc}") from exc
+        role, _, agent = subject.removeprefix(_LOGS_PREFIX).partition(".")
+        return cls(
+            stream_seq=stream_seq,
+            at=line.ts,
+            level=line.level.lower(),
+            logger=line.logger,
+            message=line.message,
+            role=role or None,
+            agent=agent or line.agent,
+            ticket_id=line.ticket,
+            task=line.task,
+            subject=line.subject,
+            trace_id=line.trace_id,
+            span_id=line.span_id,
+            exc=line.exc,
+        )
+
+
+def logs_table(lines: Sequence[LogLine]) -> pa.Table:
+    return pa.Table.from_pydict(
+        {name: [getattr(line, name) for line in lines] for name in _LOG_SCHEMA.names},
+        schema=_LOG_SCHEMA,
     )

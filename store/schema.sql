@@ -9,6 +9,7 @@
 CREATE SEQUENCE IF NOT EXISTS events_recorded_seq;
 CREATE SEQUENCE IF NOT EXISTS dead_letters_recorded_seq;
 CREATE SEQUENCE IF NOT EXISTS audit_events_recorded_seq;
+CREATE SEQUENCE IF NOT EXISTS logs_recorded_seq;
 
 CREATE TABLE IF NOT EXISTS events (
     id VARCHAR PRIMARY KEY,
@@ -54,6 +55,26 @@ CREATE TABLE IF NOT EXISTS audit_events (
     stream_seq BIGINT,
     recorded_at TIMESTAMPTZ NOT NULL,
     recorded_seq BIGINT NOT NULL DEFAULT nextval('audit_events_recorded_seq')
+);
+
+-- Agents' log lines (OMOI_LOGS), keyed by their stream sequence. role and agent are who
+-- shipped the line; ticket_id, task and subject what it was about.
+CREATE TABLE IF NOT EXISTS logs (
+    stream_seq BIGINT PRIMARY KEY,
+    "at" TIMESTAMPTZ NOT NULL,
+    level VARCHAR NOT NULL,
+    logger VARCHAR,
+    message VARCHAR NOT NULL,
+    role VARCHAR,
+    agent VARCHAR,
+    ticket_id VARCHAR,
+    task VARCHAR,
+    subject VARCHAR,
+    trace_id VARCHAR,
+    span_id VARCHAR,
+    exc VARCHAR,
+    recorded_at TIMESTAMPTZ NOT NULL,
+    recorded_seq BIGINT NOT NULL DEFAULT nextval('logs_recorded_seq')
 );
 
 -- The last recorded_seq of each kind that is in a Parquet segment. It moves only after

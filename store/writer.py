@@ -19,18 +19,21 @@ from store import layout
 from store.errors import StoreError, clean_message
 from store.records import (
     AUDIT_COLUMNS,
+    LOG_COLUMNS,
     AuditRecord,
     DeadLetter,
+    LogLine,
     RecordedEvent,
     audit_table,
     dead_letters_table,
     events_table,
+    logs_table,
 )
 from store.segments import SegmentFiles
 from store.sql import fetch_int, load_sql
 
 # The records are re-exported: callers that write need nothing else from the package.
-__all__ = ["AuditRecord", "DeadLetter", "EventStore", "RecordedEvent"]
+__all__ = ["AuditRecord", "DeadLetter", "EventStore", "LogLine", "RecordedEvent"]
 
 log = logging.getLogger(__name__)
 
@@ -147,13 +150,23 @@ class EventStore:
         """Record audit entries in one transaction; returns how many were new (by id)."""
         if not records:
             return 0
-        with self._session("ingest of audit entries") as con:
-            columns = ", ".join(f'"{name}"' for name in AUDIT_COLUMNS)
+        return self._ingest_columns("audit_events", AUDIT_COLUMNS, audit_table(records))
+
+    def ingest_logs(self, lines: Sequence[LogLine]) -> int:
+        """Record log lines in one transaction; returns how many were new (by stream_seq)."""
+        if not lines:
+            return 0
+        return self._ingest_columns("logs", LOG_COLUMNS, logs_table(lines))
+
+    def _ingest_columns(self, table: str, columns: Sequence[str], batch: pa.Table) -> int:
+        """Insert `batch`, whose columns are the table's but `recorded_at`, new rows only."""
+        with self._session(f"ingest into {table}") as con:
+            names = ", ".join(f'"{name}"' for name in columns)
             return self._insert(
                 con,
-                audit_table(records),
-                f"INSERT OR IGNORE INTO audit_events ({columns}, recorded_at) "
-                f"SELECT {columns}, now() FROM {_BATCH} ORDER BY stream_seq",
+                batch,
+                f"INSERT OR IGNORE INTO {table} ({names}, recorded_at) "
+                f"SELECT {names}, now() FROM {_BATCH} ORDER BY stream_seq",
             )
 
     @staticmethod

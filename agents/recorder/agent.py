@@ -1,4 +1,5 @@
-"""The recorder: every event, dead letter and audit entry, into DuckDB, in batches, once.
+"""The recorder: every event, dead letter, audit entry and log line, into DuckDB, in batches,
+once.
 
 It acks a batch only after the store committed it, so a crash loses nothing; the store
 ignores event ids it already has, so the redelivery that follows duplicates nothing.
@@ -18,7 +19,7 @@ from bus import constants as c
 from bus.topology import find_consumer
 from schemas import utcnow
 from store.errors import StoreError
-from store.writer import AuditRecord, DeadLetter, EventStore, RecordedEvent
+from store.writer import AuditRecord, DeadLetter, EventStore, LogLine, RecordedEvent
 
 # Compaction and retention are cheap but not free: do them now and then.
 MAINTENANCE_EVERY = 30
@@ -52,6 +53,7 @@ class Recorder(Agent):
                 (c.EVENTS_STREAM, c.RECORDER_EVENTS_CONSUMER, self._events),
                 (c.DLQ_STREAM, c.RECORDER_DLQ_CONSUMER, self._letters),
                 (c.AUDIT_STREAM, c.RECORDER_AUDIT_CONSUMER, self._audit),
+                (c.LOGS_STREAM, c.RECORDER_LOGS_CONSUMER, self._logs),
             )
         ]
         try:
@@ -62,7 +64,9 @@ class Recorder(Agent):
 
     async def _events(self, batch: list[Delivery]) -> None:
         """Store a batch of events (the runtime acks it once this returns)."""
-        records = await self._parsed(batch, RecordedEvent.from_event_json, "events", "event")
+        records = await self._parsed(
+            batch, lambda d: RecordedEvent.from_event_json(d.data, d.seq), "events", "event"
+        )
         inserted = await asyncio.to_thread(self.store.ingest, records)
         self.recorded += inserted
         self.log.debug("recorded %d of %d events", inserted, len(batch))
@@ -77,18 +81,26 @@ class Recorder(Agent):
         await asyncio.to_thread(self.store.ingest_dead_letters, letters)
 
     async def _audit(self, batch: list[Delivery]) -> None:
-        records = await self._parsed(batch, AuditRecord.from_json, "audit", "audit entry")
+        records = await self._parsed(
+            batch, lambda d: AuditRecord.from_json(d.data, d.seq), "audit", "audit entry"
+        )
         await asyncio.to_thread(self.store.ingest_audit, records)
 
+    async def _logs(self, batch: list[Delivery]) -> None:
+        records = await self._parsed(
+            batch, lambda d: LogLine.from_message(d.subject, d.data, d.seq), "logs", "log line"
+        )
+        await asyncio.to_thread(self.store.ingest_logs, records)
+
     async def _parsed[R](
-        self, batch: list[Delivery], parse: Callable[[bytes, int], R], origin: str, what: str
+        self, batch: list[Delivery], parse: Callable[[Delivery], R], origin: str, what: str
     ) -> list[R]:
         """The batch's records; what cannot be one is not ours to fix: a dead-letter copy
         with the reason, and on."""
         records: list[R] = []
         for delivery in batch:
             try:
-                records.append(parse(delivery.data, delivery.seq))
+                records.append(parse(delivery))
             except StoreError as exc:
                 await self.bus.dead_letter(
                     origin,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
@@ -58,16 +58,24 @@ class DuckReader:
                   schedule_to_start_p99_ms, run_p50_ms, run_p95_ms);
             CREATE VIEW retry_causes AS SELECT * FROM (VALUES ('exit_code', 5), ('timeout', 2))
                 t(error_category, count);
+            CREATE VIEW logs AS SELECT * FROM (VALUES
+                (1, TIMESTAMPTZ '2026-01-01 10:00:00+00', 'info', 'planner', 'planner-1', 'lg-1',
+                 NULL, 'ticket lg-1 created with 1 tasks'),
+                (2, TIMESTAMPTZ '2026-01-01 10:00:01+00', 'warning', 'worker', 'worker-1', 'lg-1',
+                 'a', 'lg-1.a attempt 1 failed, retry in 0.05s'),
+                (3, TIMESTAMPTZ '2026-01-01 10:00:02+00', 'info', 'worker', 'worker-2', 'other',
+                 'a', 'a line about another ticket'))
+                t(stream_seq, "at", level, role, agent, ticket_id, task, message);
             """
         )
 
-    def query(self, sql: str, *, max_rows: int) -> Any:
+    def query(self, sql: str, params: Sequence[object] = (), *, max_rows: int) -> Any:
         kinds = {s.type for s in duckdb.extract_statements(sql)}
         if kinds != {duckdb.StatementType.SELECT}:
             raise ReadOnlyViolation(f"only a SELECT may run here, not {sorted(map(str, kinds))}")
         cur = self.db.cursor()  # one cursor per thread: the gateway queries off the loop
         try:
-            cur.execute(sql)
+            cur.execute(sql, list(params) if params else None)
             columns = [d[0] for d in cur.description or []]
             rows = cur.fetchmany(max_rows + 1)
         finally:
@@ -523,6 +531,25 @@ async def test_dashboard_pages_render_state(
     assert 'data-task="a"' in detail and 'data-status="succeeded"' in detail
     assert_problem(await api.get("/tickets/nope"), 404)
     assert (await api.get("/static/dashboard.js")).status_code == 200
+
+
+async def test_the_ticket_page_shows_each_tasks_log_lines(
+    api: httpx.AsyncClient, events: EventLog, start_planner: Start
+) -> None:
+    await start_planner()
+    for ticket in ("lg-1", "quiet-1"):
+        r = await api.post(
+            "/api/v1/tickets", json={"id": ticket, "title": "t", "tasks": graph("a")}
+        )
+        assert r.status_code == 201, r.text
+    page = (await api.get("/tickets/lg-1")).text
+    ticket_part, _, task_part = page.partition('data-task-logs="a"')
+    assert 'data-task-logs=""' in ticket_part and "ticket lg-1 created with 1 tasks" in ticket_part
+    # A task with a warning is open, and says who wrote each line.
+    assert task_part.startswith(" open>")
+    assert "lg-1.a attempt 1 failed, retry in 0.05s" in task_part and "worker/worker-1" in task_part
+    assert "another ticket" not in page
+    assert "No log lines about this ticket" in (await api.get("/tickets/quiet-1")).text
 
 
 async def _dlq_has(bus: Bus) -> bool:

@@ -178,6 +178,25 @@ PUBLISH = [
     ("system", "$SYS.REQ.ACCOUNT.PING.CONNZ", False),
     ("system", VERDICT, False),
     ("system", c.audit_subject("auth.failure"), False),
+    # Log lines: each role ships under its own role only, so a line's role is its writer.
+    ("worker", c.log_subject("worker", "worker-1"), True),
+    ("worker", c.log_subject("planner", "planner-1"), False),
+    ("planner", c.log_subject("planner", "planner-1"), True),
+    ("validator", c.log_subject("validator", "v-1"), True),
+    ("recorder", c.log_subject("recorder", "r-1"), True),
+    ("monitor", c.log_subject("monitor", "m-1"), True),
+    ("gateway", c.log_subject("gateway", "g-1"), True),
+    ("gateway", c.log_subject("worker", "g-1"), False),
+    ("submitter", c.log_subject("planner", "p-1"), False),
+    ("viewer", c.log_subject("viewer", "v-1"), False),
+    ("operator", c.log_subject("planner", "p-1"), False),
+    ("recorder", c.dlq_subject("logs"), True),
+    ("worker", c.dlq_subject("logs"), False),
+    ("recorder", f"$JS.API.CONSUMER.MSG.NEXT.{c.LOGS_STREAM}.{c.RECORDER_LOGS_CONSUMER}", True),
+    ("operator", f"$JS.API.CONSUMER.CREATE.{c.LOGS_STREAM}", True),  # omoi logs --follow
+    ("viewer", f"$JS.API.CONSUMER.CREATE.{c.LOGS_STREAM}", True),
+    ("worker", f"$JS.API.CONSUMER.CREATE.{c.LOGS_STREAM}", False),
+    ("operator", f"$JS.API.STREAM.PURGE.{c.LOGS_STREAM}", False),
 ]
 
 # (role, subject, allowed): subscriptions.
@@ -228,6 +247,9 @@ SUBSCRIBE = [
     ("system", "$SYS.>", False),
     ("system", "$SYS.ACCOUNT.*.CONNECT", False),
     ("system", c.EVENTS_SUBJECTS, False),
+    ("viewer", c.LOGS_SUBJECTS, True),
+    ("submitter", c.LOGS_SUBJECTS, False),
+    ("worker", c.LOGS_SUBJECTS, False),
 ]
 
 

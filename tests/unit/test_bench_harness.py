@@ -78,6 +78,7 @@ def full_set(**overrides: float) -> list[Metric]:
         "ingest": 60_000.0, "lag": 999.0, "publish": 10_000.0, "analytics": 100.0,
         "gateway": 15.0, "gateway_rate": 1000.0, "planner_growth": 10.0, "worker_growth": 11.0,
         "gap_p50": 5.0, "gap_p99": 60.0, "recovery_single": 5.0, "recovery_cluster": 2.0,
+        "logs": 20_000.0,
     } | overrides  # fmt: skip
     return [
         tps("lifecycle", 2, values["omoi"]),
@@ -90,6 +91,7 @@ def full_set(**overrides: float) -> list[Metric]:
         Metric("recorder", "publish_events_per_s", values["publish"], "events/s", {"rate": 10_000}),
         Metric("analytics", "p95_ms", values["analytics"], "ms", {"query": "all"}),
         Metric("analytics", "p95_ms", 500.0, "ms", {"query": "q2"}),
+        Metric("logs", "lines_per_s", values["logs"], "lines/s", {"lines": 200_000}),
         Metric("gateway", "p99_ms", values["gateway"], "ms", {"rate": 1000}),
         Metric("gateway", "achieved_rate", values["gateway_rate"], "req/s", {"rate": 1000}),
         *(
@@ -119,6 +121,7 @@ def test_targets_at_full_scale() -> None:
     assert got["recorder lag p99 < 1 s at 10k events/s"].verdict == "PASS"
     # strict bound: exactly 100 ms is a miss
     assert got["analytics p95 < 100 ms over 1M events"].verdict == "MISS"
+    assert got["log pipeline ≥ 20k lines/s into the store"].verdict == "PASS"  # inclusive
     assert got["gateway p99 < 20 ms at 1k req/s"].verdict == "PASS"
     # idle gaps: bounds inclusive; recovery: strictly under 5 s
     assert got["default worker: idle gap p50 ≤ 5 ms with a backlog"].verdict == "PASS"
@@ -134,7 +137,8 @@ def test_targets_at_full_scale() -> None:
 
 
 def test_targets_below_bounds_and_missing_and_smoke() -> None:
-    low = {v.target: v for v in harness.evaluate(full_set(omoi=140, celery=28), 1.0)}
+    low = {v.target: v for v in harness.evaluate(full_set(omoi=140, celery=28, logs=19_999), 1.0)}
+    assert low["log pipeline ≥ 20k lines/s into the store"].verdict == "MISS"
     assert low["lifecycle ≥ 50 % of raw JetStream (2 workers)"].verdict == "MISS"
     assert low["lifecycle ≥ 5x Celery + Redis (2 workers)"].verdict == "PASS"
     # The load generator fell short of the stated rate: no verdict either way.
