@@ -13,14 +13,16 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 import nats.errors
+import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
@@ -146,6 +148,44 @@ async def last_seq(bus: Bus, stream: str) -> int:
     with as_bus_errors(f"reading {stream}"):
         info = await bus.patience.run(lambda: bus.js.stream_info(stream), f"reading {stream}")
     return int(info.state.last_seq)
+
+
+@dataclass(frozen=True)
+class ConsumerBacklog:
+    """A durable consumer's backlog: stored but not yet delivered (`pending`), delivered
+    but not yet acked (`ack_pending`), and deliveries that were repeats (`redelivered`)."""
+
+    stream: str
+    consumer: str
+    pending: int
+    ack_pending: int
+    redelivered: int
+
+
+async def consumer_backlogs(bus: Bus, names: Iterable[str]) -> list[ConsumerBacklog]:
+    """Every durable consumer of the streams `names` that exist, and its backlog now.
+    Ephemeral ones (feeds, watches) are readers' own and left out."""
+    found: list[ConsumerBacklog] = []
+    with as_bus_errors("reading consumers"):
+        for stream in names:
+            try:
+                infos = await bus.patience.run(
+                    partial(bus.js.consumers_info, stream), f"reading {stream}'s consumers"
+                )
+            except nats.js.errors.NotFoundError:
+                continue
+            found += [
+                ConsumerBacklog(
+                    stream,
+                    info.name,
+                    info.num_pending or 0,
+                    info.num_ack_pending or 0,
+                    info.num_redelivered or 0,
+                )
+                for info in infos
+                if info.config.durable_name
+            ]
+    return found
 
 
 async def provisioned(bus: Bus) -> bool:

@@ -29,6 +29,7 @@ from gateway.audit import STATE_KEY
 from gateway.auth import SESSION_COOKIE
 from gateway.context import GatewayContext, GatewayOptions
 from gateway.dashboard import STATIC, DashboardController, template_config
+from gateway.metrics import MetricsController
 from gateway.problems import exception_handlers
 from gateway.ratelimit import rate_limits
 from gateway.security import AuthMiddleware, SignInRequired, api_guard, page_guard, to_sign_in
@@ -166,12 +167,15 @@ def create_app(
         guards=[api_guard(ctx)],
     )
     pages = Router(path="/", route_handlers=[DashboardController], guards=[page_guard(ctx)])
+    # At the root, where Prometheus looks; guarded like the API (a bearer token).
+    scraped = Router(path="/", route_handlers=[MetricsController], guards=[api_guard(ctx)])
     opts = ctx.options
     return Litestar(
         route_handlers=[
             api,
             ProbeController,
             pages,
+            scraped,
             LoginController,
             create_static_files_router(path="/static", directories=[STATIC]),
         ],
