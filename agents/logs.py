@@ -38,6 +38,9 @@ def context_of(record: logging.LogRecord) -> dict[str, str]:
     return fields
 
 
+_TEXT_SKIPS = ("subject", "trace_id", "span_id")
+
+
 class TextFormatter(logging.Formatter):
     """`time LEVEL logger: [agent] message (ticket=… task=…)`."""
 
@@ -51,7 +54,9 @@ class TextFormatter(logging.Formatter):
         if agent:
             head, sep, message = line.partition(": ")
             line = f"{head}{sep}[{agent}] {message}"
-        fields.pop("subject", None)  # long, and the message names it where it matters
+        # Long ids a person reads past; the JSON lines (and the store) keep them.
+        for name in _TEXT_SKIPS:
+            fields.pop(name, None)
         if fields:
             line += " (" + " ".join(f"{k}={v}" for k, v in fields.items()) + ")"
         return line

@@ -30,6 +30,7 @@ from bus.retry import Outage, Patience
 from bus.settle import DeadLetter
 from bus.state import Bucket, stream_subjects
 from bus.topology import TopologyConfig, ensure_consumer, provision, task_consumer_config
+from bus.trace_context import headers_for
 from schemas import Event, Heartbeat, TaskDispatch, TaskState, TicketState
 from schemas.audit import AuditEntry
 
@@ -208,7 +209,8 @@ class Bus:
         before its cause is gone.
         """
         subject = c.event_subject(event.ticket_id, event.type)
-        return await self._send(subject, event.to_json(), {c.HDR_MSG_ID: event.id})
+        headers = {c.HDR_MSG_ID: event.id, **headers_for(event.ticket_id)}
+        return await self._send(subject, event.to_json(), headers)
 
     async def publish_audit(self, entry: AuditEntry) -> None:
         """Publish an audit entry and wait until the stream has stored it."""
@@ -240,13 +242,13 @@ class Bus:
             state=task,
         )
         subject = c.task_subject(task.phase, task.capability, task.ticket_id, task.name)
-        return await self._send(
-            subject, dispatch.to_json(), {c.HDR_MSG_ID: f"{task.id}.r{revision}"}
-        )
+        headers = {c.HDR_MSG_ID: f"{task.id}.r{revision}", **headers_for(task.ticket_id)}
+        return await self._send(subject, dispatch.to_json(), headers)
 
-    async def request_gate(self, subject: str, data: bytes, msg_id: str) -> None:
+    async def request_gate(self, subject: str, data: bytes, msg_id: str, ticket_id: str) -> None:
         """Put a gate request on the gates stream and wait until it is stored."""
-        await self.confirm(await self._send(subject, data, {c.HDR_MSG_ID: msg_id}))
+        headers = {c.HDR_MSG_ID: msg_id, **headers_for(ticket_id)}
+        await self.confirm(await self._send(subject, data, headers))
 
     async def _send(self, subject: str, data: bytes, headers: dict[str, str]) -> Pending:
         try:

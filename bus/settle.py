@@ -13,6 +13,7 @@ from bus.delivery import Delivery
 from bus.errors import Abandon, Reject, Retry, is_transient
 from bus.log_context import logging_context
 from bus.retry import backoff
+from bus.trace_context import delivery_span
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ async def settle(delivery: Delivery, handler: Handler, dead_letter: DeadLetter) 
     """
     # What the handler binds (ticket, task) is this delivery's only: a group's deliveries
     # are settled one after another in one asyncio task.
-    with logging_context(subject=delivery.subject):
+    with logging_context(subject=delivery.subject, **delivery_span(delivery.headers)):
         try:
             await handler(delivery)
         except Retry as exc:

@@ -26,6 +26,7 @@ _COLUMNS = (
     "ticket_id",
     "task",
     "subject",
+    "trace_id",
     "logger",
     "message",
     "exc",

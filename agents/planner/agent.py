@@ -32,7 +32,8 @@ from agents.planner.restore import Restorer
 from agents.settings import Settings
 from bus import Bus, Consumer, Delivery, Reject, Request, Source
 from bus import constants as c
-from bus.log_context import bind_log_fields
+from bus.log_context import logging_context
+from bus.trace_context import bind_ticket, new_span_id
 from schemas import (
     CancelTask,
     CancelTicket,
@@ -147,7 +148,7 @@ class Planner(Agent):
         of the same ticket in this batch will (reconciling works from state, not from the
         event, so the last one covers them all; if it fails it is redelivered)."""
         event = self._parse_event(delivery)
-        bind_log_fields(ticket=event.ticket_id, task=event.task)
+        bind_ticket(event.ticket_id, event.task)
         self.assigner.observe(event)
         if event.type is EventType.TASK_RETRYING:
             return  # history for assignment only: the task is queued again as it was
@@ -211,10 +212,13 @@ class Planner(Agent):
     async def sweep(self) -> None:
         """Reconcile every running ticket, and give work that lost its message a new one."""
         for ticket_id in await self.reconciler.running_tickets():
-            try:
-                await self.reconciler.reconcile(ticket_id)
-            except Exception:
-                self.log.exception("reconciling %s failed", ticket_id)
+            # Each ticket's reconciling is a span of its own, in the ticket's trace.
+            with logging_context(span_id=new_span_id()):
+                bind_ticket(ticket_id)
+                try:
+                    await self.reconciler.reconcile(ticket_id)
+                except Exception:
+                    self.log.exception("reconciling %s failed", ticket_id)
         try:
             await self.restorer.restore(await self.reconciler.running_tickets())
         except Exception:

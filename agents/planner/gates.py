@@ -82,6 +82,7 @@ async def publish_request(
         gate_subject(request.phase.value, request.ticket_id),
         request.to_json(),
         gate_msg_id(request.ticket_id, request.phase, request.attempt, resent),
+        request.ticket_id,
     )
     await bus.publish_event(
         Event(

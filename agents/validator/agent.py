@@ -26,7 +26,7 @@ from agents.workspace import WorkspaceError
 from agents.workspace_sync import download
 from bus import Bus, Consumer, Delivery, Reject, Source
 from bus import constants as c
-from bus.log_context import bind_log_fields
+from bus.trace_context import bind_ticket
 from schemas import Event, EventType
 from schemas.gate import CheckResult, GateRequest, GateVerdict
 
@@ -82,7 +82,7 @@ class Validator(Agent):
             request = GateRequest.model_validate_json(delivery.data)
         except ValidationError as exc:
             raise Reject(f"not a gate request: {exc}", "invalid_gate_request") from exc
-        bind_log_fields(ticket=request.ticket_id)
+        bind_ticket(request.ticket_id)
         self.current_task = f"{request.ticket_id}.gate-{request.phase.value}"
         try:
             verdict = await self.evaluate(request)

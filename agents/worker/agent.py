@@ -43,7 +43,7 @@ from bus import (
 )
 from bus import constants as c
 from bus.constants import CONTROL_CANCEL_PREFIX
-from bus.log_context import bind_log_fields
+from bus.trace_context import bind_ticket
 from schemas import (
     ErrorCategory,
     EventType,
@@ -199,7 +199,7 @@ class Worker(Agent):
             dispatch = TaskDispatch.model_validate_json(delivery.data)
         except ValidationError as exc:
             raise Reject(f"not a task dispatch: {exc}", "invalid_dispatch") from exc
-        bind_log_fields(ticket=dispatch.ticket_id, task=dispatch.task)
+        bind_ticket(dispatch.ticket_id, dispatch.task)
         receipt = Receipt(seq=delivery.seq, number=delivery.number)
         verdict: Verdict | None = None
 

@@ -26,6 +26,7 @@ from bus import constants as c
 from bus.log_context import logging_context
 from bus.log_shipper import LogShipper
 from bus.topology import LOG_LINE_MAX_BYTES
+from bus.trace_context import ticket_trace_id
 from store import Reader
 from tests.conftest import agent_env
 from tests.helpers import AgentProcess, EventLog, stop_all, submit, wait_until
@@ -152,6 +153,7 @@ async def test_agent_processes_lines_are_in_the_store_and_omoi_logs_finds_and_fo
         assert (line["role"], line["agent"]) == ("worker", "worker-logs")
         assert line["message"].startswith("LG.broken failed")
         assert line["subject"] == "omoi.tasks.implementation.shell.LG.broken"
+        assert line["trace_id"] == ticket_trace_id("LG")  # the ticket's trace
         # The task printed the key; the line about its failure does not say it.
         assert "exit code 3" in line["message"] and KEY not in line["message"]
         leaked = reader.query("SELECT count(*) FROM logs WHERE contains(message, ?)", [KEY])

@@ -184,7 +184,7 @@ async def test_a_gate_request_naming_another_repository_never_uses_it(
         # What an older (or forged) request carried: a path on the validator's disk.
         body["workspace"] = str(elsewhere)
         subject = c.gate_subject("design", ticket_id)
-        await bus.request_gate(subject, json.dumps(body).encode(), f"gate.{ticket_id}")
+        await bus.request_gate(subject, json.dumps(body).encode(), f"gate.{ticket_id}", ticket_id)
         return (await events.wait_type(ticket_id, "gate.failed")).data
 
     # The check ran on the published workspace, which has no SECRET.txt.
