@@ -67,6 +67,18 @@ LOGS_SUBJECTS = "omoi.logs.>"
 RECORDER_LOGS_CONSUMER = "recorder-logs"
 
 
+# Omoi's message streams (its buckets and object stores are streams too, named apart).
+MESSAGE_STREAMS = (
+    INTAKE_STREAM,
+    TASKS_STREAM,
+    GATES_STREAM,
+    EVENTS_STREAM,
+    DLQ_STREAM,
+    AUDIT_STREAM,
+    LOGS_STREAM,
+)
+
+
 def log_subject(role: str, agent_id: str) -> str:
     return f"omoi.logs.{role}.{agent_id}"
 

@@ -50,13 +50,7 @@ AGENT_ROLES = ("planner", "worker", "validator", "recorder", "monitor")
 
 # Every stream Omoi owns, for the roles that provision and administer them.
 STREAMS = (
-    c.INTAKE_STREAM,
-    c.TASKS_STREAM,
-    c.GATES_STREAM,
-    c.EVENTS_STREAM,
-    c.DLQ_STREAM,
-    c.AUDIT_STREAM,
-    c.LOGS_STREAM,
+    *c.MESSAGE_STREAMS,
     c.kv_stream(c.TICKETS_BUCKET),
     c.kv_stream(c.TASKS_BUCKET),
     c.kv_stream(c.HEARTBEATS_BUCKET),

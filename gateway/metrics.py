@@ -35,16 +35,6 @@ from gateway.sql import SqlError, SqlReader
 
 log = logging.getLogger(__name__)
 
-# The streams whose durable consumers are work queues or readers someone waits on.
-QUEUED_STREAMS = (
-    c.INTAKE_STREAM,
-    c.TASKS_STREAM,
-    c.GATES_STREAM,
-    c.EVENTS_STREAM,
-    c.DLQ_STREAM,
-    c.AUDIT_STREAM,
-    c.LOGS_STREAM,
-)
 RUN_BUCKETS_S = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0)
 ATTEMPT_BUCKETS = (1, 2, 3, 5, 10)
 _DLQ_PREFIX = c.DLQ_SUBJECTS.removesuffix(">")
@@ -137,7 +127,7 @@ async def _store_metrics(reader: SqlReader) -> list[Metric]:
 
 async def _nats_metrics(bus: Bus, stale_beats: int) -> list[Metric]:
     backlogs, letters, agents = await asyncio.gather(
-        streams.consumer_backlogs(bus, QUEUED_STREAMS),
+        streams.consumer_backlogs(bus, c.MESSAGE_STREAMS),
         bus.live_subjects(c.DLQ_STREAM, c.DLQ_SUBJECTS),
         reads.agents(bus, stale_beats),
     )
