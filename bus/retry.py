@@ -20,12 +20,15 @@ log = logging.getLogger(__name__)
 
 BACKOFF_FIRST_S = 0.05
 BACKOFF_CAP_S = 2.0
+# Jitter from a generator of its own, not the random module's shared one, whose state
+# seeded code relies on (bus/trace_context.py has the story).
+_JITTER = random.Random()
 
 
 def backoff(failures: int, *, first: float = BACKOFF_FIRST_S, cap: float = BACKOFF_CAP_S) -> float:
     """Delay before retry number `failures` (1-based): doubling, capped, with jitter."""
     delay: float = min(cap, first * 2.0 ** max(failures - 1, 0))
-    return delay * (0.5 + random.random() / 2)
+    return delay * (0.5 + _JITTER.random() / 2)
 
 
 class Outage:

@@ -36,6 +36,8 @@ from schemas.task import Handoff
 Interrupt = Literal["cancelled", "handback"]
 # How soon a task whose resources are held is offered again.
 LOCK_WAIT_S = 0.5
+# Retry jitter from a generator of its own (see bus/retry.py).
+_JITTER = random.Random()
 
 
 @dataclass
@@ -262,7 +264,7 @@ class OutcomeRecorder:
             attempt=claim.attempts, category=failure.category, message=failure.message
         )
         retry = failure.retryable and claim.attempts < claim.max_attempts
-        delay = self.settings.retry_delay(claim.attempts, random.random()) if retry else 0.0
+        delay = self.settings.retry_delay(claim.attempts, _JITTER.random()) if retry else 0.0
 
         def fail(t: TaskState) -> TaskState | None:
             if not self.is_mine(claim, t):
