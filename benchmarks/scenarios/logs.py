@@ -24,11 +24,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agents.logs import shipped_logs
-from agents.recorder.agent import Recorder
-from agents.settings import Settings
 from benchmarks.common import BenchConfig, Metric
-from benchmarks.scenarios.recorder import wait_until
-from bus import Bus, EmbeddedNatsServer
+from benchmarks.scenarios.recorder import bench_server, recording, wait_until
+from bus import Bus
 from bus.log_context import bind_log_fields
 from store.writer import EventStore, LogLine
 
@@ -91,27 +89,12 @@ async def write_logs(url: str, n: int) -> dict[str, float]:
 
 async def run(cfg: BenchConfig) -> list[Metric]:
     n = cfg.count(200_000, 2_000)
-    server = EmbeddedNatsServer(cfg.workdir / "nats", port=0)
-    url = await server.start()
-    settings = Settings(nats_url=url, data_dir=cfg.workdir / "data", record_batch=5000)
-    try:
-        bus = await Bus.connect(url, name="bench-logs", topology=settings.topology())
-        try:
-            recorder = Recorder(bus, settings)
-            store = recorder.store = CountingStore(settings.store_path, settings.published_dir)
-            running = asyncio.create_task(recorder.run())
-            try:
-                await asyncio.wait_for(recorder.ready.wait(), 30)
-                written = await write_logs(url, n)
-                shipped = n - int(written["dropped"])
-                await wait_until(lambda: store.lines >= shipped, "the lines", 120, running)
-            finally:
-                await recorder.shutdown()
-                await running
-        finally:
-            await bus.close()
-    finally:
-        await server.stop()
+    async with bench_server(cfg, "bench-logs") as (url, bus, settings):
+        store = CountingStore(settings.store_path, settings.published_dir)
+        async with recording(bus, settings, store) as running:
+            written = await write_logs(url, n)
+            shipped = n - int(written["dropped"])
+            await wait_until(lambda: store.lines >= shipped, "the lines", 120, running)
     params = {"lines": n}
     elapsed = store.last_commit - written["start"]
     return [

@@ -22,9 +22,11 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from agents.recorder.agent import Recorder
 from agents.settings import Settings
@@ -93,6 +95,43 @@ class TimedStore(EventStore):
             elif e.ticket_id.startswith(BACKLOG_PREFIX):
                 self.backlog += 1
         return inserted
+
+
+@asynccontextmanager
+async def bench_server(
+    cfg: BenchConfig, name: str, **settings: Any
+) -> AsyncIterator[tuple[str, Bus, Settings]]:
+    """An embedded nats-server with the topology, a connection to it, and the settings of a
+    recorder on it (batches of 5000, as in production)."""
+    server = EmbeddedNatsServer(cfg.workdir / "nats", port=0)
+    url = await server.start()
+    try:
+        config = Settings(
+            nats_url=url, data_dir=cfg.workdir / "data", record_batch=5000, **settings
+        )
+        bus = await Bus.connect(url, name=name, topology=config.topology())
+        try:
+            yield url, bus, config
+        finally:
+            await bus.close()
+    finally:
+        await server.stop()
+
+
+@asynccontextmanager
+async def recording(
+    bus: Bus, settings: Settings, store: EventStore
+) -> AsyncIterator[asyncio.Task[None]]:
+    """An in-process recorder writing to `store`, ready; its task, for `wait_until`."""
+    recorder = Recorder(bus, settings)
+    recorder.store = store
+    running = asyncio.create_task(recorder.run())
+    try:
+        await asyncio.wait_for(recorder.ready.wait(), 30)
+        yield running
+    finally:
+        await recorder.shutdown()
+        await running
 
 
 async def fill_backlog(bus: Bus, n: int) -> None:
@@ -166,36 +205,20 @@ def _quantile(values: list[float], q: float) -> float:
 async def run(cfg: BenchConfig) -> list[Metric]:
     n = cfg.count(200_000)
     seconds = float(cfg.count(10, 1))
-    server = EmbeddedNatsServer(cfg.workdir / "nats", port=0)
-    url = await server.start()
-    settings = Settings(
-        nats_url=url,
-        data_dir=cfg.workdir / "data",
-        record_batch=5000,
-        store_publish_interval_s=2.0,
-    )
-    try:
-        bus = await Bus.connect(url, name="bench-recorder", topology=settings.topology())
-        try:
-            await fill_backlog(bus, n)
-            recorder = Recorder(bus, settings)
-            store = recorder.store = TimedStore(settings.store_path, settings.published_dir)
-            running = asyncio.create_task(recorder.run())
-            try:
-                await asyncio.wait_for(recorder.ready.wait(), 30)
-                start = time.perf_counter()
-                await wait_until(lambda: store.backlog >= n, "the backlog", 600, running)
-                ingest_s = time.perf_counter() - start
-                published = await publish_paced(url, seconds)
-                sent = int(published["sent"])
-                await wait_until(lambda: len(store.lags_s) >= sent, "the paced events", 60, running)
-            finally:
-                await recorder.shutdown()
-                await running
-        finally:
-            await bus.close()
-    finally:
-        await server.stop()
+    async with bench_server(cfg, "bench-recorder", store_publish_interval_s=2.0) as (
+        url,
+        bus,
+        settings,
+    ):
+        await fill_backlog(bus, n)
+        store = TimedStore(settings.store_path, settings.published_dir)
+        async with recording(bus, settings, store) as running:
+            start = time.perf_counter()
+            await wait_until(lambda: store.backlog >= n, "the backlog", 600, running)
+            ingest_s = time.perf_counter() - start
+            published = await publish_paced(url, seconds)
+            sent = int(published["sent"])
+            await wait_until(lambda: len(store.lags_s) >= sent, "the paced events", 60, running)
     lag = {"rate": LAG_RATE}
     lags_ms = [s * 1000 for s in store.lags_s]
     return [
