@@ -365,7 +365,6 @@ def _table() -> dict[str, Permissions]:
                 *_TOKENS,
                 *_AUDIT,
                 *_DISCOVERS,
-                *_logs("gateway"),
             ),
             subscribe=own("gateway"),
             notes="HTTP in front of the bus: its tokens' roles limit what each caller does",

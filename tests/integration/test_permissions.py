@@ -185,7 +185,8 @@ PUBLISH = [
     ("validator", c.log_subject("validator", "v-1"), True),
     ("recorder", c.log_subject("recorder", "r-1"), True),
     ("monitor", c.log_subject("monitor", "m-1"), True),
-    ("gateway", c.log_subject("gateway", "g-1"), True),
+    # The gateway ships no lines (only agent processes do), so it may not.
+    ("gateway", c.log_subject("gateway", "g-1"), False),
     ("gateway", c.log_subject("worker", "g-1"), False),
     ("submitter", c.log_subject("planner", "p-1"), False),
     ("viewer", c.log_subject("viewer", "v-1"), False),
