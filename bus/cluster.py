@@ -53,9 +53,15 @@ class LocalCluster:
     def node(self, name: str) -> EmbeddedNatsServer:
         return next(n for n in self.nodes if n.name == name)
 
-    async def start(self, timeout: float = 30.0) -> LocalCluster:
-        await asyncio.gather(*(node.start() for node in self.nodes))
-        await self.wait_meta_leader(timeout)
+    async def start(self, timeout: float = 60.0) -> LocalCluster:
+        """Start every node and wait for the cluster to be whole. A cluster that does not
+        form is stopped, so that a failed start leaves no server behind."""
+        try:
+            await asyncio.gather(*(node.start() for node in self.nodes))
+            await self.wait_meta_leader(timeout)
+        except BaseException:
+            await self.stop()
+            raise
         return self
 
     async def stop(self) -> None:
@@ -99,7 +105,7 @@ class LocalCluster:
             return str(meta["leader"])
         return None
 
-    async def wait_meta_leader(self, timeout: float = 30.0) -> str:
+    async def wait_meta_leader(self, timeout: float = 60.0) -> str:
         """Wait until the cluster is whole and has a meta leader."""
 
         async def elected() -> str:
@@ -110,4 +116,15 @@ class LocalCluster:
         try:
             return await asyncio.wait_for(elected(), timeout)
         except TimeoutError:
-            raise ServerStartError(f"no JetStream meta leader after {timeout:g}s") from None
+            raise ServerStartError(
+                f"no JetStream meta leader after {timeout:g}s\n{self.describe()}"
+            ) from None
+
+    def describe(self) -> str:
+        """Each node's state and last log lines: what a failed start needs to be debugged."""
+        parts = []
+        for node in self.nodes:
+            state = f"running as pid {node.pid}" if node.running else "not running"
+            tail = "\n".join(f"    {line}" for line in list(node.recent_log)[-8:])
+            parts.append(f"  {node.name} ({node.url}): {state}\n{tail}")
+        return "\n".join(parts)

@@ -8,6 +8,7 @@ import logging
 import re
 import shutil
 import sys
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +79,8 @@ class EmbeddedNatsServer:
         self.authorization = authorization
         # Gets every line the server logs (what it refused among them: bus/server_audit.py).
         self.on_log = on_log
+        # The last lines the server logged, for saying why a start or a cluster failed.
+        self.recent_log: deque[str] = deque(maxlen=40)
         self._proc: asyncio.subprocess.Process | None = None
         self._log_task: asyncio.Task[None] | None = None
 
@@ -88,6 +91,10 @@ class EmbeddedNatsServer:
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
 
     @property
     def store_dir(self) -> Path:
@@ -142,7 +149,7 @@ class EmbeddedNatsServer:
         except (TimeoutError, ServerStartError):
             await self.stop()
             raise
-        self._log_task = asyncio.create_task(_forward_log(self._proc, self.on_log))
+        self._log_task = asyncio.create_task(_forward_log(self._proc, self.on_log, self.recent_log))
         log.info("nats-server ready on %s (store %s)", self.url, self.data_dir)
         return self.url
 
@@ -156,6 +163,7 @@ class EmbeddedNatsServer:
                 raise ServerStartError("nats-server exited during start:\n" + "\n".join(lines))
             line = raw.decode(errors="replace").rstrip()
             lines.append(line)
+            self.recent_log.append(line)
             if match := _LISTEN_RE.search(line):
                 self.port = int(match.group(1))
             if "Server is ready" in line:
@@ -181,13 +189,16 @@ class EmbeddedNatsServer:
 
 
 async def _forward_log(
-    proc: asyncio.subprocess.Process, on_log: Callable[[str], None] | None
+    proc: asyncio.subprocess.Process,
+    on_log: Callable[[str], None] | None,
+    recent: deque[str],
 ) -> None:
     # The pipe must be drained or the server blocks once it fills.
     assert proc.stderr is not None
     while raw := await proc.stderr.readline():
         line = raw.decode(errors="replace").rstrip()
         log.debug("nats-server: %s", line)
+        recent.append(line)
         if on_log is not None:
             try:
                 on_log(line)
