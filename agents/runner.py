@@ -20,6 +20,7 @@ from agents.errors import SettingsError
 from agents.logs import configure_logging, shipped_logs
 from agents.redact import Redactor, install_log_redaction
 from agents.settings import DEFAULT_NATS_PORT, Settings
+from agents.tracing import traced
 from bus import AuthError, Bus, NotProvisioned
 from bus.server_events import ServerEvents
 from schemas.common import ID_RE
@@ -167,6 +168,7 @@ async def run_agent(
         async with contextlib.AsyncExitStack() as stack:
             if settings.log_ship:
                 await stack.enter_async_context(shipped_logs(bus, role, agent.id, redactor))
+            await stack.enter_async_context(traced(bus, settings, role, agent.id))
             await agent.run()
     finally:
         if server_events is not None:

@@ -49,6 +49,12 @@ class Settings(BaseModel):
     # Whether an agent process also ships its lines (as JSON) to `omoi.logs.<role>.<id>`,
     # for the store's `logs` view and `omoi logs`.
     log_ship: bool = True
+    # Whether agents record spans (OpenTelemetry): to the store's `spans` view through
+    # `omoi.spans.<role>.<id>`, and to `otlp_endpoint` when one is set.
+    tracing: bool = True
+    # An OTLP/HTTP collector's base URL (`OTEL_EXPORTER_OTLP_ENDPOINT`); spans go to its
+    # `/v1/traces`.
+    otlp_endpoint: str | None = None
     # How often the planner sweeps every running ticket; the sweep also restores the
     # message of work that has been without one for `lost_message_after_s`.
     reconcile_interval_s: float = Field(default=30.0, gt=0)
@@ -136,11 +142,13 @@ class Settings(BaseModel):
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: object) -> Settings:
-        """Settings from `NATS_URL`, `OMOI_<FIELD>` and, for each secret,
-        `OMOI_<FIELD>_FILE`; SettingsError names what is wrong."""
+        """Settings from `NATS_URL`, `OTEL_EXPORTER_OTLP_ENDPOINT`, `OMOI_<FIELD>` and, for
+        each secret, `OMOI_<FIELD>_FILE`; SettingsError names what is wrong."""
         values: dict[str, object] = {}
         if env.get("NATS_URL"):
             values["nats_url"] = env["NATS_URL"]
+        if env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+            values["otlp_endpoint"] = env["OTEL_EXPORTER_OTLP_ENDPOINT"]
         for name in cls.model_fields:
             key = ENV_PREFIX + name.upper()
             if env.get(key):

@@ -326,11 +326,15 @@ class Bus:
 
     # Core messaging: requests, replies and broadcasts.
 
-    async def request(self, subject: str, data: bytes, timeout: float) -> bytes:
+    async def request(
+        self, subject: str, data: bytes, timeout: float, *, ticket_id: str | None = None
+    ) -> bytes:
         """Send a request and return the reply's data; `NoAnswer` if none comes,
-        `Unavailable` if it cannot be sent (the connection is closed)."""
+        `Unavailable` if it cannot be sent (the connection is closed). A request about
+        `ticket_id` carries its trace header."""
+        headers = headers_for(ticket_id) if ticket_id else None
         try:
-            reply = await self.nc.request(subject, data, timeout=timeout)
+            reply = await self.nc.request(subject, data, timeout=timeout, headers=headers)
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
             raise NoAnswer(f"no answer on {subject}: {exc!r}") from exc
         except nats.errors.Error as exc:

@@ -66,6 +66,12 @@ LOGS_STREAM = "OMOI_LOGS"
 LOGS_SUBJECTS = "omoi.logs.>"
 RECORDER_LOGS_CONSUMER = "recorder-logs"
 
+# Agents' finished spans: `omoi.spans.<role>.<agent-id>`, one JSON object each
+# (schemas.span.SpanLine), kept like log lines and stored as the `spans` view.
+SPANS_STREAM = "OMOI_SPANS"
+SPANS_SUBJECTS = "omoi.spans.>"
+RECORDER_SPANS_CONSUMER = "recorder-spans"
+
 
 # Omoi's message streams (its buckets and object stores are streams too, named apart).
 MESSAGE_STREAMS = (
@@ -76,11 +82,16 @@ MESSAGE_STREAMS = (
     DLQ_STREAM,
     AUDIT_STREAM,
     LOGS_STREAM,
+    SPANS_STREAM,
 )
 
 
 def log_subject(role: str, agent_id: str) -> str:
     return f"omoi.logs.{role}.{agent_id}"
+
+
+def span_subject(role: str, agent_id: str) -> str:
+    return f"omoi.spans.{role}.{agent_id}"
 
 
 # Operator commands, request/reply, answered by a planner.

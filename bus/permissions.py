@@ -170,9 +170,10 @@ def _workspaces(*, write: bool) -> tuple[str, ...]:
 _AGENT_EVENTS = (c.event_subject("_agents", "agent.>"),)
 
 
-def _logs(role: str) -> tuple[str, ...]:
-    """Shipping its log lines, under its own role only: a line's role is who wrote it."""
-    return (c.log_subject(role, ">"),)
+def _telemetry(role: str) -> tuple[str, ...]:
+    """Shipping its log lines and spans, under its own role only: a line's or span's role
+    is who wrote it."""
+    return (c.log_subject(role, ">"), c.span_subject(role, ">"))
 
 
 def _serves(role: str) -> tuple[str, ...]:
@@ -250,7 +251,7 @@ def _table() -> dict[str, Permissions]:
                     "gate.requested",
                 ),
                 *_AGENT_EVENTS,
-                *_logs("planner"),
+                *_telemetry("planner"),
                 c.dlq_subject("intake"),
                 c.dlq_subject("events"),
                 f"{c.CONTROL_CANCEL_PREFIX}.>",
@@ -288,7 +289,7 @@ def _table() -> dict[str, Permissions]:
                     "message.sent",
                 ),
                 *_AGENT_EVENTS,
-                *_logs("worker"),
+                *_telemetry("worker"),
                 *_workspaces(write=True),
                 c.dlq_subject("tasks"),
                 # Agents' messages and questions (answered as responses, below).
@@ -306,7 +307,7 @@ def _table() -> dict[str, Permissions]:
                 *_pulls(c.GATES_STREAM, c.VALIDATOR_CONSUMER),
                 *_events("gate.passed", "gate.failed"),
                 *_AGENT_EVENTS,
-                *_logs("validator"),
+                *_telemetry("validator"),
                 *_workspaces(write=False),
                 c.dlq_subject("gates"),
             ),
@@ -326,26 +327,29 @@ def _table() -> dict[str, Permissions]:
                 *_pulls(c.AUDIT_STREAM, c.RECORDER_AUDIT_CONSUMER, create=True),
                 f"{_API}.STREAM.INFO.{c.LOGS_STREAM}",
                 *_pulls(c.LOGS_STREAM, c.RECORDER_LOGS_CONSUMER, create=True),
-                # An event, audit entry or log line it cannot record is kept as a dead letter.
+                f"{_API}.STREAM.INFO.{c.SPANS_STREAM}",
+                *_pulls(c.SPANS_STREAM, c.RECORDER_SPANS_CONSUMER, create=True),
+                # What it cannot record is kept as a dead letter.
                 c.dlq_subject("events"),
                 c.dlq_subject("audit"),
                 c.dlq_subject("logs"),
+                c.dlq_subject("spans"),
                 *_AGENT_EVENTS,
-                *_logs("recorder"),
+                *_telemetry("recorder"),
             ),
             subscribe=own("recorder", *_serves("recorder")),
             # Its answers to service requests. It takes every event, far too many for
             # `allow_responses` (see RESPONSE_WINDOW).
             replies_to=_DISCOVERERS,
-            notes="reads every event, dead letter, audit entry and log line into the store; "
-            "changes no state",
+            notes="reads every event, dead letter, audit entry, log line and span into the "
+            "store; changes no state",
         ),
         "monitor": Permissions(
             publish=(
                 *_HEARTBEAT,
                 *_reads(c.TICKETS_BUCKET, c.TASKS_BUCKET),
                 *_AGENT_EVENTS,
-                *_logs("monitor"),
+                *_telemetry("monitor"),
                 # The connections the servers refused, which it hears as `system`.
                 c.audit_subject(AuditAction.AUTH_FAILURE),
             ),
@@ -365,6 +369,8 @@ def _table() -> dict[str, Permissions]:
                 *_TOKENS,
                 *_AUDIT,
                 *_DISCOVERS,
+                # Its spans (HTTP requests, submissions); it ships no log lines.
+                c.span_subject("gateway", ">"),
             ),
             subscribe=own("gateway"),
             notes="HTTP in front of the bus: its tokens' roles limit what each caller does",

@@ -48,8 +48,9 @@ class TopologyConfig:
     # A gate runs a test suite and maybe a model review: give it longer than a task tick.
     gate_ack_wait_s: float = 120.0
     audit_max_age_s: float = 365 * 24 * 3600
-    # Log lines wait here for the recorder, and for `omoi logs --follow`; the store keeps
-    # them for its own retention. The byte cap keeps a chatty fleet from filling the disk.
+    # Log lines (and spans, in their own stream) wait here for the recorder, and for
+    # `omoi logs --follow`; the store keeps them for its own retention. The byte cap keeps
+    # a chatty fleet from filling the disk.
     logs_max_age_s: float = 3 * 24 * 3600
     logs_max_bytes: int = 1024 * 1024 * 1024
 
@@ -106,6 +107,15 @@ def stream_configs(cfg: TopologyConfig) -> list[StreamConfig]:
         StreamConfig(
             name=c.LOGS_STREAM,
             subjects=[c.LOGS_SUBJECTS],
+            retention=RetentionPolicy.LIMITS,
+            max_age=cfg.logs_max_age_s,
+            max_bytes=cfg.logs_max_bytes,
+            discard=DiscardPolicy.OLD,
+            max_msg_size=LOG_LINE_MAX_BYTES,
+        ),
+        StreamConfig(
+            name=c.SPANS_STREAM,
+            subjects=[c.SPANS_SUBJECTS],
             retention=RetentionPolicy.LIMITS,
             max_age=cfg.logs_max_age_s,
             max_bytes=cfg.logs_max_bytes,
@@ -191,6 +201,7 @@ def consumer_configs(cfg: TopologyConfig) -> list[tuple[str, ConsumerConfig]]:
                 (c.DLQ_STREAM, c.RECORDER_DLQ_CONSUMER),
                 (c.AUDIT_STREAM, c.RECORDER_AUDIT_CONSUMER),
                 (c.LOGS_STREAM, c.RECORDER_LOGS_CONSUMER),
+                (c.SPANS_STREAM, c.RECORDER_SPANS_CONSUMER),
             )
         ],
         (

@@ -36,6 +36,28 @@ def ticket_trace_id(ticket_id: str) -> str:
     return hashlib.sha256(f"omoi.trace.{ticket_id}".encode()).hexdigest()[:32]
 
 
+@functools.lru_cache(maxsize=4096)
+def derived_span_id(ticket_id: str, *parts: str) -> str:
+    """The span id of a ticket's own spans (the ticket, a phase, a task): the same in
+    every process, so whoever records a child names its parent without asking anyone."""
+    key = "\x00".join(("omoi.span", ticket_id, *parts))
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def ticket_span_id(ticket_id: str) -> str:
+    return derived_span_id(ticket_id)
+
+
+def phase_span_id(ticket_id: str, phase: str, visit: int = 0) -> str:
+    """A phase's span; `visit` counts returns to it (a failed test sends a ticket back)."""
+    parts = ("phase", phase, str(visit)) if visit else ("phase", phase)
+    return derived_span_id(ticket_id, *parts)
+
+
+def task_span_id(ticket_id: str, task: str) -> str:
+    return derived_span_id(ticket_id, "task", task)
+
+
 def new_span_id() -> str:
     # Random, as W3C asks, but not secret: the fast generator, on every delivery's path.
     return f"{_SPAN_IDS.getrandbits(64) or 1:016x}"
@@ -55,11 +77,11 @@ def format_traceparent(trace_id: str, span_id: str) -> str:
 
 
 def headers_for(ticket_id: str) -> dict[str, str]:
-    """The trace header of a message about `ticket_id`, sent from the current span (a new
-    one outside any handling); none for what is not about a ticket."""
+    """The trace header of a message about `ticket_id`, sent from the current span (the
+    ticket's own span outside any); none for what is not about a ticket."""
     if not ticket_id or ticket_id == _NOT_A_TICKET:
         return {}
-    span = log_fields().get("span_id") or new_span_id()
+    span = log_fields().get("span_id") or ticket_span_id(ticket_id)
     return {HEADER: format_traceparent(ticket_trace_id(ticket_id), span)}
 
 

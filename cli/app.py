@@ -455,6 +455,9 @@ def _register_token_commands() -> None:
     from cli.log_commands import logs_cmd
 
     app.command("logs")(logs_cmd)
+    from cli.trace_command import trace_cmd
+
+    app.command("trace")(trace_cmd)
 
 
 _register_token_commands()

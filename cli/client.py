@@ -36,7 +36,9 @@ async def submit(bus: Bus, payload: dict[str, Any], timeout: float) -> Reply:
     run shell commands, gate commands and local repositories."""
     data = json.dumps(payload).encode()
     try:
-        answer = await bus.request(c.TRUSTED_SUBMIT_SUBJECT, data, timeout=timeout)
+        answer = await bus.request(
+            c.TRUSTED_SUBMIT_SUBJECT, data, timeout=timeout, ticket_id=payload.get("id")
+        )
     except NoAnswer:
         if not await streams.provisioned(bus):
             raise ClientError("no Omoi topology on this server; run `omoi up` first") from None
@@ -50,7 +52,9 @@ async def submit(bus: Bus, payload: dict[str, Any], timeout: float) -> Reply:
 
 async def command(bus: Bus, subject: str, body: dict[str, Any], timeout: float) -> Reply:
     try:
-        answer = await bus.request(subject, json.dumps(body).encode(), timeout=timeout)
+        answer = await bus.request(
+            subject, json.dumps(body).encode(), timeout=timeout, ticket_id=body.get("ticket_id")
+        )
     except NoAnswer:
         raise ClientError("no planner answered; is `omoi up` (or a planner) running?") from None
     return Reply.model_validate_json(answer)

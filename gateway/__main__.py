@@ -16,10 +16,12 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from agents import spans
 from agents.errors import SettingsError
 from agents.logs import configure_logging
 from agents.redact import Redactor, install_log_redaction
 from agents.settings import DEFAULT_NATS_PORT, Settings
+from agents.tracing import provider_for
 from cli.secret_files import session_key
 from gateway.app import create_app
 from gateway.config import options_from_env
@@ -73,13 +75,28 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 async def run(host: str, port: int, settings: Settings, options: GatewayOptions) -> None:
     url = settings.nats_url or f"nats://127.0.0.1:{DEFAULT_NATS_PORT}"
+    gateway_id = f"gateway-{os.getpid()}"
+    provider = provider_for("gateway", gateway_id, settings) if settings.tracing else None
     # The gateway may not provision: it waits for a planner (or `omoi up`) to.
-    app = create_app(url, settings=settings, reader=store_reader(settings), options=options)
+    app = create_app(
+        url,
+        settings=settings,
+        reader=store_reader(settings),
+        options=options,
+        tracer_provider=provider,
+        gateway_id=gateway_id,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await serve_forever(app, host, port, stop)
+    spans.use_provider(provider)
+    try:
+        await serve_forever(app, host, port, stop)
+    finally:
+        spans.use_provider(None)
+        if provider is not None:
+            await asyncio.to_thread(provider.shutdown)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from litestar import Litestar, Router
 from litestar.config.csrf import CSRFConfig
@@ -15,12 +16,15 @@ from litestar.di import Provide
 from litestar.middleware.base import DefineMiddleware
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.spec import Components, Reference, SecurityScheme
+from litestar.plugins import PluginProtocol
 from litestar.plugins.pydantic import PydanticPlugin
 from litestar.static_files import create_static_files_router
 
 from agents.settings import Settings
 from bus import Bus, BusError
+from bus import constants as c
 from bus.auth import Credentials
+from bus.span_shipper import SpanShipper
 from bus.topology import TopologyConfig
 from gateway.api_system import ProbeController, SystemController
 from gateway.api_tickets import TicketController
@@ -36,6 +40,9 @@ from gateway.security import AuthMiddleware, SignInRequired, api_guard, page_gua
 from gateway.sessions import LoginController
 from gateway.sql import SqlReader
 from gateway.sse import EventStreamController
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger(__name__)
 
@@ -110,18 +117,28 @@ def create_app(
     reader: SqlReader | None = None,
     topology: TopologyConfig | None = None,
     options: GatewayOptions | None = None,
+    tracer_provider: TracerProvider | None = None,
+    gateway_id: str = "gateway",
 ) -> Litestar:
     """Build the gateway.
 
     Either give `bus`, a connection the caller owns (tests share theirs), or let the app
     connect to `bus_url` (else `settings.nats_url`) for its lifetime, retrying until NATS
     is there. With `topology`, the app provisions it on connect, as agents do; without, it
-    expects it to exist.
+    expects it to exist. With `tracer_provider`, every request is a span (Litestar's
+    OpenTelemetry plugin), and the provider's spans are shipped as `gateway_id`'s.
     """
     url = bus_url or settings.nats_url
     if bus is None and not url:
         raise ValueError("create_app needs a connected bus or a NATS URL")
     ctx = GatewayContext(settings=settings, reader=reader, options=options or GatewayOptions())
+    plugins: list[PluginProtocol] = [PydanticPlugin(prefer_alias=True)]
+    if tracer_provider is not None:
+        from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
+
+        ctx.span_shipper = SpanShipper(None, c.span_subject("gateway", gateway_id))
+        tracer_provider.add_span_processor(ctx.span_shipper)
+        plugins.append(OpenTelemetryPlugin(OpenTelemetryConfig(tracer_provider=tracer_provider)))
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -194,7 +211,7 @@ def create_app(
         ),
         exception_handlers={**exception_handlers(), SignInRequired: to_sign_in},
         # Bus models serialise by alias (`from` in a phase transition), as on the wire.
-        plugins=[PydanticPlugin(prefer_alias=True)],
+        plugins=plugins,
         lifespan=[lifespan],
         template_config=template_config(),
         openapi_config=OpenAPIConfig(

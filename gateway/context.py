@@ -19,6 +19,7 @@ from bus import constants as c
 from bus.audit import AuditTrail
 from bus.mirror import MirroredBucket
 from bus.registry import DISCOVERY_STALL_S, DISCOVERY_TIMEOUT_S
+from bus.span_shipper import SpanShipper
 from gateway.auth import SessionCodec
 from gateway.problems import ApiProblem
 from gateway.sql import SqlReader
@@ -83,6 +84,8 @@ class GatewayContext:
     # The watched copy of `omoi_tokens` and the audit trail, while connected.
     tokens: MirroredBucket[ApiToken] | None = None
     audit: AuditTrail | None = None
+    # Where the gateway's spans go once connected (None: tracing is off).
+    span_shipper: SpanShipper | None = None
     sessions: SessionCodec = field(init=False)
 
     def __post_init__(self) -> None:
@@ -93,6 +96,9 @@ class GatewayContext:
         """Start checking tokens and auditing over `bus`; routes work from now on."""
         self.tokens = await bus.watch_bucket(c.TOKENS_BUCKET, ApiToken)
         self.audit = AuditTrail(bus, fold_s=self.options.audit_fold_s)
+        if self.span_shipper is not None:
+            self.span_shipper.buffer.attach(bus)
+            self.span_shipper.start()
         self.connected = bus
 
     def record(self, entry: AuditEntry, *, fold: bool = False) -> None:
@@ -118,6 +124,8 @@ class GatewayContext:
             await audit.flush()
         if tokens is not None:
             await tokens.stop()
+        if self.span_shipper is not None:
+            await self.span_shipper.stop()
         bus, self.connected = self.connected, None
         return bus
 

@@ -16,8 +16,10 @@ from pydantic import BaseModel
 
 from agents.errors import InvalidTicket
 from agents.planner.intake import parse_submission
+from agents.spans import work_span
 from bus import Bus, NoAnswer, streams
 from bus import constants as c
+from bus.trace_context import ticket_span_id
 from gateway.models import Accepted, CommandResult
 from gateway.problems import ApiProblem
 from schemas import Reply
@@ -93,7 +95,8 @@ async def submit(
     the plain subject, never more rights."""
     subject = c.TRUSTED_SUBMIT_SUBJECT if trusted else c.SUBMIT_SUBJECT
     try:
-        answer = await bus.request(subject, payload, timeout=timeout)
+        with work_span("submit", ticket=ticket_id, parent=ticket_span_id(ticket_id)):
+            answer = await bus.request(subject, payload, timeout=timeout, ticket_id=ticket_id)
     except NoAnswer:
         # The intake stream captures the subject, so with the topology in place the
         # submission is durable: a planner will take it when one runs.
@@ -115,7 +118,12 @@ async def submit(
 
 async def command(bus: Bus, subject: str, body: BaseModel, timeout: float) -> CommandResult:
     try:
-        answer = await bus.request(subject, body.model_dump_json().encode(), timeout=timeout)
+        answer = await bus.request(
+            subject,
+            body.model_dump_json().encode(),
+            timeout=timeout,
+            ticket_id=getattr(body, "ticket_id", None),
+        )
     except NoAnswer:
         raise ApiProblem(
             503, "no-planner", "no planner answered; is a planner running?", headers=_retry()

@@ -5,6 +5,7 @@
       dead_letters/seg-<first>-<last>.parquet
       audit_events/seg-<first>-<last>.parquet
       logs/seg-<first>-<last>.parquet
+      spans/seg-<first>-<last>.parquet
       omoi.sql                                 views over the segments, for any DuckDB
 
 Files appear only through `os.replace` of a finished temp file, so a reader never sees half
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from store.sql import load_sql, quote_ident, quote_literal
 
-KINDS: tuple[str, ...] = ("events", "dead_letters", "audit_events", "logs")
+KINDS: tuple[str, ...] = ("events", "dead_letters", "audit_events", "logs", "spans")
 
 # The published columns, in order. The writer's tables have one more, recorded_seq, which is
 # bookkeeping and stays out of the files.
@@ -78,6 +79,25 @@ PUBLIC_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("trace_id", "VARCHAR"),
         ("span_id", "VARCHAR"),
         ("exc", "VARCHAR"),
+        ("recorded_at", "TIMESTAMPTZ"),
+    ),
+    "spans": (
+        ("span_id", "VARCHAR"),
+        ("trace_id", "VARCHAR"),
+        ("parent_id", "VARCHAR"),
+        ("name", "VARCHAR"),
+        ("kind", "VARCHAR"),
+        ("role", "VARCHAR"),
+        ("agent", "VARCHAR"),
+        ("ticket_id", "VARCHAR"),
+        ("task", "VARCHAR"),
+        ("at", "TIMESTAMPTZ"),
+        ("end_at", "TIMESTAMPTZ"),
+        ("duration_ms", "DOUBLE"),
+        ("status", "VARCHAR"),
+        ("status_message", "VARCHAR"),
+        ("attributes", "JSON"),
+        ("stream_seq", "BIGINT"),
         ("recorded_at", "TIMESTAMPTZ"),
     ),
 }

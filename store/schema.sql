@@ -10,6 +10,7 @@ CREATE SEQUENCE IF NOT EXISTS events_recorded_seq;
 CREATE SEQUENCE IF NOT EXISTS dead_letters_recorded_seq;
 CREATE SEQUENCE IF NOT EXISTS audit_events_recorded_seq;
 CREATE SEQUENCE IF NOT EXISTS logs_recorded_seq;
+CREATE SEQUENCE IF NOT EXISTS spans_recorded_seq;
 
 CREATE TABLE IF NOT EXISTS events (
     id VARCHAR PRIMARY KEY,
@@ -75,6 +76,30 @@ CREATE TABLE IF NOT EXISTS logs (
     exc VARCHAR,
     recorded_at TIMESTAMPTZ NOT NULL,
     recorded_seq BIGINT NOT NULL DEFAULT nextval('logs_recorded_seq')
+);
+
+-- Agents' finished spans (OMOI_SPANS), keyed by span id: "at" is when the span started.
+-- A ticket is one trace (trace_id), its own spans (ticket, phases, tasks) have ids derived
+-- from it, and attributes is the span's OpenTelemetry attributes as a JSON object.
+CREATE TABLE IF NOT EXISTS spans (
+    span_id VARCHAR PRIMARY KEY,
+    trace_id VARCHAR NOT NULL,
+    parent_id VARCHAR,
+    name VARCHAR NOT NULL,
+    kind VARCHAR,
+    role VARCHAR,
+    agent VARCHAR,
+    ticket_id VARCHAR,
+    task VARCHAR,
+    "at" TIMESTAMPTZ NOT NULL,
+    end_at TIMESTAMPTZ NOT NULL,
+    duration_ms DOUBLE,
+    status VARCHAR,
+    status_message VARCHAR,
+    attributes JSON,
+    stream_seq BIGINT,
+    recorded_at TIMESTAMPTZ NOT NULL,
+    recorded_seq BIGINT NOT NULL DEFAULT nextval('spans_recorded_seq')
 );
 
 -- The last recorded_seq of each kind that is in a Parquet segment. It moves only after

@@ -30,10 +30,11 @@ from store.records import (
     logs_table,
 )
 from store.segments import SegmentFiles
+from store.span_records import SPAN_COLUMNS, SpanRow, spans_table
 from store.sql import fetch_int, load_sql
 
 # The records are re-exported: callers that write need nothing else from the package.
-__all__ = ["AuditRecord", "DeadLetter", "EventStore", "LogLine", "RecordedEvent"]
+__all__ = ["AuditRecord", "DeadLetter", "EventStore", "LogLine", "RecordedEvent", "SpanRow"]
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,12 @@ class EventStore:
         if not lines:
             return 0
         return self._ingest_columns("logs", LOG_COLUMNS, logs_table(lines))
+
+    def ingest_spans(self, rows: Sequence[SpanRow]) -> int:
+        """Record spans in one transaction; returns how many were new (by span id)."""
+        if not rows:
+            return 0
+        return self._ingest_columns("spans", SPAN_COLUMNS, spans_table(rows))
 
     def _ingest_columns(self, table: str, columns: Sequence[str], batch: pa.Table) -> int:
         """Insert `batch`, whose columns are the table's but `recorded_at`, new rows only."""

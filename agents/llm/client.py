@@ -15,6 +15,7 @@ from pydantic import SecretStr
 
 from agents.errors import AgentError
 from agents.settings import Settings
+from agents.spans import work_span
 from schemas.usage import Usage
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,17 @@ class ModelClient:
         self.config = config
 
     async def complete(self, system: str, user: str, *, max_tokens: int = 4000) -> Completion:
+        """One call, as a span named as OpenTelemetry's GenAI conventions name them, with
+        its tokens and cost."""
+        model = self.config.model
+        with work_span(f"chat {model}", attributes={"gen_ai.request.model": model}) as span:
+            done = await self._complete(system, user, max_tokens)
+            span.set_attribute("gen_ai.usage.input_tokens", done.usage.prompt_tokens)
+            span.set_attribute("gen_ai.usage.output_tokens", done.usage.completion_tokens)
+            span.set_attribute("omoi.cost_usd", done.usage.cost_usd)
+            return done
+
+    async def _complete(self, system: str, user: str, max_tokens: int) -> Completion:
         litellm = await asyncio.to_thread(import_litellm)
         cfg = self.config
         kwargs: dict[str, Any] = {

@@ -12,6 +12,7 @@ from agents.planner import context, gates
 from agents.planner.assign import Assigner, Candidate
 from agents.planner.merges import head_commit
 from agents.planner.reconcile import Plan, plan
+from agents.ticket_spans import record_task, record_ticket_changes
 from bus import Bus
 from bus.constants import (
     control_cancel_subject,
@@ -149,6 +150,7 @@ class Reconciler:
             if kind is not None:
                 events.append(ticket_event(after, kind, self.agent_id, reason=after.reason))
         await self.bus.publish_events(events)
+        record_ticket_changes(before, after)
         if after.status.terminal:
             # Only a cache eviction: the keys stay readable from the server.
             self.bus.tickets.forget(after.id)
@@ -368,6 +370,7 @@ class Reconciler:
                 await self.bus.notify(control_cancel_subject(task.ticket_id, task.name))
         for task, _ in ended:
             await self.bus.publish_event(task_event(task, kind, self.agent_id, reason=reason))
+            record_task(task)
         return [task for task, _ in ended]
 
     async def running_tickets(self) -> list[str]:

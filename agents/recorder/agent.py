@@ -1,5 +1,5 @@
-"""The recorder: every event, dead letter, audit entry and log line, into DuckDB, in batches,
-once.
+"""The recorder: every event, dead letter, audit entry, log line and span, into DuckDB, in
+batches, once.
 
 It acks a batch only after the store committed it, so a crash loses nothing; the store
 ignores event ids it already has, so the redelivery that follows duplicates nothing.
@@ -19,7 +19,7 @@ from bus import constants as c
 from bus.topology import find_consumer
 from schemas import utcnow
 from store.errors import StoreError
-from store.writer import AuditRecord, DeadLetter, EventStore, LogLine, RecordedEvent
+from store.writer import AuditRecord, DeadLetter, EventStore, LogLine, RecordedEvent, SpanRow
 
 # Compaction and retention are cheap but not free: do them now and then.
 MAINTENANCE_EVERY = 30
@@ -54,6 +54,7 @@ class Recorder(Agent):
                 (c.DLQ_STREAM, c.RECORDER_DLQ_CONSUMER, self._letters),
                 (c.AUDIT_STREAM, c.RECORDER_AUDIT_CONSUMER, self._audit),
                 (c.LOGS_STREAM, c.RECORDER_LOGS_CONSUMER, self._logs),
+                (c.SPANS_STREAM, c.RECORDER_SPANS_CONSUMER, self._spans),
             )
         ]
         try:
@@ -91,6 +92,12 @@ class Recorder(Agent):
             batch, lambda d: LogLine.from_message(d.subject, d.data, d.seq), "logs", "log line"
         )
         await asyncio.to_thread(self.store.ingest_logs, records)
+
+    async def _spans(self, batch: list[Delivery]) -> None:
+        records = await self._parsed(
+            batch, lambda d: SpanRow.from_message(d.subject, d.data, d.seq), "spans", "span"
+        )
+        await asyncio.to_thread(self.store.ingest_spans, records)
 
     async def _parsed[R](
         self, batch: list[Delivery], parse: Callable[[Delivery], R], origin: str, what: str

@@ -19,6 +19,7 @@ from agents.base import Agent
 from agents.llm.client import ModelClient, ModelConfig
 from agents.redact import Redactor
 from agents.settings import Settings
+from agents.spans import mark_failed, work_span
 from agents.task_env import task_environment
 from agents.validator.checks import GateError, clean_copy, feedback, run_checks, verdict_passed
 from agents.validator.review import review
@@ -26,7 +27,7 @@ from agents.workspace import WorkspaceError
 from agents.workspace_sync import download
 from bus import Bus, Consumer, Delivery, Reject, Source
 from bus import constants as c
-from bus.trace_context import bind_ticket
+from bus.trace_context import bind_ticket, phase_span_id
 from schemas import Event, EventType
 from schemas.gate import CheckResult, GateRequest, GateVerdict
 
@@ -85,7 +86,16 @@ class Validator(Agent):
         bind_ticket(request.ticket_id)
         self.current_task = f"{request.ticket_id}.gate-{request.phase.value}"
         try:
-            verdict = await self.evaluate(request)
+            with work_span(
+                f"gate {request.phase.value}",
+                ticket=request.ticket_id,
+                parent=phase_span_id(request.ticket_id, request.phase.value),
+                attributes={"omoi.phase": request.phase.value, "omoi.attempt": request.attempt},
+            ) as span:
+                verdict = await self.evaluate(request)
+                span.set_attribute("omoi.passed", verdict.passed)
+                if not verdict.passed:
+                    mark_failed(span, "the gate failed")
         finally:
             self.current_task = None
         if self.redactor:

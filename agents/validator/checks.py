@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.errors import AgentError
+from agents.spans import mark_failed, work_span
 from schemas.gate import CheckKind, CheckResult, CheckSpec, GateSpec
 
 log = logging.getLogger(__name__)
@@ -92,10 +93,15 @@ async def run_checks(
     results: list[CheckResult] = []
     for check in spec.checks:
         started = time.monotonic()
-        try:
-            result = await _run_one(check, repo, base_commit, env)
-        except (OSError, GateError) as exc:
-            result = _result(check, False, getattr(exc, "message", None) or str(exc))
+        with work_span(
+            "check", attributes={"omoi.check": check.label, "omoi.check_kind": check.kind.value}
+        ) as span:
+            try:
+                result = await _run_one(check, repo, base_commit, env)
+            except (OSError, GateError) as exc:
+                result = _result(check, False, getattr(exc, "message", None) or str(exc))
+            if not result.passed:
+                mark_failed(span, "the check failed")
         result.duration_s = round(time.monotonic() - started, 3)
         outcome = "passed" if result.passed else "failed"
         log.info("check %r %s: %s", result.name, outcome, result.detail)

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry.trace import Span
 from pydantic import ValidationError
 
 from agents import workspace
@@ -23,6 +24,7 @@ from agents.executors.noop import NoopExecutor
 from agents.llm.client import ModelClient, ModelConfig
 from agents.redact import Redactor
 from agents.settings import Settings
+from agents.spans import mark_failed, work_span
 from agents.worker.claim import Receipt, Verdict, claimed, exhausted, judge
 from agents.worker.joins import joined_results
 from agents.worker.leases import Busy, Lease, Leases
@@ -43,7 +45,7 @@ from bus import (
 )
 from bus import constants as c
 from bus.constants import CONTROL_CANCEL_PREFIX
-from bus.trace_context import bind_ticket
+from bus.trace_context import bind_ticket, task_span_id
 from schemas import (
     ErrorCategory,
     EventType,
@@ -246,6 +248,32 @@ class Worker(Agent):
             await self.outcomes.wait_for_locks(task, held)
             return
         self.log.debug("running %s attempt %d", task.id, task.attempts)
+        with work_span(
+            "attempt",
+            ticket=task.ticket_id,
+            task=task.name,
+            parent=task_span_id(task.ticket_id, task.name),
+            attributes={
+                "omoi.attempt": task.attempts,
+                "omoi.worker": self.id,
+                "omoi.phase": task.phase.value,
+                "omoi.capability": task.capability,
+            },
+        ) as span:
+            outcome = await self._attempt(claim_written, delivery, held, span)
+        failure = outcome.failure
+        if failure is not None and failure.category in DEAD_LETTERED:
+            # The task has failed for good; the dispatch goes to the dead letters with why.
+            raise Reject(failure.message, failure.category)
+
+    async def _attempt(
+        self,
+        claim_written: Versioned[TaskState],
+        delivery: Delivery,
+        held: list[Lease],
+        span: Span,
+    ) -> Outcome:
+        task = claim_written.value
         # Stamped with the claim's time, as `task.queued` is with the time the task became
         # ready: both events then measure the transition, not the round trip after it.
         started_event = task_event(
@@ -268,15 +296,14 @@ class Worker(Agent):
                 if renewing is not None:
                     renewing.cancel()
             outcome.leases = held
+            outcome = self.outcomes.redacted(outcome)
+            _describe(span, outcome)
             await self.outcomes.record(claim_written, outcome)
         finally:
             self.workspaces.release(task.id)
             await self.leases.release(held)
             await self.bus.confirm(started)
-        failure = outcome.failure
-        if failure is not None and failure.category in DEAD_LETTERED:
-            # The task has failed for good; the dispatch goes to the dead letters with why.
-            raise Reject(failure.message, failure.category)
+        return outcome
 
     async def _execute(self, task: TaskState, delivery: Delivery) -> Outcome:
         try:
@@ -440,3 +467,19 @@ class Worker(Agent):
             if other is not None:
                 spent = spent + other.usage
         return budget.remaining(spent)
+
+
+def _describe(span: Span, outcome: Outcome) -> None:
+    """How the attempt went, on its span (the outcome's messages are redacted by now)."""
+    if outcome.interrupted is not None:
+        span.set_attribute("omoi.outcome", outcome.interrupted)
+    elif outcome.failure is not None:
+        span.set_attribute("omoi.outcome", "failed")
+        span.set_attribute("omoi.error_category", str(outcome.failure.category))
+        mark_failed(span, outcome.failure.message)
+    else:
+        span.set_attribute("omoi.outcome", "succeeded")
+    usage = outcome.result.usage if outcome.result is not None else None
+    if usage is not None:
+        span.set_attribute("omoi.tokens", usage.prompt_tokens + usage.completion_tokens)
+        span.set_attribute("omoi.cost_usd", usage.cost_usd)

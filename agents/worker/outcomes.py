@@ -19,6 +19,7 @@ from agents.errors import TaskFailure, TransientFailure
 from agents.events import task_event
 from agents.redact import Redactor
 from agents.settings import Settings
+from agents.ticket_spans import record_task
 from agents.worker.leases import Busy, Lease, Leases
 from agents.workspace_sync import WorkspaceSync
 from bus import Abandon, Bus, Retry, Versioned
@@ -89,7 +90,7 @@ class OutcomeRecorder:
         else touched the task since, and then no read is needed.
         """
         claim = claimed.value
-        outcome = self._redacted(outcome)
+        outcome = self.redacted(outcome)
         if outcome.interrupted == "cancelled":
             self.log.info("%s stopped: cancelled or superseded", claim.id)
             await self.superseded(claim)
@@ -100,7 +101,7 @@ class OutcomeRecorder:
         else:
             await self.fail(claimed, outcome.failure or TransientFailure("no outcome"))
 
-    def _redacted(self, outcome: Outcome) -> Outcome:
+    def redacted(self, outcome: Outcome) -> Outcome:
         """The outcome without known secrets: its output and messages go to the task's
         state, its events and the logs."""
         if not self.redactor:
@@ -188,6 +189,7 @@ class OutcomeRecorder:
         if done is None:
             await self.superseded(claim)
         else:
+            record_task(done.value)
             await self.emit(
                 done.value,
                 EventType.TASK_SUCCEEDED,
@@ -301,6 +303,7 @@ class OutcomeRecorder:
             )
             raise Retry(error.message, delay)
         self.log.info("%s failed: %s", claim.id, error.message)
+        record_task(updated)
         await self.emit(updated, EventType.TASK_FAILED, revision, error=info, usage=usage)
 
     async def superseded(self, claim: TaskState) -> None:

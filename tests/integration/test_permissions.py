@@ -198,6 +198,20 @@ PUBLISH = [
     ("viewer", f"$JS.API.CONSUMER.CREATE.{c.LOGS_STREAM}", True),
     ("worker", f"$JS.API.CONSUMER.CREATE.{c.LOGS_STREAM}", False),
     ("operator", f"$JS.API.STREAM.PURGE.{c.LOGS_STREAM}", False),
+    # Spans likewise, and the gateway ships its own (HTTP requests, submissions).
+    ("worker", c.span_subject("worker", "worker-1"), True),
+    ("worker", c.span_subject("validator", "worker-1"), False),
+    ("planner", c.span_subject("planner", "planner-1"), True),
+    ("validator", c.span_subject("validator", "v-1"), True),
+    ("gateway", c.span_subject("gateway", "g-1"), True),
+    ("gateway", c.span_subject("planner", "g-1"), False),
+    ("submitter", c.span_subject("submitter", "s-1"), False),
+    ("viewer", c.span_subject("viewer", "v-1"), False),
+    ("operator", c.span_subject("operator", "o-1"), False),
+    ("recorder", c.dlq_subject("spans"), True),
+    ("worker", c.dlq_subject("spans"), False),
+    ("recorder", f"$JS.API.CONSUMER.MSG.NEXT.{c.SPANS_STREAM}.{c.RECORDER_SPANS_CONSUMER}", True),
+    ("worker", f"$JS.API.CONSUMER.MSG.NEXT.{c.SPANS_STREAM}.{c.RECORDER_SPANS_CONSUMER}", False),
 ]
 
 # (role, subject, allowed): subscriptions.

@@ -56,6 +56,8 @@ class Up:
         self.cwd = cwd
         self.data_dir = data_dir
         self.given_auth_dir: Path | None = None
+        # Set before starting: what this test's `omoi up` gets on top of `up_env()`.
+        self.extra_env: dict[str, str] = {}
         self.log = log
         self.proc: asyncio.subprocess.Process | None = None
         self.state: dict[str, Any] = {}
@@ -79,7 +81,7 @@ class Up:
         return self.given_auth_dir or self.data_dir / "auth"
 
     async def launch(self, *args: str, nats_url: str | None = None) -> None:
-        env = up_env()
+        env = {**up_env(), **self.extra_env}
         if nats_url:
             env["NATS_URL"] = nats_url
             env["OMOI_AUTH_DIR"] = str(self.auth_dir)

@@ -41,8 +41,9 @@ def test_a_message_is_sent_from_the_current_span_in_its_tickets_trace() -> None:
     with logging_context(span_id="c" * 16):
         header = tc.headers_for("T-1")[tc.HEADER]
     assert tc.parse(header) == (tc.ticket_trace_id("T-1"), "c" * 16)
+    # Outside any span, a message is sent from the ticket's own span.
     outside = tc.parse(tc.headers_for("T-1")[tc.HEADER])
-    assert outside is not None and outside[1] != "c" * 16  # a span of its own
+    assert outside == (tc.ticket_trace_id("T-1"), tc.ticket_span_id("T-1"))
     assert tc.headers_for("_agents") == {}
 
 
@@ -64,3 +65,18 @@ def test_binding_a_ticket_binds_its_trace() -> None:
             "trace_id": tc.ticket_trace_id("T-9"),
         }
     assert "ticket" not in log_fields()
+
+
+def test_a_tickets_own_span_ids_are_the_same_everywhere_and_distinct() -> None:
+    ids = {
+        tc.ticket_span_id("T-1"),
+        tc.ticket_span_id("T-2"),
+        tc.phase_span_id("T-1", "design"),
+        tc.phase_span_id("T-1", "design", 1),
+        tc.phase_span_id("T-1", "testing"),
+        tc.task_span_id("T-1", "design"),
+        tc.task_span_id("T-1", "a"),
+    }
+    assert len(ids) == 7
+    assert all(len(i) == 16 and int(i, 16) for i in ids)
+    assert tc.task_span_id("T-1", "a") == tc.derived_span_id("T-1", "task", "a")

@@ -14,6 +14,7 @@ import sys
 import uuid
 from collections import deque
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -24,6 +25,7 @@ from agents.executors.agent.protocol import (
     AskLine,
     InboundLine,
     MessageLine,
+    ModelCall,
     ModelSpec,
     Progress,
     SessionResult,
@@ -33,6 +35,7 @@ from agents.executors.base import ExecutionContext, TeamLink
 from agents.llm.client import ModelConfig
 from agents.procs import detach_from_terminal_and_follow_parent
 from agents.settings import Settings
+from agents.spans import record_span
 from agents.task_env import task_environment
 from schemas import TaskResult, TaskState
 from schemas.task import Handoff
@@ -228,12 +231,28 @@ class AgentExecutor:
                     await ctx.team.send(sent.to, sent.text)
                 elif b'"kind":"ask"' in line:
                     inbound.ask(AskLine.model_validate_json(line), ctx.team)
+                elif b'"kind":"model_call"' in line:
+                    _record_model_call(ModelCall.model_validate_json(line))
                 elif b'"kind":"progress"' in line:
                     progress = Progress.model_validate_json(line)
                     if ctx.report is not None:
                         await ctx.report(progress.model_dump(exclude={"kind"}))
             except ValidationError:
                 log.debug("unreadable session line: %r", line[:200])
+
+
+def _record_model_call(call: ModelCall) -> None:
+    """The session's model call as a span of the attempt (the current span here)."""
+    record_span(
+        f"chat {call.model}",
+        start=call.ended_at - timedelta(seconds=call.latency_s),
+        end=call.ended_at,
+        attributes={
+            "gen_ai.request.model": call.model,
+            "gen_ai.usage.input_tokens": call.prompt_tokens,
+            "gen_ai.usage.output_tokens": call.completion_tokens,
+        },
+    )
 
 
 async def _read_stderr(proc: asyncio.subprocess.Process, tail: deque[str]) -> None:

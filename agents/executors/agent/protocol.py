@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import Field
@@ -47,6 +48,17 @@ class HandoffRequest(WireModel):
     to_capability: str | None = None
     to_agent: str | None = None
     context: str = ""
+
+
+class ModelCall(WireModel):
+    """One call the conversation made to its model, for the attempt's trace."""
+
+    kind: Literal["model_call"] = "model_call"
+    model: str
+    ended_at: datetime
+    latency_s: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 # Out, from the session: a message to send, a question to ask.

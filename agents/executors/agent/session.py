@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from pydantic import SecretStr
@@ -32,6 +33,7 @@ from agents.executors.agent.protocol import (
     AskLine,
     InboundLine,
     MessageLine,
+    ModelCall,
     Outcome,
     Progress,
     SessionResult,
@@ -64,6 +66,8 @@ class Watcher:
         self.last_report = 0.0
         self.baseline = Usage()
         self.usage_now: Any = None  # set once the conversation exists
+        self.metrics_now: Any = None  # likewise: the conversation's combined metrics
+        self.calls_seen = 0
         self.on_over_budget: Any = None
 
     def __call__(self, event: Any) -> None:
@@ -77,6 +81,7 @@ class Watcher:
                 self.summary = _text(event.llm_message.content) or self.summary
             elif isinstance(event, ConversationErrorEvent):
                 self.error = (str(event.code), str(event.detail))
+            self._report_model_calls()
             usage = self.usage()
             reason = self.spec.budget.exhausted_by(usage) if usage.iterations else None
             if reason and self.over_budget is None:
@@ -107,6 +112,26 @@ class Watcher:
         if event.tool_name == "finish":
             self.summary = str(getattr(action, "message", "") or self.summary)
 
+    def _report_model_calls(self) -> None:
+        """A line for each model call made since the last event, for the attempt's trace."""
+        if self.metrics_now is None:
+            return
+        metrics = self.metrics_now()
+        calls = metrics.token_usages
+        latencies = {r.response_id: r.latency for r in metrics.response_latencies}
+        now = datetime.now(UTC)
+        for call in calls[self.calls_seen :]:
+            self.emit(
+                ModelCall(
+                    model=str(call.model or metrics.model_name or ""),
+                    ended_at=now,
+                    latency_s=float(latencies.get(call.response_id, 0.0) or 0.0),
+                    prompt_tokens=int(call.prompt_tokens or 0),
+                    completion_tokens=int(call.completion_tokens or 0),
+                )
+            )
+        self.calls_seen = len(calls)
+
     def usage(self) -> Usage:
         if self.usage_now is None:
             return Usage()
@@ -127,7 +152,7 @@ class Watcher:
             usage=usage,
         )
 
-    def emit(self, line: Progress | SessionResult | MessageLine | AskLine) -> None:
+    def emit(self, line: Progress | SessionResult | MessageLine | AskLine | ModelCall) -> None:
         # Tools write from the conversation's thread, progress from the callback's.
         with self.out_lock:
             self.out.write(line.model_dump_json() + "\n")
@@ -201,6 +226,9 @@ async def run(
     conversation = await asyncio.to_thread(build_conversation, spec, api_key, watcher, mailbox)
     watcher.usage_now = lambda: conversation_usage(conversation)
     watcher.baseline = conversation_usage(conversation)
+    watcher.metrics_now = conversation.conversation_stats.get_combined_metrics
+    # A resumed conversation's earlier calls are in an earlier attempt's trace.
+    watcher.calls_seen = len(watcher.metrics_now().token_usages)
     watcher.on_over_budget = conversation.interrupt
     state = conversation.state
     resumed = any(getattr(e, "source", None) == "user" for e in state.events)
