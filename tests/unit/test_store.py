@@ -485,7 +485,13 @@ def test_prune_removes_old_rows_from_db_and_segments(
     store.publish()
     assert len(segments(store)) == 3
     assert store.prune(T0 - timedelta(days=1)) == 16
-    assert store.counts() == {"events": 15, "dead_letters": 1, "audit_events": 0, "logs": 0, "spans": 0}
+    assert store.counts() == {
+        "events": 15,
+        "dead_letters": 1,
+        "audit_events": 0,
+        "logs": 0,
+        "spans": 0,
+    }
     assert len(segments(store)) == 2
     assert count(reader) == 15
     assert count(reader, "dead_letters") == 1
