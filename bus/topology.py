@@ -104,23 +104,21 @@ def stream_configs(cfg: TopologyConfig) -> list[StreamConfig]:
             deny_delete=True,
             deny_purge=True,
         ),
-        StreamConfig(
-            name=c.LOGS_STREAM,
-            subjects=[c.LOGS_SUBJECTS],
-            retention=RetentionPolicy.LIMITS,
-            max_age=cfg.logs_max_age_s,
-            max_bytes=cfg.logs_max_bytes,
-            discard=DiscardPolicy.OLD,
-            max_msg_size=LOG_LINE_MAX_BYTES,
-        ),
-        StreamConfig(
-            name=c.SPANS_STREAM,
-            subjects=[c.SPANS_SUBJECTS],
-            retention=RetentionPolicy.LIMITS,
-            max_age=cfg.logs_max_age_s,
-            max_bytes=cfg.logs_max_bytes,
-            discard=DiscardPolicy.OLD,
-            max_msg_size=LOG_LINE_MAX_BYTES,
+        # Telemetry: log lines and spans, kept alike (a few days, capped, oldest out).
+        *(
+            StreamConfig(
+                name=name,
+                subjects=[subjects],
+                retention=RetentionPolicy.LIMITS,
+                max_age=cfg.logs_max_age_s,
+                max_bytes=cfg.logs_max_bytes,
+                discard=DiscardPolicy.OLD,
+                max_msg_size=LOG_LINE_MAX_BYTES,
+            )
+            for name, subjects in (
+                (c.LOGS_STREAM, c.LOGS_SUBJECTS),
+                (c.SPANS_STREAM, c.SPANS_SUBJECTS),
+            )
         ),
     ]
     for stream in streams:
