@@ -56,6 +56,7 @@ class GatewayOptions:
     failure_window: int = 5_000
     # The newest log lines a ticket's page shows (from the store's `logs` view).
     ticket_log_lines: int = 300
+    ticket_trace_spans: int = 500
     # Requests per window for each token, and for each client address of requests without
     # a valid token (the sign-in page, failed attempts); None: no limit. Each gateway
     # counts on its own. High enough that the dashboard never meets them.

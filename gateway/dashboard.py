@@ -28,6 +28,7 @@ from gateway.context import Ctx, GatewayContext
 from gateway.models import MAX_REASON
 from gateway.problems import ApiProblem
 from gateway.ticket_logs import ticket_logs
+from gateway.ticket_trace import ticket_trace, waterfall_svg
 from schemas import CancelTicket, EventType, TicketState
 from schemas.audit import AuditAction
 from schemas.token import Role
@@ -131,11 +132,14 @@ class DashboardController(Controller):
     @get("/tickets/{ticket_id:str}", summary="One ticket's task graph", responses=problems(404))
     async def ticket_page(self, ctx: Ctx, ticket_id: TicketId) -> Template:
         since = await streams.last_seq(ctx.bus, c.EVENTS_STREAM)
-        detail, logs = await asyncio.gather(
+        detail, logs, spans = await asyncio.gather(
             _detail(ctx, ticket_id),
             ticket_logs(ctx.reader, ticket_id, ctx.options.ticket_log_lines),
+            ticket_trace(ctx.reader, ticket_id, ctx.options.ticket_trace_spans),
         )
-        return Template("ticket.html", context={"since": since, "logs": logs, **detail})
+        trace = waterfall_svg(spans, title=f"trace of {ticket_id}") if spans else None
+        context = {"since": since, "logs": logs, "trace": trace, "spans": len(spans), **detail}
+        return Template("ticket.html", context=context)
 
     @get(
         "/fragments/tickets/{ticket_id:str}/row",

@@ -31,6 +31,8 @@ class OtlpReceiver:
     def __init__(self) -> None:
         self.spans: list[ReceivedSpan] = []
         self.requests = 0
+        # What every export is answered with; set it to 400 for a collector that refuses.
+        self.status = 200
         self._lock = threading.Lock()
         receiver = self
 
@@ -41,6 +43,9 @@ class OtlpReceiver:
                     body = gzip.decompress(body)
                 if self.path != "/v1/traces":
                     self.send_error(404)
+                    return
+                if receiver.status != 200:  # a collector refusing: nothing is kept
+                    self.send_error(receiver.status)
                     return
                 request = ExportTraceServiceRequest()
                 request.ParseFromString(body)

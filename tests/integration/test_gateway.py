@@ -19,6 +19,7 @@ from agents.validator.agent import Validator
 from bus import Bus, EmbeddedNatsServer
 from bus import constants as c
 from bus.auth import Credentials
+from bus.trace_context import ticket_span_id, ticket_trace_id
 from gateway.app import create_app
 from gateway.context import GatewayOptions
 from gateway.serve import serving
@@ -66,7 +67,16 @@ class DuckReader:
                 (3, TIMESTAMPTZ '2026-01-01 10:00:02+00', 'info', 'worker', 'worker-2', 'other',
                  'a', 'a line about another ticket'))
                 t(stream_seq, "at", level, role, agent, ticket_id, task, message);
-            """
+            CREATE VIEW spans AS SELECT * FROM (VALUES
+                ('{tr}', '{root}', NULL, 'ticket', 'planner', 'planner-1', NULL,
+                 TIMESTAMPTZ '2026-01-01 10:00:00+00', TIMESTAMPTZ '2026-01-01 10:00:10+00',
+                 10000.0, 'ok', NULL, '{{}}'),
+                ('{tr}', 'a1', '{root}', 'attempt', 'worker', 'worker-1', 'a',
+                 TIMESTAMPTZ '2026-01-01 10:00:02+00', TIMESTAMPTZ '2026-01-01 10:00:07+00',
+                 5000.0, 'error', 'exit code 3 <boom>', '{{}}'))
+                t(trace_id, span_id, parent_id, name, role, agent, task, "at", end_at,
+                  duration_ms, status, status_message, attributes);
+            """.format(tr=ticket_trace_id("lg-1"), root=ticket_span_id("lg-1"))
         )
 
     def query(self, sql: str, params: Sequence[object] = (), *, max_rows: int) -> Any:
@@ -550,6 +560,29 @@ async def test_the_ticket_page_shows_each_tasks_log_lines(
     assert "lg-1.a attempt 1 failed, retry in 0.05s" in task_part and "worker/worker-1" in task_part
     assert "another ticket" not in page
     assert "No log lines about this ticket" in (await api.get("/tickets/quiet-1")).text
+
+
+async def test_the_ticket_page_draws_its_trace_as_a_waterfall(
+    api: httpx.AsyncClient, start_planner: Start
+) -> None:
+    await start_planner()
+    for ticket in ("lg-1", "quiet-1"):
+        r = await api.post(
+            "/api/v1/tickets", json={"id": ticket, "title": "t", "tasks": graph("a")}
+        )
+        assert r.status_code == 201, r.text
+    page = (await api.get("/tickets/lg-1")).text
+    assert "2 spans from the store" in page
+    svg = page[page.index('<svg class="waterfall"') :]
+    root, attempt = svg.split("<g class=")[1:3]
+    assert f'data-span="{ticket_span_id("lg-1")}" data-depth="0"' in root and "10.00 s" in root
+    # The attempt is under the ticket, half its length from a fifth of the way, and failed.
+    assert '"span span-failed role-worker" data-span="a1" data-depth="1"' in attempt
+    assert "attempt a" in attempt and "exit code 3 &lt;boom&gt;" in attempt  # escaped
+    rect = attempt[attempt.index("<rect") :]
+    x, w = (float(rect.split(f' {k}="')[1].split('"')[0]) for k in ("x", "width"))
+    assert (x, w) == (260 + 0.2 * 630, 0.5 * 630)
+    assert "No spans of this ticket in the store yet" in (await api.get("/tickets/quiet-1")).text
 
 
 async def _dlq_has(bus: Bus) -> bool:

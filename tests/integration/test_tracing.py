@@ -130,4 +130,10 @@ async def test_a_ticket_is_one_trace_from_four_processes_in_otlp_and_the_store(
     assert "ticket" in lines[0] and "planner" in lines[0]  # the root first
     assert any("└ attempt notes" in line and "worker" in line for line in lines)
     assert any("└ gate requirements" in line and "validator" in line for line in lines)
+    # The ticket's page draws the same waterfall, from the gateway's own store reader.
+    async with httpx.AsyncClient(base_url=up.state["http_url"], timeout=10) as http:
+        page = await http.get(f"/tickets/{TICKET}", headers={"Authorization": f"Bearer {token}"})
+    assert page.status_code == 200
+    assert f'data-span="{ticket_span_id(TICKET)}" data-depth="0"' in page.text
+    assert 'role-validator" data-span=' in page.text and ">gate requirements<" in page.text
     assert await up.stop() == 0
