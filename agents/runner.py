@@ -105,8 +105,13 @@ def build_agent(
         )
     if role == "monitor":
         from agents.monitor.agent import Monitor
+        from store.reader import Reader
 
-        return Monitor(bus, settings, agent_id=args.agent_id, server_events=server_events)
+        # The store the recorder publishes, where this machine has it (it may not yet).
+        store = Reader(settings.published_dir, refresh_s=settings.anomaly_interval_s / 2)
+        return Monitor(
+            bus, settings, agent_id=args.agent_id, server_events=server_events, store=store
+        )
     if role == "validator":
         from agents.validator.agent import Validator
 

@@ -97,6 +97,13 @@ class Settings(BaseModel):
     record_batch: int = Field(default=2000, ge=1, le=100_000)
     store_publish_interval_s: float = Field(default=2.0, gt=0)
     store_retention_s: float = Field(default=30 * 24 * 3600, gt=0)
+    # The monitor's anomaly detection: how often it judges, the recent window a worker is
+    # judged on, the history before it that says what is usual, and the finished attempts
+    # a worker needs in the window (agents/monitor/detection.py has the other rules).
+    anomaly_interval_s: float = Field(default=15.0, gt=0)
+    anomaly_window_s: float = Field(default=300.0, gt=0)
+    anomaly_baseline_s: float = Field(default=24 * 3600.0, gt=0)
+    anomaly_min_samples: int = Field(default=3, ge=1)
     # How often a running agent task may publish a task.progress event.
     progress_interval_s: float = Field(default=2.0, gt=0)
     # The size of the context one phase hands to the next, in (approximate) tokens.

@@ -168,6 +168,11 @@ def _workspaces(*, write: bool) -> tuple[str, ...]:
 
 
 _AGENT_EVENTS = (c.event_subject("_agents", "agent.>"),)
+# The monitor's findings, and what it samples for them: every durable consumer's backlog.
+_ANOMALIES = (
+    c.event_subject("_agents", "anomaly.>"),
+    *(f"{_API}.CONSUMER.LIST.{stream}" for stream in c.MESSAGE_STREAMS),
+)
 
 
 def _telemetry(role: str) -> tuple[str, ...]:
@@ -349,13 +354,15 @@ def _table() -> dict[str, Permissions]:
                 *_HEARTBEAT,
                 *_reads(c.TICKETS_BUCKET, c.TASKS_BUCKET),
                 *_AGENT_EVENTS,
+                *_ANOMALIES,
                 *_telemetry("monitor"),
                 # The connections the servers refused, which it hears as `system`.
                 c.audit_subject(AuditAction.AUTH_FAILURE),
             ),
             subscribe=own("monitor", *_serves("monitor")),
             responds=True,
-            notes="reads heartbeats, reports stale agents and refused connections",
+            notes="reads heartbeats and backlogs, reports stale agents, anomalies and refused "
+            "connections",
         ),
         "gateway": Permissions(
             publish=(

@@ -47,6 +47,9 @@ class EventType(StrEnum):
     AGENT_STOPPED = "agent.stopped"
     AGENT_STALE = "agent.stale"
     AGENT_RECOVERED = "agent.recovered"
+    # The monitor's findings (data: schemas.anomaly.Anomaly), and their end.
+    ANOMALY_DETECTED = "anomaly.detected"
+    ANOMALY_RESOLVED = "anomaly.resolved"
 
 
 class Event(WireModel):

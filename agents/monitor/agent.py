@@ -1,18 +1,38 @@
 """The monitor: watches heartbeats and reports agents that went silent (and came back),
-and audits the connections the servers refused (heard in their system account)."""
+audits the connections the servers refused (heard in their system account), and reports
+anomalies: workers that are slow, failing or costly against their phase's baseline in the
+store, backlogs that keep growing, heartbeats that come late (agents/monitor/detection.py).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable
 from datetime import datetime
 
 from agents.base import Agent
+from agents.monitor.detection import DetectionRules, PhaseBaseline, WorkerWindow
+from agents.monitor.watch import AnomalyWatch
+from agents.monitor.workload import StoreReader, read_workload
 from agents.settings import Settings
-from bus import Bus
+from bus import Bus, streams
+from bus import constants as c
 from bus.audit import AuditTrail
 from bus.server_events import ServerEvents
 from schemas import AGENTS_TOKEN, Event, EventType, Heartbeat, utcnow
+from schemas.anomaly import Anomaly
+from store.errors import StoreError
 
 MISSED_BEATS = 3
+
+
+def detection_rules(settings: Settings) -> DetectionRules:
+    return DetectionRules(
+        recent_window_s=settings.anomaly_window_s,
+        baseline_window_s=settings.anomaly_baseline_s,
+        min_samples=settings.anomaly_min_samples,
+    )
 
 
 class Monitor(Agent):
@@ -24,12 +44,18 @@ class Monitor(Agent):
         settings: Settings,
         agent_id: str | None = None,
         server_events: ServerEvents | None = None,
+        store: StoreReader | None = None,
+        rules: DetectionRules | None = None,
     ) -> None:
         super().__init__(bus, settings, agent_id)
         self.stale: dict[str, Heartbeat] = {}
         # None: no system identity here, so refused connections go unaudited (said once).
         self.server_events = server_events
         self.trail = AuditTrail(bus)
+        # None: no store on this machine, so only backlogs and heartbeats are judged.
+        self.store = store
+        self.watch = AnomalyWatch(rules or detection_rules(settings))
+        self._store_missing = False
 
     async def main(self) -> None:
         if self.server_events is not None:
@@ -41,18 +67,36 @@ class Monitor(Agent):
                 "(OMOI_NATS_SYSTEM_CREDENTIALS, or system.nk in the auth dir)"
             )
         self.ready.set()
+        beat_every, judge_every = (
+            self.settings.heartbeat_interval_s,
+            self.settings.anomaly_interval_s,
+        )
+        next_beat = next_judge = time.monotonic()
         try:
-            while not await self.wait_stopping(self.settings.heartbeat_interval_s):
-                try:
-                    await self.check()
-                except Exception:
-                    self.log.warning("heartbeat check failed", exc_info=True)
+            while not await self.wait_stopping(
+                max(0.0, min(next_beat, next_judge) - time.monotonic())
+            ):
+                now = time.monotonic()
+                if now >= next_beat:
+                    next_beat = now + beat_every
+                    await self._guarded(self.check(), "heartbeat check")
+                if now >= next_judge:
+                    next_judge = now + judge_every
+                    await self._guarded(self.judge(), "anomaly check")
         finally:
             await self.trail.flush()
 
+    async def _guarded(self, step: Awaitable[None], what: str) -> None:
+        try:
+            await step
+        except Exception:
+            self.log.warning("%s failed", what, exc_info=True)
+
     async def check(self) -> None:
         now = utcnow()
-        for beat in await self.bus.heartbeats.values():
+        beats = await self.bus.heartbeats.values()
+        self.watch.observe_beats(beats)
+        for beat in beats:
             if beat.is_stale(now, MISSED_BEATS):
                 if beat.agent_id not in self.stale:
                     self.stale[beat.agent_id] = beat
@@ -62,6 +106,53 @@ class Monitor(Agent):
                     await self._report(beat, EventType.AGENT_STALE, now)
             elif self.stale.pop(beat.agent_id, None) is not None:
                 await self._report(beat, EventType.AGENT_RECOVERED, now)
+
+    async def judge(self) -> None:
+        """One anomaly check: sample the backlogs, read the workload, announce changes."""
+        now = utcnow()
+        self.watch.observe_backlogs(
+            await streams.consumer_backlogs(self.bus, c.MESSAGE_STREAMS), now
+        )
+        baselines, windows = await self._workload(now)
+        changed = self.watch.judge(now, baselines, windows)
+        for anomaly in changed.raised:
+            self.log.warning("anomaly: %s", anomaly.summary)
+            await self._announce(anomaly, EventType.ANOMALY_DETECTED, now)
+            self.watch.activate(anomaly, now)
+        for anomaly in changed.resolved:
+            self.log.info("anomaly resolved: %s", anomaly.summary)
+            await self._announce(anomaly, EventType.ANOMALY_RESOLVED, now)
+            self.watch.resolve(anomaly.key)
+
+    async def _workload(self, now: datetime) -> tuple[list[PhaseBaseline], list[WorkerWindow]]:
+        if self.store is None:
+            return [], []
+        try:
+            found = await asyncio.to_thread(read_workload, self.store, now, self.watch.rules)
+        except StoreError as exc:
+            if not self._store_missing:
+                self.log.info("no workload baselines yet (the store: %s)", exc)
+            self._store_missing = True
+            return [], []
+        self._store_missing = False
+        return found
+
+    async def _announce(self, anomaly: Anomaly, kind: EventType, now: datetime) -> None:
+        since = self.watch.since(anomaly.key) or now
+        await self.bus.publish_event(
+            Event(
+                # One detection and one resolution per stretch the anomaly lasts.
+                id=f"{anomaly.key}.{kind.value}.{since.timestamp()}",
+                type=kind,
+                ticket_id=AGENTS_TOKEN,
+                agent=anomaly.agent,
+                data={
+                    **anomaly.model_dump(mode="json"),
+                    "since": since.isoformat(),
+                    "reported_by": self.id,
+                },
+            )
+        )
 
     async def _report(self, beat: Heartbeat, kind: EventType, now: datetime) -> None:
         await self.bus.publish_event(

@@ -78,7 +78,7 @@ def full_set(**overrides: float) -> list[Metric]:
         "ingest": 60_000.0, "lag": 999.0, "publish": 10_000.0, "analytics": 100.0,
         "gateway": 15.0, "gateway_rate": 1000.0, "planner_growth": 10.0, "worker_growth": 11.0,
         "gap_p50": 5.0, "gap_p99": 60.0, "recovery_single": 5.0, "recovery_cluster": 2.0,
-        "logs": 20_000.0,
+        "logs": 20_000.0, "false_positives": 0.0, "detected": 2.0,
     } | overrides  # fmt: skip
     return [
         tps("lifecycle", 2, values["omoi"]),
@@ -105,6 +105,10 @@ def full_set(**overrides: float) -> list[Metric]:
                {"fault": "single-restart"}),
         Metric("recovery", "recovery_s", values["recovery_cluster"], "s",
                {"fault": "cluster-node-loss", "from": "election"}),
+        Metric("anomalies", "false_positives", values["false_positives"], "findings",
+               {"tasks": 6000}),
+        Metric("anomalies", "faulty_workers_detected", values["detected"], "of 2",
+               {"tasks": 6000}),
     ]  # fmt: skip
 
 
@@ -134,6 +138,13 @@ def test_targets_at_full_scale() -> None:
     leak = "no leak: {} RSS growth ≤ 10 MB over the last 2 of 3 churn waves"
     assert got[leak.format("planner")].verdict == "PASS"
     assert got[leak.format("worker")].verdict == "MISS"
+    # anomaly detection: none false (inclusive bound 0), both faulty workers found
+    assert got["anomaly detection: no false positives over 6,000 steady tasks"].verdict == "PASS"
+    flagged = "anomaly detection: the failing and the slow worker both flagged"
+    assert got[flagged].verdict == "PASS"
+    noisy = {v.target: v for v in harness.evaluate(full_set(false_positives=1, detected=1), 1.0)}
+    assert noisy["anomaly detection: no false positives over 6,000 steady tasks"].verdict == "MISS"
+    assert noisy[flagged].verdict == "MISS"
 
 
 def test_targets_below_bounds_and_missing_and_smoke() -> None:

@@ -1,0 +1,102 @@
+"""The monitor's anomaly detection on real parts: a DuckDB store the recorder's way
+(EventStore, published Parquet, Reader), a nats-server, and the monitor under its own
+identity. A failing and a slow worker are reported with their evidence, a steady worker
+is not, and a finding ends when the worker does well again."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
+
+import pytest
+
+from agents.monitor.agent import Monitor
+from agents.settings import Settings
+from benchmarks.workloads import Attempt, Attempts, Lane, steady
+from bus import Bus
+from schemas import AGENTS_TOKEN, Event, utcnow
+from schemas.anomaly import Anomaly, AnomalyKind
+from store.reader import Reader
+from store.writer import EventStore
+from tests.helpers import EventLog, Running
+
+pytestmark = pytest.mark.integration
+
+LANES = (Lane("implementation", "shell", 2.0), Lane("testing", "shell", 6.0, failure_rate=0.05))
+GOOD = ("w-good-1", "w-good-2")
+
+
+class Store:
+    def __init__(self, settings: Settings) -> None:
+        self.writer = EventStore(settings.store_path, settings.published_dir).open()
+        self.attempts = Attempts()
+
+    def add(self, attempts: Sequence[Attempt]) -> None:
+        self.writer.ingest([e for a in attempts for e in self.attempts.events(a)])
+        self.writer.publish()
+
+
+@pytest.fixture
+async def store(settings: Settings) -> AsyncIterator[Store]:
+    s = Store(settings)
+    yield s
+    s.writer.close()
+
+
+@pytest.fixture
+async def monitor_bus(settings: Settings, bus: Bus) -> AsyncIterator[Bus]:
+    """The monitor's own connection; `bus` (admin) provisioned the topology."""
+    assert settings.nats_url
+    b = await Bus.connect(
+        settings.nats_url, name="monitor", credentials=settings.credentials("monitor")
+    )
+    yield b
+    await b.close()
+
+
+def anomaly(event: Event) -> Anomaly:
+    return Anomaly.model_validate(event.data)
+
+
+async def test_the_monitor_reports_a_failing_and_a_slow_worker_and_when_one_recovers(
+    settings: Settings, store: Store, monitor_bus: Bus, events: EventLog, running: Running
+) -> None:
+    rng = random.Random(3)
+    now = utcnow()
+    # Two hours of a steady workload, then the recent window: two good workers go on,
+    # one fails everything, one is five times slower.
+    store.add(list(steady(rng, LANES, GOOD, now - timedelta(hours=2), 1.9, 600)))
+    recent = now - timedelta(minutes=4)
+    store.add(list(steady(rng, LANES, GOOD, recent, 0.06, 600, prefix="G")))
+    store.add(
+        list(steady(rng, LANES[:1], ["w-bad"], recent, 0.06, 100, failing=["w-bad"], prefix="B"))
+    )
+    store.add(
+        list(
+            steady(rng, LANES[:1], ["w-slow"], recent, 0.06, 100, slow={"w-slow": 5.0}, prefix="S")
+        )
+    )
+    fast = settings.model_copy(update={"anomaly_interval_s": 0.2})
+    monitor = Monitor(monitor_bus, fast, store=Reader(fast.published_dir, refresh_s=0.1))
+    await running.start(monitor)
+
+    failing = anomaly(await events.wait_type(AGENTS_TOKEN, "anomaly.detected", agent="w-bad"))
+    assert failing.kind is AnomalyKind.FAILURE_RATE and failing.observed == 1.0
+    assert failing.samples == 6 and failing.baseline < 0.1 and len(failing.evidence) == 5
+    assert all(ref.startswith("B") and ref.endswith("#1") for ref in failing.evidence)
+    slow = anomaly(await events.wait_type(AGENTS_TOKEN, "anomaly.detected", agent="w-slow"))
+    assert slow.kind is AnomalyKind.RUN_TIME and slow.phase == "implementation"
+    assert slow.observed > 4 * slow.baseline and 1500 < slow.baseline < 2500  # ms
+    # The backlogs were sampled too, under the monitor's own permissions.
+    assert any(name.startswith("OMOI_TASKS/") for name in monitor.watch.depths)
+
+    # w-bad does well again: enough good attempts to say so, and its finding ends.
+    again = now - timedelta(minutes=2)
+    store.add(list(steady(rng, LANES[:1], ["w-bad"], again, 0.03, 1500, prefix="R")))
+    resolved = await events.wait_type(AGENTS_TOKEN, "anomaly.resolved", agent="w-bad")
+    assert anomaly(resolved).key == failing.key == "failure_rate.w-bad"
+    assert resolved.data["since"] and resolved.id.startswith("failure_rate.w-bad.anomaly.resolved.")
+    # One detection each, and none for the good workers.
+    detected = events.of(AGENTS_TOKEN, "anomaly.detected")
+    assert sorted(e.agent or "" for e in detected) == ["w-bad", "w-slow"]
