@@ -15,6 +15,11 @@ class SettingsError(AgentError):
     Entry points print its message and exit; it never names a secret's value."""
 
 
+class AlertRulesError(AgentError):
+    """An alert rule file that cannot be used; the message names the file, the line and
+    why. The monitor does not start with one."""
+
+
 class InvalidTicket(AgentError):
     """A submission that can never become a ticket (bad JSON, schema, graph)."""
 

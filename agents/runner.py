@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from agents.base import Agent
-from agents.errors import SettingsError
+from agents.errors import AgentError, SettingsError
 from agents.logs import configure_logging, shipped_logs
 from agents.redact import Redactor, install_log_redaction
 from agents.settings import DEFAULT_NATS_PORT, Settings
@@ -105,12 +105,20 @@ def build_agent(
         )
     if role == "monitor":
         from agents.monitor.agent import Monitor
+        from agents.monitor.setup import alert_rules, notifier_for
         from store.reader import Reader
 
         # The store the recorder publishes, where this machine has it (it may not yet).
         store = Reader(settings.published_dir, refresh_s=settings.anomaly_interval_s / 2)
+        rules = alert_rules(settings)
         return Monitor(
-            bus, settings, agent_id=args.agent_id, server_events=server_events, store=store
+            bus,
+            settings,
+            agent_id=args.agent_id,
+            server_events=server_events,
+            store=store,
+            alerts=rules,
+            notifier=notifier_for(rules, settings) if rules else None,
         )
     if role == "validator":
         from agents.validator.agent import Validator
@@ -191,6 +199,14 @@ def main(role: str, argv: Sequence[str] | None = None) -> None:
         # A message, not a traceback: this is the operator's configuration.
         sys.stderr.write(f"omoi agent {role}: {exc}\n")
         raise SystemExit(2) from None
+    if role == "monitor":
+        from agents.monitor.setup import alert_rules
+
+        try:
+            alert_rules(settings)  # a file that cannot be used stops it here, with its line
+        except AgentError as exc:
+            sys.stderr.write(f"omoi agent {role}: {exc}\n")
+            raise SystemExit(2) from None
     configure_logging(args.log_level, settings.log_format)
     # One redactor for the whole process: its log lines and what its agent publishes.
     redactor = Redactor.from_settings(settings)

@@ -104,6 +104,21 @@ class Settings(BaseModel):
     anomaly_window_s: float = Field(default=300.0, gt=0)
     anomaly_baseline_s: float = Field(default=24 * 3600.0, gt=0)
     anomaly_min_samples: int = Field(default=3, ge=1)
+    # Alert rules (TOML, agents/monitor/alert_rules.py); unset: no alerts. Webhook
+    # notices are signed with `alert_webhook_secret` (HMAC-SHA256); mail goes through
+    # `smtp_host`. Each delivery is tried `alert_attempts` times, backing off from
+    # `alert_retry_base_s`, each try cut off after `alert_timeout_s`.
+    alert_rules: Path | None = None
+    alert_webhook_secret: SecretStr | None = None
+    alert_attempts: int = Field(default=5, ge=1, le=20)
+    alert_retry_base_s: float = Field(default=1.0, ge=0)
+    alert_timeout_s: float = Field(default=5.0, gt=0)
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_from: str = "omoi@localhost"
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
     # How often a running agent task may publish a task.progress event.
     progress_interval_s: float = Field(default=2.0, gt=0)
     # The size of the context one phase hands to the next, in (approximate) tokens.

@@ -168,9 +168,11 @@ def _workspaces(*, write: bool) -> tuple[str, ...]:
 
 
 _AGENT_EVENTS = (c.event_subject("_agents", "agent.>"),)
-# The monitor's findings, and what it samples for them: every durable consumer's backlog.
-_ANOMALIES = (
+# The monitor's findings and alerts, and what it samples for them: every durable
+# consumer's backlog.
+_FINDINGS = (
     c.event_subject("_agents", "anomaly.>"),
+    c.event_subject("_agents", "alert.>"),
     *(f"{_API}.CONSUMER.LIST.{stream}" for stream in c.MESSAGE_STREAMS),
 )
 
@@ -354,7 +356,7 @@ def _table() -> dict[str, Permissions]:
                 *_HEARTBEAT,
                 *_reads(c.TICKETS_BUCKET, c.TASKS_BUCKET),
                 *_AGENT_EVENTS,
-                *_ANOMALIES,
+                *_FINDINGS,
                 *_telemetry("monitor"),
                 # The connections the servers refused, which it hears as `system`.
                 c.audit_subject(AuditAction.AUTH_FAILURE),

@@ -21,6 +21,7 @@ from bus import constants as c
 from bus import streams
 from bus.locks import ticket_locks
 from gateway import reads, submit, views
+from gateway.alerts_panel import firing_alerts
 from gateway.api_tickets import TicketId, problems
 from gateway.audit import Audited
 from gateway.charts import charts as draw_charts
@@ -111,11 +112,12 @@ class DashboardController(Controller):
     @get("/", summary="The dashboard", responses=problems())
     async def index(self, ctx: Ctx) -> Template:
         since = await streams.last_seq(ctx.bus, c.EVENTS_STREAM)
-        found, agents, failures, drawn = await asyncio.gather(
+        found, agents, failures, drawn, alerts = await asyncio.gather(
             reads.tickets(ctx.bus),
             reads.agents(ctx.bus, ctx.options.stale_beats),
             _failures(ctx),
             draw_charts(ctx.reader),
+            firing_alerts(ctx.reader),
         )
         return Template(
             "index.html",
@@ -125,6 +127,7 @@ class DashboardController(Controller):
                 "total": len(found),
                 "agents": agents,
                 "charts": drawn,
+                "alerts": alerts,
                 **failures,
             },
         )

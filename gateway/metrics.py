@@ -3,8 +3,8 @@
 Live from NATS: the backlog of every durable consumer (queue depth), dead letters by
 origin, and each agent's heartbeat age. From the store's views, as of its last publish
 (`OMOI_STORE_PUBLISH_INTERVAL_S`, 2 s): tasks by status, attempts and run time per phase and
-capability, tokens and cost. A source that fails leaves its metrics out and says so in
-`omoi_metrics_source_up`; the scrape itself still answers.
+capability, tokens and cost, alerts firing. A source that fails leaves its metrics out and
+says so in `omoi_metrics_source_up`; the scrape itself still answers.
 
 Names follow Prometheus' conventions: an `omoi_` prefix, base units (`_seconds`), `_total`
 for counters. A scrape needs a token of any role (`viewer` is enough).
@@ -32,6 +32,7 @@ from gateway import reads
 from gateway.api_tickets import BEARER, problems
 from gateway.context import Ctx, GatewayContext
 from gateway.sql import SqlError, SqlReader
+from schemas.alert import Severity
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ OUTCOMES_SQL = (
     "SELECT phase, capability, coalesce(outcome, 'running'), count(*) FROM task_attempts "
     "GROUP BY ALL ORDER BY ALL"
 )
+ALERTS_SQL = "SELECT severity, count(*) FROM alerts WHERE status = 'firing' GROUP BY ALL"
 COST_SQL = (
     "SELECT phase, sum(prompt_tokens), sum(completion_tokens), sum(cost_usd) "
     "FROM cost_by_ticket_phase GROUP BY ALL ORDER BY ALL"
@@ -86,9 +88,9 @@ async def _store_metrics(reader: SqlReader) -> list[Metric]:
         result = await asyncio.to_thread(reader.query, sql, max_rows=10_000)
         return list(result.rows)
 
-    tasks, outcomes, runs, attempts, cost = await asyncio.gather(
+    tasks, outcomes, runs, attempts, cost, alerts = await asyncio.gather(
         rows(TASKS_SQL), rows(OUTCOMES_SQL), rows(_run_time_sql()), rows(_attempts_sql()),
-        rows(COST_SQL),
+        rows(COST_SQL), rows(ALERTS_SQL),
     )  # fmt: skip
     by_status = GaugeMetricFamily("omoi_tasks", "Tasks by latest status.", labels=["status"])
     for status, n in tasks:
@@ -110,9 +112,16 @@ async def _store_metrics(reader: SqlReader) -> list[Metric]:
         tokens.add_metric([str(phase), "prompt"], float(prompt or 0))
         tokens.add_metric([str(phase), "completion"], float(completion or 0))
         dollars.add_metric([str(phase)], float(usd or 0))
+    firing = GaugeMetricFamily(
+        "omoi_alerts_firing", "Alerts firing now, by severity.", labels=["severity"]
+    )
+    counts = {str(severity): float(n) for severity, n in alerts}
+    for severity in Severity:
+        firing.add_metric([severity.value], counts.get(severity.value, 0.0))
     return [
         by_status,
         tried,
+        firing,
         _histogram("omoi_task_run_seconds", "How long attempts ran.", RUN_BUCKETS_S, runs),
         _histogram(
             "omoi_task_attempts_per_task",

@@ -50,6 +50,11 @@ class EventType(StrEnum):
     # The monitor's findings (data: schemas.anomaly.Anomaly), and their end.
     ANOMALY_DETECTED = "anomaly.detected"
     ANOMALY_RESOLVED = "anomaly.resolved"
+    # Alert rules that fired or stopped (data: schemas.alert.AlertNotice), and each
+    # attempt to tell a webhook or a mailbox (data: schemas.alert.Delivery).
+    ALERT_FIRING = "alert.firing"
+    ALERT_RESOLVED = "alert.resolved"
+    ALERT_DELIVERY = "alert.delivery"
 
 
 class Event(WireModel):

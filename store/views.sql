@@ -353,3 +353,86 @@ SELECT
     id,
     stream_seq
 FROM audit_events;
+
+-- The monitor's findings (anomaly.detected, anomaly.resolved): one row per stretch a
+-- finding lasted, resolved_at NULL while it lasts.
+CREATE OR REPLACE VIEW anomalies AS
+WITH told AS (
+    SELECT type, "at", agent, data, data->>'key' AS key,
+        TRY_CAST(data->>'since' AS TIMESTAMPTZ) AS since
+    FROM events
+    WHERE type IN ('anomaly.detected', 'anomaly.resolved')
+),
+ended AS (
+    SELECT key, since, min("at") AS resolved_at FROM told WHERE type = 'anomaly.resolved'
+    GROUP BY ALL
+)
+SELECT
+    d.key,
+    d.data->>'kind' AS kind,
+    d.agent,
+    d.data->>'phase' AS phase,
+    d.data->>'capability' AS capability,
+    d.data->>'consumer' AS consumer,
+    d.since AS detected_at,
+    e.resolved_at,
+    d.data->>'summary' AS summary,
+    TRY_CAST(d.data->>'observed' AS DOUBLE) AS observed,
+    TRY_CAST(d.data->>'baseline' AS DOUBLE) AS baseline,
+    TRY_CAST(d.data->>'score' AS DOUBLE) AS score,
+    TRY_CAST(d.data->>'samples' AS INTEGER) AS samples,
+    d.data->'evidence' AS evidence
+FROM told d
+LEFT JOIN ended e USING (key, since)
+WHERE d.type = 'anomaly.detected';
+
+-- Alert history (alert.firing, alert.resolved notices): one row per alert, status
+-- 'firing' until its resolution is recorded. `notice` is the notice it was sent in.
+CREATE OR REPLACE VIEW alerts AS
+WITH told AS (
+    SELECT type, "at", data->>'id' AS notice, unnest(CAST(data->'alerts' AS JSON[])) AS alert
+    FROM events
+    WHERE type IN ('alert.firing', 'alert.resolved')
+),
+keyed AS (
+    SELECT type, "at", notice, alert, alert->>'key' AS key,
+        TRY_CAST(alert->>'started_at' AS TIMESTAMPTZ) AS started_at
+    FROM told
+),
+ended AS (
+    SELECT key, started_at, min("at") AS resolved_at FROM keyed WHERE type = 'alert.resolved'
+    GROUP BY ALL
+)
+SELECT
+    f.alert->>'rule' AS rule,
+    f.alert->>'severity' AS severity,
+    CASE WHEN e.resolved_at IS NULL THEN 'firing' ELSE 'resolved' END AS status,
+    f.key,
+    f.alert->>'summary' AS summary,
+    f.alert->'labels' AS labels,
+    TRY_CAST(f.alert->>'value' AS DOUBLE) AS value,
+    TRY_CAST(f.alert->>'threshold' AS DOUBLE) AS threshold,
+    f.started_at,
+    f."at" AS fired_at,
+    e.resolved_at,
+    f.notice,
+    f.alert->'evidence' AS evidence
+FROM keyed f
+LEFT JOIN ended e USING (key, started_at)
+WHERE f.type = 'alert.firing';
+
+-- Every attempt to send an alert notice to a webhook or a mailbox.
+CREATE OR REPLACE VIEW alert_deliveries AS
+SELECT
+    "at",
+    data->>'notice' AS notice,
+    data->>'channel' AS channel,
+    data->>'target' AS target,
+    TRY_CAST(data->>'attempt' AS INTEGER) AS attempt,
+    TRY_CAST(data->>'ok' AS BOOLEAN) AS ok,
+    TRY_CAST(data->>'final' AS BOOLEAN) AS final,
+    TRY_CAST(data->>'status' AS INTEGER) AS status,
+    data->>'error' AS error,
+    TRY_CAST(data->>'duration_ms' AS DOUBLE) AS duration_ms
+FROM events
+WHERE type = 'alert.delivery';

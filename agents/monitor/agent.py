@@ -7,20 +7,26 @@ store, backlogs that keep growing, heartbeats that come late (agents/monitor/det
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import logging
 import time
 from collections.abc import Awaitable
 from datetime import datetime
 
 from agents.base import Agent
+from agents.monitor.alert_rules import AlertRules
+from agents.monitor.alerting import AlertBook, Signals, conditions
 from agents.monitor.detection import DetectionRules, PhaseBaseline, WorkerWindow
+from agents.monitor.notify import Notifier
 from agents.monitor.watch import AnomalyWatch
-from agents.monitor.workload import StoreReader, read_workload
+from agents.monitor.workload import StoreReader, Totals, read_totals, read_workload
 from agents.settings import Settings
 from bus import Bus, streams
 from bus import constants as c
 from bus.audit import AuditTrail
 from bus.server_events import ServerEvents
 from schemas import AGENTS_TOKEN, Event, EventType, Heartbeat, utcnow
+from schemas.alert import AlertNotice, AlertStatus, Delivery
 from schemas.anomaly import Anomaly
 from store.errors import StoreError
 
@@ -46,6 +52,8 @@ class Monitor(Agent):
         server_events: ServerEvents | None = None,
         store: StoreReader | None = None,
         rules: DetectionRules | None = None,
+        alerts: AlertRules | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         super().__init__(bus, settings, agent_id)
         self.stale: dict[str, Heartbeat] = {}
@@ -56,6 +64,11 @@ class Monitor(Agent):
         self.store = store
         self.watch = AnomalyWatch(rules or detection_rules(settings))
         self._store_missing = False
+        # None: no alert rules. The notifier (None: notices are events only) sends them.
+        self.alerts = alerts
+        self.notifier = notifier
+        self.book = AlertBook()
+        self._beats: dict[str, Heartbeat] = {}
 
     async def main(self) -> None:
         if self.server_events is not None:
@@ -85,6 +98,8 @@ class Monitor(Agent):
                     await self._guarded(self.judge(), "anomaly check")
         finally:
             await self.trail.flush()
+            if self.notifier is not None:
+                await self.notifier.close(self.settings.shutdown_grace_s)
 
     async def _guarded(self, step: Awaitable[None], what: str) -> None:
         try:
@@ -96,6 +111,7 @@ class Monitor(Agent):
         now = utcnow()
         beats = await self.bus.heartbeats.values()
         self.watch.observe_beats(beats)
+        self._beats = {b.agent_id: b for b in beats}
         for beat in beats:
             if beat.is_stale(now, MISSED_BEATS):
                 if beat.agent_id not in self.stale:
@@ -113,7 +129,7 @@ class Monitor(Agent):
         self.watch.observe_backlogs(
             await streams.consumer_backlogs(self.bus, c.MESSAGE_STREAMS), now
         )
-        baselines, windows = await self._workload(now)
+        baselines, windows, totals = await self._workload(now)
         changed = self.watch.judge(now, baselines, windows)
         for anomaly in changed.raised:
             self.log.warning("anomaly: %s", anomaly.summary)
@@ -123,17 +139,74 @@ class Monitor(Agent):
             self.log.info("anomaly resolved: %s", anomaly.summary)
             await self._announce(anomaly, EventType.ANOMALY_RESOLVED, now)
             self.watch.resolve(anomaly.key)
+        if self.alerts is not None:
+            await self._alert(self.alerts, totals, now)
 
-    async def _workload(self, now: datetime) -> tuple[list[PhaseBaseline], list[WorkerWindow]]:
+    async def _alert(self, rules: AlertRules, totals: Totals | None, now: datetime) -> None:
+        """Evaluate the alert rules; tell each notice as an event, then to its routes."""
+        latest = {name: depths[-1][1] for name, depths in self.watch.depths.items() if depths}
+        signals = Signals(
+            anomalies=[a.anomaly for a in self.watch.active.values()],
+            queue_depth=latest,
+            heartbeat_age_s={a: b.age_s(now) for a, b in self._beats.items()},
+            stale_agents=len(self.stale),
+            failed_attempts=totals.failed_attempts if totals else None,
+            dead_letters=totals.dead_letters if totals else None,
+            cost_usd=totals.cost_usd if totals else None,
+        )
+        for notice in self.book.update(conditions(rules, signals), now):
+            level = logging.WARNING if notice.status is AlertStatus.FIRING else logging.INFO
+            summaries = "; ".join(a.summary for a in notice.alerts)
+            self.log.log(level, "alert %s %s: %s", notice.rule, notice.status.value, summaries)
+            await self._publish_notice(notice)
+            if self.notifier is not None:
+                self.notifier.send(notice, self.record_delivery)
+
+    async def _publish_notice(self, notice: AlertNotice) -> None:
+        kind = (
+            EventType.ALERT_FIRING
+            if notice.status is AlertStatus.FIRING
+            else EventType.ALERT_RESOLVED
+        )
+        await self.bus.publish_event(
+            Event(
+                id=notice.id,
+                type=kind,
+                ticket_id=AGENTS_TOKEN,
+                data={**notice.model_dump(mode="json"), "reported_by": self.id},
+            )
+        )
+
+    async def record_delivery(self, delivery: Delivery) -> None:
+        """One attempt to tell a webhook or a mailbox, as an `alert.delivery` event."""
+        target = hashlib.sha256(delivery.target.encode()).hexdigest()[:12]
+        await self.bus.publish_event(
+            Event(
+                id=f"{delivery.notice}.{delivery.channel}.{target}.{delivery.attempt}",
+                type=EventType.ALERT_DELIVERY,
+                ticket_id=AGENTS_TOKEN,
+                data={**delivery.model_dump(mode="json"), "reported_by": self.id},
+            )
+        )
+
+    async def _workload(
+        self, now: datetime
+    ) -> tuple[list[PhaseBaseline], list[WorkerWindow], Totals | None]:
         if self.store is None:
-            return [], []
+            return [], [], None
+        store, rules = self.store, self.watch.rules
+
+        def read() -> tuple[list[PhaseBaseline], list[WorkerWindow], Totals]:
+            baselines, windows = read_workload(store, now, rules)
+            return baselines, windows, read_totals(store, now, rules.recent_window_s)
+
         try:
-            found = await asyncio.to_thread(read_workload, self.store, now, self.watch.rules)
+            found = await asyncio.to_thread(read)
         except StoreError as exc:
             if not self._store_missing:
                 self.log.info("no workload baselines yet (the store: %s)", exc)
             self._store_missing = True
-            return [], []
+            return [], [], None
         self._store_missing = False
         return found
 

@@ -9,6 +9,7 @@ benchmark) judges each moment as the monitor would have then.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -51,7 +52,24 @@ WHERE {_ENDED} AND finished_at >= ? AND finished_at <= ? AND phase IS NOT NULL
 GROUP BY ALL
 ORDER BY phase, capability, worker
 """
+TOTALS_SQL = """
+SELECT
+    (SELECT count(*) FROM task_attempts WHERE outcome IN ('failed', 'retrying')
+        AND finished_at >= ? AND finished_at <= ?) AS failed_attempts,
+    (SELECT coalesce(sum(cost_usd), 0) FROM task_attempts
+        WHERE finished_at >= ? AND finished_at <= ?) AS cost_usd,
+    (SELECT count(*) FROM dead_letters WHERE "at" >= ? AND "at" <= ?) AS dead_letters
+"""
 _MAX_ROWS = 10_000
+
+
+@dataclass(frozen=True)
+class Totals:
+    """The recent window's figures that alert rules can put a threshold on."""
+
+    failed_attempts: int
+    cost_usd: float
+    dead_letters: int
 
 
 class Result(Protocol):
@@ -74,6 +92,13 @@ def read_workload(
     base = reader.query(BASELINES_SQL, [base_from, recent_from], max_rows=_MAX_ROWS)
     recent = reader.query(WINDOWS_SQL, [recent_from, now], max_rows=_MAX_ROWS)
     return [_baseline(r) for r in _dicts(base)], [_window(r) for r in _dicts(recent)]
+
+
+def read_totals(reader: StoreReader, now: datetime, window_s: float) -> Totals:
+    since = now - timedelta(seconds=window_s)
+    result = reader.query(TOTALS_SQL, [since, now] * 3, max_rows=1)
+    (row,) = _dicts(result)
+    return Totals(int(row["failed_attempts"]), float(row["cost_usd"]), int(row["dead_letters"]))
 
 
 def _dicts(result: Result) -> list[dict[str, Any]]:

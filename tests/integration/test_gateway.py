@@ -76,6 +76,14 @@ class DuckReader:
                  5000.0, 'error', 'exit code 3 <boom>', '{{}}'))
                 t(trace_id, span_id, parent_id, name, role, agent, task, "at", end_at,
                   duration_ms, status, status_message, attributes);
+            CREATE VIEW alerts AS SELECT * FROM (VALUES
+                ('backlog', 'warning', 'firing', 'backlog/q', 'queue_depth of q is 900',
+                 TIMESTAMPTZ '2026-01-01 10:00:00+00'),
+                ('worker-failing', 'critical', 'firing', 'worker-failing/w-1',
+                 'w-1 failed <5> of 5', TIMESTAMPTZ '2026-01-01 09:00:00+00'),
+                ('old', 'critical', 'resolved', 'old/x', 'over',
+                 TIMESTAMPTZ '2026-01-01 08:00:00+00'))
+                t(rule, severity, status, key, summary, started_at);
             """.format(tr=ticket_trace_id("lg-1"), root=ticket_span_id("lg-1"))
         )
 
@@ -583,6 +591,15 @@ async def test_the_ticket_page_draws_its_trace_as_a_waterfall(
     x, w = (float(rect.split(f' {k}="')[1].split('"')[0]) for k in ("x", "width"))
     assert (x, w) == (260 + 0.2 * 630, 0.5 * 630)
     assert "No spans of this ticket in the store yet" in (await api.get("/tickets/quiet-1")).text
+
+
+async def test_the_dashboard_shows_the_alerts_firing_worst_first(api: httpx.AsyncClient) -> None:
+    page = (await api.get("/")).text
+    panel = page[page.index('id="alerts"') : page.index("</section>", page.index('id="alerts"'))]
+    assert '<span class="count" id="alert-count">2</span>' in panel
+    assert panel.index('data-rule="worker-failing"') < panel.index('data-rule="backlog"')
+    assert 'data-severity="critical" data-key="worker-failing/w-1"' in panel
+    assert "w-1 failed &lt;5&gt; of 5" in panel and 'data-rule="old"' not in panel
 
 
 async def _dlq_has(bus: Bus) -> bool:

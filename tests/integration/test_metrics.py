@@ -16,6 +16,8 @@ from agents.settings import Settings
 from bus import Bus
 from bus import constants as c
 from gateway.__main__ import PublishedStore
+from schemas import AGENTS_TOKEN, Event, EventType, utcnow
+from schemas.alert import Alert, AlertNotice, AlertStatus, Severity
 from schemas.token import Role
 from tests.conftest import Running
 from tests.helpers import EventLog, submit, wait_until
@@ -63,6 +65,15 @@ async def test_metrics_show_queues_tasks_attempts_run_times_agents_and_dead_lett
                 "instructions": "never runs here"}]  # fmt: skip
     assert (await submit(bus, {"id": "m2", "title": "queued", "tasks": waiting}))["ok"]
     await bus.nc.publish(c.SUBMIT_SUBJECT, b"not json")  # a dead letter of intake
+    # An alert firing, as the monitor announces one.
+    alert = Alert(rule="backlog", severity=Severity.WARNING, key="backlog/x", summary="deep",
+                  started_at=utcnow())  # fmt: skip
+    notice = AlertNotice(id="backlog.firing.1", status=AlertStatus.FIRING, rule="backlog",
+                         severity=Severity.WARNING, alerts=[alert])  # fmt: skip
+    data = notice.model_dump(mode="json")
+    await bus.publish_event(
+        Event(id=notice.id, type=EventType.ALERT_FIRING, ticket_id=AGENTS_TOKEN, data=data)
+    )
     await events.wait_type("m1", "ticket.failed")
     await events.wait_type("m2", "task.queued")
 
@@ -86,6 +97,8 @@ async def test_metrics_show_queues_tasks_attempts_run_times_agents_and_dead_lett
                 ):
                     return None  # the store has not published the outcome yet
                 if value(found, "omoi_dead_letters", origin="intake") is None:
+                    return None
+                if value(found, "omoi_alerts_firing", severity="warning") != 1:
                     return None
                 return found
 
@@ -128,6 +141,8 @@ async def test_metrics_show_queues_tasks_attempts_run_times_agents_and_dead_lett
     assert {"planner", "worker", "recorder"} <= ages.keys()
     assert all(0 <= age < 30 for age in ages.values())
     assert value(found, "omoi_agents", role="worker", health="ok") == 1
+    assert value(found, "omoi_alerts_firing", severity="warning") == 1
+    assert value(found, "omoi_alerts_firing", severity="critical") == 0
 
 
 async def test_a_missing_store_costs_its_metrics_only(

@@ -109,6 +109,9 @@ PUBLISH = [
     # Its findings, and the backlogs it samples for them (reading, never changing one).
     ("monitor", c.event_subject("_agents", "anomaly.detected"), True),
     ("monitor", c.event_subject("_agents", "anomaly.resolved"), True),
+    ("monitor", c.event_subject("_agents", "alert.firing"), True),
+    ("monitor", c.event_subject("_agents", "alert.delivery"), True),
+    ("planner", c.event_subject("_agents", "alert.firing"), False),
     ("monitor", c.event_subject(T, "anomaly.detected"), False),
     ("monitor", f"$JS.API.CONSUMER.LIST.{c.TASKS_STREAM}", True),
     ("monitor", f"$JS.API.CONSUMER.LIST.{c.EVENTS_STREAM}", True),
