@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,12 +17,15 @@ from typing import IO
 
 from agents.base import new_agent_id
 from agents.procs import detach_from_terminal_and_follow_parent
+from schemas.supervisor import ChildStatus
 
 log = logging.getLogger(__name__)
 
 # Called with a child's name and one line of its output (without the newline).
 LineSink = Callable[[str, str], None]
 
+# Restarts a child remembers the time of (its supervisor's status shows them).
+RESTART_HISTORY = 20
 # How long shutdown waits for the last lines of the children's output to arrive.
 _DRAIN_S = 2.0
 _CHUNK = 64 * 1024
@@ -40,6 +44,24 @@ class Child:
     restarts: int = 0
     started: float = 0.0
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+    # When it was restarted (wall clock, newest last) and how its last run ended.
+    restarted_at: deque[datetime] = field(default_factory=lambda: deque(maxlen=RESTART_HISTORY))
+    last_exit: int | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    def status(self) -> ChildStatus:
+        return ChildStatus(
+            name=self.name,
+            agent_id=self.agent_id,
+            pid=self.proc.pid if self.running and self.proc else None,
+            running=self.running,
+            restarts=self.restarts,
+            restarted_at=list(self.restarted_at),
+            last_exit=self.last_exit,
+        )
 
     def next_argv(self) -> list[str]:
         if not self.agent:
@@ -144,6 +166,7 @@ class Supervisor:
         while not self._stop.is_set():
             assert child.proc is not None
             code = await child.proc.wait()
+            child.last_exit = code
             if self._stop.is_set():
                 return
             lived = time.monotonic() - child.started
@@ -161,7 +184,20 @@ class Supervisor:
             if self._stop.is_set():
                 return
             child.restarts += 1
+            child.restarted_at.append(datetime.now(UTC))
             await self._spawn(child)
+
+    def restart(self, agent_id: str, reason: str) -> Child | None:
+        """Kill the child running as `agent_id` (SIGKILL: a wedged process may not heed a
+        SIGTERM); its watcher starts it again as after any exit. None: no such child runs
+        here (it may have been restarted already, under a new id)."""
+        for child in self.children:
+            if child.agent_id == agent_id and child.running and child.proc is not None:
+                log.warning("restarting %s (%s): %s", child.name, agent_id, reason)
+                with contextlib.suppress(ProcessLookupError):
+                    child.proc.kill()
+                return child
+        return None
 
     def pids(self) -> dict[str, int]:
         return {c.name: c.proc.pid for c in self.children if c.proc and c.proc.returncode is None}

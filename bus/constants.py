@@ -127,6 +127,10 @@ SERVICE_API_PREFIX = "$SRV"
 SERVICE_VERBS = ("PING", "INFO", "STATS")
 SERVICE_NAME_PREFIX = "omoi-"
 AGENT_STATUS_PREFIX = "omoi.agents"
+# Each host's supervisor (`omoi up`) answers on omoi.supervisors.<host>.<verb>: the
+# monitor's watchdog asks for its children's status and for restarts.
+SUPERVISORS_PREFIX = "omoi.supervisors"
+SUPERVISOR_VERBS = ("status", "restart")
 
 # KV buckets.
 TICKETS_BUCKET = "omoi_tickets"
@@ -224,6 +228,16 @@ def service_subject(verb: str, name: str | None = None, service_id: str | None =
     """A control subject of the service API: all services, those named `name`, or one."""
     tokens = [SERVICE_API_PREFIX, verb, *(t for t in (name, service_id) if t is not None)]
     return ".".join(tokens)
+
+
+def host_token(hostname: str) -> str:
+    """A host name as one subject token (dots and wildcards are not allowed in one)."""
+    cleaned = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in hostname)
+    return cleaned[:63] or "host"
+
+
+def supervisor_subject(host: str, verb: str) -> str:
+    return f"{SUPERVISORS_PREFIX}.{host}.{verb}"
 
 
 def agent_status_subject(role: str, agent_id: str) -> str:

@@ -357,6 +357,9 @@ def _table() -> dict[str, Permissions]:
                 *_reads(c.TICKETS_BUCKET, c.TASKS_BUCKET),
                 *_AGENT_EVENTS,
                 *_FINDINGS,
+                # The watchdog: asking each host's supervisor for its children, and
+                # for a wedged one's restart.
+                *(c.supervisor_subject("*", verb) for verb in c.SUPERVISOR_VERBS),
                 *_telemetry("monitor"),
                 # The connections the servers refused, which it hears as `system`.
                 c.audit_subject(AuditAction.AUTH_FAILURE),

@@ -18,6 +18,7 @@ from typing import Any
 
 from agents.settings import Settings
 from agents.supervisor import Child, LineSink, Supervisor, agent_argv
+from agents.supervisor_control import SupervisorControl
 from bus import Bus, BusError, EmbeddedNatsServer
 from bus.audit import AuditTrail
 from bus.auth import AuthDir
@@ -151,8 +152,11 @@ async def _supervise(
     on_ready: Callable[[Settings], Coroutine[Any, Any, None]] | None,
 ) -> None:
     extra: asyncio.Task[None] | None = None
+    # The watchdog (in the monitor, on any host) sees this host's children through it.
+    control = SupervisorControl(bus, supervisor)
     try:
         await supervisor.start()
+        await control.start()
         log.info("started %d processes; waiting until they are ready", len(supervisor.children))
         probes = {c.name: agent_probe(bus, c) for c in supervisor.children if c.agent}
         if http_url is not None:
@@ -173,6 +177,7 @@ async def _supervise(
         log.info("shutting down")
         if extra is not None:
             extra.cancel()
+        await control.stop()
         await supervisor.shutdown(grace_s=settings.shutdown_grace_s + 5)
         state.remove(settings.data_dir)
 

@@ -47,6 +47,11 @@ class EventType(StrEnum):
     AGENT_STOPPED = "agent.stopped"
     AGENT_STALE = "agent.stale"
     AGENT_RECOVERED = "agent.recovered"
+    # The watchdog: a supervisor restarted a child (crash or request), a wedged agent
+    # was sent to be restarted, a child restarts over and over (for the guardian).
+    AGENT_RESTARTED = "agent.restarted"
+    AGENT_RESTART_REQUESTED = "agent.restart_requested"
+    AGENT_CRASH_LOOPING = "agent.crash_looping"
     # The monitor's findings (data: schemas.anomaly.Anomaly), and their end.
     ANOMALY_DETECTED = "anomaly.detected"
     ANOMALY_RESOLVED = "anomaly.resolved"

@@ -19,15 +19,18 @@ from agents.monitor.alerting import AlertBook, Signals, conditions
 from agents.monitor.detection import DetectionRules, PhaseBaseline, WorkerWindow
 from agents.monitor.notify import Notifier
 from agents.monitor.watch import AnomalyWatch
+from agents.monitor.watchdog import CrashLoop, Restart, Restarted, Watchdog
 from agents.monitor.workload import StoreReader, Totals, read_totals, read_workload
 from agents.settings import Settings
 from bus import Bus, streams
 from bus import constants as c
 from bus.audit import AuditTrail
+from bus.errors import BusError, NoAnswer
 from bus.server_events import ServerEvents
 from schemas import AGENTS_TOKEN, Event, EventType, Heartbeat, utcnow
 from schemas.alert import AlertNotice, AlertStatus, Delivery
 from schemas.anomaly import Anomaly
+from schemas.supervisor import RestartReply, RestartRequest, SupervisorStatus
 from store.errors import StoreError
 
 MISSED_BEATS = 3
@@ -69,6 +72,7 @@ class Monitor(Agent):
         self.notifier = notifier
         self.book = AlertBook()
         self._beats: dict[str, Heartbeat] = {}
+        self.watchdog = Watchdog()
 
     async def main(self) -> None:
         if self.server_events is not None:
@@ -122,6 +126,75 @@ class Monitor(Agent):
                     await self._report(beat, EventType.AGENT_STALE, now)
             elif self.stale.pop(beat.agent_id, None) is not None:
                 await self._report(beat, EventType.AGENT_RECOVERED, now)
+        await self._watch_supervisors(beats, now)
+
+    async def _watch_supervisors(self, beats: list[Heartbeat], now: datetime) -> None:
+        """The watchdog's round: every host an agent beats from, asked for its
+        supervisor's children (a host without one does not answer, at no cost)."""
+        statuses = []
+        for host in sorted({c.host_token(b.host) for b in beats if b.host}):
+            try:
+                raw = await self.bus.request(c.supervisor_subject(host, "status"), b"", 2.0)
+                statuses.append(SupervisorStatus.model_validate_json(raw))
+            except NoAnswer:
+                continue
+            except (BusError, ValueError) as exc:
+                self.log.warning("supervisor of %s did not say its status: %s", host, exc)
+        for action in self.watchdog.decide(statuses, {b.agent_id: b for b in beats}, now):
+            if isinstance(action, Restart):
+                await self._restart(action)
+            elif isinstance(action, CrashLoop):
+                self.log.warning(
+                    "%s on %s is crash looping (%d restarts in %.0fs)",
+                    action.child, action.host, action.restarts, action.window_s,
+                )  # fmt: skip
+                await self._agent_event(
+                    EventType.AGENT_CRASH_LOOPING,
+                    f"{action.host}.{action.child}.crash_looping.{int(now.timestamp())}",
+                    action.agent_id,
+                    {"host": action.host, "child": action.child, "restarts": action.restarts,
+                     "window_s": action.window_s, "last_exit": action.last_exit},
+                )  # fmt: skip
+            elif isinstance(action, Restarted):
+                await self._agent_event(
+                    EventType.AGENT_RESTARTED,
+                    f"{action.host}.{action.child}.restarted.{action.total}",
+                    None,
+                    {"host": action.host, "child": action.child, "restarts": action.total,
+                     "restarts_seen": self.watchdog.restarts_total},
+                )  # fmt: skip
+
+    async def _restart(self, action: Restart) -> None:
+        asked = RestartRequest(agent_id=action.agent_id, reason=action.reason)
+        subject = c.supervisor_subject(action.host, "restart")
+        try:
+            reply = RestartReply.model_validate_json(
+                await self.bus.request(subject, asked.to_json(), 5.0)
+            )
+        except (BusError, ValueError) as exc:
+            reply = RestartReply(ok=False, error=str(exc))
+        self.log.warning("asked %s to restart %s (%s): %s", action.host, action.agent_id,
+                         action.reason, "done" if reply.ok else reply.error)  # fmt: skip
+        await self._agent_event(
+            EventType.AGENT_RESTART_REQUESTED,
+            f"{action.agent_id}.restart_requested",
+            action.agent_id,
+            {"host": action.host, "child": action.child, "reason": action.reason,
+             "ok": reply.ok, "error": reply.error, "restarts": reply.restarts},
+        )  # fmt: skip
+
+    async def _agent_event(
+        self, kind: EventType, event_id: str, agent: str | None, data: dict[str, object]
+    ) -> None:
+        await self.bus.publish_event(
+            Event(
+                id=event_id,
+                type=kind,
+                ticket_id=AGENTS_TOKEN,
+                agent=agent,
+                data={**data, "reported_by": self.id},
+            )
+        )
 
     async def judge(self) -> None:
         """One anomaly check: sample the backlogs, read the workload, announce changes."""
