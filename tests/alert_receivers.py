@@ -13,10 +13,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from email import message_from_bytes
 from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from aiosmtpd.controller import Controller
+
+from tests.http_receivers import QuietHandler, ThreadedReceiver
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class Hook:
     signed: bool  # the signature matched the body, the timestamp and the secret
 
 
-class WebhookReceiver:
+class WebhookReceiver(ThreadedReceiver):
     """Answers POSTs with the next status of `statuses` (then 200), after `delay_s`."""
 
     def __init__(self, secret: bytes, statuses: list[int] | None = None) -> None:
@@ -37,7 +38,7 @@ class WebhookReceiver:
         self._lock = threading.Lock()
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 stamp = self.headers.get("X-Omoi-Timestamp", "")
@@ -62,23 +63,11 @@ class WebhookReceiver:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self.serve(Handler)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/hook?token=not-recorded"
-
-    def start(self) -> WebhookReceiver:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        return f"{self.base_url}/hook?token=not-recorded"
 
 
 class Inbox:

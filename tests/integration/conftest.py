@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from bus import Bus
 from schemas import WORK_PHASES
 from tests.helpers import Running
 from tests.integration.agent_support import ModelFactory, Start
+from tests.integration.monitor_support import Store
 
 
 @pytest.fixture
@@ -58,3 +59,22 @@ def start_agents(bus: Bus, running: Running) -> Start:
             )
 
     return start
+
+
+@pytest.fixture
+async def store(settings: Settings) -> AsyncIterator[Store]:
+    """The analytics store the monitor reads, written here instead of by a recorder."""
+    s = Store(settings)
+    yield s
+    s.writer.close()
+
+
+@pytest.fixture
+async def monitor_bus(settings: Settings, bus: Bus) -> AsyncIterator[Bus]:
+    """The monitor's own connection; `bus` (admin) provisioned the topology."""
+    assert settings.nats_url
+    b = await Bus.connect(
+        settings.nats_url, name="monitor", credentials=settings.credentials("monitor")
+    )
+    yield b
+    await b.close()

@@ -11,7 +11,7 @@ import os
 import random
 import socket
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -30,7 +30,7 @@ from store.reader import Reader
 from store.records import RecordedEvent
 from tests.alert_receivers import Inbox, WebhookReceiver, smtp_server
 from tests.helpers import EventLog, Running, wait_until
-from tests.integration.test_anomalies import GOOD, LANES, Store
+from tests.integration.monitor_support import GOOD, LANES, Store
 
 pytestmark = pytest.mark.integration
 
@@ -59,23 +59,6 @@ def receiver() -> Iterator[WebhookReceiver]:
 def inbox() -> Iterator[tuple[Inbox, int]]:
     with smtp_server() as server:
         yield server
-
-
-@pytest.fixture
-async def store(settings: Settings) -> AsyncIterator[Store]:
-    s = Store(settings)
-    yield s
-    s.writer.close()
-
-
-@pytest.fixture
-async def monitor_bus(settings: Settings, bus: Bus) -> AsyncIterator[Bus]:
-    assert settings.nats_url
-    b = await Bus.connect(
-        settings.nats_url, name="monitor", credentials=settings.credentials("monitor")
-    )
-    yield b
-    await b.close()
 
 
 def notifier(rules_text: str, smtp_port: int | None, retry: RetryPolicy) -> Notifier:

@@ -6,53 +6,21 @@ is not, and a finding ends when the worker does well again."""
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 
 import pytest
 
 from agents.monitor.agent import Monitor
 from agents.settings import Settings
-from benchmarks.workloads import Attempt, Attempts, Lane, steady
+from benchmarks.workloads import steady
 from bus import Bus
 from schemas import AGENTS_TOKEN, Event, utcnow
 from schemas.anomaly import Anomaly, AnomalyKind
 from store.reader import Reader
-from store.writer import EventStore
 from tests.helpers import EventLog, Running
+from tests.integration.monitor_support import GOOD, LANES, Store
 
 pytestmark = pytest.mark.integration
-
-LANES = (Lane("implementation", "shell", 2.0), Lane("testing", "shell", 6.0, failure_rate=0.05))
-GOOD = ("w-good-1", "w-good-2")
-
-
-class Store:
-    def __init__(self, settings: Settings) -> None:
-        self.writer = EventStore(settings.store_path, settings.published_dir).open()
-        self.attempts = Attempts()
-
-    def add(self, attempts: Sequence[Attempt]) -> None:
-        self.writer.ingest([e for a in attempts for e in self.attempts.events(a)])
-        self.writer.publish()
-
-
-@pytest.fixture
-async def store(settings: Settings) -> AsyncIterator[Store]:
-    s = Store(settings)
-    yield s
-    s.writer.close()
-
-
-@pytest.fixture
-async def monitor_bus(settings: Settings, bus: Bus) -> AsyncIterator[Bus]:
-    """The monitor's own connection; `bus` (admin) provisioned the topology."""
-    assert settings.nats_url
-    b = await Bus.connect(
-        settings.nats_url, name="monitor", credentials=settings.credentials("monitor")
-    )
-    yield b
-    await b.close()
 
 
 def anomaly(event: Event) -> Anomaly:

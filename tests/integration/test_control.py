@@ -104,6 +104,8 @@ async def test_cancel_ticket_stops_running_and_drops_queued(
     assert (await submit(bus, {"id": "tc", "title": "cancel ticket", "tasks": tasks}))["ok"]
     first = await events.wait_type("tc", "task.started")
     ws = settings.workspaces_dir / "tc"
+    # Its shell has written its pid: cancelled before that, it would never write it.
+    shell = await read_pid(ws / "shell.pid")
     reply = await command(bus, c.CMD_TICKET_CANCEL, {"ticket_id": "tc", "reason": "not needed"})
     assert reply["ok"], reply
     await events.wait_type("tc", "ticket.cancelled")
@@ -112,7 +114,6 @@ async def test_cancel_ticket_stops_running_and_drops_queued(
         assert state is not None
         assert state.status == "cancelled", name
         assert state.reason == "not needed"
-    shell = await read_pid(ws / "shell.pid")
     await wait_until(lambda: _both_dead(shell), timeout=2.0)
     # The queued message is dropped, not run, once the freed worker gets to it.
     await wait_until(lambda: stream_holds(bus, c.TASKS_STREAM, 0))
