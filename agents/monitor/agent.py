@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from datetime import datetime
 
 from agents.base import Agent
@@ -184,7 +184,7 @@ class Monitor(Agent):
         )  # fmt: skip
 
     async def _agent_event(
-        self, kind: EventType, event_id: str, agent: str | None, data: dict[str, object]
+        self, kind: EventType, event_id: str, agent: str | None, data: Mapping[str, object]
     ) -> None:
         await self.bus.publish_event(
             Event(
@@ -236,31 +236,16 @@ class Monitor(Agent):
                 self.notifier.send(notice, self.record_delivery)
 
     async def _publish_notice(self, notice: AlertNotice) -> None:
-        kind = (
-            EventType.ALERT_FIRING
-            if notice.status is AlertStatus.FIRING
-            else EventType.ALERT_RESOLVED
-        )
-        await self.bus.publish_event(
-            Event(
-                id=notice.id,
-                type=kind,
-                ticket_id=AGENTS_TOKEN,
-                data={**notice.model_dump(mode="json"), "reported_by": self.id},
-            )
-        )
+        firing = notice.status is AlertStatus.FIRING
+        kind = EventType.ALERT_FIRING if firing else EventType.ALERT_RESOLVED
+        await self._agent_event(kind, notice.id, None, notice.model_dump(mode="json"))
 
     async def record_delivery(self, delivery: Delivery) -> None:
         """One attempt to tell a webhook or a mailbox, as an `alert.delivery` event."""
         target = hashlib.sha256(delivery.target.encode()).hexdigest()[:12]
-        await self.bus.publish_event(
-            Event(
-                id=f"{delivery.notice}.{delivery.channel}.{target}.{delivery.attempt}",
-                type=EventType.ALERT_DELIVERY,
-                ticket_id=AGENTS_TOKEN,
-                data={**delivery.model_dump(mode="json"), "reported_by": self.id},
-            )
-        )
+        event_id = f"{delivery.notice}.{delivery.channel}.{target}.{delivery.attempt}"
+        data = delivery.model_dump(mode="json")
+        await self._agent_event(EventType.ALERT_DELIVERY, event_id, None, data)
 
     async def _workload(
         self, now: datetime
@@ -285,34 +270,14 @@ class Monitor(Agent):
 
     async def _announce(self, anomaly: Anomaly, kind: EventType, now: datetime) -> None:
         since = self.watch.since(anomaly.key) or now
-        await self.bus.publish_event(
-            Event(
-                # One detection and one resolution per stretch the anomaly lasts.
-                id=f"{anomaly.key}.{kind.value}.{since.timestamp()}",
-                type=kind,
-                ticket_id=AGENTS_TOKEN,
-                agent=anomaly.agent,
-                data={
-                    **anomaly.model_dump(mode="json"),
-                    "since": since.isoformat(),
-                    "reported_by": self.id,
-                },
-            )
-        )
+        # One detection and one resolution per stretch the anomaly lasts.
+        event_id = f"{anomaly.key}.{kind.value}.{since.timestamp()}"
+        data = {**anomaly.model_dump(mode="json"), "since": since.isoformat()}
+        await self._agent_event(kind, event_id, anomaly.agent, data)
 
     async def _report(self, beat: Heartbeat, kind: EventType, now: datetime) -> None:
-        await self.bus.publish_event(
-            Event(
-                # One event per silence: keyed by the last beat it was silent after.
-                id=f"{beat.agent_id}.{kind.value}.{beat.at.timestamp()}",
-                type=kind,
-                ticket_id=AGENTS_TOKEN,
-                agent=beat.agent_id,
-                data={
-                    "role": beat.role,
-                    "last_beat": beat.at.isoformat(),
-                    "current_task": beat.current_task,
-                    "reported_by": self.id,
-                },
-            )
-        )
+        # One event per silence: keyed by the last beat it was silent after.
+        event_id = f"{beat.agent_id}.{kind.value}.{beat.at.timestamp()}"
+        data = {"role": beat.role, "last_beat": beat.at.isoformat(),
+                "current_task": beat.current_task}  # fmt: skip
+        await self._agent_event(kind, event_id, beat.agent_id, data)
