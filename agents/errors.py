@@ -20,6 +20,11 @@ class AlertRulesError(AgentError):
     why. The monitor does not start with one."""
 
 
+class InterventionError(AgentError):
+    """A guardian intervention that could not be applied or undone (the planner said
+    no, or it cannot be undone); the message says why."""
+
+
 class InvalidTicket(AgentError):
     """A submission that can never become a ticket (bad JSON, schema, graph)."""
 

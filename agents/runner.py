@@ -28,7 +28,7 @@ from schemas.registry import check_label
 
 log = logging.getLogger(__name__)
 
-ROLES = ("planner", "worker", "monitor", "validator", "recorder")
+ROLES = ("planner", "worker", "monitor", "validator", "recorder", "guardian")
 
 
 def _agent_id(value: str) -> str:
@@ -130,6 +130,10 @@ def build_agent(
         from agents.recorder.agent import Recorder
 
         return Recorder(bus, settings, agent_id=args.agent_id)
+    if role == "guardian":
+        from agents.guardian.agent import Guardian
+
+        return Guardian(bus, settings, agent_id=args.agent_id)
     raise SystemExit(f"unknown agent role {role!r}; one of {', '.join(ROLES)}")
 
 

@@ -14,6 +14,7 @@ from agents.task_env import ENV_NAME, NEVER_PREFIXES
 from bus.auth import SEED_SUFFIX, AuthDir, Credentials, load_credentials
 from bus.permissions import ROLES, SYSTEM_ROLE
 from bus.topology import TopologyConfig
+from schemas.guardian import InterventionKind
 from schemas.registry import check_label, split_list
 from schemas.usage import Budget
 
@@ -119,6 +120,11 @@ class Settings(BaseModel):
     smtp_user: str | None = None
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = False
+    # The guardian (agents/guardian/policy.py): a task failing on this many different
+    # workers is poison; the intervention kinds it applies alone (the rest it proposes):
+    # OMOI_GUARDIAN_AUTONOMOUS=quarantine_worker,pause_ticket ('' proposes everything).
+    guardian_poison_workers: int = Field(default=3, ge=2)
+    guardian_autonomous: tuple[InterventionKind, ...] = tuple(InterventionKind)
     # How often a running agent task may publish a task.progress event.
     progress_interval_s: float = Field(default=2.0, gt=0)
     # The size of the context one phase hands to the next, in (approximate) tokens.
@@ -137,6 +143,11 @@ class Settings(BaseModel):
         if isinstance(value, str):
             return tuple(name.strip() for name in value.split(",") if name.strip())
         return value
+
+    @field_validator("guardian_autonomous", mode="before")
+    @classmethod
+    def _split_kinds(cls, value: object) -> object:
+        return split_list(value)
 
     @field_validator("worker_labels", mode="before")
     @classmethod
@@ -214,8 +225,8 @@ class Settings(BaseModel):
             elif name == "nats_url":
                 env["NATS_URL"] = str(value)
             elif isinstance(value, tuple | list):
-                if value:
-                    env[key] = ",".join(value)
+                # Empty too: an empty list may differ from the default (guardian_autonomous).
+                env[key] = ",".join(value)
             else:
                 env[key] = str(value)
         return env

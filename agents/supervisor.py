@@ -47,6 +47,19 @@ class Child:
     # When it was restarted (wall clock, newest last) and how its last run ended.
     restarted_at: deque[datetime] = field(default_factory=lambda: deque(maxlen=RESTART_HISTORY))
     last_exit: int | None = None
+    # Held (the guardian stopped a crash loop, or an operator): not restarted until released.
+    held: str | None = None
+    released: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
+    @property
+    def role(self) -> str | None:
+        """The agent role it runs (`agents.<role>` in its argv), if it is an agent."""
+        if not self.agent:
+            return None
+        for arg in self.argv:
+            if arg.startswith("agents.") and arg.count(".") == 1:
+                return arg.removeprefix("agents.")
+        return None
 
     @property
     def running(self) -> bool:
@@ -61,6 +74,8 @@ class Child:
             restarts=self.restarts,
             restarted_at=list(self.restarted_at),
             last_exit=self.last_exit,
+            role=self.role,
+            held=self.held,
         )
 
     def next_argv(self) -> list[str]:
@@ -181,6 +196,8 @@ class Supervisor:
                 f" (its log: {where})" if where else "",
             )
             await asyncio.sleep(delay)
+            while child.held is not None and not self._stop.is_set():
+                await child.released.wait()
             if self._stop.is_set():
                 return
             child.restarts += 1
@@ -198,6 +215,33 @@ class Supervisor:
                     child.proc.kill()
                 return child
         return None
+
+    def hold(self, name: str, reason: str) -> Child | None:
+        """Stop child `name` (SIGKILL) and do not restart it until `release`. None: no such
+        child here. Holding a held child changes nothing."""
+        child = self._child(name)
+        if child is None:
+            return None
+        if child.held is None:
+            log.warning("holding %s: %s", name, reason)
+            child.held = reason
+            child.released.clear()
+            if child.running and child.proc is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.proc.kill()
+        return child
+
+    def release(self, name: str) -> Child | None:
+        """Let a held child run again (its watcher starts it)."""
+        child = self._child(name)
+        if child is not None and child.held is not None:
+            log.warning("releasing %s", name)
+            child.held = None
+            child.released.set()
+        return child
+
+    def _child(self, name: str) -> Child | None:
+        return next((child for child in self.children if child.name == name), None)
 
     def pids(self) -> dict[str, int]:
         return {c.name: c.proc.pid for c in self.children if c.proc and c.proc.returncode is None}

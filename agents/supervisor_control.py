@@ -1,5 +1,7 @@
 """A supervisor's control subjects: how the monitor's watchdog, on any host, sees this
-host's children and has one restarted (`omoi.supervisors.<host>.status|restart`).
+host's children and has one restarted (`omoi.supervisors.<host>.status|restart`), and
+how the guardian holds a crash-looping one and releases it (`.hold|release`), and how
+`omoi profile` samples one from another machine (`.profile`).
 
 The host token is the machine's host name as the agents' heartbeats carry it, made a
 subject token (`bus.constants.host_token`), so a watchdog that sees a wedged agent's beat
@@ -8,19 +10,34 @@ knows whom to ask.
 
 from __future__ import annotations
 
+import base64
+import gzip
 import logging
 import socket
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from agents.profiling import ProfileError, profile_pid
 from agents.supervisor import Supervisor
 from bus import Bus
 from bus import constants as c
 from bus.bus import Request
-from schemas.supervisor import RestartReply, RestartRequest, SupervisorStatus
+from schemas.supervisor import (
+    HoldReply,
+    HoldRequest,
+    ProfileReply,
+    ProfileRequest,
+    RestartReply,
+    RestartRequest,
+    SupervisorStatus,
+)
 
 log = logging.getLogger(__name__)
+# A reply must fit in one NATS message (1 MiB by default), headers and JSON around it.
+MAX_PROFILE_BYTES = 900_000
 
 
 def this_host() -> str:
@@ -40,6 +57,9 @@ class SupervisorControl:
         self._subs = [
             await self.bus.serve(c.supervisor_subject(self.host, "status"), self._status),
             await self.bus.serve(c.supervisor_subject(self.host, "restart"), self._restart),
+            await self.bus.serve(c.supervisor_subject(self.host, "hold"), self._hold),
+            await self.bus.serve(c.supervisor_subject(self.host, "release"), self._release),
+            await self.bus.serve(c.supervisor_subject(self.host, "profile"), self._profile),
         ]
         return self
 
@@ -66,3 +86,50 @@ class SupervisorControl:
         if child is None:
             return RestartReply(ok=False, error=f"no child runs as {asked.agent_id} here").to_json()
         return RestartReply(ok=True, child=child.name, restarts=child.restarts + 1).to_json()
+
+    async def _hold(self, request: Request) -> bytes:
+        return self._held(request, hold=True)
+
+    async def _release(self, request: Request) -> bytes:
+        return self._held(request, hold=False)
+
+    def _held(self, request: Request, *, hold: bool) -> bytes:
+        try:
+            asked = HoldRequest.model_validate_json(request.data)
+        except ValidationError as exc:
+            return HoldReply(
+                ok=False, error=f"not a hold request: {exc.errors()[0]['msg']}"
+            ).to_json()
+        if hold:
+            child = self.supervisor.hold(asked.child, asked.reason or "held")
+        else:
+            child = self.supervisor.release(asked.child)
+        if child is None:
+            return HoldReply(ok=False, error=f"no child {asked.child!r} here").to_json()
+        return HoldReply(ok=True, child=child.name, held=child.held is not None).to_json()
+
+    async def _profile(self, request: Request) -> bytes:
+        """Only its own children: the subject names no pid, so no other process is reached."""
+        try:
+            asked = ProfileRequest.model_validate_json(request.data)
+        except ValidationError as exc:
+            return ProfileReply(ok=False, error=f"not a profile request: {exc}").to_json()
+        pid = next(
+            (ch.proc.pid for ch in self.supervisor.children
+             if ch.agent_id == asked.agent_id and ch.running and ch.proc is not None),
+            None,
+        )  # fmt: skip
+        if pid is None:
+            return ProfileReply(ok=False, error=f"no child runs as {asked.agent_id} here").to_json()
+        with tempfile.TemporaryDirectory(prefix="omoi-profile-") as tmp:
+            out = Path(tmp) / f"profile.{asked.format}"
+            try:
+                await profile_pid(pid, asked.seconds, asked.format, out, idle=asked.idle)
+            except ProfileError as exc:
+                return ProfileReply(ok=False, error=str(exc)).to_json()
+            packed = base64.b64encode(gzip.compress(out.read_bytes())).decode()
+        if len(packed) > MAX_PROFILE_BYTES:
+            return ProfileReply(
+                ok=False, error=f"the profile is {len(packed)} bytes packed; try --format raw"
+            ).to_json()
+        return ProfileReply(ok=True, data=packed).to_json()

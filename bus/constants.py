@@ -98,6 +98,22 @@ def span_subject(role: str, agent_id: str) -> str:
 CMD_TICKET_CANCEL = "omoi.commands.ticket.cancel"
 CMD_TICKET_MOVE = "omoi.commands.ticket.move"
 CMD_TASK_CANCEL = "omoi.commands.task.cancel"
+# Pausing a ticket stops it moving on (nothing new is dispatched) until it is resumed.
+CMD_TICKET_PAUSE = "omoi.commands.ticket.pause"
+CMD_TICKET_RESUME = "omoi.commands.ticket.resume"
+
+# The guardian (agents/guardian): it reads findings and outcomes from the events stream
+# and answers operators approving its proposals or undoing what it did (request/reply).
+GUARDIAN_CONSUMER = "guardian"
+GUARDIAN_EVENT_FILTERS = (
+    "omoi.events._agents.anomaly.detected",
+    "omoi.events._agents.agent.crash_looping",
+    "omoi.events.*.task.retrying",
+    "omoi.events.*.task.failed",
+)
+GUARDIAN_APPROVE = "omoi.guardian.approve"
+GUARDIAN_UNDO = "omoi.guardian.undo"
+GUARDIAN_SUBJECTS = (GUARDIAN_APPROVE, GUARDIAN_UNDO)
 
 # Core (non-persisted) broadcast telling whichever worker runs a task to stop it now.
 CONTROL_CANCEL_PREFIX = "omoi.control.cancel"
@@ -130,13 +146,20 @@ AGENT_STATUS_PREFIX = "omoi.agents"
 # Each host's supervisor (`omoi up`) answers on omoi.supervisors.<host>.<verb>: the
 # monitor's watchdog asks for its children's status and for restarts.
 SUPERVISORS_PREFIX = "omoi.supervisors"
-SUPERVISOR_VERBS = ("status", "restart")
+SUPERVISOR_VERBS = ("status", "restart", "hold", "release", "profile")
+# What the watchdog asks; holding and releasing a child is the guardian's.
+WATCHDOG_VERBS = ("status", "restart")
+HOLD_VERBS = ("hold", "release")
 
 # KV buckets.
 TICKETS_BUCKET = "omoi_tickets"
 TASKS_BUCKET = "omoi_tasks"
 HEARTBEATS_BUCKET = "omoi_heartbeats"
 LOCKS_BUCKET = "omoi_locks"
+# The guardian's interventions by id (proposed, applied, undone), and the workers it
+# quarantined by agent id: a quarantined worker takes no new task until the key is gone.
+INTERVENTIONS_BUCKET = "omoi_interventions"
+QUARANTINE_BUCKET = "omoi_quarantine"
 # HTTP API tokens by id (their hashes, never the tokens); revoking deletes the key.
 TOKENS_BUCKET = "omoi_tokens"
 

@@ -228,9 +228,23 @@ class Consumer(Runtime):
         self.batch = batch
         self.group = group
         self._busy = 0  # slots in use: handlers that have not released theirs
+        self._paused = False  # takes no new delivery (those running go on)
         self._turn = 0  # which consumer is asked first
         # When each free slot became free, oldest first (for `Delivery.idle_s`).
         self._free_since: list[float] = []
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def pause(self) -> None:
+        """Take no new delivery until `resume()`: what arrives goes back for others."""
+        self._paused = True
+        self._wake.set()
+
+    def resume(self) -> None:
+        self._paused = False
+        self._wake.set()
 
     async def _loop(self) -> None:
         if self.group is not None:
@@ -244,16 +258,16 @@ class Consumer(Runtime):
         self._free_since = [asyncio.get_running_loop().time()] * self.slots
         while not self.stopping:
             free = min(self.slots - self._busy, self.max_in_flight - len(self.in_flight))
-            if free <= 0:
-                # Whatever open requests bring while every slot is busy goes back at once,
-                # for another worker to run.
+            if free <= 0 or self._paused:
+                # Whatever open requests bring while every slot is busy (or the consumer
+                # is paused) goes back at once, for another worker to run.
                 await self.hand_back_buffered()
                 self._wake.clear()
                 await self._wake.wait()
                 continue
             msgs = await self.fetched(partial(self._fetch, free))
             for msg in msgs[:free]:
-                if self._stopping.is_set():  # stopped while fetching
+                if self._stopping.is_set() or self._paused:  # while fetching
                     await hand_back(self.delivery(msg))
                     continue
                 self._start_one(self.delivery(msg))

@@ -34,6 +34,7 @@ ROLES = (
     "validator",
     "recorder",
     "monitor",
+    "guardian",
     "gateway",
     "operator",
     "submitter",
@@ -46,7 +47,7 @@ ROLES = (
 SYSTEM_ROLE = "system"
 SYSTEM_ACCOUNT = "SYS"
 # The agent processes, each running as its own role.
-AGENT_ROLES = ("planner", "worker", "validator", "recorder", "monitor")
+AGENT_ROLES = ("planner", "worker", "validator", "recorder", "monitor", "guardian")
 
 # Every stream Omoi owns, for the roles that provision and administer them.
 STREAMS = (
@@ -56,6 +57,8 @@ STREAMS = (
     c.kv_stream(c.HEARTBEATS_BUCKET),
     c.kv_stream(c.LOCKS_BUCKET),
     c.kv_stream(c.TOKENS_BUCKET),
+    c.kv_stream(c.INTERVENTIONS_BUCKET),
+    c.kv_stream(c.QUARANTINE_BUCKET),
     c.obj_stream(c.WORKSPACES_BUCKET),
 )
 STATE_BUCKETS = (c.TICKETS_BUCKET, c.TASKS_BUCKET, c.HEARTBEATS_BUCKET)
@@ -210,6 +213,9 @@ _HEARTBEAT = (*_reads(c.HEARTBEATS_BUCKET), *_writes(c.HEARTBEATS_BUCKET))
 _SUBMIT = (c.SUBMIT_SUBJECT,)
 _SUBMIT_TRUSTED = (c.SUBMIT_SUBJECT, c.TRUSTED_SUBMIT_SUBJECT)
 _COMMANDS = ("omoi.commands.>",)
+# The guardian's book, which operators read (`omoi guardian list`) and ask it to change.
+_GUARDIAN_BOOK = _reads(c.INTERVENTIONS_BUCKET, c.QUARANTINE_BUCKET)
+_GUARDIAN_ASK = (*_GUARDIAN_BOOK, *c.GUARDIAN_SUBJECTS)
 # Audit entries: appended by who decides an outcome (docs/security.md, "Audit"). The
 # stream denies deletes and purges, so none of these can take one back.
 _AUDIT = (c.AUDIT_SUBJECTS,)
@@ -276,6 +282,8 @@ def _table() -> dict[str, Permissions]:
                 *_HEARTBEAT,
                 # Claims: a worker marks the task it runs as running, and its outcome.
                 *_writes(c.TASKS_BUCKET),
+                # Whether the guardian quarantined it (it then takes no new task).
+                *_reads(c.QUARANTINE_BUCKET),
                 # Resource locks of the tasks it runs (leases, fencing tokens).
                 *_reads(c.LOCKS_BUCKET),
                 *_writes(c.LOCKS_BUCKET),
@@ -359,7 +367,7 @@ def _table() -> dict[str, Permissions]:
                 *_FINDINGS,
                 # The watchdog: asking each host's supervisor for its children, and
                 # for a wedged one's restart.
-                *(c.supervisor_subject("*", verb) for verb in c.SUPERVISOR_VERBS),
+                *(c.supervisor_subject("*", verb) for verb in c.WATCHDOG_VERBS),
                 *_telemetry("monitor"),
                 # The connections the servers refused, which it hears as `system`.
                 c.audit_subject(AuditAction.AUTH_FAILURE),
@@ -368,6 +376,32 @@ def _table() -> dict[str, Permissions]:
             responds=True,
             notes="reads heartbeats and backlogs, reports stale agents, anomalies and refused "
             "connections",
+        ),
+        "guardian": Permissions(
+            publish=(
+                *_HEARTBEAT,
+                *_reads(c.TICKETS_BUCKET, c.TASKS_BUCKET),
+                *_pulls(c.EVENTS_STREAM, c.GUARDIAN_CONSUMER),
+                *_reads(c.INTERVENTIONS_BUCKET, c.QUARANTINE_BUCKET),
+                *_writes(c.INTERVENTIONS_BUCKET, c.QUARANTINE_BUCKET),
+                # Holding a crash-looping child, and releasing it, on any host.
+                *(c.supervisor_subject("*", verb) for verb in c.HOLD_VERBS),
+                # Its interventions through the planner, like an operator's.
+                c.CMD_TICKET_PAUSE,
+                c.CMD_TICKET_RESUME,
+                c.CMD_TASK_CANCEL,
+                c.event_subject("_agents", "guardian.>"),
+                *_AGENT_EVENTS,
+                *_telemetry("guardian"),
+                c.dlq_subject("events"),
+                c.audit_subject(AuditAction.INTERVENTION),
+                c.audit_subject(AuditAction.INTERVENTION_APPROVE),
+                c.audit_subject(AuditAction.INTERVENTION_UNDO),
+            ),
+            subscribe=own("guardian", *c.GUARDIAN_SUBJECTS, *_serves("guardian")),
+            responds=True,
+            notes="quarantines workers, pauses tickets, cancels poison tasks; records each "
+            "intervention and proposes what exceeds its authority",
         ),
         "gateway": Permissions(
             publish=(
@@ -399,6 +433,9 @@ def _table() -> dict[str, Permissions]:
                 *_TOKENS,
                 *_AUDIT,
                 *_DISCOVERS,
+                *_GUARDIAN_ASK,
+                # `omoi profile` of an agent on another host, through its supervisor.
+                c.supervisor_subject("*", "profile"),
             ),
             subscribe=own("operator", _EXTERNAL_INBOX),
             notes="the CLI: submits, steers, reads and makes API tokens; changes no state itself",
@@ -416,6 +453,7 @@ def _table() -> dict[str, Permissions]:
                     c.EVENTS_STREAM, c.DLQ_STREAM, c.LOGS_STREAM, *map(c.kv_stream, STATE_BUCKETS)
                 ),
                 *_DISCOVERS,
+                *_GUARDIAN_BOOK,
             ),
             subscribe=own("viewer", _EXTERNAL_INBOX, c.EVENTS_SUBJECTS, c.LOGS_SUBJECTS),
             notes="reads state and follows events and logs",

@@ -179,6 +179,18 @@ def consumer_configs(cfg: TopologyConfig) -> list[tuple[str, ConsumerConfig]]:
                 max_deliver=-1,
             ),
         ),
+        (
+            c.EVENTS_STREAM,
+            ConsumerConfig(
+                durable_name=c.GUARDIAN_CONSUMER,
+                filter_subjects=list(c.GUARDIAN_EVENT_FILTERS),
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=cfg.ack_wait_s,
+                # What happened before the guardian first ran is history, not its case.
+                deliver_policy=DeliverPolicy.NEW,
+                max_deliver=-1,
+            ),
+        ),
         *[
             (
                 stream,
@@ -306,6 +318,8 @@ async def ensure_buckets(js: JetStreamContext, cfg: TopologyConfig) -> None:
         ),
         KeyValueConfig(bucket=c.LOCKS_BUCKET, history=1, replicas=cfg.replicas),
         KeyValueConfig(bucket=c.TOKENS_BUCKET, history=1, replicas=cfg.replicas),
+        KeyValueConfig(bucket=c.INTERVENTIONS_BUCKET, history=5, replicas=cfg.replicas),
+        KeyValueConfig(bucket=c.QUARANTINE_BUCKET, history=1, replicas=cfg.replicas),
     ]
     for bucket in buckets:
         try:

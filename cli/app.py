@@ -317,6 +317,24 @@ def ticket_move(
     _reply(c.CMD_TICKET_MOVE, body, as_json, timeout)
 
 
+@ticket_app.command("pause")
+def ticket_pause(
+    ticket_id: str, reason: str = "paused by operator", as_json: JsonFlag = False,
+    timeout: Timeout = 5.0,
+) -> None:  # fmt: skip
+    """Pause a ticket: nothing new starts (running tasks finish) until it is resumed."""
+    _reply(c.CMD_TICKET_PAUSE, {"ticket_id": ticket_id, "reason": reason}, as_json, timeout)
+
+
+@ticket_app.command("resume")
+def ticket_resume(
+    ticket_id: str, reason: str = "resumed by operator", as_json: JsonFlag = False,
+    timeout: Timeout = 5.0,
+) -> None:  # fmt: skip
+    """Resume a paused ticket: it moves on from where its state is now."""
+    _reply(c.CMD_TICKET_RESUME, {"ticket_id": ticket_id, "reason": reason}, as_json, timeout)
+
+
 @task_app.command("show")
 def task_show(
     task_id: Annotated[str, typer.Argument(help="<ticket_id>.<task_name>")],
@@ -458,6 +476,12 @@ def _register_token_commands() -> None:
     from cli.trace_command import trace_cmd
 
     app.command("trace")(trace_cmd)
+    from cli.profile_command import profile_cmd
+
+    app.command("profile")(profile_cmd)
+    from cli.guardian_commands import guardian_app
+
+    app.add_typer(guardian_app, name="guardian")
 
 
 _register_token_commands()

@@ -21,7 +21,7 @@ from bus import constants as c
 from bus import streams
 from bus.locks import ticket_locks
 from gateway import reads, submit, views
-from gateway.alerts_panel import firing_alerts
+from gateway.alerts_panel import firing_alerts, recent_interventions
 from gateway.api_tickets import TicketId, problems
 from gateway.audit import Audited
 from gateway.charts import charts as draw_charts
@@ -112,12 +112,13 @@ class DashboardController(Controller):
     @get("/", summary="The dashboard", responses=problems())
     async def index(self, ctx: Ctx) -> Template:
         since = await streams.last_seq(ctx.bus, c.EVENTS_STREAM)
-        found, agents, failures, drawn, alerts = await asyncio.gather(
+        found, agents, failures, drawn, alerts, interventions = await asyncio.gather(
             reads.tickets(ctx.bus),
             reads.agents(ctx.bus, ctx.options.stale_beats),
             _failures(ctx),
             draw_charts(ctx.reader),
             firing_alerts(ctx.reader),
+            recent_interventions(ctx.reader),
         )
         return Template(
             "index.html",
@@ -128,6 +129,7 @@ class DashboardController(Controller):
                 "agents": agents,
                 "charts": drawn,
                 "alerts": alerts,
+                "interventions": interventions,
                 **failures,
             },
         )

@@ -1,6 +1,13 @@
 """Pydantic models for everything that travels on the bus or sits in a KV bucket."""
 
-from schemas.command import CancelTask, CancelTicket, MoveTicket, Reply
+from schemas.command import (
+    CancelTask,
+    CancelTicket,
+    MoveTicket,
+    PauseTicket,
+    Reply,
+    ResumeTicket,
+)
 from schemas.common import WORK_PHASES, ErrorInfo, Phase, utcnow
 from schemas.event import AGENTS_TOKEN, Event, EventType
 from schemas.heartbeat import Heartbeat
@@ -29,9 +36,11 @@ __all__ = [
     "EventType",
     "Heartbeat",
     "MoveTicket",
+    "PauseTicket",
     "Phase",
     "PhaseTransition",
     "Reply",
+    "ResumeTicket",
     "TaskDispatch",
     "TaskResult",
     "TaskSpec",

@@ -23,6 +23,12 @@ class AuditAction(StrEnum):
     TICKET_CANCEL = "ticket.cancel"
     TICKET_MOVE = "ticket.move"
     TASK_CANCEL = "task.cancel"
+    TICKET_PAUSE = "ticket.pause"
+    TICKET_RESUME = "ticket.resume"
+    # The guardian acting on its own authority, and operators approving or undoing that.
+    INTERVENTION = "guardian.intervene"
+    INTERVENTION_APPROVE = "guardian.approve"
+    INTERVENTION_UNDO = "guardian.undo"
     TOKEN_CREATE = "token.create"
     TOKEN_REVOKE = "token.revoke"
     # A missing, malformed, unknown, expired or revoked credential.

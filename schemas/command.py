@@ -23,6 +23,16 @@ class MoveTicket(StrictWireModel):
     reason: str = "moved by operator"
 
 
+class PauseTicket(StrictWireModel):
+    ticket_id: str
+    reason: str = "paused by operator"
+
+
+class ResumeTicket(StrictWireModel):
+    ticket_id: str
+    reason: str = "resumed by operator"
+
+
 class Reply(WireModel):
     """The JSON answer to an intake request or a command."""
 

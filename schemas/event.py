@@ -43,6 +43,9 @@ class EventType(StrEnum):
     GATE_PASSED = "gate.passed"
     GATE_FAILED = "gate.failed"
     TICKET_BLOCKED = "ticket.blocked"
+    # An operator or the guardian paused a ticket (nothing new starts), or resumed it.
+    TICKET_PAUSED = "ticket.paused"
+    TICKET_RESUMED = "ticket.resumed"
     AGENT_STARTED = "agent.started"
     AGENT_STOPPED = "agent.stopped"
     AGENT_STALE = "agent.stale"
@@ -60,6 +63,11 @@ class EventType(StrEnum):
     ALERT_FIRING = "alert.firing"
     ALERT_RESOLVED = "alert.resolved"
     ALERT_DELIVERY = "alert.delivery"
+    # The guardian's interventions (data: schemas.guardian.Intervention), by status.
+    GUARDIAN_PROPOSED = "guardian.proposed"
+    GUARDIAN_APPLIED = "guardian.applied"
+    GUARDIAN_UNDONE = "guardian.undone"
+    GUARDIAN_FAILED = "guardian.failed"
 
 
 class Event(WireModel):

@@ -18,6 +18,8 @@ class Heartbeat(WireModel):
     labels: list[str] = Field(default_factory=list)
     slots: int = 1
     current_task: str | None = None
+    # A worker the guardian quarantined: the intervention's id (it takes no new task).
+    quarantined: str | None = None
     status: str = "idle"
     # True once the agent serves its subjects: `omoi up` waits for this before it says so.
     ready: bool = False

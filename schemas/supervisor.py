@@ -1,9 +1,10 @@
 """What a host's supervisor (`omoi up`) says about its children, and what it is asked:
-`omoi.supervisors.<host>.status` and `omoi.supervisors.<host>.restart` (request/reply)."""
+`omoi.supervisors.<host>.status|restart|hold|release` (request/reply)."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import Field
 
@@ -19,6 +20,9 @@ class ChildStatus(WireModel):
     # When it was (re)started after exiting, newest last; a crash loop shows here.
     restarted_at: list[datetime] = Field(default_factory=list)
     last_exit: int | None = None
+    # The agent role it runs (None: not an agent), and why it is held, if it is.
+    role: str | None = None
+    held: str | None = None
 
 
 class SupervisorStatus(WireModel):
@@ -35,4 +39,35 @@ class RestartReply(WireModel):
     ok: bool
     child: str | None = None
     restarts: int = 0
+    error: str | None = None
+
+
+class HoldRequest(WireModel):
+    """Hold (or release) a child by its name in the supervisor: a held child is stopped and
+    not restarted until it is released."""
+
+    child: str
+    reason: str = ""
+
+
+class HoldReply(WireModel):
+    ok: bool
+    child: str | None = None
+    held: bool = False
+    error: str | None = None
+
+
+class ProfileRequest(WireModel):
+    """Profile the child running as `agent_id` for `seconds` (py-spy)."""
+
+    agent_id: str
+    seconds: int = Field(default=10, ge=1, le=300)
+    format: Literal["flamegraph", "speedscope", "raw"] = "flamegraph"
+    idle: bool = False
+
+
+class ProfileReply(WireModel):
+    ok: bool
+    # The profile, gzip-compressed and base64-encoded.
+    data: str = ""
     error: str | None = None

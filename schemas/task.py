@@ -103,6 +103,8 @@ class AttemptError(WireModel):
     attempt: int
     category: str
     message: str
+    # The worker the attempt failed on (a task failing on worker after worker is poison).
+    worker: str | None = None
     at: datetime = Field(default_factory=utcnow)
 
 

@@ -123,6 +123,9 @@ class TicketState(WireModel):
     commit: str | None = None
     # Where to return to when a blocked ticket is unblocked.
     blocked_from: Phase | None = None
+    # Paused (by an operator or the guardian): nothing moves on until it is resumed.
+    paused: bool = False
+    paused_reason: str | None = None
     reason: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)

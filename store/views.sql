@@ -436,3 +436,26 @@ SELECT
     TRY_CAST(data->>'duration_ms' AS DOUBLE) AS duration_ms
 FROM events
 WHERE type = 'alert.delivery';
+
+-- The guardian's interventions (guardian.proposed, .applied, .undone, .failed events):
+-- one row per intervention, as it stands after its latest step.
+CREATE OR REPLACE VIEW interventions AS
+SELECT
+    data->>'id' AS id,
+    data->>'kind' AS kind,
+    data->>'target' AS target,
+    data->>'status' AS status,
+    data->>'reason' AS reason,
+    data->>'trigger' AS trigger,
+    TRY_CAST(data->>'reversible' AS BOOLEAN) AS reversible,
+    TRY_CAST(data->>'autonomous' AS BOOLEAN) AS autonomous,
+    data->>'decided_by' AS decided_by,
+    data->>'approved_by' AS approved_by,
+    data->>'undone_by' AS undone_by,
+    data->>'outcome' AS outcome,
+    TRY_CAST(data->>'created_at' AS TIMESTAMPTZ) AS created_at,
+    "at" AS updated_at,
+    data->'evidence' AS evidence
+FROM events
+WHERE type IN ('guardian.proposed', 'guardian.applied', 'guardian.undone', 'guardian.failed')
+QUALIFY row_number() OVER (PARTITION BY data->>'id' ORDER BY "at" DESC) = 1;

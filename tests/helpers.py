@@ -169,8 +169,17 @@ class AgentProcess:
                 sys.executable, "-m", f"agents.{self.role}", "--agent-id", self.agent_id, *args,
                 env=self.env, stdout=log, stderr=log,
             )  # fmt: skip
-        await wait_until(lambda: bus.heartbeats.value(self.agent_id), timeout=30)
+        await wait_until(self._ready_beat(bus), timeout=30)
         return self
+
+    def _ready_beat(self, bus: Bus) -> Callable[[], Awaitable[bool]]:
+        # The first beat goes out before the agent subscribes; only a `ready` one says
+        # that a request (an intake submission, say) reaches it.
+        async def ready() -> bool:
+            beat = await bus.heartbeats.value(self.agent_id)
+            return beat is not None and beat.ready
+
+        return ready
 
     async def kill9(self) -> None:
         assert self.proc is not None

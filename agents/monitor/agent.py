@@ -152,8 +152,9 @@ class Monitor(Agent):
                     EventType.AGENT_CRASH_LOOPING,
                     f"{action.host}.{action.child}.crash_looping.{int(now.timestamp())}",
                     action.agent_id,
-                    {"host": action.host, "child": action.child, "restarts": action.restarts,
-                     "window_s": action.window_s, "last_exit": action.last_exit},
+                    {"host": action.host, "child": action.child, "role": action.role,
+                     "restarts": action.restarts, "window_s": action.window_s,
+                     "last_exit": action.last_exit},
                 )  # fmt: skip
             elif isinstance(action, Restarted):
                 await self._agent_event(

@@ -44,6 +44,7 @@ class CrashLoop:
     restarts: int
     window_s: float
     last_exit: int | None
+    role: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ class Watchdog:
                         self.looping.add(where)
                         actions.append(CrashLoop(status.host, child.name, child.agent_id,
                                                  len(recent), self.rules.crash_loop_window_s,
-                                                 child.last_exit))  # fmt: skip
+                                                 child.last_exit, child.role))  # fmt: skip
                     continue  # restarting a crash loop again helps nobody
                 self.looping.discard(where)
                 beat = beats.get(child.agent_id or "")

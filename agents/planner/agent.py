@@ -41,7 +41,9 @@ from schemas import (
     Event,
     EventType,
     MoveTicket,
+    PauseTicket,
     Reply,
+    ResumeTicket,
     TaskStatus,
 )
 from schemas.audit import AuditOutcome
@@ -81,6 +83,8 @@ class Planner(Agent):
                     (c.CMD_TICKET_CANCEL, CancelTicket),
                     (c.CMD_TASK_CANCEL, CancelTask),
                     (c.CMD_TICKET_MOVE, MoveTicket),
+                    (c.CMD_TICKET_PAUSE, PauseTicket),
+                    (c.CMD_TICKET_RESUME, ResumeTicket),
                 )
             ],
         ]
@@ -165,6 +169,8 @@ class Planner(Agent):
             CancelTicket: self.commands.cancel_ticket,
             CancelTask: self.commands.cancel_task,
             MoveTicket: self.commands.move_ticket,
+            PauseTicket: self.commands.pause_ticket,
+            ResumeTicket: self.commands.resume_ticket,
         }
         run = handlers[model]
 

@@ -145,7 +145,9 @@ class Assigner:
 
     def refresh(self, beats: Iterable[Heartbeat]) -> None:
         now = utcnow()
-        self.beats = [b for b in beats if b.role == "worker" and not b.is_stale(now)]
+        self.beats = [
+            b for b in beats if b.role == "worker" and not b.is_stale(now) and not b.quarantined
+        ]
         self.read_at = time.monotonic()
 
     def choose(self, task: TaskState) -> tuple[list[Candidate], Candidate | None] | None:

@@ -15,10 +15,16 @@ _COMMANDS = {
     c.CMD_TICKET_CANCEL: AuditAction.TICKET_CANCEL,
     c.CMD_TICKET_MOVE: AuditAction.TICKET_MOVE,
     c.CMD_TASK_CANCEL: AuditAction.TASK_CANCEL,
+    c.CMD_TICKET_PAUSE: AuditAction.TICKET_PAUSE,
+    c.CMD_TICKET_RESUME: AuditAction.TICKET_RESUME,
 }
+# The commands the guardian may send too (it audits its own reasons beside them).
+_GUARDIAN_COMMANDS = frozenset({c.CMD_TASK_CANCEL, c.CMD_TICKET_PAUSE, c.CMD_TICKET_RESUME})
 
 
 def _actor(subject: str) -> str:
+    if subject in _GUARDIAN_COMMANDS:
+        return "nats:operator|gateway|guardian"
     if subject == c.TRUSTED_SUBMIT_SUBJECT or subject in _COMMANDS:
         return "nats:operator|gateway"
     return "nats:submitter|operator|gateway"

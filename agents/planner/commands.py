@@ -1,8 +1,10 @@
-"""Operator commands: cancel a ticket, cancel a task, move a ticket to another phase."""
+"""Operator commands: cancel a ticket, cancel a task, move a ticket to another phase,
+pause a ticket and resume it."""
 
 from __future__ import annotations
 
 from agents.errors import CommandError, TransitionError
+from agents.events import ticket_event
 from agents.planner.apply import Reconciler, merge_context
 from agents.planner.phases import check_transition, phase_index
 from bus import Bus
@@ -11,8 +13,10 @@ from schemas import (
     CancelTicket,
     EventType,
     MoveTicket,
+    PauseTicket,
     Phase,
     PhaseTransition,
+    ResumeTicket,
     TaskState,
     TaskStatus,
     TicketStatus,
@@ -76,6 +80,40 @@ class Commands:
             )
         # The planner's own event consumer sees task.cancelled and winds the ticket down.
         return task
+
+    async def pause_ticket(self, cmd: PauseTicket) -> TicketState:
+        """Nothing new starts (`plan` decides nothing for a paused ticket); what runs
+        finishes, and its outcome is recorded. Pausing a paused ticket changes nothing."""
+        return await self._set_paused(cmd.ticket_id, True, cmd.reason)
+
+    async def resume_ticket(self, cmd: ResumeTicket) -> TicketState:
+        after = await self._set_paused(cmd.ticket_id, False, cmd.reason)
+        await self.reconciler.reconcile(after.id)
+        return after
+
+    async def _set_paused(self, ticket_id: str, paused: bool, reason: str) -> TicketState:
+        def change(t: TicketState) -> TicketState | None:
+            if t.status.terminal or t.paused is paused:
+                return None
+            t.paused = paused
+            t.paused_reason = reason if paused else None
+            t.updated_at = utcnow()
+            return t
+
+        after = await self.bus.tickets.update(ticket_id, change)
+        if after is None:
+            current = await self._ticket(ticket_id)
+            if current.status.terminal:
+                raise CommandError(
+                    f"ticket {ticket_id} is already {current.status.value}", "already_finished"
+                )
+            return current  # already as asked: the same answer as the first time
+        kind = EventType.TICKET_PAUSED if paused else EventType.TICKET_RESUMED
+        event = ticket_event(after, kind, self.reconciler.agent_id, reason=reason)
+        # One per pause and per resume: each is a write of its own.
+        event.id = f"{after.id}.{kind.value}.{after.updated_at.timestamp()}"
+        await self.bus.publish_events([event])
+        return after
 
     async def move_ticket(self, cmd: MoveTicket) -> TicketState:
         before = await self._ticket(cmd.ticket_id)

@@ -64,6 +64,8 @@ def plan(ticket: TicketState, tasks: Mapping[str, TaskState]) -> Plan:
     out = Plan()
     if ticket.status is not TicketStatus.RUNNING or ticket.phase is Phase.BLOCKED:
         return out
+    if ticket.paused:
+        return out  # resuming reconciles it: everything decided then, from the state then
 
     for task in tasks.values():
         if merges.conflicted(task) and (fix := merges.resolution(ticket, tasks, task)):

@@ -33,6 +33,7 @@ from agents.worker.team import TaskTeam, Team
 from agents.workspace_sync import WorkspaceSync
 from bus import (
     Abandon,
+    Bucket,
     Bus,
     BusError,
     Consumer,
@@ -54,6 +55,7 @@ from schemas import (
     TaskResult,
     TaskState,
 )
+from schemas.guardian import Quarantine
 from schemas.registry import AgentCard, AgentStatus
 from schemas.ticket import TicketState
 from schemas.usage import Budget, Usage
@@ -122,12 +124,15 @@ class Worker(Agent):
         self._attempts: dict[str, Attempt] = {}  # running tasks by task id
         self._running: dict[str, TaskState] = {}
         self._tickets: dict[str, TicketState] = {}
+        # The intervention that quarantined it, while it lasts (agents/guardian).
+        self.quarantined: str | None = None
         if model is None and (config := ModelConfig.from_settings(settings)) is not None:
             model = ModelClient(config)
         self.team = Team(bus, self.id, capabilities, model, lambda: list(self._running.values()))
 
     def heartbeat(self) -> Heartbeat:
         beat = super().heartbeat()
+        beat.quarantined = self.quarantined
         beat.phases = self.phases
         beat.capabilities = self.capabilities
         beat.labels = self.labels
@@ -174,11 +179,33 @@ class Worker(Agent):
             keep_alive_s=self.keep_alive_s,
             logger=self.log,
         )
+        quarantine = await self.bus.bucket(c.QUARANTINE_BUCKET, Quarantine)
+        # A worker restarted while quarantined (a crash looper) takes not even one task.
+        await self._check_quarantine(quarantine, consumer)
         try:
-            await self.consume(consumer)
+            await self.consume(consumer, also=[self._quarantine_loop(quarantine, consumer)])
         finally:
             await self.team.stop()
             await control.unsubscribe()
+
+    async def _quarantine_loop(self, quarantine: Bucket[Quarantine], consumer: Consumer) -> None:
+        """Looked at once a heartbeat: being quarantined is not a matter of milliseconds,
+        and a read survives what a watch would have to re-establish."""
+        while not await self.wait_stopping(self.settings.heartbeat_interval_s):
+            try:
+                await self._check_quarantine(quarantine, consumer)
+            except BusError as exc:
+                self.log.warning("could not read the quarantine: %s", exc)
+
+    async def _check_quarantine(self, quarantine: Bucket[Quarantine], consumer: Consumer) -> None:
+        held = await quarantine.value(self.id)
+        if held is not None and not consumer.paused:
+            self.log.warning("quarantined (%s): taking no new task", held.reason)
+            consumer.pause()
+        elif held is None and consumer.paused:
+            self.log.info("quarantine lifted: taking tasks again")
+            consumer.resume()
+        self.quarantined = held.intervention if held is not None else None
 
     @property
     def keep_alive_s(self) -> float:

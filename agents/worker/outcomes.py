@@ -263,7 +263,10 @@ class OutcomeRecorder:
         claim = claimed.value
         now = utcnow()
         error = AttemptError(
-            attempt=claim.attempts, category=failure.category, message=failure.message
+            attempt=claim.attempts,
+            category=failure.category,
+            message=failure.message,
+            worker=self.worker_id,
         )
         retry = failure.retryable and claim.attempts < claim.max_attempts
         delay = self.settings.retry_delay(claim.attempts, _JITTER.random()) if retry else 0.0

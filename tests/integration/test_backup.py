@@ -115,7 +115,8 @@ async def test_backup_of_a_running_system_restores_it_and_in_flight_work_finishe
         c.INTAKE_STREAM, c.TASKS_STREAM, c.GATES_STREAM, c.EVENTS_STREAM, c.DLQ_STREAM,
         c.AUDIT_STREAM, c.LOGS_STREAM, c.SPANS_STREAM,
         *(c.kv_stream(b) for b in (c.TICKETS_BUCKET, c.TASKS_BUCKET, c.HEARTBEATS_BUCKET,
-                                   c.LOCKS_BUCKET, c.TOKENS_BUCKET)),
+                                   c.LOCKS_BUCKET, c.TOKENS_BUCKET, c.INTERVENTIONS_BUCKET,
+                                   c.QUARANTINE_BUCKET)),
         c.obj_stream(c.WORKSPACES_BUCKET),
     }  # fmt: skip
     assert manifest["server_version"] and manifest["omoi_version"]

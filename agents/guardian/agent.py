@@ -1,0 +1,253 @@
+"""The guardian: reads the monitor's findings and task failures off the events stream,
+decides (agents/guardian/policy.py), and applies what is within its authority or records
+a proposal. Operators approve proposals and undo interventions through it
+(`omoi guardian approve|undo`, request/reply on `omoi.guardian.approve|undo`).
+
+Every step is an `Intervention` in `omoi_interventions`, written compare-and-set, told
+as a `guardian.<status>` event and kept as an audit entry with its reason and evidence.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from pydantic import ValidationError
+
+from agents.base import Agent
+from agents.errors import InterventionError
+from agents.guardian.effects import Effects
+from agents.guardian.policy import (
+    CrashLoop,
+    Decision,
+    Fleet,
+    GuardianRules,
+    on_anomaly,
+    on_crash_loop,
+    on_failure,
+)
+from agents.settings import Settings
+from bus import Bucket, Bus, Consumer, Delivery, Reject, Request, Source
+from bus import constants as c
+from bus.trace_context import bind_ticket
+from schemas import AGENTS_TOKEN, Event, EventType, utcnow
+from schemas.anomaly import Anomaly
+from schemas.audit import AuditAction, AuditEntry, AuditOutcome, clip
+from schemas.guardian import (
+    Intervention,
+    InterventionKind,
+    InterventionReply,
+    InterventionRequest,
+    InterventionStatus,
+    Quarantine,
+)
+from schemas.task import task_key
+
+_EVENTS = {
+    InterventionStatus.PROPOSED: EventType.GUARDIAN_PROPOSED,
+    InterventionStatus.APPLIED: EventType.GUARDIAN_APPLIED,
+    InterventionStatus.UNDONE: EventType.GUARDIAN_UNDONE,
+    InterventionStatus.FAILED: EventType.GUARDIAN_FAILED,
+}
+
+
+def guardian_rules(settings: Settings) -> GuardianRules:
+    return GuardianRules(
+        poison_workers=settings.guardian_poison_workers,
+        autonomous=frozenset(settings.guardian_autonomous),
+    )
+
+
+class Guardian(Agent):
+    role = "guardian"
+
+    def __init__(
+        self,
+        bus: Bus,
+        settings: Settings,
+        agent_id: str | None = None,
+        rules: GuardianRules | None = None,
+    ) -> None:
+        super().__init__(bus, settings, agent_id)
+        self.rules = rules or guardian_rules(settings)
+
+    async def main(self) -> None:
+        self.book = await self.bus.bucket(c.INTERVENTIONS_BUCKET, Intervention)
+        quarantine: Bucket[Quarantine] = await self.bus.bucket(c.QUARANTINE_BUCKET, Quarantine)
+        self.effects = Effects(self.bus, quarantine)
+        subs = [
+            await self.bus.serve(c.GUARDIAN_APPROVE, self._approve),
+            await self.bus.serve(c.GUARDIAN_UNDO, self._undo),
+        ]
+        consumer = Consumer(
+            self.bus,
+            [Source(c.EVENTS_STREAM, c.GUARDIAN_CONSUMER)],
+            self._on_event,
+            dead_letter=self.bus.dead_letterer("events"),
+            name=c.GUARDIAN_CONSUMER,
+            poll_s=self.settings.fetch_poll_s,
+            grace_s=self.settings.shutdown_grace_s,
+            logger=self.log,
+        )
+        try:
+            await self.consume(consumer)
+        finally:
+            for sub in subs:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+
+    # Findings
+
+    async def _on_event(self, delivery: Delivery) -> None:
+        try:
+            event = Event.model_validate_json(delivery.data)
+            decisions = await self.decide(event)
+        except (ValidationError, KeyError, TypeError, ValueError) as exc:
+            raise Reject(f"not a finding the guardian reads: {exc!r}", "invalid_event") from exc
+        for decision in decisions:
+            await self._carry_out(decision)
+
+    async def decide(self, event: Event) -> list[Decision]:
+        if event.type is EventType.ANOMALY_DETECTED:
+            anomaly = Anomaly.model_validate(event.data)
+            return on_anomaly(event.id, anomaly, await self._fleet(), self.rules, self.id)
+        if event.type is EventType.AGENT_CRASH_LOOPING:
+            loop = CrashLoop(
+                host=str(event.data["host"]),
+                child=str(event.data["child"]),
+                agent_id=event.agent,
+                role=event.data.get("role"),
+                restarts=int(event.data.get("restarts", 0)),
+                window_s=float(event.data.get("window_s", 0.0)),
+                last_exit=event.data.get("last_exit"),
+            )
+            return on_crash_loop(event.id, loop, await self._fleet(), self.rules, self.id)
+        if event.type in (EventType.TASK_RETRYING, EventType.TASK_FAILED) and event.task:
+            bind_ticket(event.ticket_id, event.task)
+            task = await self.bus.tasks.value(task_key(event.ticket_id, event.task))
+            return on_failure(task, self.rules, self.id) if task is not None else []
+        return []
+
+    async def _fleet(self) -> Fleet:
+        beats = await self.bus.heartbeats.values()
+        return Fleet({b.agent_id: b for b in beats}, utcnow())
+
+    async def _carry_out(self, decision: Decision) -> None:
+        iv = decision.intervention
+        if await self.book.create(iv.id, iv):
+            if not (decision.apply and iv.autonomous):
+                await self._tell(iv, AuditAction.INTERVENTION, f"nats:{self.role}")
+        else:
+            # Redelivered: carry on from where it was (applied and proposed ones stay).
+            existing = await self.book.value(iv.id)
+            if existing is None or existing.status is not InterventionStatus.PROPOSED:
+                return
+            iv = existing
+        if decision.apply and iv.autonomous:
+            await self._apply(iv, approved_by=None)
+
+    async def _apply(self, iv: Intervention, approved_by: str | None) -> Intervention:
+        try:
+            outcome, status = await self.effects.apply(iv), InterventionStatus.APPLIED
+        except InterventionError as exc:
+            outcome, status = str(exc), InterventionStatus.FAILED
+        self.log.warning("%s %s: %s (%s)", iv.kind.value, status.value, iv.target, outcome)
+        return await self._move(
+            iv, status, outcome, approved_by=approved_by,
+            action=AuditAction.INTERVENTION_APPROVE if approved_by else AuditAction.INTERVENTION,
+            actor=approved_by or f"nats:{self.role}",
+        )  # fmt: skip
+
+    async def _move(
+        self,
+        iv: Intervention,
+        status: InterventionStatus,
+        outcome: str,
+        *,
+        action: AuditAction,
+        actor: str,
+        approved_by: str | None = None,
+        undone_by: str | None = None,
+    ) -> Intervention:
+        expected = iv.status
+
+        def step(current: Intervention) -> Intervention | None:
+            if current.status is not expected:
+                return None
+            current.status, current.outcome, current.updated_at = status, outcome, utcnow()
+            current.approved_by = approved_by or current.approved_by
+            current.undone_by = undone_by or current.undone_by
+            return current
+
+        moved = await self.book.update(iv.id, step)
+        if moved is None:
+            raise InterventionError(f"intervention {iv.id} changed meanwhile")
+        await self._tell(moved, action, actor)
+        return moved
+
+    async def _tell(self, iv: Intervention, action: AuditAction, actor: str) -> None:
+        """The event (readable in SQL and on the dashboard) and the audit entry."""
+        ticket = AGENTS_TOKEN
+        await self.bus.publish_event(
+            Event(
+                id=f"{iv.id}.{iv.status.value}",
+                type=_EVENTS[iv.status],
+                ticket_id=ticket,
+                agent=iv.target if iv.kind is InterventionKind.QUARANTINE_WORKER else None,
+                data={**iv.model_dump(mode="json"), "reported_by": self.id},
+            )
+        )
+        failed = iv.status is InterventionStatus.FAILED
+        await self.bus.publish_audit(
+            AuditEntry(
+                id=f"guardian-{iv.id}-{iv.status.value}",
+                action=action,
+                outcome=AuditOutcome.ERROR if failed else AuditOutcome.OK,
+                actor=actor,
+                role=actor.removeprefix("nats:").split("|")[0],
+                via="nats",
+                source=self.id,
+                client="guardian",
+                target=iv.target,
+                detail=clip(f"{iv.kind.value} {iv.status.value}: {iv.reason}; {iv.outcome}"),
+            )
+        )
+
+    # Operators
+
+    async def _approve(self, request: Request) -> bytes:
+        return (await self._answer(request, approve=True)).to_json()
+
+    async def _undo(self, request: Request) -> bytes:
+        return (await self._answer(request, approve=False)).to_json()
+
+    async def _answer(self, request: Request, *, approve: bool) -> InterventionReply:
+        try:
+            asked = InterventionRequest.model_validate_json(request.data)
+        except ValidationError as exc:
+            return InterventionReply(ok=False, error=f"not an intervention request: {exc}")
+        iv = await self.book.value(asked.id)
+        if iv is None:
+            return InterventionReply(ok=False, error=f"no intervention {asked.id!r}")
+        by = f"nats:operator ({asked.by})"
+        try:
+            done = await (self._approved(iv, by) if approve else self._undone(iv, by))
+        except InterventionError as exc:
+            return InterventionReply(ok=False, intervention=iv, error=str(exc))
+        return InterventionReply(ok=done.status is not InterventionStatus.FAILED, intervention=done,
+                                 error=done.outcome if done.status is InterventionStatus.FAILED
+                                 else None)  # fmt: skip
+
+    async def _approved(self, iv: Intervention, by: str) -> Intervention:
+        if iv.status is not InterventionStatus.PROPOSED:
+            raise InterventionError(f"{iv.id} is {iv.status.value}, not proposed")
+        return await self._apply(iv, approved_by=by)
+
+    async def _undone(self, iv: Intervention, by: str) -> Intervention:
+        if iv.status is not InterventionStatus.APPLIED:
+            raise InterventionError(f"{iv.id} is {iv.status.value}, not applied")
+        outcome = await self.effects.undo(iv)
+        self.log.warning("%s undone by %s: %s (%s)", iv.kind.value, by, iv.target, outcome)
+        return await self._move(
+            iv, InterventionStatus.UNDONE, outcome,
+            action=AuditAction.INTERVENTION_UNDO, actor=by, undone_by=by,
+        )  # fmt: skip

@@ -1,0 +1,229 @@
+"""What the guardian does about a finding: pure functions from what it knows to decisions.
+
+Its authority (docs/architecture.md, "Guardian"):
+- on its own, reversible and contained: quarantine a worker whose attempts fail far more
+  often than its phase's (`anomaly.detected`, failure_rate); have the supervisor of a
+  crash-looping worker hold it (`agent.crash_looping`); pause a ticket whose task is
+  poison and cancel that task;
+- proposed, for an operator to approve: quarantining a worker that is only slow or costly
+  (it still finishes its work), holding an agent that is no worker (a planner, say) or
+  whose role it cannot tell, and anything that would leave one of the worker's phase and
+  capability pairs with nobody to take it.
+Which kinds it may apply alone is a setting (`OMOI_GUARDIAN_AUTONOMOUS`); the rest it
+proposes too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from schemas import Heartbeat, TaskState
+from schemas.anomaly import Anomaly, AnomalyKind
+from schemas.guardian import REVERSIBLE, Intervention, InterventionKind, InterventionStatus
+
+# Findings that say a worker is broken, and those that say it is merely worse.
+BROKEN = frozenset({AnomalyKind.FAILURE_RATE})
+WORSE = frozenset({AnomalyKind.RUN_TIME, AnomalyKind.COST})
+
+
+@dataclass(frozen=True)
+class GuardianRules:
+    # A task that failed on this many different workers is poison, not unlucky.
+    poison_workers: int = 3
+    # The kinds it applies on its own authority; any other it proposes.
+    autonomous: frozenset[InterventionKind] = frozenset(InterventionKind)
+
+
+@dataclass(frozen=True)
+class Decision:
+    intervention: Intervention
+    # Whether the guardian applies it now (its own authority), or only proposes it.
+    apply: bool
+
+
+def intervention_id(kind: InterventionKind, target: str, trigger: str) -> str:
+    """Deterministic: the same finding about the same target is one intervention."""
+    digest = hashlib.sha256(trigger.encode()).hexdigest()[:12]
+    return f"{kind.value}.{target}.{digest}"
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """The workers as their heartbeats tell them, at one moment."""
+
+    beats: Mapping[str, Heartbeat]
+    now: datetime
+
+    def role(self, agent_id: str) -> str | None:
+        beat = self.beats.get(agent_id)
+        return beat.role if beat is not None else None
+
+    def quarantined(self, agent_id: str) -> bool:
+        beat = self.beats.get(agent_id)
+        return beat is not None and beat.quarantined is not None
+
+    def others_cover(self, agent_id: str) -> bool:
+        """Whether every phase and capability pair the worker takes has another live,
+        ready worker that is not quarantined."""
+        beat = self.beats.get(agent_id)
+        if beat is None:
+            return False
+        others = [
+            b
+            for b in self.beats.values()
+            if b.agent_id != agent_id
+            and b.role == "worker"
+            and b.ready
+            and b.quarantined is None
+            and not b.is_stale(self.now)
+        ]
+        return all(
+            any(phase in b.phases and cap in b.capabilities for b in others)
+            for phase in beat.phases
+            for cap in beat.capabilities
+        )
+
+
+def _intervention(
+    kind: InterventionKind,
+    target: str,
+    trigger: str,
+    reason: str,
+    evidence: Iterable[str],
+    decided_by: str,
+    autonomous: bool,
+) -> Intervention:
+    return Intervention(
+        id=intervention_id(kind, target, trigger),
+        kind=kind,
+        target=target,
+        status=InterventionStatus.PROPOSED,
+        reason=reason,
+        trigger=trigger,
+        evidence=list(evidence),
+        reversible=kind in REVERSIBLE,
+        autonomous=autonomous,
+        decided_by=decided_by,
+    )
+
+
+def _take_work_away(
+    kind: InterventionKind,
+    target: str,
+    agent_id: str,
+    role: str | None,
+    trigger: str,
+    reason: str,
+    evidence: Iterable[str],
+    *,
+    broken: bool,
+    fleet: Fleet,
+    rules: GuardianRules,
+    decided_by: str,
+) -> list[Decision]:
+    """Quarantine a worker or hold an agent: on its own authority only for a broken worker
+    whose work others can take."""
+    worker = role == "worker"
+    alone = broken and kind in rules.autonomous and worker and fleet.others_cover(agent_id)
+    if alone or not worker:
+        why = reason
+    elif broken and agent_id not in fleet.beats:
+        why = f"{reason}; proposed: no heartbeat says what work it takes"
+    elif broken:
+        why = f"{reason}; proposed: no other worker would take its work"
+    else:
+        why = reason
+    iv = _intervention(kind, target, trigger, why, evidence, decided_by, alone)
+    return [Decision(iv, apply=alone)]
+
+
+def on_anomaly(
+    event_id: str, anomaly: Anomaly, fleet: Fleet, rules: GuardianRules, decided_by: str
+) -> list[Decision]:
+    agent = anomaly.agent
+    if agent is None or anomaly.kind not in BROKEN | WORSE or fleet.quarantined(agent):
+        return []
+    role = fleet.role(agent)
+    if role not in ("worker", None):
+        return []  # a planner or validator has no tasks to take away
+    return _take_work_away(
+        InterventionKind.QUARANTINE_WORKER,
+        agent,
+        agent,
+        role,
+        event_id,
+        anomaly.summary,
+        [f"anomaly {anomaly.key}", *anomaly.evidence[:20]],
+        broken=anomaly.kind in BROKEN,
+        fleet=fleet,
+        rules=rules,
+        decided_by=decided_by,
+    )
+
+
+@dataclass(frozen=True)
+class CrashLoop:
+    """What `agent.crash_looping` says: whose supervisor restarts which child how often."""
+
+    host: str
+    child: str
+    agent_id: str | None
+    role: str | None
+    restarts: int
+    window_s: float
+    last_exit: int | None = None
+
+
+def on_crash_loop(
+    event_id: str, loop: CrashLoop, fleet: Fleet, rules: GuardianRules, decided_by: str
+) -> list[Decision]:
+    """Hold the child: restarting it again helps nobody, and each start of a worker takes a
+    task only to lose it."""
+    reason = (
+        f"crash looping: {loop.restarts} restarts in {loop.window_s:.0f}s "
+        f"(last exit {loop.last_exit})"
+    )
+    role = loop.role or (fleet.role(loop.agent_id) if loop.agent_id else None)
+    return _take_work_away(
+        InterventionKind.HOLD_AGENT,
+        f"{loop.host}.{loop.child}",
+        loop.agent_id or "",
+        role,
+        event_id,
+        reason,
+        [f"agent.crash_looping {event_id}", f"{loop.child} on {loop.host} ran as {loop.agent_id}"],
+        broken=True,
+        fleet=fleet,
+        rules=rules,
+        decided_by=decided_by,
+    )
+
+
+def poison_workers(task: TaskState) -> list[str]:
+    """The different workers the task's attempts failed on, in order."""
+    return list(dict.fromkeys(e.worker for e in task.errors if e.worker is not None))
+
+
+def on_failure(task: TaskState, rules: GuardianRules, decided_by: str) -> list[Decision]:
+    """A task failed again: poison once it failed on `poison_workers` different ones.
+    Its ticket is paused first (reversible: nothing else of it moves on), then the task
+    is cancelled; an operator resumes the ticket, or sends it back, when they have looked."""
+    workers = poison_workers(task)
+    if task.status.terminal or len(workers) < rules.poison_workers:
+        return []
+    trigger = f"poison {task.id} g{task.generation}"
+    reason = f"poison task: failed on {len(workers)} workers ({', '.join(workers)})"
+    evidence = [f"{task.id}#{e.attempt} on {e.worker}: {e.category}: {e.message}"[:300]
+                for e in task.errors]  # fmt: skip
+    out = []
+    for kind, target in (
+        (InterventionKind.PAUSE_TICKET, task.ticket_id),
+        (InterventionKind.CANCEL_TASK, task.id),
+    ):
+        alone = kind in rules.autonomous
+        iv = _intervention(kind, target, trigger, reason, evidence, decided_by, alone)
+        out.append(Decision(iv, apply=alone))
+    return out

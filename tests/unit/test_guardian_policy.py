@@ -1,0 +1,164 @@
+"""The guardian's decisions, as pure functions of a finding and the fleet."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from agents.guardian.policy import (
+    CrashLoop,
+    Fleet,
+    GuardianRules,
+    intervention_id,
+    on_anomaly,
+    on_crash_loop,
+    on_failure,
+    poison_workers,
+)
+from schemas import Heartbeat, Phase, TaskState, TaskStatus, utcnow
+from schemas.anomaly import Anomaly, AnomalyKind
+from schemas.guardian import InterventionKind, InterventionStatus
+from schemas.task import AttemptError
+
+NOW = utcnow()
+RULES = GuardianRules()
+
+
+def beat(agent: str, role: str = "worker", **kw: object) -> Heartbeat:
+    fields: dict[str, object] = {
+        "agent_id": agent, "role": role, "phases": ["implementation"],
+        "capabilities": ["shell"], "ready": True, "interval_s": 1.0, "at": NOW,
+    }  # fmt: skip
+    fields.update(kw)
+    return Heartbeat.model_validate(fields)
+
+
+def fleet(*beats: Heartbeat) -> Fleet:
+    return Fleet({b.agent_id: b for b in beats}, NOW)
+
+
+def anomaly(kind: AnomalyKind, agent: str | None = "w-bad") -> Anomaly:
+    return Anomaly(
+        kind=kind, key=f"{kind}.{agent}", summary=f"{agent} is {kind}", agent=agent,
+        observed=1.0, baseline=0.1, score=9.0, threshold=6.0, samples=10,
+        baseline_samples=100, window_s=300, evidence=["T.a#1", "T.b#1"],
+    )  # fmt: skip
+
+
+def test_a_failing_worker_others_cover_is_quarantined_on_its_own_authority() -> None:
+    [decision] = on_anomaly(
+        "ev-1", anomaly(AnomalyKind.FAILURE_RATE), fleet(beat("w-bad"), beat("w-good")),
+        RULES, "guardian-1",
+    )  # fmt: skip
+    iv = decision.intervention
+    assert decision.apply and iv.autonomous
+    assert (iv.kind, iv.target, iv.status) == (
+        InterventionKind.QUARANTINE_WORKER,
+        "w-bad",
+        InterventionStatus.PROPOSED,
+    )
+    assert iv.reversible and iv.trigger == "ev-1" and "T.a#1" in iv.evidence
+    assert iv.id == intervention_id(InterventionKind.QUARANTINE_WORKER, "w-bad", "ev-1")
+
+
+@pytest.mark.parametrize(
+    "others",
+    [
+        [],  # alone
+        [beat("w-2", phases=["testing"])],  # another phase only
+        [beat("w-2", ready=False)],
+        [beat("w-2", quarantined="quarantine_worker.w-2.x")],
+        [beat("w-2", at=NOW - timedelta(seconds=60))],  # stale
+    ],
+)
+def test_quarantining_the_last_worker_of_its_kind_is_only_proposed(
+    others: list[Heartbeat],
+) -> None:
+    [decision] = on_anomaly(
+        "ev-1", anomaly(AnomalyKind.FAILURE_RATE), fleet(beat("w-bad"), *others), RULES, "g"
+    )
+    assert not decision.apply and not decision.intervention.autonomous
+    assert "no other worker" in decision.intervention.reason
+
+
+def test_slow_or_costly_is_proposed_and_queues_or_heartbeats_are_not_its_business() -> None:
+    workers = fleet(beat("w-bad"), beat("w-good"))
+    for kind in (AnomalyKind.RUN_TIME, AnomalyKind.COST):
+        [decision] = on_anomaly("ev", anomaly(kind), workers, RULES, "g")
+        assert not decision.apply
+    for kind in (AnomalyKind.QUEUE_GROWTH, AnomalyKind.HEARTBEAT_GAP):
+        assert on_anomaly("ev", anomaly(kind), workers, RULES, "g") == []
+    assert on_anomaly("ev", anomaly(AnomalyKind.FAILURE_RATE, None), workers, RULES, "g") == []
+
+
+def test_an_already_quarantined_worker_or_a_non_worker_gets_nothing_new() -> None:
+    held = beat("w-bad", quarantined="x")
+    assert on_anomaly("e", anomaly(AnomalyKind.FAILURE_RATE), fleet(held), RULES, "g") == []
+    planner = fleet(beat("w-bad", role="planner"), beat("w-good"))
+    assert on_anomaly("e", anomaly(AnomalyKind.FAILURE_RATE), planner, RULES, "g") == []
+
+
+def loop(agent: str | None, role: str | None = "worker") -> CrashLoop:
+    return CrashLoop("host-1", "worker-2", agent, role, restarts=4, window_s=300, last_exit=2)
+
+
+def test_a_crash_looping_worker_is_held_by_its_supervisor() -> None:
+    workers = fleet(beat("w-bad"), beat("w-2"))
+    [known] = on_crash_loop("e", loop("w-bad"), workers, RULES, "g")
+    iv = known.intervention
+    assert known.apply and (iv.kind, iv.target) == (InterventionKind.HOLD_AGENT, "host-1.worker-2")
+    assert "4 restarts in 300s (last exit 2)" in iv.reason and iv.reversible
+    # The role from the heartbeat when the supervisor could not tell it.
+    [by_beat] = on_crash_loop("e", loop("w-bad", role=None), workers, RULES, "g")
+    assert by_beat.apply
+
+
+@pytest.mark.parametrize(
+    ("crash", "why"),
+    [
+        (loop("w-never-beat"), "no heartbeat says what work it takes"),
+        (loop(None, role=None), ""),  # not even an agent id
+        (loop("p-1", role="planner"), ""),  # holding the planner stops everything
+    ],
+)
+def test_holding_what_it_cannot_judge_is_only_proposed(crash: CrashLoop, why: str) -> None:
+    [decision] = on_crash_loop("e", crash, fleet(beat("w-2")), RULES, "g")
+    assert not decision.apply and why in decision.intervention.reason
+
+
+def test_autonomy_is_a_setting() -> None:
+    timid = GuardianRules(autonomous=frozenset())
+    workers = fleet(beat("w-bad"), beat("w-good"))
+    [decision] = on_anomaly("ev", anomaly(AnomalyKind.FAILURE_RATE), workers, timid, "g")
+    assert not decision.apply
+
+
+def task(workers: list[str], status: TaskStatus = TaskStatus.QUEUED) -> TaskState:
+    return TaskState(
+        id="T.a", ticket_id="T", name="a", phase=Phase.IMPLEMENTATION, status=status,
+        attempts=len(workers), max_retries=9,
+        errors=[AttemptError(attempt=i + 1, category="exit_code", message="exit 1", worker=w)
+                for i, w in enumerate(workers)],
+    )  # fmt: skip
+
+
+def test_a_task_failing_on_enough_different_workers_pauses_its_ticket_then_is_cancelled() -> None:
+    assert poison_workers(task(["w1", "w1", "w2", "w1"])) == ["w1", "w2"]
+    assert on_failure(task(["w1", "w1", "w2", "w2"]), RULES, "g") == []
+    pause, cancel = on_failure(task(["w1", "w2", "w1", "w3"]), RULES, "g")
+    assert (pause.intervention.kind, pause.intervention.target) == (
+        InterventionKind.PAUSE_TICKET,
+        "T",
+    )
+    assert (cancel.intervention.kind, cancel.intervention.target) == (
+        InterventionKind.CANCEL_TASK,
+        "T.a",
+    )
+    assert pause.apply and cancel.apply
+    assert pause.intervention.reversible and not cancel.intervention.reversible
+    assert len(cancel.intervention.evidence) == 4
+    # The same failure read twice is the same intervention: ids from the task, not the event.
+    again, _ = on_failure(task(["w1", "w2", "w1", "w3", "w2"]), RULES, "g")
+    assert again.intervention.id == pause.intervention.id
+    assert on_failure(task(["w1", "w2", "w3"], TaskStatus.FAILED), RULES, "g") == []
