@@ -132,8 +132,11 @@ def build_agent(
         return Recorder(bus, settings, agent_id=args.agent_id)
     if role == "guardian":
         from agents.guardian.agent import Guardian
+        from agents.llm.client import ModelClient, ModelConfig
 
-        return Guardian(bus, settings, agent_id=args.agent_id)
+        config = ModelConfig.from_settings(settings) if settings.guardian_model_review else None
+        model = ModelClient(config) if config is not None else None
+        return Guardian(bus, settings, agent_id=args.agent_id, model=model)
     raise SystemExit(f"unknown agent role {role!r}; one of {', '.join(ROLES)}")
 
 

@@ -124,6 +124,11 @@ class Settings(BaseModel):
     # workers is poison; the intervention kinds it applies alone (the rest it proposes):
     # OMOI_GUARDIAN_AUTONOMOUS=quarantine_worker,pause_ticket ('' proposes everything).
     guardian_poison_workers: int = Field(default=3, ge=2)
+    # A running agent is stuck after this many progress reports of the same command with
+    # no file changed; with `guardian_model_review` (and OMOI_LLM_MODEL) a model words the
+    # steering message from its trajectory, else the rules' own advice is sent.
+    guardian_stuck_steps: int = Field(default=4, ge=2)
+    guardian_model_review: bool = False
     guardian_autonomous: tuple[InterventionKind, ...] = tuple(InterventionKind)
     # How often a running agent task may publish a task.progress event.
     progress_interval_s: float = Field(default=2.0, gt=0)

@@ -110,6 +110,7 @@ GUARDIAN_EVENT_FILTERS = (
     "omoi.events._agents.agent.crash_looping",
     "omoi.events.*.task.retrying",
     "omoi.events.*.task.failed",
+    "omoi.events.*.task.progress",
 )
 GUARDIAN_APPROVE = "omoi.guardian.approve"
 GUARDIAN_UNDO = "omoi.guardian.undo"

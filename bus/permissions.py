@@ -391,6 +391,8 @@ def _table() -> dict[str, Permissions]:
                 c.CMD_TICKET_RESUME,
                 c.CMD_TASK_CANCEL,
                 c.event_subject("_agents", "guardian.>"),
+                # Steering a stuck agent: a message into its worker's inbox.
+                c.AGENT_INBOXES,
                 *_AGENT_EVENTS,
                 *_telemetry("guardian"),
                 c.dlq_subject("events"),

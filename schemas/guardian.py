@@ -25,6 +25,9 @@ class InterventionKind(StrEnum):
     PAUSE_TICKET = "pause_ticket"
     # The task is cancelled (a poison task, failing on worker after worker): final.
     CANCEL_TASK = "cancel_task"
+    # A steering message into a stuck agent's conversation (`<ticket>.<task>`): said once
+    # it is said.
+    STEER_AGENT = "steer_agent"
 
 
 REVERSIBLE = frozenset(
@@ -66,6 +69,9 @@ class Intervention(WireModel):
     approved_by: str | None = None
     undone_by: str | None = None
     outcome: str = ""
+    # What a steer_agent intervention tells the agent, and the worker it runs on.
+    message: str = ""
+    worker: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 

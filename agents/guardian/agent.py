@@ -10,6 +10,7 @@ as a `guardian.<status>` event and kept as an audit entry with its reason and ev
 from __future__ import annotations
 
 import contextlib
+from collections import OrderedDict
 
 from pydantic import ValidationError
 
@@ -21,10 +22,17 @@ from agents.guardian.policy import (
     Decision,
     Fleet,
     GuardianRules,
+    Step,
+    intervention_id,
     on_anomaly,
     on_crash_loop,
     on_failure,
+    on_stuck,
+    steering,
+    stuck_on,
+    stuck_trigger,
 )
+from agents.llm.client import ModelClient, ModelError
 from agents.settings import Settings
 from bus import Bucket, Bus, Consumer, Delivery, Reject, Request, Source
 from bus import constants as c
@@ -50,9 +58,20 @@ _EVENTS = {
 }
 
 
+# Running attempts whose progress it keeps (the oldest are forgotten first).
+TRACKED_ATTEMPTS = 512
+REVIEW_MARKER = "omoi:steer"
+REVIEW_SYSTEM = (
+    "You supervise coding agents. One seems stuck: it keeps running the same command. "
+    "Reply with one short message to the agent that helps it get unstuck, or with just OK "
+    "if it is making progress after all."
+)
+
+
 def guardian_rules(settings: Settings) -> GuardianRules:
     return GuardianRules(
         poison_workers=settings.guardian_poison_workers,
+        stuck_steps=settings.guardian_stuck_steps,
         autonomous=frozenset(settings.guardian_autonomous),
     )
 
@@ -66,14 +85,18 @@ class Guardian(Agent):
         settings: Settings,
         agent_id: str | None = None,
         rules: GuardianRules | None = None,
+        model: ModelClient | None = None,
     ) -> None:
         super().__init__(bus, settings, agent_id)
         self.rules = rules or guardian_rules(settings)
+        # None: the rules' own advice steers a stuck agent; else the model words it.
+        self.model = model
+        self._steps: OrderedDict[str, list[Step]] = OrderedDict()
 
     async def main(self) -> None:
         self.book = await self.bus.bucket(c.INTERVENTIONS_BUCKET, Intervention)
         quarantine: Bucket[Quarantine] = await self.bus.bucket(c.QUARANTINE_BUCKET, Quarantine)
-        self.effects = Effects(self.bus, quarantine)
+        self.effects = Effects(self.bus, quarantine, self.id)
         subs = [
             await self.bus.serve(c.GUARDIAN_APPROVE, self._approve),
             await self.bus.serve(c.GUARDIAN_UNDO, self._undo),
@@ -121,11 +144,60 @@ class Guardian(Agent):
                 last_exit=event.data.get("last_exit"),
             )
             return on_crash_loop(event.id, loop, await self._fleet(), self.rules, self.id)
+        if event.type is EventType.TASK_PROGRESS and event.task and event.agent:
+            return await self._progressed(event, event.task, event.agent)
         if event.type in (EventType.TASK_RETRYING, EventType.TASK_FAILED) and event.task:
             bind_ticket(event.ticket_id, event.task)
             task = await self.bus.tasks.value(task_key(event.ticket_id, event.task))
             return on_failure(task, self.rules, self.id) if task is not None else []
         return []
+
+    async def _progressed(self, event: Event, task: str, worker: str) -> list[Decision]:
+        attempt = int(event.data.get("attempt", 0))
+        key = f"{task_key(event.ticket_id, task)}#{attempt}"
+        files = tuple(str(f) for f in event.data.get("files") or ())
+        step = Step(int(event.data.get("tool_calls", 0)), event.data.get("last_command"), files)
+        steps = self._steps.setdefault(key, [])
+        self._steps.move_to_end(key)
+        steps.append(step)
+        del steps[: -self.rules.stuck_steps]
+        while len(self._steps) > TRACKED_ATTEMPTS:
+            self._steps.popitem(last=False)
+        command = stuck_on(steps, self.rules)
+        if command is None:
+            return []
+        bind_ticket(event.ticket_id, task)
+        task_id = task_key(event.ticket_id, task)
+        said = intervention_id(
+            InterventionKind.STEER_AGENT, task_id, stuck_trigger(task_id, attempt, command)
+        )
+        if await self.book.value(said) is not None:
+            return []  # told already: a review per report would cost a model call each
+        message = await self._advice(task_id, command, steps)
+        if message is None:
+            return []
+        decided = on_stuck(task_id, attempt, worker, command, steps, message, self.rules,
+                           self.id)  # fmt: skip
+        return [decided]
+
+    async def _advice(self, task_id: str, command: str, steps: list[Step]) -> str | None:
+        """The model's review of the trajectory when there is a model (None: it says the
+        agent is fine), else the rules' advice."""
+        if self.model is None:
+            return steering(command, steps)
+        trajectory = "\n".join(
+            f"- after {s.tool_calls} tool calls: last command `{s.last_command}`, "
+            f"files changed: {', '.join(s.files) or 'none'}"
+            for s in steps
+        )
+        prompt = f"{REVIEW_MARKER}\nTask {task_id}. Its latest progress reports:\n{trajectory}"
+        try:
+            said = (await self.model.complete(REVIEW_SYSTEM, prompt, max_tokens=300)).text
+        except ModelError as exc:
+            self.log.warning("no model review of %s (%s); the rules' advice instead", task_id, exc)
+            return steering(command, steps)
+        said = said.strip()
+        return None if not said or said.upper().rstrip(".!") == "OK" else said[:2000]
 
     async def _fleet(self) -> Fleet:
         beats = await self.bus.heartbeats.values()

@@ -14,14 +14,16 @@ from bus import constants as c
 from schemas import CancelTask, PauseTicket, Reply, ResumeTicket
 from schemas.guardian import Intervention, InterventionKind, Quarantine
 from schemas.supervisor import HoldReply, HoldRequest
+from schemas.team import TeamMessage
 
 COMMAND_TIMEOUT_S = 5.0
 
 
 class Effects:
-    def __init__(self, bus: Bus, quarantine: Bucket[Quarantine]) -> None:
+    def __init__(self, bus: Bus, quarantine: Bucket[Quarantine], sender: str) -> None:
         self.bus = bus
         self.quarantine = quarantine
+        self.sender = sender  # the guardian's agent id, as messages name it
 
     async def apply(self, iv: Intervention) -> str:
         """Carry it out; what happened, in a sentence. Raises InterventionError."""
@@ -37,6 +39,8 @@ class Effects:
             body = PauseTicket(ticket_id=iv.target, reason=f"guardian: {iv.reason}")
             await self._command(c.CMD_TICKET_PAUSE, body.model_dump_json().encode())
             return f"ticket {iv.target} paused"
+        if iv.kind is InterventionKind.STEER_AGENT:
+            return await self._steer(iv)
         if iv.kind is InterventionKind.CANCEL_TASK:
             body_task = CancelTask(task_id=iv.target, reason=f"guardian: {iv.reason}")
             reply = await self._command(
@@ -62,6 +66,20 @@ class Effects:
             await self._command(c.CMD_TICKET_RESUME, body.model_dump_json().encode())
             return f"ticket {iv.target} resumed"
         raise InterventionError(f"{iv.kind.value} cannot be undone")
+
+    async def _steer(self, iv: Intervention) -> str:
+        """Into the worker's inbox, which says it into the ticket's running conversations."""
+        if iv.worker is None or not iv.message:
+            raise InterventionError("a steering message needs a worker and a text")
+        ticket_id, _, task = iv.target.partition(".")
+        said = TeamMessage(
+            kind="steer", ticket_id=ticket_id, task=task, sender=self.sender, text=iv.message
+        )
+        try:
+            await self.bus.notify(c.agent_inbox(iv.worker), said.to_json())
+        except BusError as exc:
+            raise InterventionError(f"could not reach {iv.worker}: {exc}") from exc
+        return f"told the agent on {iv.worker}"
 
     async def _supervisor(self, iv: Intervention, verb: str) -> None:
         host, _, child = iv.target.partition(".")

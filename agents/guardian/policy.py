@@ -1,10 +1,12 @@
 """What the guardian does about a finding: pure functions from what it knows to decisions.
 
 Its authority (docs/architecture.md, "Guardian"):
-- on its own, reversible and contained: quarantine a worker whose attempts fail far more
-  often than its phase's (`anomaly.detected`, failure_rate); have the supervisor of a
-  crash-looping worker hold it (`agent.crash_looping`); pause a ticket whose task is
-  poison and cancel that task;
+- on its own, reversible and contained, or a word only: quarantine a worker whose
+  attempts fail far more often than its phase's (`anomaly.detected`, failure_rate);
+  have the supervisor of a crash-looping worker hold it (`agent.crash_looping`); pause
+  a ticket whose task is poison and cancel that task; tell a coding agent that keeps
+  running the same command to step back (`task.progress`: rules decide it is stuck, a
+  model may word the advice);
 - proposed, for an operator to approve: quarantining a worker that is only slow or costly
   (it still finishes its work), holding an agent that is no worker (a planner, say) or
   whose role it cannot tell, and anything that would leave one of the worker's phase and
@@ -16,7 +18,8 @@ proposes too.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -33,6 +36,9 @@ WORSE = frozenset({AnomalyKind.RUN_TIME, AnomalyKind.COST})
 class GuardianRules:
     # A task that failed on this many different workers is poison, not unlucky.
     poison_workers: int = 3
+    # A running agent whose last this many progress reports ran the same command and
+    # changed no file is stuck.
+    stuck_steps: int = 4
     # The kinds it applies on its own authority; any other it proposes.
     autonomous: frozenset[InterventionKind] = frozenset(InterventionKind)
 
@@ -227,3 +233,59 @@ def on_failure(task: TaskState, rules: GuardianRules, decided_by: str) -> list[D
         iv = _intervention(kind, target, trigger, reason, evidence, decided_by, alone)
         out.append(Decision(iv, apply=alone))
     return out
+
+
+@dataclass(frozen=True)
+class Step:
+    """One `task.progress` report of a running agent."""
+
+    tool_calls: int
+    last_command: str | None
+    files: tuple[str, ...]
+
+
+def stuck_on(steps: Sequence[Step], rules: GuardianRules) -> str | None:
+    """The command a running agent keeps repeating, changing no file, over its last
+    `stuck_steps` reports (each with more tool calls than the one before); else None."""
+    recent = list(steps[-rules.stuck_steps :])
+    if len(recent) < rules.stuck_steps:
+        return None
+    first = recent[0]
+    if first.last_command is None:
+        return None
+    repeating = all(s.last_command == first.last_command and s.files == first.files for s in recent)
+    moving = all(b.tool_calls > a.tool_calls for a, b in itertools.pairwise(recent))
+    return first.last_command if repeating and moving else None
+
+
+def steering(command: str, steps: Sequence[Step]) -> str:
+    """The rules' own advice, when no model words it."""
+    return (
+        f"The guardian sees you ran `{command[:200]}` {len(steps)} times in a row with no "
+        "file changed. Stop repeating it: read its output, think about why it fails, and "
+        "try a different approach (or finish and say what blocks you)."
+    )
+
+
+def stuck_trigger(task_id: str, attempt: int, command: str) -> str:
+    """One steering per command an attempt is stuck on."""
+    return f"stuck {task_id}#{attempt} {command}"
+
+
+def on_stuck(
+    task_id: str,
+    attempt: int,
+    worker: str,
+    command: str,
+    steps: Sequence[Step],
+    message: str,
+    rules: GuardianRules,
+    decided_by: str,
+) -> Decision:
+    kind = InterventionKind.STEER_AGENT
+    trigger = stuck_trigger(task_id, attempt, command)
+    evidence = [f"{s.tool_calls} tool calls, last `{s.last_command}`" for s in steps]
+    reason = f"stuck: ran `{command[:200]}` {len(steps)} reports in a row, no file changed"
+    alone = kind in rules.autonomous
+    iv = _intervention(kind, task_id, trigger, reason, evidence, decided_by, alone)
+    return Decision(iv.model_copy(update={"message": message, "worker": worker}), apply=alone)

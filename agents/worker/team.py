@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Literal
 
 from pydantic import ValidationError
 
@@ -25,7 +24,7 @@ from agents.llm.client import ModelClient, ModelError
 from bus import Bus, BusError, Request
 from bus import constants as c
 from schemas import EventType, TaskState
-from schemas.common import WireModel
+from schemas.team import TeamMessage
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +33,8 @@ ANSWER_SYSTEM = (
     "You are a coding agent in a team working on one ticket. Another agent asks you a "
     "question; answer it briefly and precisely from what you know of your own work."
 )
-Listener = Callable[[str], Awaitable[None]]
-
-
-class TeamMessage(WireModel):
-    kind: Literal["message", "question"] = "message"
-    ticket_id: str
-    task: str
-    sender: str  # the sending worker's agent id
-    text: str
+# A session's ear: (kind, text), kind "message" or "steer".
+Listener = Callable[[str, str], Awaitable[None]]
 
 
 class Team:
@@ -137,8 +129,12 @@ class Team:
             return json.dumps({"answer": await self._answer(message)}).encode()
         if message.sender == self.agent_id:
             return None  # its own, on a channel
+        if message.kind == "steer":
+            for listener in list(self._listeners.get(message.ticket_id, [])):
+                await listener("steer", f"[from {message.sender}] {message.text}")
+            return None
         for listener in list(self._listeners.get(message.ticket_id, [])):
-            await listener(f"from {message.sender} ({message.task}): {message.text}")
+            await listener("message", f"from {message.sender} ({message.task}): {message.text}")
         return None
 
     async def _answer(self, question: TeamMessage) -> str:

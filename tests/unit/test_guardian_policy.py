@@ -10,11 +10,16 @@ from agents.guardian.policy import (
     CrashLoop,
     Fleet,
     GuardianRules,
+    Step,
     intervention_id,
     on_anomaly,
     on_crash_loop,
     on_failure,
+    on_stuck,
     poison_workers,
+    steering,
+    stuck_on,
+    stuck_trigger,
 )
 from schemas import Heartbeat, Phase, TaskState, TaskStatus, utcnow
 from schemas.anomaly import Anomaly, AnomalyKind
@@ -162,3 +167,32 @@ def test_a_task_failing_on_enough_different_workers_pauses_its_ticket_then_is_ca
     again, _ = on_failure(task(["w1", "w2", "w1", "w3", "w2"]), RULES, "g")
     assert again.intervention.id == pause.intervention.id
     assert on_failure(task(["w1", "w2", "w3"], TaskStatus.FAILED), RULES, "g") == []
+
+
+def steps(*commands: str | None, files: tuple[str, ...] = ()) -> list[Step]:
+    return [Step(tool_calls=i + 1, last_command=cmd, files=files) for i, cmd in enumerate(commands)]
+
+
+def test_an_agent_repeating_one_command_and_changing_nothing_is_stuck() -> None:
+    assert stuck_on(steps("make", "make", "make", "make"), RULES) == "make"
+    assert stuck_on(steps("ls", "make", "make", "make", "make"), RULES) == "make"
+    assert stuck_on(steps("make", "make", "make"), RULES) is None  # not long enough yet
+    assert stuck_on(steps("make", "make", "make test", "make"), RULES) is None
+    assert stuck_on(steps(None, None, None, None), RULES) is None  # editing files, say
+    # A report with no new tool call is the same step told twice, not another try.
+    same = [Step(3, "make", ()), Step(3, "make", ()), Step(4, "make", ()), Step(5, "make", ())]
+    assert stuck_on(same, RULES) is None
+    changing = [Step(i, "make", (f"f{i}",)) for i in range(1, 5)]
+    assert stuck_on(changing, RULES) is None
+
+
+def test_a_stuck_agent_is_steered_once_per_command_it_is_stuck_on() -> None:
+    trail = steps("make", "make", "make", "make")
+    decision = on_stuck("T.a", 2, "w-1", "make", trail, "Try reading the error.", RULES, "g")
+    iv = decision.intervention
+    assert decision.apply and iv.kind is InterventionKind.STEER_AGENT and not iv.reversible
+    assert (iv.target, iv.worker, iv.message) == ("T.a", "w-1", "Try reading the error.")
+    assert iv.id == intervention_id(
+        InterventionKind.STEER_AGENT, "T.a", stuck_trigger("T.a", 2, "make")
+    )
+    assert "ran `make` 4 times" in steering("make", trail)

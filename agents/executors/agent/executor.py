@@ -303,8 +303,8 @@ class Inbound:
         if not self.stdin.is_closing():
             self.stdin.write((line.model_dump_json() + "\n").encode())
 
-    async def message(self, text: str) -> None:
-        self._write(InboundLine(kind="message", text=text))
+    async def message(self, kind: str, text: str) -> None:
+        self._write(InboundLine(kind="steer" if kind == "steer" else "message", text=text))
 
     def ask(self, question: AskLine, team: TeamLink | None) -> None:
         async def answer() -> None:

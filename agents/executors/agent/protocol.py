@@ -78,7 +78,8 @@ class AskLine(WireModel):
 
 # In, from the worker (stdin, after the spec and the key): answers and messages.
 class InboundLine(WireModel):
-    kind: Literal["answer", "message"]
+    # `steer`: said into the conversation at once (a user message), not left to be read.
+    kind: Literal["answer", "message", "steer"]
     id: str | None = None
     text: str
 

@@ -245,6 +245,8 @@ async def run(
         if state.execution_status is not Status.FINISHED:
             if not resumed:
                 conversation.send_message(spec.prompt)
+            # After the prompt: a resumed conversation is one with a user message in it.
+            mailbox.steer_with(conversation.send_message)
             log.info("%s conversation %s", "resuming" if resumed else "starting", spec.task_id)
             await conversation.arun()
         status = conversation.state.execution_status
@@ -289,6 +291,8 @@ def _read_inbound(mailbox: Mailbox) -> None:
             continue
         if inbound.kind == "answer" and inbound.id:
             mailbox.deliver_answer(inbound.id, inbound.text)
+        elif inbound.kind == "steer":
+            mailbox.deliver_steering(inbound.text)
         else:
             mailbox.deliver_message(inbound.text)
 

@@ -43,6 +43,8 @@ class Mailbox:
         self._lock = threading.Condition()
         self._answers: dict[str, str] = {}
         self._messages: list[str] = []
+        self._steering: list[str] = []  # said before the conversation could hear it
+        self._steer: Callable[[str], None] | None = None
         self.handoff: HandoffRequest | None = None
 
     def deliver_answer(self, ask_id: str, text: str) -> None:
@@ -53,6 +55,22 @@ class Mailbox:
     def deliver_message(self, text: str) -> None:
         with self._lock:
             self._messages.append(text)
+
+    def deliver_steering(self, text: str) -> None:
+        """Into the conversation as a user message (it takes it thread-safely, between
+        steps), or kept until `steer_with` says how."""
+        with self._lock:
+            steer = self._steer
+            if steer is None:
+                self._steering.append(text)
+                return
+        steer(text)
+
+    def steer_with(self, steer: Callable[[str], None]) -> None:
+        with self._lock:
+            self._steer, waiting, self._steering = steer, self._steering, []
+        for text in waiting:
+            steer(text)
 
     def take_messages(self) -> list[str]:
         with self._lock:
