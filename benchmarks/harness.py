@@ -32,6 +32,7 @@ from bus.server import find_nats_server
 
 SCENARIOS = (
     "lifecycle",
+    "telemetry",
     "default_worker",
     "latency",
     "raw_jetstream",
@@ -107,6 +108,8 @@ TARGETS = (
            50_000, True, "events/s"),
     Target("recorder lag p99 < 1 s at 10k events/s", "recorder", "lag_p99_ms", {"rate": 10_000},
            1000, False, "ms", strict=True, needs=("publish_events_per_s", 9500)),
+    Target("lifecycle with tracing and JSON logs ≥ 90 % of both off (2 workers, same run)",
+           "telemetry", "on_vs_off_pct", W2, 90, True, "%"),
     Target("log pipeline ≥ 20k lines/s into the store", "logs", "lines_per_s", {"lines": 200_000},
            20_000, True, "lines/s"),
     Target("anomaly detection: no false positives over 6,000 steady tasks", "anomalies",

@@ -21,6 +21,8 @@ class AnomalyKind(StrEnum):
     QUEUE_GROWTH = "queue_growth"
     # An agent's heartbeats come far apart, though it is not (yet) stale.
     HEARTBEAT_GAP = "heartbeat_gap"
+    # An attempt still running far longer than its phase's finished attempts take.
+    RUNAWAY = "runaway"
 
 
 class Anomaly(WireModel):
@@ -34,6 +36,8 @@ class Anomaly(WireModel):
     capability: str | None = None
     agent: str | None = None
     consumer: str | None = None
+    # The attempt's task (`<ticket>.<task>`), for a runaway.
+    task: str | None = None
     # What was seen, and what is usual: the baseline's median and its spread (MAD scaled
     # to a standard deviation), or for failure_rate the baseline's rate.
     observed: float

@@ -149,6 +149,8 @@ def _take_work_away(
 def on_anomaly(
     event_id: str, anomaly: Anomaly, fleet: Fleet, rules: GuardianRules, decided_by: str
 ) -> list[Decision]:
+    if anomaly.kind is AnomalyKind.RUNAWAY and anomaly.task is not None:
+        return [_cancel_runaway(event_id, anomaly, rules, decided_by)]
     agent = anomaly.agent
     if agent is None or anomaly.kind not in BROKEN | WORSE or fleet.quarantined(agent):
         return []
@@ -168,6 +170,19 @@ def on_anomaly(
         rules=rules,
         decided_by=decided_by,
     )
+
+
+def _cancel_runaway(
+    event_id: str, anomaly: Anomaly, rules: GuardianRules, decided_by: str
+) -> Decision:
+    """An attempt running away is cancelled: its retries, if any, start over."""
+    kind = InterventionKind.CANCEL_TASK
+    assert anomaly.task is not None
+    alone = kind in rules.autonomous
+    evidence = [f"anomaly {anomaly.key}", *anomaly.evidence]
+    iv = _intervention(kind, anomaly.task, event_id, f"running away: {anomaly.summary}",
+                       evidence, decided_by, alone)  # fmt: skip
+    return Decision(iv, apply=alone)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from agents.monitor.alert_rules import AlertRules
 from agents.monitor.alerting import AlertBook, Signals, conditions
 from agents.monitor.detection import DetectionRules, PhaseBaseline, WorkerWindow
 from agents.monitor.notify import Notifier
+from agents.monitor.runaway import RunningAttempt
 from agents.monitor.watch import AnomalyWatch
 from agents.monitor.watchdog import CrashLoop, Restart, Restarted, Watchdog
 from agents.monitor.workload import StoreReader, Totals, read_totals, read_workload
@@ -204,7 +205,8 @@ class Monitor(Agent):
             await streams.consumer_backlogs(self.bus, c.MESSAGE_STREAMS), now
         )
         baselines, windows, totals = await self._workload(now)
-        changed = self.watch.judge(now, baselines, windows)
+        running = await self._running() if baselines else []
+        changed = self.watch.judge(now, baselines, windows, running)
         for anomaly in changed.raised:
             self.log.warning("anomaly: %s", anomaly.summary)
             await self._announce(anomaly, EventType.ANOMALY_DETECTED, now)
@@ -247,6 +249,20 @@ class Monitor(Agent):
         event_id = f"{delivery.notice}.{delivery.channel}.{target}.{delivery.attempt}"
         data = delivery.model_dump(mode="json")
         await self._agent_event(EventType.ALERT_DELIVERY, event_id, None, data)
+
+    async def _running(self) -> list[RunningAttempt]:
+        """The attempts workers say they run (their beats' `current_task`), as their task
+        states tell when each started."""
+        out = []
+        for beat in self._beats.values():
+            if beat.role != "worker" or not beat.current_task:
+                continue
+            task = await self.bus.tasks.value(beat.current_task)
+            if task is None or task.status != "running" or task.started_at is None:
+                continue
+            out.append(RunningAttempt(task.id, task.attempts, task.phase.value,
+                                      task.capability, task.worker, task.started_at))  # fmt: skip
+        return out
 
     async def _workload(
         self, now: datetime

@@ -49,6 +49,10 @@ class DetectionRules:
     # `gap_ratio` times its role's median gap (and `z` spreads out).
     gap_samples: int = 3
     gap_ratio: float = 3.0
+    # Runaway attempts: running at least `runaway_ratio` times the median (and `z`
+    # spreads out), and at least `runaway_min_s`.
+    runaway_ratio: float = 10.0
+    runaway_min_s: float = 60.0
 
 
 @dataclass(frozen=True)

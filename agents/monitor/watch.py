@@ -14,6 +14,7 @@ from datetime import datetime
 
 from agents.monitor import detection
 from agents.monitor.detection import Changes, DetectionRules, PhaseBaseline, WorkerWindow
+from agents.monitor.runaway import RunningAttempt, runaway_anomalies, runaway_judged
 from bus.streams import ConsumerBacklog
 from schemas import Heartbeat
 from schemas.anomaly import Anomaly
@@ -70,6 +71,7 @@ class AnomalyWatch:
         now: datetime,
         baselines: Sequence[PhaseBaseline] = (),
         windows: Sequence[WorkerWindow] = (),
+        running: Sequence[RunningAttempt] = (),
     ) -> Changes:
         """What changed: findings not active yet, and active ones that ended. The
         monitor marks each `activate`d or `resolve`d once it has announced it, so one it
@@ -79,11 +81,13 @@ class AnomalyWatch:
             *detection.workload_anomalies(baselines, windows, rules),
             *detection.queue_anomalies(self.depths, self._past_deltas(), rules),
             *detection.heartbeat_anomalies(self.gaps, self.roles, rules),
+            *runaway_anomalies(running, baselines, now, rules),
         ]
         judged = (
             detection.workload_judged(baselines, windows, rules)
             | detection.queue_judged(self.depths, rules)
             | detection.heartbeat_judged(self.gaps, rules)
+            | runaway_judged(running)
         )
         for anomaly in found:
             if anomaly.key in self.active:

@@ -62,6 +62,7 @@ async def omoi_stack(
     replicas: int = 1,
     env: dict[str, str] | None = None,
     auth: bool = True,
+    log_level: str = "WARNING",
 ) -> AsyncIterator[Stack]:
     """A planner and `workers` worker processes, on an embedded server unless `nats_url`
     names one (a cluster). Workers serve `phases` (all when empty) and `capabilities`."""
@@ -103,7 +104,7 @@ async def omoi_stack(
         for name, args in argv.items():
             stack.procs[name] = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", *args, "--agent-id", f"bench-{name}", "--log-level",
-                "WARNING", env=env, stdout=log, stderr=log, start_new_session=True,
+                log_level, env=env, stdout=log, stderr=log, start_new_session=True,
             )  # fmt: skip
         await _wait_ready(bus, {f"bench-{n}" for n in argv})
         yield stack

@@ -1,7 +1,8 @@
 """The monitor's anomaly detection on real parts: a DuckDB store the recorder's way
 (EventStore, published Parquet, Reader), a nats-server, and the monitor under its own
 identity. A failing and a slow worker are reported with their evidence, a steady worker
-is not, and a finding ends when the worker does well again."""
+is not, and a finding ends when the worker does well again; an attempt running away is
+reported, and the guardian cancels it."""
 
 from __future__ import annotations
 
@@ -10,14 +11,19 @@ from datetime import timedelta
 
 import pytest
 
+from agents.executors.shell import ShellExecutor
+from agents.guardian.agent import Guardian
 from agents.monitor.agent import Monitor
+from agents.monitor.detection import DetectionRules
+from agents.planner.agent import Planner
 from agents.settings import Settings
+from agents.worker.agent import Worker
 from benchmarks.workloads import steady
 from bus import Bus
 from schemas import AGENTS_TOKEN, Event, utcnow
 from schemas.anomaly import Anomaly, AnomalyKind
 from store.reader import Reader
-from tests.helpers import EventLog, Running
+from tests.helpers import EventLog, Running, gated, submit
 from tests.integration.monitor_support import GOOD, LANES, Store
 
 pytestmark = pytest.mark.integration
@@ -68,3 +74,40 @@ async def test_the_monitor_reports_a_failing_and_a_slow_worker_and_when_one_reco
     # One detection each, and none for the good workers.
     detected = events.of(AGENTS_TOKEN, "anomaly.detected")
     assert sorted(e.agent or "" for e in detected) == ["w-bad", "w-slow"]
+
+
+async def test_a_runaway_attempt_is_reported_and_the_guardian_cancels_it(
+    settings: Settings, store: Store, monitor_bus: Bus, bus: Bus, events: EventLog,
+    running: Running,
+) -> None:  # fmt: skip
+    rng, now = random.Random(5), utcnow()
+    # Implementation attempts usually take 2 s; one that has run 5 s is running away here.
+    store.add(list(steady(rng, LANES, GOOD, now - timedelta(hours=2), 1.9, 600)))
+    rules = DetectionRules(runaway_ratio=2.5, runaway_min_s=1.0)
+    fast = settings.model_copy(update={"anomaly_interval_s": 0.5})
+    await running.start(Planner(bus, fast))
+    await running.start(
+        Worker(bus, fast, phases=["implementation"], capabilities=["shell"],
+               executors={"shell": ShellExecutor({}, fast)}, agent_id="w-runner")
+    )  # fmt: skip
+    assert fast.nats_url
+    own = await Bus.connect(fast.nats_url, name="g", credentials=fast.credentials("guardian"))
+    try:
+        await running.start(Guardian(own, fast))
+        spec = {"name": "spin", "phase": "implementation", "command": gated("spin", 60)}
+        assert (await submit(bus, {"id": "away", "title": "runaway", "tasks": [spec]}))["ok"]
+        monitor = Monitor(monitor_bus, fast, store=Reader(fast.published_dir, refresh_s=0.1),
+                          rules=rules)  # fmt: skip
+        await running.start(monitor)
+        detected = await events.wait(
+            lambda e: e.type == "anomaly.detected" and e.data["kind"] == "runaway", timeout=30
+        )
+        found = anomaly(detected)
+        assert (found.task, found.agent) == ("away.spin", "w-runner")
+        assert found.observed >= 2.5 * found.baseline and 1500 < found.baseline < 2500
+        cancelled = await events.wait_type("away", "task.cancelled", task="spin", timeout=30)
+        assert cancelled.data["reason"].startswith("guardian: running away: away.spin attempt 1")
+        await events.wait_type("away", "ticket.failed", timeout=30)
+    finally:
+        await running.stop_all()
+        await own.close()

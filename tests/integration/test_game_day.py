@@ -267,8 +267,10 @@ async def test_game_day(
         [victim],
     ).rows[0][0]
     assert failed_attempts >= 1
-    kinds = dict(reader.query("SELECT agent, kind FROM anomalies WHERE agent LIKE 'w-%'").rows)
-    assert kinds["w-bad"] == "failure_rate" and kinds["w-slow"] == "run_time"
+    # (A busy machine may add late heartbeats of theirs.)
+    found = set(reader.query("SELECT agent, kind FROM anomalies WHERE agent LIKE 'w-%'").rows)
+    assert {("w-bad", "failure_rate"), ("w-slow", "run_time")} <= found
+    assert not {kind for agent, kind in found if agent == "w-good"} - {"heartbeat_gap"}
     decided = {
         row[0]: row[1:]
         for row in reader.query(
@@ -293,6 +295,8 @@ async def test_game_day(
             assert f'data-kind="{kind}" data-status="applied" data-target="{target}"' in page
         ticket_page = (await api.get(f"/tickets/{victim}")).text
         assert '<svg class="waterfall"' in ticket_page and "w-bad" in ticket_page
+        if shots := os.environ.get("OMOI_SCREENSHOTS"):  # the README's pictures, on demand
+            await _screenshots(Path(shots), str(api.base_url), api.headers, victim)
     _write_story(game.data_dir / "game-day.json", events)
 
 
@@ -313,6 +317,28 @@ async def _quarantine_announced(bus: Bus, agent: str) -> datetime:
 
     at: datetime = await wait_until(beat, timeout=20)
     return at
+
+
+async def _screenshots(out: Path, url: str, headers: Any, ticket: str) -> None:
+    from playwright.async_api import async_playwright
+
+    out.mkdir(parents=True, exist_ok=True)
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path="/usr/bin/chromium",
+                                           args=["--no-sandbox"])  # fmt: skip
+        context = await browser.new_context(
+            viewport={"width": 1400, "height": 1000},
+            extra_http_headers={"Authorization": headers["authorization"]},
+        )
+        page = await context.new_page()
+        # The dashboard's top (alerts, guardian, the newest tickets); the whole ticket page.
+        for path, name, whole in (("/", "dashboard.png", False),
+                                  (f"/tickets/{ticket}", "ticket-trace.png", True)):  # fmt: skip
+            await page.set_viewport_size({"width": 1400, "height": 1000 if whole else 760})
+            await page.goto(url.rstrip("/") + path)
+            await page.wait_for_load_state("networkidle")
+            await page.screenshot(path=str(out / name), full_page=whole)
+        await browser.close()
 
 
 def _write_story(path: Path, events: EventLog) -> None:

@@ -38,7 +38,7 @@ async def test_a_stuck_agent_gets_the_guardians_advice_in_its_conversation(
     server = model_server({
         "conversations": [
             {"name": "review", "match": "omoi:steer", "turns": [{"content": ADVICE}]},
-            task("loop", *[slowly(term("make test || date +%N")) for _ in range(40)],
+            task("loop", *[slowly(term("make test || date +%N")) for _ in range(25)],
                  finish("Gave up.")),
         ],
     })  # fmt: skip

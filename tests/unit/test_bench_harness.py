@@ -78,7 +78,7 @@ def full_set(**overrides: float) -> list[Metric]:
         "ingest": 60_000.0, "lag": 999.0, "publish": 10_000.0, "analytics": 100.0,
         "gateway": 15.0, "gateway_rate": 1000.0, "planner_growth": 10.0, "worker_growth": 11.0,
         "gap_p50": 5.0, "gap_p99": 60.0, "recovery_single": 5.0, "recovery_cluster": 2.0,
-        "logs": 20_000.0, "false_positives": 0.0, "detected": 2.0,
+        "logs": 20_000.0, "false_positives": 0.0, "detected": 2.0, "telemetry": 89.9,
     } | overrides  # fmt: skip
     return [
         tps("lifecycle", 2, values["omoi"]),
@@ -109,6 +109,7 @@ def full_set(**overrides: float) -> list[Metric]:
                {"tasks": 6000}),
         Metric("anomalies", "faulty_workers_detected", values["detected"], "of 2",
                {"tasks": 6000}),
+        Metric("telemetry", "on_vs_off_pct", values["telemetry"], "%", {"workers": 2}),
     ]  # fmt: skip
 
 
@@ -126,6 +127,8 @@ def test_targets_at_full_scale() -> None:
     # strict bound: exactly 100 ms is a miss
     assert got["analytics p95 < 100 ms over 1M events"].verdict == "MISS"
     assert got["log pipeline ≥ 20k lines/s into the store"].verdict == "PASS"  # inclusive
+    watched = "lifecycle with tracing and JSON logs ≥ 90 % of both off (2 workers, same run)"
+    assert got[watched].verdict == "MISS" and got[watched].measured == pytest.approx(89.9)
     assert got["gateway p99 < 20 ms at 1k req/s"].verdict == "PASS"
     # idle gaps: bounds inclusive; recovery: strictly under 5 s
     assert got["default worker: idle gap p50 ≤ 5 ms with a backlog"].verdict == "PASS"
