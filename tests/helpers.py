@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,9 @@ from nats.js.api import DeliverPolicy
 from agents import workspace as ws
 from agents.base import Agent
 from agents.branches import task_branch
+from agents.settings import Settings
+from agents.supervisor import Child, Supervisor
+from agents.supervisor_control import SupervisorControl
 from bus import Bus
 from bus import constants as c
 from schemas import Event, TicketState
@@ -268,3 +273,26 @@ def require_tool(present: bool, tool: str, fix: str = SYSTEM_DEPS_FIX) -> None:
     skip would only hide that the suite did not run."""
     if not present:
         pytest.fail(f"{tool} is missing: {fix}", pytrace=False)
+
+
+@contextlib.asynccontextmanager
+async def supervising(
+    settings: Settings,
+    bus: Bus,
+    children: Sequence[Child],
+    *,
+    host: str | None = None,
+    **options: Any,
+) -> AsyncIterator[Supervisor]:
+    """A supervisor running `children` with these settings, serving its control subjects
+    on `bus` (as `omoi up` runs one), stopped at the end."""
+    env = {**os.environ, **settings.to_env()}
+    sup = Supervisor(list(children), env, log_dir=settings.data_dir / "logs", **options)
+    control = SupervisorControl(bus, sup, host=host)
+    await sup.start()
+    await control.start()
+    try:
+        yield sup
+    finally:
+        await control.stop()
+        await sup.shutdown(grace_s=5)

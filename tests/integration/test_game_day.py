@@ -28,7 +28,7 @@ import pytest
 
 from agents.settings import Settings
 from agents.supervisor import Child, Supervisor, agent_argv
-from agents.supervisor_control import SupervisorControl, this_host
+from agents.supervisor_control import this_host
 from bus import Bus
 from bus import constants as c
 from schemas import AGENTS_TOKEN, Event
@@ -36,7 +36,7 @@ from schemas.guardian import Intervention, InterventionReply, InterventionReques
 from store.reader import Reader
 from tests.alert_receivers import Inbox, WebhookReceiver, smtp_server
 from tests.conftest import agent_env
-from tests.helpers import AgentProcess, EventLog, stop_all, submit, wait_until
+from tests.helpers import AgentProcess, EventLog, stop_all, submit, supervising, wait_until
 from tests.integration.test_gateway import gateway_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -126,14 +126,8 @@ async def fleet(
 async def crash_looper(game: Settings, bus: Bus) -> AsyncIterator[Supervisor]:
     # A worker whose configuration it refuses: it exits 2 at every start.
     child = Child("worker-9", agent_argv("worker", "--label", "NOT A LABEL"), agent=True)
-    sup = Supervisor([child], {**os.environ, **game.to_env()}, log_dir=game.data_dir / "logs",
-                     backoff_base_s=0.2, backoff_cap_s=1.0)  # fmt: skip
-    control = SupervisorControl(bus, sup)
-    await sup.start()
-    await control.start()
-    yield sup
-    await control.stop()
-    await sup.shutdown(grace_s=5)
+    async with supervising(game, bus, [child], backoff_base_s=0.2, backoff_cap_s=1.0) as sup:
+        yield sup
 
 
 def tickets(prefix: str, n: int, tasks: int) -> list[dict[str, Any]]:

@@ -5,7 +5,6 @@ it, the supervisor stops restarting the child, and undoing it starts the child a
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 
 import pytest
@@ -14,13 +13,13 @@ from agents.guardian.agent import Guardian
 from agents.monitor.agent import Monitor
 from agents.settings import Settings
 from agents.supervisor import Child, Supervisor, agent_argv
-from agents.supervisor_control import SupervisorControl, this_host
+from agents.supervisor_control import this_host
 from bus import Bus
 from bus import constants as c
 from schemas import AGENTS_TOKEN
 from schemas.guardian import Intervention, InterventionReply, InterventionRequest
 from schemas.supervisor import HoldReply, HoldRequest
-from tests.helpers import EventLog, Running, wait_until
+from tests.helpers import EventLog, Running, supervising, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -29,15 +28,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 async def supervised(settings: Settings, bus: Bus) -> AsyncIterator[Supervisor]:
     # A label the worker refuses: it exits 2 at every start, before its first beat.
     children = [Child("worker-9", agent_argv("worker", "--label", "NOT A LABEL"), agent=True)]
-    env = {**os.environ, **settings.to_env()}
-    sup = Supervisor(children, env, log_dir=settings.data_dir / "logs",
-                     backoff_base_s=0.05, backoff_cap_s=0.2)  # fmt: skip
-    control = SupervisorControl(bus, sup)
-    await sup.start()
-    await control.start()
-    yield sup
-    await control.stop()
-    await sup.shutdown(grace_s=5)
+    async with supervising(settings, bus, children, backoff_base_s=0.05,
+                           backoff_cap_s=0.2) as sup:  # fmt: skip
+        yield sup
 
 
 async def connect(settings: Settings, role: str) -> Bus:

@@ -14,12 +14,11 @@ import pytest
 
 from agents.settings import Settings
 from agents.supervisor import Child, Supervisor, agent_argv
-from agents.supervisor_control import SupervisorControl
 from bus import Bus
 from bus import constants as c
 from schemas.supervisor import ProfileReply, ProfileRequest
 from tests.conftest import agent_env
-from tests.helpers import AgentProcess, wait_until
+from tests.helpers import AgentProcess, supervising, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -61,13 +60,8 @@ async def test_profile_samples_a_running_worker_and_keeps_the_result(
 @pytest.fixture
 async def supervised(settings: Settings, bus: Bus) -> AsyncIterator[Supervisor]:
     children = [Child("worker-1", agent_argv("worker", "--capability", "shell"), agent=True)]
-    sup = Supervisor(children, agent_env(settings), log_dir=settings.data_dir / "logs")
-    control = SupervisorControl(bus, sup, host="far-away")
-    await sup.start()
-    await control.start()
-    yield sup
-    await control.stop()
-    await sup.shutdown(grace_s=5)
+    async with supervising(settings, bus, children, host="far-away") as sup:
+        yield sup
 
 
 async def test_a_supervisor_profiles_its_own_children_and_nothing_else(
