@@ -132,6 +132,9 @@ async def test_an_agent_asks_another_messages_the_ticket_and_hands_its_task_off(
     await running.start(reviewer)
     ticket = await run_agent_ticket(bus, "T-handoff", "draft", "Draft it.")
     assert ticket.status is TicketStatus.DONE, ticket.reason
+    # The ticket's state can be read before the log has caught up with its events; the log
+    # is in stream order, so once it has ticket.done it has everything before.
+    await events.wait_type("T-handoff", "ticket.done")
 
     handed = events.of("T-handoff", "task.handed_off")
     assert [(e.agent, e.data["to_capability"]) for e in handed] == [("drafter", "review")]

@@ -58,6 +58,7 @@ async def test_a_stuck_agent_gets_the_guardians_advice_in_its_conversation(
         ticket = await run_agent_ticket(bus, "T-stuck", "loop", "Make the tests pass.")
         state = await bus.tasks.value("T-stuck.loop")
         assert ticket.status is TicketStatus.DONE, state.errors if state else ticket.reason
+        await events.wait_type("T-stuck", "ticket.done")  # the log has caught up
 
         [applied] = [
             Intervention.model_validate(e.data) for e in events.of(AGENTS_TOKEN, "guardian.applied")
