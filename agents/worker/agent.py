@@ -122,6 +122,9 @@ class Worker(Agent):
             bus, settings, self.id, self.log, self.workspaces, self.redactor, self.leases
         )
         self._attempts: dict[str, Attempt] = {}  # running tasks by task id
+        # Tasks whose dispatch this process is handling, from before the claim to the
+        # outcome: set when that handling ends.
+        self._handling: dict[str, asyncio.Event] = {}
         self._running: dict[str, TaskState] = {}
         self._tickets: dict[str, TicketState] = {}
         # The intervention that quarantined it, while it lasts (agents/guardian).
@@ -229,6 +232,35 @@ class Worker(Agent):
         except ValidationError as exc:
             raise Reject(f"not a task dispatch: {exc}", "invalid_dispatch") from exc
         bind_ticket(dispatch.ticket_id, dispatch.task)
+        handling = self._handling.get(dispatch.key)
+        if handling is not None:
+            await self._beside_own(dispatch.key, handling, delivery)
+        self._handling[dispatch.key] = handled = asyncio.Event()
+        try:
+            await self._claim_and_run(dispatch, delivery)
+        finally:
+            del self._handling[dispatch.key]
+            handled.set()
+
+    async def _beside_own(self, key: str, handling: asyncio.Event, delivery: Delivery) -> None:
+        """Another delivery of a task this process is working on now: the message again
+        (a keep-alive came late: a starved loop, a reconnect) or a second dispatch of it.
+        Claiming it would count the running attempt as lost and start a second one beside
+        it, resuming the same conversation twice. The running attempt settles the message
+        (the server takes an earlier delivery's ack or nak for it); this delivery is kept
+        alive until then and left."""
+        self.log.info("%s redelivered while this worker runs it; leaving it", key)
+        delivery.release()
+        interrupted = asyncio.create_task(delivery.wait_interrupted())
+        finished = asyncio.create_task(handling.wait())
+        try:
+            await asyncio.wait({interrupted, finished}, return_when="FIRST_COMPLETED")
+        finally:
+            interrupted.cancel()
+            finished.cancel()
+        raise Abandon()
+
+    async def _claim_and_run(self, dispatch: TaskDispatch, delivery: Delivery) -> None:
         receipt = Receipt(seq=delivery.seq, number=delivery.number)
         verdict: Verdict | None = None
 

@@ -137,7 +137,13 @@ async def test_an_agent_asks_another_messages_the_ticket_and_hands_its_task_off(
     await events.wait_type("T-handoff", "ticket.done")
 
     handed = events.of("T-handoff", "task.handed_off")
-    assert [(e.agent, e.data["to_capability"]) for e in handed] == [("drafter", "review")]
+    history = [
+        (e.type, e.agent, e.data.get("reason") or e.data.get("error"))
+        for e in events.of("T-handoff")
+    ]
+    assert [(e.agent, e.data["to_capability"]) for e in handed] == [("drafter", "review")], (
+        "\n".join(map(str, history))
+    )
     assert handed[0].data["context"] == "half done, needs review" and handed[0].data["commit"]
     sent = events.of("T-handoff", "message.sent")
     assert [(e.data["message"], e.data["to"]) for e in sent] == [

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
+from agents.executors import ShellExecutor
 from agents.settings import Settings
+from agents.worker.agent import Worker
 from bus import Bus
-from tests.helpers import EventLog, submit
+from bus import constants as c
+from tests.helpers import EventLog, Running, gated, submit, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -157,3 +161,41 @@ async def test_long_task_is_kept_alive_and_not_redelivered(
     assert state.attempts == 1
     assert state.errors == []
     assert len(events.of("alive", "task.started")) == 1
+
+
+class LateKeepAlive(Worker):
+    """Keeps its running task's message alive far too late, as a starved event loop or a
+    reconnect longer than the ack wait would: the server redelivers it, to this worker."""
+
+    @property
+    def keep_alive_s(self) -> float:
+        return 60.0
+
+
+async def test_a_redelivery_to_the_worker_running_the_task_starts_no_second_attempt(
+    bus: Bus, events: EventLog, settings: Settings, start_planner: Start, running: Running
+) -> None:
+    await start_planner()
+    executors = {"shell": ShellExecutor(dict(os.environ), settings)}
+    # A free slot fetches the redelivery while the task runs (with one slot it comes
+    # once the attempt's slot is released, while its outcome is being recorded).
+    roomy = settings.model_copy(update={"worker_concurrency": 2})
+    late = LateKeepAlive(bus, roomy, phases=["design"], capabilities=["shell"],
+                         executors=executors)  # fmt: skip
+    await running.start(late)
+    spec = task("slow", "design", gated("slow"), max_retries=0)
+    assert (await submit(bus, {"id": "late", "title": "late", "tasks": [spec]}))["ok"]
+    await events.wait_type("late", "task.started")
+
+    async def redelivered() -> bool:
+        info = await bus.js.consumer_info(c.TASKS_STREAM, c.task_consumer("design", "shell"))
+        return bool(info.num_redelivered)
+
+    await wait_until(redelivered)
+    (settings.workspaces_dir / "late" / "release").touch()
+    await events.wait_type("late", "ticket.done")
+    state = await bus.tasks.value("late.slow")
+    assert state is not None and state.status.value == "succeeded"
+    # Not counted as a lost worker, and not run a second time beside the first.
+    assert (state.attempts, state.errors) == (1, [])
+    assert len(events.of("late", "task.started")) == 1

@@ -39,7 +39,7 @@ from agents.executors.agent.protocol import (
     SessionResult,
     SessionSpec,
 )
-from agents.executors.agent.team_tools import Mailbox, build_tools
+from agents.executors.agent.team_tools import Mailbox, build_tools, handoff_in
 from agents.redact import Redactor, install_log_redaction
 from schemas.usage import Usage
 
@@ -232,6 +232,8 @@ async def run(
     watcher.on_over_budget = conversation.interrupt
     state = conversation.state
     resumed = any(getattr(e, "source", None) == "user" for e in state.events)
+    if resumed:
+        mailbox.handoff = mailbox.handoff or handoff_in(state.events)
     interrupted = False
 
     def interrupt() -> None:
@@ -249,24 +251,9 @@ async def run(
             mailbox.steer_with(conversation.send_message)
             log.info("%s conversation %s", "resuming" if resumed else "starting", spec.task_id)
             await conversation.arun()
-        status = conversation.state.execution_status
-        outcome: Outcome
-        message = ""
-        if watcher.over_budget:
-            outcome, message = "budget", watcher.over_budget
-        elif mailbox.handoff is not None:
-            outcome, message = "handoff", "handed off"
-        elif interrupted:
-            outcome, message = "interrupted", "interrupted"
-        elif status is Status.FINISHED:
-            outcome = "finished"
-        elif watcher.error and watcher.error[0] in ("MaxIterationsReached", "MaxBudgetReached"):
-            outcome, message = "budget", watcher.error[1]
-        elif status is Status.STUCK:
-            outcome, message = "stuck", "the agent is stuck repeating itself"
-        else:
-            detail = watcher.error[1] if watcher.error else f"conversation ended {status.value}"
-            outcome, message = "error", detail
+        outcome, message = _outcome(
+            watcher, mailbox, interrupted, conversation.state.execution_status
+        )
         return SessionResult(
             outcome=outcome,
             handoff=mailbox.handoff if outcome == "handoff" else None,
@@ -280,6 +267,28 @@ async def run(
         loop.remove_signal_handler(signal.SIGTERM)
         # Closing ends the tmux sessions, and with them any command still running.
         await asyncio.to_thread(conversation.close)
+
+
+def _outcome(
+    watcher: Watcher, mailbox: Mailbox, interrupted: bool, status: Any
+) -> tuple[Outcome, str]:
+    """How the conversation ended, and why, from its status and what was seen of it."""
+    from openhands.sdk.conversation.state import ConversationExecutionStatus as Status
+
+    if watcher.over_budget:
+        return "budget", watcher.over_budget
+    if mailbox.handoff is not None:
+        return "handoff", "handed off"
+    if interrupted:
+        return "interrupted", "interrupted"
+    if status is Status.FINISHED:
+        return "finished", ""
+    if watcher.error and watcher.error[0] in ("MaxIterationsReached", "MaxBudgetReached"):
+        return "budget", watcher.error[1]
+    if status is Status.STUCK:
+        return "stuck", "the agent is stuck repeating itself"
+    detail = watcher.error[1] if watcher.error else f"conversation ended {status.value}"
+    return "error", detail
 
 
 def _read_inbound(mailbox: Mailbox) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from openhands.sdk.tool import (
@@ -149,6 +149,20 @@ class HandoffTool(ToolDefinition[HandoffAction, TeamObservation]):
     @classmethod
     def create(cls, conv_state: Any = None, **params: Any) -> Sequence[Any]:
         raise ValueError("made by agents.executors.agent.team_tools.build_tools")
+
+
+def handoff_in(events: Iterable[Any]) -> HandoffRequest | None:
+    """The handoff an earlier run of this conversation asked for. A conversation id is
+    fixed per task generation and a handoff ends the generation, so a session resumed
+    after a crash between the `handoff` call and the result still hands the task on."""
+    asked = None
+    for event in events:
+        action = getattr(event, "action", None)
+        if isinstance(action, HandoffAction) and (action.capability or action.agent):
+            asked = HandoffRequest(
+                to_capability=action.capability, to_agent=action.agent, context=action.context
+            )
+    return asked
 
 
 def build_tools(mailbox: Mailbox) -> list[str]:
