@@ -105,6 +105,8 @@ class Settings(BaseModel):
     anomaly_window_s: float = Field(default=300.0, gt=0)
     anomaly_baseline_s: float = Field(default=24 * 3600.0, gt=0)
     anomaly_min_samples: int = Field(default=3, ge=1)
+    # A task waiting this long in the normal lane is starved (agents/monitor/starved.py).
+    anomaly_starved_s: float = Field(default=900.0, gt=0)
     # Alert rules (TOML, agents/monitor/alert_rules.py); unset: no alerts. Webhook
     # notices are signed with `alert_webhook_secret` (HMAC-SHA256); mail goes through
     # `smtp_host`. Each delivery is tried `alert_attempts` times, backing off from

@@ -241,7 +241,9 @@ class Bus:
             revision=revision,
             state=task,
         )
-        subject = c.task_subject(task.phase, task.capability, task.ticket_id, task.name)
+        subject = c.task_subject(
+            task.phase, task.capability, task.ticket_id, task.name, task.priority
+        )
         headers = {c.HDR_MSG_ID: f"{task.id}.r{revision}", **headers_for(task.ticket_id)}
         return await self._send(subject, dispatch.to_json(), headers)
 
@@ -356,17 +358,19 @@ class Bus:
         return await self.nc.subscribe(subject, queue=queue, cb=on_msg)
 
     async def ensure_task_consumer(
-        self, phase: str, capability: str, topology: TopologyConfig
+        self, phase: str, capability: str, topology: TopologyConfig, lane: str = c.NORMAL_LANE
     ) -> str:
-        """The durable for (phase, capability), created if this pair is new."""
-        durable = c.task_consumer(phase, capability)
+        """The durable for (phase, capability) and `lane`, created if this pair is new and
+        converged if it reads other subjects (one made before lanes read them all)."""
+        config = task_consumer_config(phase, capability, topology, lane)
+        assert config.durable_name is not None
         try:
-            await self.admin.consumer_info(c.TASKS_STREAM, durable)
+            info = await self.admin.consumer_info(c.TASKS_STREAM, config.durable_name)
         except nats.js.errors.NotFoundError:
-            await ensure_consumer(
-                self.admin, c.TASKS_STREAM, task_consumer_config(phase, capability, topology)
-            )
-        return durable
+            info = None
+        if info is None or info.config.filter_subjects != config.filter_subjects:
+            await ensure_consumer(self.admin, c.TASKS_STREAM, config)
+        return config.durable_name
 
 
 async def connect_client(url: str, credentials: Credentials | None, **options: Any) -> Client:

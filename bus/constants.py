@@ -101,6 +101,8 @@ CMD_TASK_CANCEL = "omoi.commands.task.cancel"
 # Pausing a ticket stops it moving on (nothing new is dispatched) until it is resumed.
 CMD_TICKET_PAUSE = "omoi.commands.ticket.pause"
 CMD_TICKET_RESUME = "omoi.commands.ticket.resume"
+# A ticket's priority: the lane its tasks wait in from then on (queued ones move).
+CMD_TICKET_PRIORITY = "omoi.commands.ticket.priority"
 
 # The guardian (agents/guardian): it reads findings and outcomes from the events stream
 # and answers operators approving its proposals or undoing what it did (request/reply).
@@ -207,17 +209,34 @@ HDR_ORIGIN_SUBJECT = "Omoi-Origin-Subject"
 HDR_ORIGIN_SEQ = "Omoi-Origin-Seq"
 
 
-def task_subject(phase: str, capability: str, ticket_id: str, task: str) -> str:
-    return f"omoi.tasks.{phase}.{capability}.{ticket_id}.{task}"
+# Task lanes. A dispatch's subject names its ticket's priority; each (phase, capability)
+# has two consumers, and a worker takes from the urgent one first. Within a lane it is
+# first come, first served. Two lanes, not four: every durable consumer is a replicated
+# group on a cluster, and "ahead of the rest" is what priority is asked for.
+URGENT_LANE = "urgent"
+NORMAL_LANE = "normal"
+LANES = (URGENT_LANE, NORMAL_LANE)  # served in this order
+LANE_PRIORITIES = {URGENT_LANE: ("critical", "high"), NORMAL_LANE: ("normal", "low")}
 
 
-def task_filter(phase: str, capability: str) -> str:
-    """What the (phase, capability) consumer reads: the subjects of all its tasks."""
-    return f"omoi.tasks.{phase}.{capability}.>"
+def lane_of(priority: str) -> str:
+    return URGENT_LANE if priority in LANE_PRIORITIES[URGENT_LANE] else NORMAL_LANE
 
 
-def task_consumer(phase: str, capability: str) -> str:
-    return f"tasks-{phase}-{capability}"
+def task_subject(
+    phase: str, capability: str, ticket_id: str, task: str, priority: str = "normal"
+) -> str:
+    return f"omoi.tasks.{phase}.{capability}.{priority}.{ticket_id}.{task}"
+
+
+def task_filters(phase: str, capability: str, lane: str = NORMAL_LANE) -> list[str]:
+    """What the (phase, capability) consumer of `lane` reads."""
+    return [f"omoi.tasks.{phase}.{capability}.{p}.>" for p in LANE_PRIORITIES[lane]]
+
+
+def task_consumer(phase: str, capability: str, lane: str = NORMAL_LANE) -> str:
+    suffix = "" if lane == NORMAL_LANE else f"-{lane}"
+    return f"tasks-{phase}-{capability}{suffix}"
 
 
 def event_subject(ticket_id: str, event_type: str) -> str:

@@ -45,10 +45,12 @@ INTERRUPT_GRACE_S = 5.0
 
 @dataclass(frozen=True)
 class Source:
-    """A durable pull consumer on a stream."""
+    """A durable pull consumer on a stream. A consumer with several sources takes from
+    those of a higher `rank` first (a worker's urgent lanes)."""
 
     stream: str
     durable: str
+    rank: int = 0
 
 
 class Runtime:
@@ -76,7 +78,8 @@ class Runtime:
         self._wake = asyncio.Event()  # a delivery arrived, a slot was freed, or stop
         self._interrupt = asyncio.Event()
         self._stopping = asyncio.Event()
-        self.pullers: list[Puller] = []
+        self.pullers: list[Puller] = []  # highest rank first
+        self._ranks: list[list[Puller]] = []  # the pullers of each rank, highest first
         # What each running handler holds (a group holds several deliveries).
         self.in_flight: dict[asyncio.Task[None], list[Delivery]] = {}
         self._keep_alive_task: asyncio.Task[None] | None = None
@@ -92,10 +95,13 @@ class Runtime:
         return self._stopping.is_set()
 
     async def run(self) -> None:
+        ranked = sorted(self._sources, key=lambda s: -s.rank)  # stable: ties keep order
         self.pullers = [
-            await Puller(self._bus.nc, s.stream, s.durable, self._wake).start()
-            for s in self._sources
+            await Puller(self._bus.nc, s.stream, s.durable, self._wake, rank=s.rank).start()
+            for s in ranked
         ]
+        ranks = sorted({p.rank for p in self.pullers}, reverse=True)
+        self._ranks = [[p for p in self.pullers if p.rank == r] for r in ranks]
         if self.keep_alive_s:
             self._keep_alive_task = spawn(self._keep_alive_loop(self.keep_alive_s), self.log)
         self.started.set()
@@ -229,7 +235,7 @@ class Consumer(Runtime):
         self.group = group
         self._busy = 0  # slots in use: handlers that have not released theirs
         self._paused = False  # takes no new delivery (those running go on)
-        self._turn = 0  # which consumer is asked first
+        self._turn = 0  # which consumer of a rank is asked first
         # When each free slot became free, oldest first (for `Delivery.idle_s`).
         self._free_since: list[float] = []
 
@@ -318,13 +324,28 @@ class Consumer(Runtime):
                 puller.check()
         return got
 
+    def _in_turn(self) -> list[Puller]:
+        """The pullers by rank, highest first, and in turns within a rank (so one backlog
+        does not starve the others of its rank)."""
+        turn = self._turn
+        self._turn += 1
+        order: list[Puller] = []
+        for same in self._ranks:
+            k = turn % len(same)
+            order += same[k:] + same[:k]
+        return order
+
     async def _waiting(self, free: int) -> list[Msg]:
-        """What is waiting now: first from consumers that said they had more (in turns, so
-        one backlog does not starve the others), then from all the others at once."""
-        order = self.pullers[self._turn :] + self.pullers[: self._turn]
-        self._turn = (self._turn + 1) % len(self.pullers)
+        """What is waiting now: first from consumers that said they had more, then from
+        all the others at once. Before a lower rank's backlog, higher ranks are asked."""
+        order = self._in_turn()
         idle = [p for p in order if not p.open]
         got: list[Msg] = []
+        if len(self._ranks) > 1:
+            got = await self._above_backlog(idle, free)
+            if got:
+                return got
+            idle = [p for p in idle if not p.open]
         for puller in (p for p in idle if p.pending):
             got += await puller.drain(free - len(got), self.poll_s)
             if len(got) >= free:
@@ -338,6 +359,22 @@ class Consumer(Runtime):
         got = [m for a in answers if not isinstance(a, BaseException) for m in a]
         if not got and failures:
             raise failures[0]
+        return got
+
+    async def _above_backlog(self, idle: list[Puller], free: int) -> list[Msg]:
+        """While a rank has a backlog, what waits in the ranks above it, which said they
+        had nothing: asked now (after a long task that may have changed), then listened
+        to with a long poll, so that until it expires each further fetch costs nothing."""
+        backlog = next((p.rank for p in idle if p.pending), None)
+        got: list[Msg] = []
+        for puller in idle:
+            if backlog is None or puller.rank <= backlog or len(got) >= free:
+                break
+            if puller.pending or puller.buffered:
+                continue
+            got += await puller.drain(free - len(got), self.poll_s)
+            if not puller.buffered and not puller.open:
+                await puller.request(free, no_wait=False, lifetime_s=self.poll_s)
         return got
 
     def _buffered(self, free: int) -> list[Msg]:

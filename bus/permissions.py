@@ -365,6 +365,8 @@ def _table() -> dict[str, Permissions]:
                 *_reads(c.TICKETS_BUCKET, c.TASKS_BUCKET),
                 *_AGENT_EVENTS,
                 *_FINDINGS,
+                # What waits longest in each task lane (starved tasks).
+                f"{_API}.STREAM.MSG.GET.{c.TASKS_STREAM}",
                 # The watchdog: asking each host's supervisor for its children, and
                 # for a wedged one's restart.
                 *(c.supervisor_subject("*", verb) for verb in c.WATCHDOG_VERBS),
@@ -389,6 +391,7 @@ def _table() -> dict[str, Permissions]:
                 # Its interventions through the planner, like an operator's.
                 c.CMD_TICKET_PAUSE,
                 c.CMD_TICKET_RESUME,
+                c.CMD_TICKET_PRIORITY,
                 c.CMD_TASK_CANCEL,
                 c.event_subject("_agents", "guardian.>"),
                 # Steering a stuck agent: a message into its worker's inbox.

@@ -39,10 +39,16 @@ class Puller:
     can take, so a worker holds no messages it has no slot for."""
 
     def __init__(
-        self, nc: Client, stream: str, durable: str, arrived: asyncio.Event | None = None
+        self,
+        nc: Client,
+        stream: str,
+        durable: str,
+        arrived: asyncio.Event | None = None,
+        rank: int = 0,
     ) -> None:
         self.stream = stream
         self.durable = durable
+        self.rank = rank  # taken from before lower ranks (bus.consumer.Source)
         self._nc = nc
         self._subject = c.consumer_next_subject(stream, durable)
         self._inbox = ""

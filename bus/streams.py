@@ -160,6 +160,37 @@ class ConsumerBacklog:
     pending: int
     ack_pending: int
     redelivered: int
+    # The stream sequence it last delivered, and the subjects it reads.
+    delivered_seq: int = 0
+    filters: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A stored message a consumer has not delivered yet, and when it was stored."""
+
+    subject: str
+    seq: int
+    at: datetime
+
+
+async def oldest_waiting(bus: Bus, backlog: ConsumerBacklog) -> Waiting | None:
+    """The oldest message `backlog`'s consumer has never delivered: the first after its
+    last delivery on any subject it reads (one direct read per subject)."""
+    if not backlog.pending:
+        return None
+    found: list[Waiting] = []
+    with as_bus_errors(f"reading what waits for {backlog.consumer}"):
+        for subject in backlog.filters or (">",):
+            try:
+                msg = await bus.js.get_msg(
+                    backlog.stream, seq=backlog.delivered_seq + 1, subject=subject, next=True
+                )
+            except nats.js.errors.NotFoundError:
+                continue
+            if msg.subject and msg.seq and msg.time:
+                found.append(Waiting(msg.subject, msg.seq, msg.time))
+    return min(found, key=lambda w: w.seq) if found else None
 
 
 async def consumer_backlogs(bus: Bus, names: Iterable[str]) -> list[ConsumerBacklog]:
@@ -181,6 +212,8 @@ async def consumer_backlogs(bus: Bus, names: Iterable[str]) -> list[ConsumerBack
                     info.num_pending or 0,
                     info.num_ack_pending or 0,
                     info.num_redelivered or 0,
+                    info.delivered.stream_seq or 0 if info.delivered else 0,
+                    tuple(info.config.filter_subjects or [info.config.filter_subject or ">"]),
                 )
                 for info in infos
                 if info.config.durable_name

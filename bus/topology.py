@@ -145,10 +145,12 @@ def object_store_configs(cfg: TopologyConfig) -> list[StreamConfig]:
     ]
 
 
-def task_consumer_config(phase: str, capability: str, cfg: TopologyConfig) -> ConsumerConfig:
+def task_consumer_config(
+    phase: str, capability: str, cfg: TopologyConfig, lane: str = c.NORMAL_LANE
+) -> ConsumerConfig:
     return ConsumerConfig(
-        durable_name=c.task_consumer(phase, capability),
-        filter_subject=c.task_filter(phase, capability),
+        durable_name=c.task_consumer(phase, capability, lane),
+        filter_subjects=c.task_filters(phase, capability, lane),
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=cfg.ack_wait_s,
         # Retries are counted on the task itself, so the server must never give up.
@@ -226,7 +228,8 @@ def consumer_configs(cfg: TopologyConfig) -> list[tuple[str, ConsumerConfig]]:
     ]
     for phase in WORK_PHASE_NAMES:
         for capability in cfg.capabilities:
-            out.append((c.TASKS_STREAM, task_consumer_config(phase, capability, cfg)))
+            for lane in c.LANES:
+                out.append((c.TASKS_STREAM, task_consumer_config(phase, capability, cfg, lane)))
     return out
 
 

@@ -326,6 +326,20 @@ def ticket_pause(
     _reply(c.CMD_TICKET_PAUSE, {"ticket_id": ticket_id, "reason": reason}, as_json, timeout)
 
 
+@ticket_app.command("priority")
+def ticket_priority(
+    ticket_id: str,
+    priority: Annotated[str, typer.Argument(help="low|normal|high|critical")],
+    reason: str = "set by operator",
+    as_json: JsonFlag = False,
+    timeout: Timeout = 5.0,
+) -> None:
+    """Set a ticket's priority: high and critical tickets' tasks are taken first, and its
+    queued tasks move to their new lane."""
+    body = {"ticket_id": ticket_id, "priority": priority, "reason": reason}
+    _reply(c.CMD_TICKET_PRIORITY, body, as_json, timeout)
+
+
 @ticket_app.command("resume")
 def ticket_resume(
     ticket_id: str, reason: str = "resumed by operator", as_json: JsonFlag = False,

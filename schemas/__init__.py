@@ -7,6 +7,7 @@ from schemas.command import (
     PauseTicket,
     Reply,
     ResumeTicket,
+    SetPriority,
 )
 from schemas.common import WORK_PHASES, ErrorInfo, Phase, utcnow
 from schemas.event import AGENTS_TOKEN, Event, EventType
@@ -41,6 +42,7 @@ __all__ = [
     "PhaseTransition",
     "Reply",
     "ResumeTicket",
+    "SetPriority",
     "TaskDispatch",
     "TaskResult",
     "TaskSpec",

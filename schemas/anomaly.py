@@ -23,6 +23,9 @@ class AnomalyKind(StrEnum):
     HEARTBEAT_GAP = "heartbeat_gap"
     # An attempt still running far longer than its phase's finished attempts take.
     RUNAWAY = "runaway"
+    # A task waiting in the normal lane far longer than it should (the guardian raises
+    # its ticket's priority).
+    STARVED = "starved"
 
 
 class Anomaly(WireModel):
@@ -36,8 +39,10 @@ class Anomaly(WireModel):
     capability: str | None = None
     agent: str | None = None
     consumer: str | None = None
-    # The attempt's task (`<ticket>.<task>`), for a runaway.
+    # The task (`<ticket>.<task>`), for a runaway attempt or a starved task.
     task: str | None = None
+    # A starved task's priority, as its dispatch says.
+    priority: str | None = None
     # What was seen, and what is usual: the baseline's median and its spread (MAD scaled
     # to a standard deviation), or for failure_rate the baseline's rate.
     observed: float

@@ -25,6 +25,7 @@ class AuditAction(StrEnum):
     TASK_CANCEL = "task.cancel"
     TICKET_PAUSE = "ticket.pause"
     TICKET_RESUME = "ticket.resume"
+    TICKET_PRIORITY = "ticket.priority"
     # The guardian acting on its own authority, and operators approving or undoing that.
     INTERVENTION = "guardian.intervene"
     INTERVENTION_APPROVE = "guardian.approve"

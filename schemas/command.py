@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from schemas.common import ErrorInfo, Phase, StrictWireModel, WireModel
+from schemas.common import ErrorInfo, Phase, Priority, StrictWireModel, WireModel
 
 
 class CancelTicket(StrictWireModel):
@@ -31,6 +31,15 @@ class PauseTicket(StrictWireModel):
 class ResumeTicket(StrictWireModel):
     ticket_id: str
     reason: str = "resumed by operator"
+
+
+class SetPriority(StrictWireModel):
+    """A ticket's new priority. Its tasks queued from then on wait in that priority's
+    lane; those queued and not yet started move there too."""
+
+    ticket_id: str
+    priority: Priority
+    reason: str = "set by operator"
 
 
 class Reply(WireModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
@@ -64,3 +64,9 @@ class ErrorInfo(WireModel):
 
     category: str
     message: str
+
+
+# A ticket's priority; its tasks wait in the urgent lane when "high" or "critical"
+# (bus/constants.py: LANES).
+Priority = Literal["low", "normal", "high", "critical"]
+PRIORITIES: tuple[Priority, ...] = ("low", "normal", "high", "critical")  # lowest first

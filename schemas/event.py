@@ -46,6 +46,7 @@ class EventType(StrEnum):
     # An operator or the guardian paused a ticket (nothing new starts), or resumed it.
     TICKET_PAUSED = "ticket.paused"
     TICKET_RESUMED = "ticket.resumed"
+    TICKET_PRIORITY_CHANGED = "ticket.priority_changed"
     AGENT_STARTED = "agent.started"
     AGENT_STOPPED = "agent.stopped"
     AGENT_STALE = "agent.stale"

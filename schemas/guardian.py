@@ -12,7 +12,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from schemas.common import StrictWireModel, WireModel, utcnow
+from schemas.common import Priority, StrictWireModel, WireModel, utcnow
 
 
 class InterventionKind(StrEnum):
@@ -28,10 +28,18 @@ class InterventionKind(StrEnum):
     # A steering message into a stuck agent's conversation (`<ticket>.<task>`): said once
     # it is said.
     STEER_AGENT = "steer_agent"
+    # The ticket of a starved task goes to `priority` (its queued tasks move to the urgent
+    # lane); undone by setting back `previous_priority`.
+    RAISE_PRIORITY = "raise_priority"
 
 
 REVERSIBLE = frozenset(
-    {InterventionKind.QUARANTINE_WORKER, InterventionKind.HOLD_AGENT, InterventionKind.PAUSE_TICKET}
+    {
+        InterventionKind.QUARANTINE_WORKER,
+        InterventionKind.HOLD_AGENT,
+        InterventionKind.PAUSE_TICKET,
+        InterventionKind.RAISE_PRIORITY,
+    }
 )
 
 
@@ -72,6 +80,9 @@ class Intervention(WireModel):
     # What a steer_agent intervention tells the agent, and the worker it runs on.
     message: str = ""
     worker: str | None = None
+    # What a raise_priority intervention sets, and what it found (for undoing it).
+    priority: Priority | None = None
+    previous_priority: Priority | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 

@@ -8,7 +8,15 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints
 
-from schemas.common import ErrorInfo, Identifier, Phase, StrictWireModel, WireModel, utcnow
+from schemas.common import (
+    ErrorInfo,
+    Identifier,
+    Phase,
+    Priority,
+    StrictWireModel,
+    WireModel,
+    utcnow,
+)
 from schemas.lock import ResourceClaim
 from schemas.usage import Budget, Usage
 
@@ -173,6 +181,8 @@ class TaskState(WireModel):
     # Spent by every attempt so far; a ticket's budget is checked against the sum.
     usage: Usage = Field(default_factory=Usage)
     status: TaskStatus = TaskStatus.BLOCKED
+    # Its ticket's priority when it was last queued: the lane its dispatch waits in.
+    priority: Priority = "normal"
     attempts: int = 0
     # Bumped when a ticket moves back to a phase and the task must run again; dispatches
     # of an older generation are stale and dropped.

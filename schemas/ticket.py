@@ -8,12 +8,11 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
-from schemas.common import Identifier, Phase, StrictWireModel, WireModel, utcnow
+from schemas.common import Identifier, Phase, Priority, StrictWireModel, WireModel, utcnow
 from schemas.gate import GateSpec, GateVerdict
 from schemas.task import TaskSpec
 from schemas.usage import Budget
 
-Priority = Literal["low", "normal", "high", "critical"]
 # What a task that finally fails does to the rest of its ticket: `fail_fast` starts
 # nothing new (queued and blocked tasks are skipped); `continue` lets independent tasks
 # finish and skips only the failed task's dependents. Either way the ticket then fails.

@@ -11,7 +11,8 @@ from __future__ import annotations
 from agents.errors import InterventionError
 from bus import Bucket, Bus, BusError
 from bus import constants as c
-from schemas import CancelTask, PauseTicket, Reply, ResumeTicket
+from schemas import CancelTask, PauseTicket, Reply, ResumeTicket, SetPriority
+from schemas.common import Priority
 from schemas.guardian import Intervention, InterventionKind, Quarantine
 from schemas.supervisor import HoldReply, HoldRequest
 from schemas.team import TeamMessage
@@ -41,6 +42,8 @@ class Effects:
             return f"ticket {iv.target} paused"
         if iv.kind is InterventionKind.STEER_AGENT:
             return await self._steer(iv)
+        if iv.kind is InterventionKind.RAISE_PRIORITY:
+            return await self._priority(iv, iv.priority or "high", f"guardian: {iv.reason}")
         if iv.kind is InterventionKind.CANCEL_TASK:
             body_task = CancelTask(task_id=iv.target, reason=f"guardian: {iv.reason}")
             reply = await self._command(
@@ -65,7 +68,19 @@ class Effects:
             body = ResumeTicket(ticket_id=iv.target, reason=f"guardian {iv.id} undone")
             await self._command(c.CMD_TICKET_RESUME, body.model_dump_json().encode())
             return f"ticket {iv.target} resumed"
+        if iv.kind is InterventionKind.RAISE_PRIORITY:
+            back = iv.previous_priority or "normal"
+            return await self._priority(iv, back, f"guardian {iv.id} undone")
         raise InterventionError(f"{iv.kind.value} cannot be undone")
+
+    async def _priority(self, iv: Intervention, priority: Priority, reason: str) -> str:
+        body = SetPriority(ticket_id=iv.target, priority=priority, reason=reason)
+        reply = await self._command(
+            c.CMD_TICKET_PRIORITY, body.model_dump_json().encode(), finished_is_done=True
+        )
+        if reply.error:
+            return reply.error.message
+        return f"ticket {iv.target} is {priority}"
 
     async def _steer(self, iv: Intervention) -> str:
         """Into the worker's inbox, which says it into the ticket's running conversations."""

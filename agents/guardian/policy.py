@@ -6,7 +6,8 @@ Its authority (docs/architecture.md, "Guardian"):
   have the supervisor of a crash-looping worker hold it (`agent.crash_looping`); pause
   a ticket whose task is poison and cancel that task; tell a coding agent that keeps
   running the same command to step back (`task.progress`: rules decide it is stuck, a
-  model may word the advice);
+  model may word the advice); raise the priority of a ticket whose task starved in the
+  normal lane to `high` (`anomaly.detected`, starved);
 - proposed, for an operator to approve: quarantining a worker that is only slow or costly
   (it still finishes its work), holding an agent that is no worker (a planner, say) or
   whose role it cannot tell, and anything that would leave one of the worker's phase and
@@ -25,6 +26,7 @@ from datetime import datetime
 
 from schemas import Heartbeat, TaskState
 from schemas.anomaly import Anomaly, AnomalyKind
+from schemas.common import PRIORITIES
 from schemas.guardian import REVERSIBLE, Intervention, InterventionKind, InterventionStatus
 
 # Findings that say a worker is broken, and those that say it is merely worse.
@@ -151,6 +153,8 @@ def on_anomaly(
 ) -> list[Decision]:
     if anomaly.kind is AnomalyKind.RUNAWAY and anomaly.task is not None:
         return [_cancel_runaway(event_id, anomaly, rules, decided_by)]
+    if anomaly.kind is AnomalyKind.STARVED and anomaly.task is not None:
+        return [_raise_priority(event_id, anomaly, rules, decided_by)]
     agent = anomaly.agent
     if agent is None or anomaly.kind not in BROKEN | WORSE or fleet.quarantined(agent):
         return []
@@ -182,6 +186,24 @@ def _cancel_runaway(
     evidence = [f"anomaly {anomaly.key}", *anomaly.evidence]
     iv = _intervention(kind, anomaly.task, event_id, f"running away: {anomaly.summary}",
                        evidence, decided_by, alone)  # fmt: skip
+    return Decision(iv, apply=alone)
+
+
+def _raise_priority(
+    event_id: str, anomaly: Anomaly, rules: GuardianRules, decided_by: str
+) -> Decision:
+    """A task starved in the normal lane (urgent work keeps every worker busy): its ticket
+    goes to `high`, the urgent lane, where it is next in line. Aging, so that no ticket
+    waits for ever; never `critical`, which is an operator's word."""
+    kind = InterventionKind.RAISE_PRIORITY
+    assert anomaly.task is not None
+    ticket_id = anomaly.task.partition(".")[0]
+    alone = kind in rules.autonomous
+    evidence = [f"anomaly {anomaly.key}", *anomaly.evidence]
+    iv = _intervention(kind, ticket_id, event_id, f"starved: {anomaly.summary}", evidence,
+                       decided_by, alone)  # fmt: skip
+    was = anomaly.priority if anomaly.priority in PRIORITIES else "normal"
+    iv = iv.model_copy(update={"priority": "high", "previous_priority": was})
     return Decision(iv, apply=alone)
 
 

@@ -19,6 +19,7 @@ from agents.monitor.alerting import AlertBook, Signals, conditions
 from agents.monitor.detection import DetectionRules, PhaseBaseline, WorkerWindow
 from agents.monitor.notify import Notifier
 from agents.monitor.runaway import RunningAttempt
+from agents.monitor.starved import WaitingTask, waiting_task
 from agents.monitor.watch import AnomalyWatch
 from agents.monitor.watchdog import CrashLoop, Restart, Restarted, Watchdog
 from agents.monitor.workload import StoreReader, Totals, read_totals, read_workload
@@ -42,6 +43,7 @@ def detection_rules(settings: Settings) -> DetectionRules:
         recent_window_s=settings.anomaly_window_s,
         baseline_window_s=settings.anomaly_baseline_s,
         min_samples=settings.anomaly_min_samples,
+        starved_s=settings.anomaly_starved_s,
     )
 
 
@@ -201,12 +203,12 @@ class Monitor(Agent):
     async def judge(self) -> None:
         """One anomaly check: sample the backlogs, read the workload, announce changes."""
         now = utcnow()
-        self.watch.observe_backlogs(
-            await streams.consumer_backlogs(self.bus, c.MESSAGE_STREAMS), now
-        )
+        backlogs = await streams.consumer_backlogs(self.bus, c.MESSAGE_STREAMS)
+        self.watch.observe_backlogs(backlogs, now)
         baselines, windows, totals = await self._workload(now)
         running = await self._running() if baselines else []
-        changed = self.watch.judge(now, baselines, windows, running)
+        waiting = await self._waiting(backlogs)
+        changed = self.watch.judge(now, baselines, windows, running, waiting)
         for anomaly in changed.raised:
             self.log.warning("anomaly: %s", anomaly.summary)
             await self._announce(anomaly, EventType.ANOMALY_DETECTED, now)
@@ -249,6 +251,17 @@ class Monitor(Agent):
         event_id = f"{delivery.notice}.{delivery.channel}.{target}.{delivery.attempt}"
         data = delivery.model_dump(mode="json")
         await self._agent_event(EventType.ALERT_DELIVERY, event_id, None, data)
+
+    async def _waiting(self, backlogs: list[streams.ConsumerBacklog]) -> list[WaitingTask]:
+        """The oldest task each normal lane holds and has not delivered yet."""
+        out = []
+        for b in backlogs:
+            if b.stream != c.TASKS_STREAM or b.consumer.endswith(f"-{c.URGENT_LANE}"):
+                continue
+            found = await streams.oldest_waiting(self.bus, b)
+            if found is not None and (w := waiting_task(b.consumer, found.subject, found.at)):
+                out.append(w)
+        return out
 
     async def _running(self) -> list[RunningAttempt]:
         """The attempts workers say they run (their beats' `current_task`), as their task

@@ -53,6 +53,8 @@ class DetectionRules:
     # spreads out), and at least `runaway_min_s`.
     runaway_ratio: float = 10.0
     runaway_min_s: float = 60.0
+    # Starved tasks: waiting in the normal lane, never delivered, for at least this long.
+    starved_s: float = 900.0
 
 
 @dataclass(frozen=True)

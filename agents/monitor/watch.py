@@ -15,6 +15,7 @@ from datetime import datetime
 from agents.monitor import detection
 from agents.monitor.detection import Changes, DetectionRules, PhaseBaseline, WorkerWindow
 from agents.monitor.runaway import RunningAttempt, runaway_anomalies, runaway_judged
+from agents.monitor.starved import WaitingTask, starved_anomalies, starved_key
 from bus.streams import ConsumerBacklog
 from schemas import Heartbeat
 from schemas.anomaly import Anomaly
@@ -72,6 +73,7 @@ class AnomalyWatch:
         baselines: Sequence[PhaseBaseline] = (),
         windows: Sequence[WorkerWindow] = (),
         running: Sequence[RunningAttempt] = (),
+        waiting: Sequence[WaitingTask] = (),
     ) -> Changes:
         """What changed: findings not active yet, and active ones that ended. The
         monitor marks each `activate`d or `resolve`d once it has announced it, so one it
@@ -82,12 +84,15 @@ class AnomalyWatch:
             *detection.queue_anomalies(self.depths, self._past_deltas(), rules),
             *detection.heartbeat_anomalies(self.gaps, self.roles, rules),
             *runaway_anomalies(running, baselines, now, rules),
+            *starved_anomalies(waiting, now, rules),
         ]
         judged = (
             detection.workload_judged(baselines, windows, rules)
             | detection.queue_judged(self.depths, rules)
             | detection.heartbeat_judged(self.gaps, rules)
             | runaway_judged(running)
+            # A task that was taken is not seen again, and ends a window later.
+            | {starved_key(w.task_id) for w in waiting}
         )
         for anomaly in found:
             if anomaly.key in self.active:

@@ -44,6 +44,7 @@ from schemas import (
     PauseTicket,
     Reply,
     ResumeTicket,
+    SetPriority,
     TaskStatus,
 )
 from schemas.audit import AuditOutcome
@@ -85,6 +86,7 @@ class Planner(Agent):
                     (c.CMD_TICKET_MOVE, MoveTicket),
                     (c.CMD_TICKET_PAUSE, PauseTicket),
                     (c.CMD_TICKET_RESUME, ResumeTicket),
+                    (c.CMD_TICKET_PRIORITY, SetPriority),
                 )
             ],
         ]
@@ -171,6 +173,7 @@ class Planner(Agent):
             MoveTicket: self.commands.move_ticket,
             PauseTicket: self.commands.pause_ticket,
             ResumeTicket: self.commands.resume_ticket,
+            SetPriority: self.commands.set_priority,
         }
         run = handlers[model]
 

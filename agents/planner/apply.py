@@ -18,6 +18,7 @@ from bus.constants import (
     control_cancel_subject,
 )
 from schemas import Event, EventType, Phase, TaskState, TaskStatus, TicketStatus, utcnow
+from schemas.common import Priority
 from schemas.gate import GateVerdict
 from schemas.task import SPLIT_ORIGIN
 from schemas.ticket import GateStatus, PhaseContext, TicketState
@@ -98,7 +99,7 @@ class Reconciler:
             return False
         await asyncio.gather(
             *(
-                self.queue_task(f"{ticket.id}.{name}", decided.bases.get(name, []))
+                self.queue_task(f"{ticket.id}.{name}", decided.bases.get(name, []), ticket.priority)
                 for name in decided.queue
             )
         )
@@ -280,7 +281,9 @@ class Reconciler:
             self.assigner.refresh(await self.bus.heartbeats.values())
         return self.assigner.choose(task)
 
-    async def queue_task(self, key: str, base: list[str] | None = None) -> None:
+    async def queue_task(
+        self, key: str, base: list[str] | None = None, priority: Priority = "normal"
+    ) -> None:
         choice = await self._ranking(key)
         chosen = choice[1].agent_id if choice is not None and choice[1] is not None else None
 
@@ -288,6 +291,7 @@ class Reconciler:
             if t.status is not TaskStatus.BLOCKED:
                 return None
             t.status = TaskStatus.QUEUED
+            t.priority = priority  # its dispatch's lane
             t.base = list(base or [])
             if choice is not None and t.handoff is None:
                 t.assigned = chosen
@@ -301,7 +305,7 @@ class Reconciler:
             # Stamped with when it became ready, not when the event was built: a worker
             # may start it before this event exists, and schedule-to-start is measured
             # from this time.
-            queued = task_event(task, EventType.TASK_QUEUED, self.agent_id)
+            queued = task_event(task, EventType.TASK_QUEUED, self.agent_id, priority=task.priority)
             dispatched = await self.bus.dispatch_async(task, written.revision)
             announced = await self.bus.publish_event_async(
                 queued.model_copy(update={"at": task.queued_at})

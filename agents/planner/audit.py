@@ -17,9 +17,12 @@ _COMMANDS = {
     c.CMD_TASK_CANCEL: AuditAction.TASK_CANCEL,
     c.CMD_TICKET_PAUSE: AuditAction.TICKET_PAUSE,
     c.CMD_TICKET_RESUME: AuditAction.TICKET_RESUME,
+    c.CMD_TICKET_PRIORITY: AuditAction.TICKET_PRIORITY,
 }
 # The commands the guardian may send too (it audits its own reasons beside them).
-_GUARDIAN_COMMANDS = frozenset({c.CMD_TASK_CANCEL, c.CMD_TICKET_PAUSE, c.CMD_TICKET_RESUME})
+_GUARDIAN_COMMANDS = frozenset(
+    {c.CMD_TASK_CANCEL, c.CMD_TICKET_PAUSE, c.CMD_TICKET_RESUME, c.CMD_TICKET_PRIORITY}
+)
 
 
 def _actor(subject: str) -> str:

@@ -8,6 +8,7 @@ from agents.events import ticket_event
 from agents.planner.apply import Reconciler, merge_context
 from agents.planner.phases import check_transition, phase_index
 from bus import Bus
+from bus import constants as c
 from schemas import (
     CancelTask,
     CancelTicket,
@@ -17,6 +18,7 @@ from schemas import (
     Phase,
     PhaseTransition,
     ResumeTicket,
+    SetPriority,
     TaskState,
     TaskStatus,
     TicketStatus,
@@ -114,6 +116,56 @@ class Commands:
         event.id = f"{after.id}.{kind.value}.{after.updated_at.timestamp()}"
         await self.bus.publish_events([event])
         return after
+
+    async def set_priority(self, cmd: SetPriority) -> TicketState:
+        """The ticket's new priority, and its queued tasks moved to the lane it names."""
+        before = await self._ticket(cmd.ticket_id)
+
+        def change(t: TicketState) -> TicketState | None:
+            if t.status.terminal or t.priority == cmd.priority:
+                return None
+            t.priority = cmd.priority
+            t.updated_at = utcnow()
+            return t
+
+        after = await self.bus.tickets.update(cmd.ticket_id, change)
+        if after is None:
+            after = await self._ticket(cmd.ticket_id)
+            if after.status.terminal:
+                raise CommandError(
+                    f"ticket {after.id} is already {after.status.value}", "already_finished"
+                )
+        else:
+            event = ticket_event(
+                after, EventType.TICKET_PRIORITY_CHANGED, self.reconciler.agent_id,
+                priority=after.priority, was=before.priority, reason=cmd.reason,
+            )  # fmt: skip
+            event.id = f"{after.id}.priority.{after.updated_at.timestamp()}"
+            await self.bus.publish_events([event])
+        # Also when the ticket already had it: a planner that died after writing the
+        # ticket moved nothing, and the command asked again finishes the job.
+        await self._move_queued(after)
+        await self.reconciler.reconcile(after.id)
+        return after
+
+    async def _move_queued(self, ticket: TicketState) -> None:
+        """Tasks waiting in the other lane, not yet taken, go back to be queued again (a
+        new generation: their old dispatch is dropped by whoever gets it). A task waiting
+        for its retry keeps its place: its message is the one it retries on."""
+        lane = c.lane_of(ticket.priority)
+
+        def requeue(t: TaskState) -> TaskState | None:
+            if t.status is not TaskStatus.QUEUED or t.attempts or c.lane_of(t.priority) == lane:
+                return None
+            t.status = TaskStatus.BLOCKED
+            t.generation += 1
+            t.msg_seq, t.delivery = None, 0
+            t.reason = f"moved to the {lane} lane"
+            t.updated_at = utcnow()
+            return t
+
+        for name in ticket.tasks:
+            await self.bus.tasks.update(f"{ticket.id}.{name}", requeue)
 
     async def move_ticket(self, cmd: MoveTicket) -> TicketState:
         before = await self._ticket(cmd.ticket_id)

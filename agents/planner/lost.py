@@ -59,7 +59,7 @@ def find_lost(
         task = found.value
         if task.status not in _PROMISED or task.updated_at >= before:
             continue
-        own = c.task_subject(task.phase, task.capability, task.ticket_id, task.name)
+        own = c.task_subject(task.phase, task.capability, task.ticket_id, task.name, task.priority)
         if own not in task_subjects:
             lost.tasks.append(found)
     if ticket.updated_at < before:

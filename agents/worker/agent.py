@@ -160,8 +160,14 @@ class Worker(Agent):
 
     async def main(self) -> None:
         topology = self.settings.topology()
+        # The urgent lane of every pair before any normal one (bus/constants.py: LANES).
         sources = [
-            Source(c.TASKS_STREAM, await self.bus.ensure_task_consumer(phase, cap, topology))
+            Source(
+                c.TASKS_STREAM,
+                await self.bus.ensure_task_consumer(phase, cap, topology, lane),
+                rank=len(c.LANES) - i,
+            )
+            for i, lane in enumerate(c.LANES)
             for phase in self.phases
             for cap in self.capabilities
         ]

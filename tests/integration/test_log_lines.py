@@ -38,5 +38,5 @@ async def test_a_json_logging_worker_says_which_ticket_and_task_a_line_is_about(
     assert any(line["message"].startswith("started") for line in lines), lines
     [failed] = [line for line in lines if line["message"].startswith("JL.broken failed")]
     assert (failed["ticket"], failed["task"]) == ("JL", "broken")
-    assert failed["subject"] == "omoi.tasks.implementation.shell.JL.broken"
+    assert failed["subject"] == "omoi.tasks.implementation.shell.normal.JL.broken"
     assert failed["level"] == "info"

@@ -152,7 +152,7 @@ async def test_agent_processes_lines_are_in_the_store_and_omoi_logs_finds_and_fo
         [line] = [json.loads(x) for x in out.decode().splitlines()]
         assert (line["role"], line["agent"]) == ("worker", "worker-logs")
         assert line["message"].startswith("LG.broken failed")
-        assert line["subject"] == "omoi.tasks.implementation.shell.LG.broken"
+        assert line["subject"] == "omoi.tasks.implementation.shell.normal.LG.broken"
         assert line["trace_id"] == ticket_trace_id("LG")  # the ticket's trace
         # The task printed the key; the line about its failure does not say it.
         assert "exit code 3" in line["message"] and KEY not in line["message"]

@@ -121,6 +121,10 @@ PUBLISH = [
     ("monitor", f"$JS.API.CONSUMER.LIST.{c.TASKS_STREAM}", True),
     ("monitor", f"$JS.API.CONSUMER.LIST.{c.EVENTS_STREAM}", True),
     ("monitor", f"$JS.API.CONSUMER.DELETE.{c.TASKS_STREAM}.x", False),
+    # What waits longest in a task lane; not the messages of any other stream.
+    ("monitor", f"$JS.API.STREAM.MSG.GET.{c.TASKS_STREAM}", True),
+    ("monitor", f"$JS.API.STREAM.MSG.GET.{c.EVENTS_STREAM}", False),
+    ("monitor", f"$JS.API.STREAM.MSG.DELETE.{c.TASKS_STREAM}", False),
     ("monitor", f"$JS.API.CONSUMER.LIST.{c.kv_stream(c.TASKS_BUCKET)}", False),
     ("worker", c.event_subject("_agents", "anomaly.detected"), False),
     # The guardian: its book, quarantines and interventions (through the planner's
@@ -130,6 +134,7 @@ PUBLISH = [
     ("guardian", c.CMD_TICKET_PAUSE, True),
     ("guardian", c.CMD_TICKET_RESUME, True),
     ("guardian", c.CMD_TASK_CANCEL, True),
+    ("guardian", c.CMD_TICKET_PRIORITY, True),  # aging a starved ticket
     ("guardian", c.CMD_TICKET_CANCEL, False),
     ("guardian", c.CMD_TICKET_MOVE, False),
     ("guardian", c.event_subject("_agents", "guardian.applied"), True),
@@ -161,6 +166,8 @@ PUBLISH = [
     ("viewer", f"$JS.API.DIRECT.GET.{c.kv_stream(c.INTERVENTIONS_BUCKET)}", True),
     ("gateway", c.GUARDIAN_UNDO, False),
     ("submitter", c.CMD_TICKET_PAUSE, False),
+    ("submitter", c.CMD_TICKET_PRIORITY, False),
+    ("operator", c.CMD_TICKET_PRIORITY, True),
     ("gateway", c.TRUSTED_SUBMIT_SUBJECT, True),
     ("gateway", c.CMD_TICKET_MOVE, True),
     ("gateway", f"$JS.API.STREAM.MSG.GET.{c.kv_stream(c.TICKETS_BUCKET)}", True),
