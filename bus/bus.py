@@ -288,7 +288,10 @@ class Bus:
         *,
         subject: str = "",
         seq: int | None = None,
+        part: int | None = None,
     ) -> None:
+        """A copy of `data` on `omoi.dlq.<origin>`, with why. `part` tells apart the
+        items of one message (the lines of a span message) that each failed."""
         headers = {
             c.HDR_REASON: _header_safe(reason),
             c.HDR_ERROR_CATEGORY: category,
@@ -296,7 +299,7 @@ class Bus:
         }
         if seq is not None:
             headers[c.HDR_ORIGIN_SEQ] = str(seq)
-            headers[c.HDR_MSG_ID] = f"dlq.{origin}.{seq}"
+            headers[c.HDR_MSG_ID] = f"dlq.{origin}.{seq}" + (f".{part}" if part else "")
         await self.patience.run(
             lambda: self.js.publish(c.dlq_subject(origin), data, headers=headers),
             f"dead-lettering to {origin}",

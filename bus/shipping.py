@@ -5,7 +5,8 @@ Log lines (`bus.log_shipper`) and spans (`bus.span_shipper`) go this way. With n
 take them (a reconnect, an outage) items wait in the buffer; when it is full the oldest go,
 and once there is room again a warning says how many were lost. They go out as plain
 publishes, not JetStream ones: an item is not worth a round trip, and the stream stores it
-all the same.
+all the same. Spans go several to a message (`batch_bytes`, one JSON object per line):
+a span is cheaper to make than a message is to store.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class ShippingBuffer:
         what: What an item is, plural, for the warning about dropped ones ("log lines").
         max_buffered: Items kept while none can be sent; past it the oldest are dropped.
         flush_s: How often gathered items are sent.
+        batch_bytes: 0 sends an item a message; more packs items, a line each, into
+            messages of up to this many bytes (an item longer than that goes alone).
     """
 
     def __init__(
@@ -43,8 +46,10 @@ class ShippingBuffer:
         *,
         max_buffered: int = 50_000,
         flush_s: float = 0.2,
+        batch_bytes: int = 0,
     ) -> None:
         self.subject = subject
+        self.batch_bytes = batch_bytes
         self.what = what
         self.shipped = 0
         self.dropped = 0
@@ -107,12 +112,22 @@ class ShippingBuffer:
     async def _drain(self) -> int:
         sent = 0
         while self._items and self._bus is not None:
-            item = self._items.popleft()
+            items = self._take()
             try:
-                await self._bus.nc.publish(self.subject, item)
+                await self._bus.nc.publish(self.subject, b"\n".join(items))
             except (nats.errors.Error, OSError):
-                self._items.appendleft(item)
+                self._items.extendleft(reversed(items))
                 break
-            sent += 1
+            sent += len(items)
         self.shipped += sent
         return sent
+
+    def _take(self) -> list[bytes]:
+        """The next message's items: one, or as many as fit in `batch_bytes`."""
+        items = [self._items.popleft()]
+        size = len(items[0])
+        while self._items and size + 1 + len(self._items[0]) <= self.batch_bytes:
+            item = self._items.popleft()
+            items.append(item)
+            size += 1 + len(item)
+        return items

@@ -66,7 +66,7 @@ class Recorder(Agent):
     async def _events(self, batch: list[Delivery]) -> None:
         """Store a batch of events (the runtime acks it once this returns)."""
         records = await self._parsed(
-            batch, lambda d: RecordedEvent.from_event_json(d.data, d.seq), "events", "event"
+            batch, lambda d, data: RecordedEvent.from_event_json(data, d.seq), "events", "event"
         )
         inserted = await asyncio.to_thread(self.store.ingest, records)
         self.recorded += inserted
@@ -83,40 +83,59 @@ class Recorder(Agent):
 
     async def _audit(self, batch: list[Delivery]) -> None:
         records = await self._parsed(
-            batch, lambda d: AuditRecord.from_json(d.data, d.seq), "audit", "audit entry"
+            batch, lambda d, data: AuditRecord.from_json(data, d.seq), "audit", "audit entry"
         )
         await asyncio.to_thread(self.store.ingest_audit, records)
 
     async def _logs(self, batch: list[Delivery]) -> None:
         records = await self._parsed(
-            batch, lambda d: LogLine.from_message(d.subject, d.data, d.seq), "logs", "log line"
+            batch,
+            lambda d, data: LogLine.from_message(d.subject, data, d.seq),
+            "logs",
+            "log line",
         )
         await asyncio.to_thread(self.store.ingest_logs, records)
 
     async def _spans(self, batch: list[Delivery]) -> None:
+        # A message holds several spans, one a line (bus/span_shipper.py).
         records = await self._parsed(
-            batch, lambda d: SpanRow.from_message(d.subject, d.data, d.seq), "spans", "span"
+            batch,
+            lambda d, line: SpanRow.from_message(d.subject, line, d.seq),
+            "spans",
+            "span",
+            lines=True,
         )
         await asyncio.to_thread(self.store.ingest_spans, records)
 
     async def _parsed[R](
-        self, batch: list[Delivery], parse: Callable[[Delivery], R], origin: str, what: str
+        self,
+        batch: list[Delivery],
+        parse: Callable[[Delivery, bytes], R],
+        origin: str,
+        what: str,
+        *,
+        lines: bool = False,
     ) -> list[R]:
-        """The batch's records; what cannot be one is not ours to fix: a dead-letter copy
-        with the reason, and on."""
+        """The batch's records (with `lines`, one per line of a message); what cannot be
+        one is not ours to fix: a dead-letter copy with the reason, and on."""
         records: list[R] = []
         for delivery in batch:
-            try:
-                records.append(parse(delivery))
-            except StoreError as exc:
-                await self.bus.dead_letter(
-                    origin,
-                    delivery.data,
-                    f"unrecordable {what}: {exc}",
-                    f"invalid_{origin.removesuffix('s')}",
-                    subject=delivery.subject,
-                    seq=delivery.seq,
-                )
+            items = (
+                [x for x in delivery.data.split(b"\n") if x.strip()] if lines else [delivery.data]
+            )
+            for part, item in enumerate(items):
+                try:
+                    records.append(parse(delivery, item))
+                except StoreError as exc:
+                    await self.bus.dead_letter(
+                        origin,
+                        item,
+                        f"unrecordable {what}: {exc}",
+                        f"invalid_{origin.removesuffix('s')}",
+                        subject=delivery.subject,
+                        seq=delivery.seq,
+                        part=part,
+                    )
         return records
 
     async def _publish_loop(self) -> None:
