@@ -19,6 +19,7 @@ from gateway.models import (
     CancelBody,
     CommandResult,
     MoveBody,
+    PriorityBody,
     TicketPage,
 )
 from gateway.problems import PROBLEM_MEDIA_TYPE, ApiProblem, Problem
@@ -27,6 +28,7 @@ from schemas import (
     CancelTicket,
     MoveTicket,
     Phase,
+    SetPriority,
     TaskState,
     TicketState,
     TicketStatus,
@@ -192,6 +194,29 @@ class TicketController(Controller):
             audit.detail = f"to {data.phase}"
             return await submit.command(
                 ctx.bus, c.CMD_TICKET_MOVE, cmd, ctx.options.request_timeout_s
+            )
+
+    @post(
+        "/{ticket_id:str}/priority",
+        status_code=200,
+        summary="Set a ticket's priority",
+        description="High and critical tickets' tasks are taken first; its queued tasks move.",
+        opt=OPERATOR,
+        exception_handlers=refusals_audited(AuditAction.TICKET_PRIORITY),
+        responses=problems(404, 409, 413),
+    )
+    async def priority(
+        self,
+        ctx: Ctx,
+        request: Request[Any, Any, Any],
+        ticket_id: TicketId,
+        data: JSONBody[PriorityBody],
+    ) -> CommandResult:
+        cmd = SetPriority(ticket_id=ticket_id, priority=data.priority, reason=data.reason)
+        async with Audited(ctx, request, AuditAction.TICKET_PRIORITY, target=ticket_id) as audit:
+            audit.detail = f"to {data.priority}"
+            return await submit.command(
+                ctx.bus, c.CMD_TICKET_PRIORITY, cmd, ctx.options.request_timeout_s
             )
 
     @post(

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas import Phase, TicketState
+from schemas.common import Priority
 
 MAX_REASON = 1000
 MAX_SQL = 100_000
@@ -40,6 +41,11 @@ class CancelBody(_Body):
 class MoveBody(_Body):
     phase: Phase
     reason: str = Field(default="moved via the HTTP API", max_length=MAX_REASON)
+
+
+class PriorityBody(_Body):
+    priority: Priority
+    reason: str = Field(default="set via the HTTP API", max_length=MAX_REASON)
 
 
 class CommandResult(BaseModel):

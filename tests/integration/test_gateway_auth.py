@@ -123,6 +123,7 @@ async def test_each_role_gets_what_it_may_and_a_403_for_the_rest(
         ("submit", Role.SUBMITTER, "POST", "/api/v1/tickets", {"title": "by role"}),
         ("command", Role.OPERATOR, "POST", "/api/v1/tickets/none/cancel", None),
         ("command", Role.OPERATOR, "POST", "/api/v1/tickets/none/move", {"phase": "design"}),
+        ("command", Role.OPERATOR, "POST", "/api/v1/tickets/none/priority", {"priority": "high"}),
         ("command", Role.OPERATOR, "POST", "/api/v1/tickets/none/tasks/t/cancel", None),
         ("tokens", Role.ADMIN, "GET", "/api/v1/tokens", None),
         ("tokens", Role.ADMIN, "POST", "/api/v1/tokens", {"role": "viewer"}),
