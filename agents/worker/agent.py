@@ -160,14 +160,16 @@ class Worker(Agent):
 
     async def main(self) -> None:
         topology = self.settings.topology()
-        # The urgent lane of every pair before any normal one (bus/constants.py: LANES).
+        # Taken from highest rank first: the urgent lane (bus/constants.py: LANES). Made
+        # normal lane first: a consumer from before lanes reads every lane, and a work
+        # queue takes no overlapping consumers, so it is narrowed before the urgent one.
         sources = [
             Source(
                 c.TASKS_STREAM,
                 await self.bus.ensure_task_consumer(phase, cap, topology, lane),
-                rank=len(c.LANES) - i,
+                rank=len(c.LANES) - c.LANES.index(lane),
             )
-            for i, lane in enumerate(c.LANES)
+            for lane in reversed(c.LANES)
             for phase in self.phases
             for cap in self.capabilities
         ]

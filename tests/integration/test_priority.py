@@ -4,14 +4,18 @@ by a gated task while the backlog forms, makes the order its choice alone."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from nats.js.api import AckPolicy, ConsumerConfig
 
+from agents.executors import ShellExecutor
 from agents.guardian.agent import Guardian
 from agents.monitor.agent import Monitor
 from agents.settings import Settings
+from agents.worker.agent import Worker
 from bus import Bus
 from bus import constants as c
 from schemas import AGENTS_TOKEN
@@ -184,3 +188,27 @@ async def test_a_starved_task_is_found_and_the_guardian_raises_its_ticket_until_
     assert ticket is not None and ticket.priority == "normal"
     # One finding, one intervention: the task still waiting was not raised again.
     assert len(events.of(AGENTS_TOKEN, "guardian.applied")) == 1
+
+
+async def test_a_task_consumer_from_before_lanes_is_narrowed_and_its_urgent_lane_made(
+    bus: Bus, events: EventLog, settings: Settings, start_planner: Start, running: Running
+) -> None:
+    # As an older Omoi made it: one consumer for every task of the pair.
+    before = ConsumerConfig(
+        durable_name=c.task_consumer("design", "legacy"),
+        filter_subject="omoi.tasks.design.legacy.>",
+        ack_policy=AckPolicy.EXPLICIT,
+    )
+    await bus.js.add_consumer(c.TASKS_STREAM, before)
+    await start_planner()
+    executors = {"legacy": ShellExecutor(dict(os.environ), settings)}
+    await running.start(
+        Worker(bus, settings, phases=["design"], capabilities=["legacy"], executors=executors)
+    )
+    for lane in c.LANES:
+        info = await bus.js.consumer_info(c.TASKS_STREAM, c.task_consumer("design", "legacy", lane))
+        assert info.config.filter_subjects == c.task_filters("design", "legacy", lane)
+    spec = {"name": "work", "phase": "design", "capability": "legacy", "command": "true"}
+    body = {"id": "up", "title": "upgraded", "priority": "high", "tasks": [spec]}
+    assert (await submit(bus, body))["ok"]
+    await events.wait_type("up", "ticket.done")
