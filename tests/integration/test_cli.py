@@ -100,6 +100,13 @@ async def test_submit_from_file_and_rejections(settings: Settings, events: Event
     assert code == 1
     assert "already_finished" in err
 
+    code, _, err = await omoi(settings, "ticket", "priority", "from-file", "high")
+    assert code == 1
+    assert "already_finished" in err
+    code, _, err = await omoi(settings, "ticket", "priority", "from-file", "asap")
+    assert code == 1
+    assert "invalid_command" in err and "critical" in err
+
     code, _, err = await omoi(settings, "task", "cancel", "from-file.x")
     assert code == 1
     assert "already succeeded" in err
