@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from bus.trace_context import ticket_span_id
+from tests.helpers import wait_until
 from tests.integration.test_gateway import api, graph
 
 pytestmark = pytest.mark.integration
@@ -25,6 +26,14 @@ async def two_tickets(api: httpx.AsyncClient) -> None:
             "/api/v1/tickets", json={"id": ticket, "title": "t", "tasks": graph("a")}
         )
         assert r.status_code == 201, r.text
+
+    # A 201 is the planner's advisory answer; the ticket is made from the intake stream a
+    # moment later.
+    async def made() -> bool:
+        return all([(await api.get(f"/api/v1/tickets/{t}")).status_code == 200
+                    for t in ("lg-1", "quiet-1")])  # fmt: skip
+
+    await wait_until(made)
 
 
 async def test_the_ticket_page_shows_each_tasks_log_lines(
