@@ -215,12 +215,19 @@ HDR_ORIGIN_SEQ = "Omoi-Origin-Seq"
 # group on a cluster, and "ahead of the rest" is what priority is asked for.
 URGENT_LANE = "urgent"
 NORMAL_LANE = "normal"
-LANES = (URGENT_LANE, NORMAL_LANE)  # served in this order
+# Made in this order: a consumer from before lanes read every lane, and a work queue takes
+# no overlapping consumers, so the normal one is narrowed before the urgent one is made.
+LANES = (NORMAL_LANE, URGENT_LANE)
 LANE_PRIORITIES = {URGENT_LANE: ("critical", "high"), NORMAL_LANE: ("normal", "low")}
 
 
 def lane_of(priority: str) -> str:
     return URGENT_LANE if priority in LANE_PRIORITIES[URGENT_LANE] else NORMAL_LANE
+
+
+def lane_rank(lane: str) -> int:
+    """Workers take from the highest rank first (`bus.consumer.Source.rank`)."""
+    return LANES.index(lane)
 
 
 def task_subject(

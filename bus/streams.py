@@ -212,7 +212,7 @@ async def consumer_backlogs(bus: Bus, names: Iterable[str]) -> list[ConsumerBack
                     info.num_pending or 0,
                     info.num_ack_pending or 0,
                     info.num_redelivered or 0,
-                    info.delivered.stream_seq or 0 if info.delivered else 0,
+                    (info.delivered.stream_seq or 0) if info.delivered else 0,
                     tuple(info.config.filter_subjects or [info.config.filter_subject or ">"]),
                 )
                 for info in infos

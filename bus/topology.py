@@ -228,8 +228,7 @@ def consumer_configs(cfg: TopologyConfig) -> list[tuple[str, ConsumerConfig]]:
     ]
     for phase in WORK_PHASE_NAMES:
         for capability in cfg.capabilities:
-            # The normal lane first: see agents/worker/agent.py, `main`.
-            for lane in reversed(c.LANES):
+            for lane in c.LANES:
                 out.append((c.TASKS_STREAM, task_consumer_config(phase, capability, cfg, lane)))
     return out
 

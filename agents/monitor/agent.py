@@ -253,10 +253,11 @@ class Monitor(Agent):
         await self._agent_event(EventType.ALERT_DELIVERY, event_id, None, data)
 
     async def _waiting(self, backlogs: list[streams.ConsumerBacklog]) -> list[WaitingTask]:
-        """The oldest task each normal lane holds and has not delivered yet."""
+        """The oldest task each task consumer holds and has not delivered yet (whether it
+        waited too long for its lane is `starved`'s to judge)."""
         out = []
         for b in backlogs:
-            if b.stream != c.TASKS_STREAM or b.consumer.endswith(f"-{c.URGENT_LANE}"):
+            if b.stream != c.TASKS_STREAM:
                 continue
             found = await streams.oldest_waiting(self.bus, b)
             if found is not None and (w := waiting_task(b.consumer, found.subject, found.at)):

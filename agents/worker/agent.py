@@ -160,16 +160,13 @@ class Worker(Agent):
 
     async def main(self) -> None:
         topology = self.settings.topology()
-        # Taken from highest rank first: the urgent lane (bus/constants.py: LANES). Made
-        # normal lane first: a consumer from before lanes reads every lane, and a work
-        # queue takes no overlapping consumers, so it is narrowed before the urgent one.
         sources = [
             Source(
                 c.TASKS_STREAM,
                 await self.bus.ensure_task_consumer(phase, cap, topology, lane),
-                rank=len(c.LANES) - c.LANES.index(lane),
+                rank=c.lane_rank(lane),
             )
-            for lane in reversed(c.LANES)
+            for lane in c.LANES
             for phase in self.phases
             for cap in self.capabilities
         ]
