@@ -310,15 +310,6 @@ async def test_list_filter_paginate_and_commands(
     assert [t["id"] for t in blocked["items"]] == ["t2"]
     assert_problem(await api.post("/api/v1/tickets/nope/move", json={"phase": "design"}), 404)
 
-    raised = await api.post("/api/v1/tickets/t2/priority", json={"priority": "critical"})
-    assert raised.status_code == 200 and raised.json()["ticket_id"] == "t2"
-    changed = await events.wait_type("t2", "ticket.priority_changed")
-    assert (changed.data["priority"], changed.data["was"]) == ("critical", "normal")
-    assert changed.data["reason"] == "set via the HTTP API"
-    assert_problem(await api.post("/api/v1/tickets/t2/priority", json={"priority": "asap"}), 422)
-    assert_problem(await api.post("/api/v1/tickets/t1/priority", json={"priority": "low"}), 409)
-    assert_problem(await api.post("/api/v1/tickets/nope/priority", json={"priority": "low"}), 404)
-
     r = await api.post("/api/v1/tickets/t3/tasks/x/cancel", json={"reason": "stop"})
     assert r.status_code == 200 and r.json()["task_id"] == "t3.x"
     await events.wait_type("t3", "task.cancelled", task="x")

@@ -8,6 +8,7 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import httpx
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
 
@@ -23,10 +24,12 @@ from schemas.anomaly import Anomaly
 from schemas.guardian import Intervention, InterventionReply, InterventionRequest
 from tests.helpers import EventLog, Running, gated, submit
 from tests.integration.test_control import command
+from tests.integration.test_gateway import api, assert_problem, graph
 
 pytestmark = pytest.mark.integration
 
 Start = Callable[..., Awaitable[Any]]
+__all__ = ["api"]  # the fixture, used by name
 
 
 async def _blocked_worker(
@@ -212,3 +215,24 @@ async def test_a_task_consumer_from_before_lanes_is_narrowed_and_its_urgent_lane
     body = {"id": "up", "title": "upgraded", "priority": "high", "tasks": [spec]}
     assert (await submit(bus, body))["ok"]
     await events.wait_type("up", "ticket.done")
+
+
+async def test_an_operator_sets_a_priority_over_http(
+    api: httpx.AsyncClient, events: EventLog, start_planner: Start
+) -> None:
+    await start_planner()  # no worker: the ticket waits in its first phase
+    for ticket_id in ("h1", "h2"):
+        r = await api.post("/api/v1/tickets", json={"id": ticket_id, "title": ticket_id,
+                                                      "tasks": graph("x")})  # fmt: skip
+        assert r.status_code == 201
+        await events.wait_type(ticket_id, "task.queued")
+    raised = await api.post("/api/v1/tickets/h1/priority", json={"priority": "critical"})
+    assert raised.status_code == 200 and raised.json()["ticket_id"] == "h1"
+    changed = await events.wait_type("h1", "ticket.priority_changed")
+    assert (changed.data["priority"], changed.data["was"]) == ("critical", "normal")
+    assert changed.data["reason"] == "set via the HTTP API"
+    assert_problem(await api.post("/api/v1/tickets/h1/priority", json={"priority": "asap"}), 422)
+    assert (await api.post("/api/v1/tickets/h2/cancel")).status_code == 200
+    await events.wait_type("h2", "ticket.cancelled")
+    assert_problem(await api.post("/api/v1/tickets/h2/priority", json={"priority": "low"}), 409)
+    assert_problem(await api.post("/api/v1/tickets/nope/priority", json={"priority": "low"}), 404)
