@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
@@ -69,4 +69,4 @@ class ErrorInfo(WireModel):
 # A ticket's priority; its tasks wait in the urgent lane when "high" or "critical"
 # (bus/constants.py: LANES).
 Priority = Literal["low", "normal", "high", "critical"]
-PRIORITIES: tuple[Priority, ...] = ("low", "normal", "high", "critical")  # lowest first
+PRIORITIES: tuple[Priority, ...] = get_args(Priority)  # lowest first
