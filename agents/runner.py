@@ -28,7 +28,7 @@ from schemas.registry import check_label
 
 log = logging.getLogger(__name__)
 
-ROLES = ("planner", "worker", "monitor", "validator", "recorder", "guardian")
+ROLES = ("planner", "worker", "monitor", "validator", "delivery", "recorder", "guardian")
 
 
 def _agent_id(value: str) -> str:
@@ -126,6 +126,10 @@ def build_agent(
         return Validator(
             bus, settings, env=dict(os.environ), redactor=redactor, agent_id=args.agent_id
         )
+    if role == "delivery":
+        from agents.delivery.agent import DeliveryAgent
+
+        return DeliveryAgent(bus, settings, redactor=redactor, agent_id=args.agent_id)
     if role == "recorder":
         from agents.recorder.agent import Recorder
 

@@ -93,6 +93,18 @@ class Settings(BaseModel):
     # Per-ticket limits over all attempts of all its tasks, unless the ticket sets its own.
     ticket_max_cost_usd: float | None = Field(default=None, gt=0)
     ticket_max_tokens: int | None = Field(default=None, ge=1)
+    # Delivery: GitHub's REST API (a GitHub Enterprise server's `/api/v3`), the token
+    # that pushes to `github_host` over HTTPS and opens pull requests there.
+    github_api_url: str = "https://api.github.com"
+    github_host: str = "github.com"
+    github_token: SecretStr | None = None
+    # GitHub's webhooks at the gateway (`POST /api/v1/webhooks/github`): the secret they are
+    # signed with (unset: refused), the label that makes an issue a ticket, where a
+    # repository is cloned from (`{repo}` is owner/name) and the workflow its tickets run.
+    github_webhook_secret: SecretStr | None = None
+    github_label: str = "omoi"
+    github_clone_url: str = "https://github.com/{repo}.git"
+    github_workflow: str | None = None
     # The analytics store: events per committed batch, how often readers' files are
     # published, and how long events are kept.
     record_batch: int = Field(default=2000, ge=1, le=100_000)

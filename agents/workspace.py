@@ -85,9 +85,10 @@ def git(
     return proc.stdout.strip()
 
 
-def git_code(path: Path, *args: str) -> tuple[int, str]:
-    """A git command that answers by its exit code too: the code and its output."""
-    proc = _run(path, args)
+def git_code(path: Path, *args: str, env: Mapping[str, str] | None = None) -> tuple[int, str]:
+    """A git command that answers by its exit code too: the code and its output (its
+    standard output, else its errors)."""
+    proc = _run(path, args, env)
     return proc.returncode, (proc.stdout or proc.stderr).strip()
 
 

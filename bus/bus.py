@@ -247,8 +247,9 @@ class Bus:
         headers = {c.HDR_MSG_ID: f"{task.id}.r{revision}", **headers_for(task.ticket_id)}
         return await self._send(subject, dispatch.to_json(), headers)
 
-    async def request_gate(self, subject: str, data: bytes, msg_id: str, ticket_id: str) -> None:
-        """Put a gate request on the gates stream and wait until it is stored."""
+    async def enqueue(self, subject: str, data: bytes, msg_id: str, ticket_id: str) -> None:
+        """Put a request (a gate's, a delivery's) on its work-queue stream and wait until
+        it is stored."""
         headers = {c.HDR_MSG_ID: msg_id, **headers_for(ticket_id)}
         await self.confirm(await self._send(subject, data, headers))
 

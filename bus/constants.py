@@ -38,12 +38,20 @@ PLANNER_EVENT_FILTERS = (
     "omoi.events.*.task.retrying",
     "omoi.events.*.gate.passed",
     "omoi.events.*.gate.failed",
+    "omoi.events.*.delivery.succeeded",
+    "omoi.events.*.delivery.failed",
 )
 
 # Phase gates: `omoi.gates.<phase>.<ticket>` requests, a work queue consumed by validators.
 GATES_STREAM = "OMOI_GATES"
 GATES_SUBJECTS = "omoi.gates.>"
 VALIDATOR_CONSUMER = "validator"
+
+# Delivery: `omoi.deliveries.<ticket>` requests to push a finished ticket's branch (and
+# open its pull request), a work queue consumed by the delivery agent.
+DELIVERIES_STREAM = "OMOI_DELIVERIES"
+DELIVERIES_SUBJECTS = "omoi.deliveries.>"
+DELIVERY_CONSUMER = "delivery"
 
 # The recorder copies every event, and every dead letter, into the analytics store.
 RECORDER_EVENTS_CONSUMER = "recorder"
@@ -78,6 +86,7 @@ MESSAGE_STREAMS = (
     INTAKE_STREAM,
     TASKS_STREAM,
     GATES_STREAM,
+    DELIVERIES_STREAM,
     EVENTS_STREAM,
     DLQ_STREAM,
     AUDIT_STREAM,
@@ -103,6 +112,10 @@ CMD_TICKET_PAUSE = "omoi.commands.ticket.pause"
 CMD_TICKET_RESUME = "omoi.commands.ticket.resume"
 # A ticket's priority: the lane its tasks wait in from then on (queued ones move).
 CMD_TICKET_PRIORITY = "omoi.commands.ticket.priority"
+# Deliver a ticket again (its push or pull request failed).
+CMD_TICKET_DELIVER = "omoi.commands.ticket.deliver"
+# What happened to a ticket's pull request (the gateway, from GitHub's webhooks).
+CMD_TICKET_PULL_REQUEST = "omoi.commands.ticket.pull_request"
 
 # The guardian (agents/guardian): it reads findings and outcomes from the events stream
 # and answers operators approving its proposals or undoing what it did (request/reply).
@@ -256,6 +269,10 @@ def ticket_events_filter(ticket_id: str) -> str:
 
 def gate_subject(phase: str, ticket_id: str) -> str:
     return f"omoi.gates.{phase}.{ticket_id}"
+
+
+def delivery_subject(ticket_id: str) -> str:
+    return f"omoi.deliveries.{ticket_id}"
 
 
 def dlq_subject(origin: str) -> str:

@@ -32,6 +32,7 @@ ROLES = (
     "planner",
     "worker",
     "validator",
+    "delivery",
     "recorder",
     "monitor",
     "guardian",
@@ -47,7 +48,7 @@ ROLES = (
 SYSTEM_ROLE = "system"
 SYSTEM_ACCOUNT = "SYS"
 # The agent processes, each running as its own role.
-AGENT_ROLES = ("planner", "worker", "validator", "recorder", "monitor", "guardian")
+AGENT_ROLES = ("planner", "worker", "validator", "delivery", "recorder", "monitor", "guardian")
 
 # Every stream Omoi owns, for the roles that provision and administer them.
 STREAMS = (
@@ -252,6 +253,7 @@ def _table() -> dict[str, Permissions]:
                 *_pulls(c.EVENTS_STREAM, c.PLANNER_EVENTS_CONSUMER),
                 c.TASKS_SUBJECTS,
                 c.GATES_SUBJECTS,
+                c.DELIVERIES_SUBJECTS,
                 *_events(
                     "ticket.>",
                     "task.queued",
@@ -262,6 +264,7 @@ def _table() -> dict[str, Permissions]:
                     # A split over something that is no list fails without running.
                     "task.failed",
                     "gate.requested",
+                    "delivery.requested",
                 ),
                 *_AGENT_EVENTS,
                 *_telemetry("planner"),
@@ -329,6 +332,22 @@ def _table() -> dict[str, Permissions]:
             subscribe=own("validator", *_serves("validator")),
             responds=True,
             notes="the only role that publishes gate verdicts",
+        ),
+        "delivery": Permissions(
+            publish=(
+                *_reads(c.TICKETS_BUCKET, c.TASKS_BUCKET),
+                *_HEARTBEAT,
+                *_pulls(c.DELIVERIES_STREAM, c.DELIVERY_CONSUMER),
+                *_events("delivery.succeeded", "delivery.failed"),
+                *_AGENT_EVENTS,
+                *_telemetry("delivery"),
+                *_workspaces(write=False),
+                c.dlq_subject("deliveries"),
+            ),
+            subscribe=own("delivery", *_serves("delivery")),
+            responds=True,
+            notes="the only role that reports deliveries; holds the credentials that push "
+            "to repositories and open pull requests",
         ),
         "recorder": Permissions(
             publish=(
@@ -422,6 +441,8 @@ def _table() -> dict[str, Permissions]:
                 *_DISCOVERS,
                 # Its spans (HTTP requests, submissions); it ships no log lines.
                 c.span_subject("gateway", ">"),
+                # Webhook deliveries it cannot read, kept with the reason.
+                c.dlq_subject("webhooks"),
             ),
             subscribe=own("gateway"),
             notes="HTTP in front of the bus: its tokens' roles limit what each caller does",

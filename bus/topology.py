@@ -73,11 +73,17 @@ def stream_configs(cfg: TopologyConfig) -> list[StreamConfig]:
             retention=RetentionPolicy.WORK_QUEUE,
             duplicate_window=cfg.duplicate_window_s,
         ),
-        StreamConfig(
-            name=c.GATES_STREAM,
-            subjects=[c.GATES_SUBJECTS],
-            retention=RetentionPolicy.WORK_QUEUE,
-            duplicate_window=cfg.duplicate_window_s,
+        *(
+            StreamConfig(
+                name=name,
+                subjects=[subjects],
+                retention=RetentionPolicy.WORK_QUEUE,
+                duplicate_window=cfg.duplicate_window_s,
+            )
+            for name, subjects in (
+                (c.GATES_STREAM, c.GATES_SUBJECTS),
+                (c.DELIVERIES_STREAM, c.DELIVERIES_SUBJECTS),
+            )
         ),
         StreamConfig(
             name=c.EVENTS_STREAM,
@@ -216,14 +222,21 @@ def consumer_configs(cfg: TopologyConfig) -> list[tuple[str, ConsumerConfig]]:
                 (c.SPANS_STREAM, c.RECORDER_SPANS_CONSUMER),
             )
         ],
-        (
-            c.GATES_STREAM,
-            ConsumerConfig(
-                durable_name=c.VALIDATOR_CONSUMER,
-                ack_policy=AckPolicy.EXPLICIT,
-                ack_wait=cfg.gate_ack_wait_s,
-                max_deliver=-1,
-            ),
+        *(
+            (
+                stream,
+                ConsumerConfig(
+                    durable_name=durable,
+                    ack_policy=AckPolicy.EXPLICIT,
+                    ack_wait=cfg.gate_ack_wait_s,
+                    max_deliver=-1,
+                ),
+            )
+            for stream, durable in (
+                (c.GATES_STREAM, c.VALIDATOR_CONSUMER),
+                # A push of a large history, and a pull request call or two.
+                (c.DELIVERIES_STREAM, c.DELIVERY_CONSUMER),
+            )
         ),
     ]
     for phase in WORK_PHASE_NAMES:

@@ -340,6 +340,15 @@ def ticket_priority(
     _reply(c.CMD_TICKET_PRIORITY, body, as_json, timeout)
 
 
+@ticket_app.command("deliver")
+def ticket_deliver(
+    ticket_id: str, reason: str = "asked by operator", as_json: JsonFlag = False,
+    timeout: Timeout = 5.0,
+) -> None:  # fmt: skip
+    """Push a ticket's branch (and open its pull request) again after its delivery failed."""
+    _reply(c.CMD_TICKET_DELIVER, {"ticket_id": ticket_id, "reason": reason}, as_json, timeout)
+
+
 @ticket_app.command("resume")
 def ticket_resume(
     ticket_id: str, reason: str = "resumed by operator", as_json: JsonFlag = False,

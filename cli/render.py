@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from schemas import Event, TaskState, TicketState, utcnow
@@ -41,6 +42,8 @@ def ticket(console: Console, t: TicketState, tasks: list[TaskState]) -> None:
     console.print(f"phase {styled(t.phase.value)}  status {styled(t.status.value)}")
     if t.reason:
         console.print(f"reason: {t.reason}")
+    if t.delivery is not None:
+        delivery(console, t)
     history = Table("from", "to", "at", "reason", title="phase history", title_justify="left")
     for step in t.phase_history:
         history.add_row(
@@ -48,6 +51,22 @@ def ticket(console: Console, t: TicketState, tasks: list[TaskState]) -> None:
         )
     console.print(history)
     console.print(task_table(tasks))
+
+
+def delivery(console: Console, t: TicketState) -> None:
+    """Where the ticket's branch went, its pull request, and why a delivery failed."""
+    d = t.delivery
+    assert d is not None
+    line = f"delivery {styled(d.status.value)}  branch {d.branch}"
+    if d.commit:
+        line += f" at {d.commit[:12]}"
+    console.print(line + f"  (attempt {d.attempts})")
+    if d.pull_request is not None:
+        console.print(f"pull request #{d.pull_request.number}: {escape(d.pull_request.url)}")
+    if d.error:
+        console.print(
+            f"delivery failed ({d.category}): {escape(d.error)}  [dim]omoi ticket deliver {t.id}[/]"
+        )
 
 
 def task_table(tasks: list[TaskState]) -> Table:

@@ -130,7 +130,7 @@ def plan(workers: int, http_port: int | None) -> tuple[list[Child], str | None]:
     """The processes to run, and the gateway's URL (None without one)."""
     children = [
         Child(role, agent_argv(role), agent=True)
-        for role in ("planner", "monitor", "guardian", "validator", "recorder")
+        for role in ("planner", "monitor", "guardian", "validator", "delivery", "recorder")
     ]
     http_url = None
     if http_port is not None:

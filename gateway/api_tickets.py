@@ -18,6 +18,7 @@ from gateway.models import (
     Accepted,
     CancelBody,
     CommandResult,
+    DeliverBody,
     MoveBody,
     PriorityBody,
     TicketPage,
@@ -26,6 +27,7 @@ from gateway.problems import PROBLEM_MEDIA_TYPE, ApiProblem, Problem
 from schemas import (
     CancelTask,
     CancelTicket,
+    DeliverTicket,
     MoveTicket,
     Phase,
     SetPriority,
@@ -217,6 +219,29 @@ class TicketController(Controller):
             audit.detail = f"to {data.priority}"
             return await submit.command(
                 ctx.bus, c.CMD_TICKET_PRIORITY, cmd, ctx.options.request_timeout_s
+            )
+
+    @post(
+        "/{ticket_id:str}/deliver",
+        status_code=200,
+        summary="Deliver a ticket again",
+        description="After its push or pull request failed (`delivery.failed`): push its "
+        "branch and open its pull request again.",
+        opt=OPERATOR,
+        exception_handlers=refusals_audited(AuditAction.TICKET_DELIVER),
+        responses=problems(404, 409, 413),
+    )
+    async def deliver(
+        self,
+        ctx: Ctx,
+        request: Request[Any, Any, Any],
+        ticket_id: TicketId,
+        data: JSONBody[DeliverBody | None] = None,
+    ) -> CommandResult:
+        cmd = DeliverTicket(ticket_id=ticket_id, reason=(data or DeliverBody()).reason)
+        async with Audited(ctx, request, AuditAction.TICKET_DELIVER, target=ticket_id):
+            return await submit.command(
+                ctx.bus, c.CMD_TICKET_DELIVER, cmd, ctx.options.request_timeout_s
             )
 
     @post(

@@ -29,6 +29,7 @@ from bus.topology import TopologyConfig
 from gateway.api_system import ProbeController, SystemController
 from gateway.api_tickets import TicketController
 from gateway.api_tokens import TokenController
+from gateway.api_webhooks import WebhookController
 from gateway.audit import STATE_KEY
 from gateway.auth import SESSION_COOKIE
 from gateway.context import GatewayContext, GatewayOptions
@@ -180,6 +181,7 @@ def create_app(
             SystemController,
             EventStreamController,
             TokenController,
+            WebhookController,
         ],
         guards=[api_guard(ctx)],
     )

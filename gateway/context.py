@@ -21,6 +21,7 @@ from bus.mirror import MirroredBucket
 from bus.registry import DISCOVERY_STALL_S, DISCOVERY_TIMEOUT_S
 from bus.span_shipper import SpanShipper
 from gateway.auth import SessionCodec
+from gateway.github_hooks import RecentDeliveries
 from gateway.problems import ApiProblem
 from gateway.sql import SqlReader
 from schemas.audit import AuditEntry
@@ -88,6 +89,7 @@ class GatewayContext:
     # Where the gateway's spans go once connected (None: tracing is off).
     span_shipper: SpanShipper | None = None
     sessions: SessionCodec = field(init=False)
+    webhooks: RecentDeliveries = field(default_factory=RecentDeliveries)
 
     def __post_init__(self) -> None:
         key = self.options.session_key or secrets.token_bytes(32)

@@ -48,6 +48,10 @@ class PriorityBody(_Body):
     reason: str = Field(default="set via the HTTP API", max_length=MAX_REASON)
 
 
+class DeliverBody(_Body):
+    reason: str = Field(default="asked via the HTTP API", max_length=MAX_REASON)
+
+
 class CommandResult(BaseModel):
     ok: bool = True
     ticket_id: str | None = None

@@ -26,6 +26,10 @@ class AuditAction(StrEnum):
     TICKET_PAUSE = "ticket.pause"
     TICKET_RESUME = "ticket.resume"
     TICKET_PRIORITY = "ticket.priority"
+    TICKET_DELIVER = "ticket.deliver"
+    TICKET_PULL_REQUEST = "ticket.pull_request"
+    # A provider's webhook delivery (GitHub), whatever became of it.
+    WEBHOOK = "webhook"
     # The guardian acting on its own authority, and operators approving or undoing that.
     INTERVENTION = "guardian.intervene"
     INTERVENTION_APPROVE = "guardian.approve"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from schemas.common import ErrorInfo, Phase, Priority, StrictWireModel, WireModel
@@ -40,6 +42,28 @@ class SetPriority(StrictWireModel):
     ticket_id: str
     priority: Priority
     reason: str = "set by operator"
+
+
+class DeliverTicket(StrictWireModel):
+    """Push a ticket's branch (and open its pull request) again, after a delivery failed."""
+
+    ticket_id: str
+    reason: str = "asked by operator"
+
+
+class PullRequestUpdate(StrictWireModel):
+    """What happened to a ticket's pull request, as its provider's webhook said: merged
+    (the ticket is done), closed unmerged (cancelled), or reviewed with a request for
+    changes (a follow-up task on the same branch; `review_id` names it, so the same
+    review twice makes one task)."""
+
+    ticket_id: str
+    action: Literal["merged", "closed", "review"]
+    number: int | None = None
+    review_id: int | None = Field(default=None, ge=1)
+    author: str = Field(default="", max_length=200)
+    body: str = Field(default="", max_length=20_000)
+    url: str | None = Field(default=None, max_length=2000)
 
 
 class Reply(WireModel):

@@ -43,6 +43,11 @@ class EventType(StrEnum):
     GATE_PASSED = "gate.passed"
     GATE_FAILED = "gate.failed"
     TICKET_BLOCKED = "ticket.blocked"
+    # A finished ticket's branch: asked to be pushed (data: schemas.delivery.DeliveryRequest
+    # fields), pushed with its pull request, or not (data: schemas.delivery.DeliveryReport).
+    DELIVERY_REQUESTED = "delivery.requested"
+    DELIVERY_SUCCEEDED = "delivery.succeeded"
+    DELIVERY_FAILED = "delivery.failed"
     # An operator or the guardian paused a ticket (nothing new starts), or resumed it.
     TICKET_PAUSED = "ticket.paused"
     TICKET_RESUMED = "ticket.resumed"

@@ -6,9 +6,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, StringConstraints, model_validator
 
 from schemas.common import Identifier, Phase, Priority, StrictWireModel, WireModel, utcnow
+from schemas.delivery import DeliveryState, TicketSource
 from schemas.gate import GateSpec, GateVerdict
 from schemas.task import TaskSpec
 from schemas.usage import Budget
@@ -43,14 +44,30 @@ class TicketSubmission(StrictWireModel):
     priority: Priority = "normal"
     workflow: Identifier | None = None
     tasks: list[TaskSpec] | None = Field(default=None, max_length=500)
-    # A git URL or path to clone into the ticket's workspace; never written to itself.
+    # A git URL or path to clone into the ticket's workspace. The ticket's result is
+    # pushed back to it as the branch `omoi/<id>` (and a pull request opened on GitHub),
+    # unless `deliver` is false; nothing else of it is ever written.
     repository: str | None = Field(default=None, max_length=2000)
+    deliver: bool | None = None
+    # The issue this ticket came from (GitHub, Jira), for links and replies.
+    source: TicketSource | None = None
     budget: Budget | None = None
     # Phase gates; when absent, the workflow's gates apply (explicit tasks have none).
     gates: dict[Phase, GateSpec] | None = None
     max_gate_attempts: int | None = Field(default=None, ge=1, le=20)
     on_failure: OnFailure = "fail_fast"
     on_conflict: OnConflict = "resolve"
+
+    @model_validator(mode="after")
+    def _delivers_somewhere(self) -> TicketSubmission:
+        if self.deliver and self.repository is None:
+            raise ValueError("deliver needs a repository to push the ticket's branch to")
+        return self
+
+    @property
+    def delivers(self) -> bool:
+        """Whether the finished work is pushed: by default, when there is a repository."""
+        return self.repository is not None if self.deliver is None else self.deliver
 
 
 class GateStatus(StrEnum):
@@ -108,6 +125,10 @@ class TicketState(WireModel):
     phase_history: list[PhaseTransition] = Field(default_factory=list)
     tasks: list[str] = Field(default_factory=list)
     repository: str | None = None
+    # Whether the finished work is pushed to `repository`, and how that stands.
+    deliver: bool = False
+    delivery: DeliveryState | None = None
+    source: TicketSource | None = None
     # Whether the workspace is a git repository with a commit per task: tickets with
     # agent tasks, gates or a repository. Plain shell tickets skip git's cost.
     versioned: bool = False

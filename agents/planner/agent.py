@@ -37,17 +37,20 @@ from bus.trace_context import bind_ticket, new_span_id
 from schemas import (
     CancelTask,
     CancelTicket,
+    DeliverTicket,
     ErrorInfo,
     Event,
     EventType,
     MoveTicket,
     PauseTicket,
+    PullRequestUpdate,
     Reply,
     ResumeTicket,
     SetPriority,
     TaskStatus,
 )
 from schemas.audit import AuditOutcome
+from schemas.delivery import DeliveryReport
 from schemas.gate import GateVerdict
 from schemas.task import task_key
 
@@ -87,6 +90,8 @@ class Planner(Agent):
                     (c.CMD_TICKET_PAUSE, PauseTicket),
                     (c.CMD_TICKET_RESUME, ResumeTicket),
                     (c.CMD_TICKET_PRIORITY, SetPriority),
+                    (c.CMD_TICKET_DELIVER, DeliverTicket),
+                    (c.CMD_TICKET_PULL_REQUEST, PullRequestUpdate),
                 )
             ],
         ]
@@ -139,6 +144,8 @@ class Planner(Agent):
             event = Event.model_validate_json(delivery.data)
             if event.type in (EventType.GATE_PASSED, EventType.GATE_FAILED):
                 GateVerdict.model_validate(event.data)
+            if event.type in DELIVERY_REPORTS:
+                DeliveryReport.model_validate(event.data)
         except ValidationError as exc:
             raise Reject(f"not an event: {exc}", "invalid_event") from exc
         return event
@@ -161,6 +168,8 @@ class Planner(Agent):
         await self._caught_up(event)
         if event.type in (EventType.GATE_PASSED, EventType.GATE_FAILED):
             await self.reconciler.record_verdict(GateVerdict.model_validate(event.data))
+        if event.type in DELIVERY_REPORTS:
+            await self.reconciler.record_delivery(DeliveryReport.model_validate(event.data))
         if not delivery.more_in_group:
             await self.reconciler.reconcile(event.ticket_id)
 
@@ -174,6 +183,8 @@ class Planner(Agent):
             PauseTicket: self.commands.pause_ticket,
             ResumeTicket: self.commands.resume_ticket,
             SetPriority: self.commands.set_priority,
+            DeliverTicket: self.commands.deliver_ticket,
+            PullRequestUpdate: self.commands.pull_request,
         }
         run = handlers[model]
 
@@ -255,6 +266,9 @@ class Planner(Agent):
     async def _sweep_loop(self) -> None:
         while not await self.wait_stopping(self.settings.reconcile_interval_s):
             await self.sweep()
+
+
+DELIVERY_REPORTS = (EventType.DELIVERY_SUCCEEDED, EventType.DELIVERY_FAILED)
 
 
 def _intake_key(delivery: Delivery) -> str:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 
 from agents.events import task_event, ticket_event
 from agents.llm.client import ModelClient
-from agents.planner import context, gates
+from agents.planner import context, delivery, gates
 from agents.planner.assign import Assigner, Candidate
 from agents.planner.merges import head_commit
 from agents.planner.reconcile import Plan, plan
@@ -19,6 +19,7 @@ from bus.constants import (
 )
 from schemas import Event, EventType, Phase, TaskState, TaskStatus, TicketStatus, utcnow
 from schemas.common import Priority
+from schemas.delivery import DeliveryReport
 from schemas.gate import GateVerdict
 from schemas.task import SPLIT_ORIGIN
 from schemas.ticket import GateStatus, PhaseContext, TicketState
@@ -93,9 +94,12 @@ class Reconciler:
                 f"runs again on {fix.name}, which resolves its merge conflict",
                 after=fix.name,
             )
-        if (decided.transitions or decided.finish or decided.request_gate) and not (
-            await self._advance(ticket, tasks, decided)
-        ):
+        if (
+            decided.transitions
+            or decided.finish
+            or decided.request_gate
+            or decided.request_delivery
+        ) and not (await self._advance(ticket, tasks, decided)):
             return False
         await asyncio.gather(
             *(
@@ -161,7 +165,7 @@ class Reconciler:
         self, ticket: TicketState, tasks: dict[str, TaskState], decided: Plan
     ) -> bool:
         """Move the ticket through its transitions, ask for a gate, or finish it."""
-        expected = (ticket.phase, ticket.status, _gate_marks(ticket))
+        expected = (ticket.phase, ticket.status, _gate_marks(ticket), delivery.marks(ticket))
         handed_over = [
             await context.summarise(
                 self.model,
@@ -175,7 +179,7 @@ class Reconciler:
         head = head_commit(tasks)
 
         def advance(t: TicketState) -> TicketState | None:
-            if (t.phase, t.status, _gate_marks(t)) != expected:
+            if (t.phase, t.status, _gate_marks(t), delivery.marks(t)) != expected:
                 return None
             for step in decided.transitions:
                 t.phase_history.append(step)
@@ -183,6 +187,8 @@ class Reconciler:
             t.context = merge_context(t.context, handed_over)
             if decided.request_gate is not None:
                 gates.mark_pending(t, decided.request_gate, head)
+            if decided.request_delivery and head is not None:
+                delivery.mark_pending(t, head)
             if decided.finish:
                 t.status = decided.finish
                 t.reason = decided.reason
@@ -198,7 +204,8 @@ class Reconciler:
         if decided.request_gate is not None:
             request = gates.build_request(updated, tasks, decided.request_gate)
             await gates.publish_request(self.bus, request, self.agent_id)
-
+        if decided.request_delivery:
+            await delivery.publish_request(self.bus, delivery.build_request(updated), self.agent_id)
         return True
 
     async def hand_over(self, ticket: TicketState, phase: Phase) -> PhaseContext:
@@ -230,6 +237,18 @@ class Reconciler:
         await self.emit_ticket_changes(before, after)
         if after.phase is Phase.BLOCKED:
             await self.bus.publish_event(gates.blocked_event(after, self.agent_id))
+
+    async def record_delivery(self, report: DeliveryReport) -> None:
+        """Fold a delivery agent's report into the ticket once (the reconcile after it
+        finishes the ticket, or leaves it waiting)."""
+        after = await self.bus.tickets.update(
+            report.ticket_id, lambda t: delivery.apply_report(t, report)
+        )
+        if after is not None and after.delivery is not None:
+            log.info(
+                "ticket %s delivery attempt %d: %s",
+                report.ticket_id, report.attempt, after.delivery.status.value,
+            )  # fmt: skip
 
     def log_verdict(self, verdict: GateVerdict, fix: TaskState | None) -> None:
         outcome = "passed" if verdict.passed else f"failed (fix: {fix.name})" if fix else "failed"

@@ -18,6 +18,8 @@ _COMMANDS = {
     c.CMD_TICKET_PAUSE: AuditAction.TICKET_PAUSE,
     c.CMD_TICKET_RESUME: AuditAction.TICKET_RESUME,
     c.CMD_TICKET_PRIORITY: AuditAction.TICKET_PRIORITY,
+    c.CMD_TICKET_DELIVER: AuditAction.TICKET_DELIVER,
+    c.CMD_TICKET_PULL_REQUEST: AuditAction.TICKET_PULL_REQUEST,
 }
 # The commands the guardian may send too (it audits its own reasons beside them).
 _GUARDIAN_COMMANDS = frozenset(

@@ -1,10 +1,13 @@
 """Operator commands: cancel a ticket, cancel a task, move a ticket to another phase,
-pause a ticket and resume it."""
+pause a ticket and resume it, set its priority, deliver it again."""
 
 from __future__ import annotations
 
+import logging
+
 from agents.errors import CommandError, TransitionError
 from agents.events import ticket_event
+from agents.planner import delivery
 from agents.planner.apply import Reconciler, merge_context
 from agents.planner.phases import check_transition, phase_index
 from bus import Bus
@@ -12,11 +15,13 @@ from bus import constants as c
 from schemas import (
     CancelTask,
     CancelTicket,
+    DeliverTicket,
     EventType,
     MoveTicket,
     PauseTicket,
     Phase,
     PhaseTransition,
+    PullRequestUpdate,
     ResumeTicket,
     SetPriority,
     TaskState,
@@ -26,6 +31,8 @@ from schemas import (
     utcnow,
 )
 from schemas.ticket import GateStatus, PhaseContext, TicketState
+
+log = logging.getLogger(__name__)
 
 # Moving back to this phase re-runs it and every phase after it up to where the ticket was.
 REWORK_FROM = Phase.IMPLEMENTATION
@@ -147,6 +154,38 @@ class Commands:
         await self._move_queued(after)
         await self.reconciler.reconcile(after.id)
         return after
+
+    async def deliver_ticket(self, cmd: DeliverTicket) -> TicketState:
+        """A failed delivery asked for again: the next reconcile sends a new request."""
+        await self._ticket(cmd.ticket_id)
+        after = await self.bus.tickets.update(cmd.ticket_id, delivery.retried)
+        if after is not None:
+            log.info("ticket %s: delivery asked for again (%s)", after.id, cmd.reason)
+        await self.reconciler.reconcile(cmd.ticket_id)
+        return after or await self._ticket(cmd.ticket_id)
+
+    async def pull_request(self, cmd: PullRequestUpdate) -> TicketState:
+        """A ticket's pull request merged, closed, or reviewed (a follow-up task)."""
+        loaded = await self.reconciler.load(cmd.ticket_id)
+        if loaded is None:
+            raise CommandError(f"no ticket {cmd.ticket_id!r}", "not_found")
+        before, tasks = loaded
+        if cmd.action == "review":
+            if cmd.review_id is None:
+                raise CommandError("a review names its review_id", "invalid_command")
+            task = delivery.review_task(before, tasks, cmd)
+            await self.bus.tasks.create(task.id, task)
+            after = await self.bus.tickets.update(
+                cmd.ticket_id, lambda t: delivery.reopened(t, task)
+            )
+        else:
+            after = await self.bus.tickets.update(
+                cmd.ticket_id, lambda t: delivery.pull_request_ended(t, cmd)
+            )
+        if after is not None:
+            log.info("ticket %s: pull request %s", after.id, cmd.action)
+        await self.reconciler.reconcile(cmd.ticket_id)
+        return after or await self._ticket(cmd.ticket_id)
 
     async def _move_queued(self, ticket: TicketState) -> None:
         """Tasks waiting in the other lane, not yet taken, go back to be queued again (a

@@ -78,7 +78,7 @@ def build_request(ticket: TicketState, tasks: Mapping[str, TaskState], phase: Ph
 async def publish_request(
     bus: Bus, request: GateRequest, agent_id: str, *, resent: int = 0
 ) -> None:
-    await bus.request_gate(
+    await bus.enqueue(
         gate_subject(request.phase.value, request.ticket_id),
         request.to_json(),
         gate_msg_id(request.ticket_id, request.phase, request.attempt, resent),

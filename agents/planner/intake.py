@@ -113,6 +113,8 @@ def assemble(
         workflow=workflow.name if workflow is not None else None,
         tasks=[t.name for t in tasks],
         repository=submission.repository,
+        deliver=submission.delivers,
+        source=submission.source,
         versioned=bool(
             gates or submission.repository or any(t.capability == "agent" for t in tasks)
         ),

@@ -5,7 +5,8 @@ dispatch goes out; a gate becomes pending, then its request goes out), and a cra
 failed publish can fall between the two. So it checks the rule itself, in every sweep:
 
 - every queued or running task has its dispatch in `OMOI_TASKS`;
-- every pending gate has its request in `OMOI_GATES`.
+- every pending gate has its request in `OMOI_GATES`;
+- every pending delivery has its request in `OMOI_DELIVERIES`.
 
 Each dispatch and gate request has its own subject, so one look at a stream's subjects
 tells what is there. Work that broke the rule for longer than `grace` is restored: a
@@ -24,6 +25,7 @@ from datetime import datetime
 from bus import Versioned
 from bus import constants as c
 from schemas import Phase, TaskState, TaskStatus
+from schemas.delivery import DeliveryStatus
 from schemas.ticket import GateStatus, TicketState
 
 # States that promise a message in the stream.
@@ -34,10 +36,11 @@ _PROMISED = frozenset({TaskStatus.QUEUED, TaskStatus.RUNNING})
 class Lost:
     tasks: list[Versioned[TaskState]] = field(default_factory=list)
     gates: list[Phase] = field(default_factory=list)
+    delivery: bool = False
 
     @property
     def empty(self) -> bool:
-        return not self.tasks and not self.gates
+        return not self.tasks and not self.gates and not self.delivery
 
 
 def find_lost(
@@ -45,12 +48,14 @@ def find_lost(
     tasks: Iterable[Versioned[TaskState]],
     task_subjects: Collection[str],
     gate_subjects: Collection[str],
+    delivery_subjects: Collection[str] = (),
     *,
     before: datetime,
 ) -> Lost:
     """What of `ticket` should have a message and has had none since before `before`.
 
-    `task_subjects` and `gate_subjects` are the subjects holding messages now; `before`
+    `task_subjects`, `gate_subjects` and `delivery_subjects` are the subjects holding
+    messages now; `before`
     is when they were read minus a grace, so a write whose publish is merely in flight
     is left alone.
     """
@@ -69,6 +74,11 @@ def find_lost(
                 and c.gate_subject(phase.value, ticket.id) not in gate_subjects
             ):
                 lost.gates.append(phase)
+        lost.delivery = (
+            ticket.delivery is not None
+            and ticket.delivery.status is DeliveryStatus.PENDING
+            and c.delivery_subject(ticket.id) not in delivery_subjects
+        )
     return lost
 
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from agents.planner import merges, split
+from agents.planner import delivery, merges, split
 from agents.planner.graph import dependents
 from agents.planner.phases import next_phase
 from schemas import Phase, PhaseTransition, TaskState, TaskStatus, TicketStatus
+from schemas.delivery import DeliveryStatus
 from schemas.lock import conflicting
 from schemas.ticket import GateStatus, TicketState
 
@@ -32,6 +33,8 @@ class Plan:
     transitions: list[PhaseTransition] = field(default_factory=list)
     # The phase whose work is done and whose gate must now be asked for a verdict.
     request_gate: Phase | None = None
+    # The work is done and must now be pushed to the ticket's repository.
+    request_delivery: bool = False
     finish: TicketStatus | None = None
     reason: str = ""
     # What each queued task of a git ticket starts from (`TaskState.base`).
@@ -53,6 +56,7 @@ class Plan:
             or self.transitions
             or self.finish
             or self.request_gate
+            or self.request_delivery
             or self.add
             or self.resolve
             or self.fan_out
@@ -115,6 +119,8 @@ def _walk_phases(
             return  # a verdict is pending, or the gate failed for good (ticket blocked)
         gate = ticket.gates.get(phase)
         target = next_phase(phase)
+        if target is Phase.DONE and _delivering(ticket, tasks, out):
+            return
         reason = f"{phase.value} complete" if in_phase else f"{phase.value} has no tasks"
         if gate is not None:
             reason += f", gate {gate.status.value}"
@@ -122,6 +128,19 @@ def _walk_phases(
         phase = target
     out.finish = TicketStatus.DONE
     out.reason = "all phases complete"
+
+
+def _delivering(ticket: TicketState, tasks: Mapping[str, TaskState], out: Plan) -> bool:
+    """Whether the ticket's end waits for its delivery (asking for it, if not yet)."""
+    if not ticket.deliver or merges.head_commit(tasks) is None:
+        return False  # nothing of it to push
+    now = delivery.status(ticket)
+    if now is DeliveryStatus.NONE:
+        out.request_delivery = True
+    elif now is DeliveryStatus.CLOSED:
+        out.finish = TicketStatus.CANCELLED
+        out.reason = "its pull request was closed without being merged"
+    return now is not DeliveryStatus.DELIVERED
 
 
 def _ready(in_phase: list[TaskState], tasks: Mapping[str, TaskState]) -> list[str]:

@@ -1,4 +1,5 @@
-"""Carry out what `lost.find_lost` decides: queue lost tasks again, resend lost requests."""
+"""Carry out what `lost.find_lost` decides: queue lost tasks again, resend lost requests
+(a gate's, a delivery's)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ import logging
 from datetime import timedelta
 
 from agents.events import task_event
-from agents.planner import gates
+from agents.planner import delivery, gates
 from agents.planner.lost import find_lost, requeued
 from bus import Bus, Versioned
-from bus.constants import GATES_STREAM, GATES_SUBJECTS, TASKS_STREAM, TASKS_SUBJECTS
+from bus import constants as c
 from schemas import EventType, Phase, TaskState, utcnow
 from schemas.ticket import TicketState
 
@@ -28,8 +29,9 @@ class Restorer:
     async def restore(self, ticket_ids: list[str]) -> int:
         """Check the rule for these (running) tickets; returns how many were restored."""
         taken_at = utcnow()
-        task_subjects = await self.bus.live_subjects(TASKS_STREAM, TASKS_SUBJECTS)
-        gate_subjects = await self.bus.live_subjects(GATES_STREAM, GATES_SUBJECTS)
+        task_subjects = await self.bus.live_subjects(c.TASKS_STREAM, c.TASKS_SUBJECTS)
+        gate_subjects = await self.bus.live_subjects(c.GATES_STREAM, c.GATES_SUBJECTS)
+        delivery_subjects = await self.bus.live_subjects(c.DELIVERIES_STREAM, c.DELIVERIES_SUBJECTS)
         before = taken_at - timedelta(seconds=self.lost_after_s)
         restored = 0
         for ticket_id in ticket_ids:
@@ -38,11 +40,15 @@ class Restorer:
                 continue
             found = [await self.bus.tasks.get(f"{ticket.id}.{name}") for name in ticket.tasks]
             tasks = [t for t in found if t is not None]
-            missing = find_lost(ticket, tasks, task_subjects, gate_subjects, before=before)
+            missing = find_lost(
+                ticket, tasks, task_subjects, gate_subjects, delivery_subjects, before=before
+            )
             for task in missing.tasks:
                 restored += await self._requeue(task)
             for phase in missing.gates:
                 restored += await self._resend_gate(ticket, phase, tasks)
+            if missing.delivery:
+                restored += await self._resend_delivery(ticket)
         return restored
 
     async def _requeue(self, judged: Versioned[TaskState]) -> int:
@@ -79,5 +85,19 @@ class Restorer:
         request = gates.build_request(updated, by_name, phase)
         await gates.publish_request(
             self.bus, request, self.agent_id, resent=updated.gates[phase].resent
+        )
+        return 1
+
+    async def _resend_delivery(self, ticket: TicketState) -> int:
+        judged = ticket.delivery
+        assert judged is not None
+        updated = await self.bus.tickets.update(
+            ticket.id, lambda t: delivery.mark_resent(t, judged)
+        )
+        if updated is None or updated.delivery is None:
+            return 0  # the delivery moved on meanwhile
+        log.warning("ticket %s: the delivery request was lost; sent again", ticket.id)
+        await delivery.publish_request(
+            self.bus, delivery.build_request(updated), self.agent_id, resent=updated.delivery.resent
         )
         return 1

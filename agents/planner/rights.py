@@ -2,7 +2,8 @@
 
 A ticket's shell commands run on workers, its gate commands on validators, and a
 local `repository` is read from the worker's disk: each is code or data of the
-submitter's choosing on Omoi's machines. Those are rights of their own. The planner
+submitter's choosing on Omoi's machines. Delivering pushes to the repository (and opens
+a pull request) with Omoi's credentials. Those are rights of their own. The planner
 grants them by the intake subject a ticket arrived on (`TRUSTED_SUBMIT_SUBJECT`:
 operators, and clients given that subject); plain submitters (`SUBMIT_SUBJECT`) get
 none and may still submit everything else: titles, descriptions, agent tasks, file,
@@ -39,6 +40,9 @@ class Right(StrEnum):
     SHELL_COMMANDS = "shell_commands"
     GATE_COMMANDS = "gate_commands"
     LOCAL_REPOSITORY = "local_repository"
+    # Writing to the ticket's repository: its branch pushed, a pull request opened there
+    # with Omoi's credentials.
+    PUSH = "push"
 
 
 NONE: frozenset[Right] = frozenset()
@@ -67,6 +71,8 @@ def required(submission: TicketSubmission) -> dict[Right, list[str]]:
                 needs.setdefault(Right.GATE_COMMANDS, []).append(where)
     if submission.repository is not None and not is_remote(submission.repository):
         needs[Right.LOCAL_REPOSITORY] = [f"repository {submission.repository!r}"]
+    if submission.delivers:
+        needs[Right.PUSH] = ["pushing its branch (set deliver: false to keep the result in Omoi)"]
     return needs
 
 
@@ -97,4 +103,5 @@ _NOUN = {
     Right.SHELL_COMMANDS: "shell commands",
     Right.GATE_COMMANDS: "gate commands",
     Right.LOCAL_REPOSITORY: "a local repository",
+    Right.PUSH: "a push to its repository",
 }

@@ -100,6 +100,7 @@ async def test_backup_of_a_running_system_restores_it_and_in_flight_work_finishe
         {"name": "after", "phase": "testing", "command": "test -f prep.txt"},
     ]
     busy = {"id": "busy", "title": "in flight", "tasks": in_flight, "repository": str(origin)}
+    busy["deliver"] = False  # its result stays in Omoi: no delivery agent runs here
     assert (await submit(bus, busy))["ok"]
     await events.wait_type("busy", "task.started", task="work")
     await read_pid(settings.workspaces_dir / "busy" / "work.pid")
@@ -112,8 +113,8 @@ async def test_backup_of_a_running_system_restores_it_and_in_flight_work_finishe
     manifest = json.loads((backup / "manifest.json").read_text())
     backed_up = {s["name"] for s in manifest["streams"]}
     assert backed_up == {
-        c.INTAKE_STREAM, c.TASKS_STREAM, c.GATES_STREAM, c.EVENTS_STREAM, c.DLQ_STREAM,
-        c.AUDIT_STREAM, c.LOGS_STREAM, c.SPANS_STREAM,
+        c.INTAKE_STREAM, c.TASKS_STREAM, c.GATES_STREAM, c.DELIVERIES_STREAM, c.EVENTS_STREAM,
+        c.DLQ_STREAM, c.AUDIT_STREAM, c.LOGS_STREAM, c.SPANS_STREAM,
         *(c.kv_stream(b) for b in (c.TICKETS_BUCKET, c.TASKS_BUCKET, c.HEARTBEATS_BUCKET,
                                    c.LOCKS_BUCKET, c.TOKENS_BUCKET, c.INTERVENTIONS_BUCKET,
                                    c.QUARANTINE_BUCKET)),

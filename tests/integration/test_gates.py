@@ -158,6 +158,8 @@ async def test_a_ticket_works_on_a_clone_and_never_touches_the_original(
         "id": "R1",
         "title": "Clone",
         "repository": str(original),
+        # Delivering would push its branch there (tests/integration/test_delivery.py).
+        "deliver": False,
         "tasks": [{"name": "edit", "phase": "implementation",
                    "command": "cat README > copy.txt && echo more >> README"}],
     }  # fmt: skip

@@ -112,6 +112,7 @@ async def test_a_plain_submission_may_name_a_remote_repository(
 ) -> None:
     await start_planner()  # no worker: nothing is cloned
     remote = {"id": "P4", "title": "remote", "tasks": NOOP, "repository": "https://x.test/r"}
+    remote["deliver"] = False  # reading it is no right; pushing to it is one
     assert (await submit(bus, remote, trusted=False))["ok"]
     await events.wait_type("P4", "ticket.created")
     ticket = await bus.tickets.value("P4")
@@ -184,7 +185,7 @@ async def test_a_gate_request_naming_another_repository_never_uses_it(
         # What an older (or forged) request carried: a path on the validator's disk.
         body["workspace"] = str(elsewhere)
         subject = c.gate_subject("design", ticket_id)
-        await bus.request_gate(subject, json.dumps(body).encode(), f"gate.{ticket_id}", ticket_id)
+        await bus.enqueue(subject, json.dumps(body).encode(), f"gate.{ticket_id}", ticket_id)
         return (await events.wait_type(ticket_id, "gate.failed")).data
 
     # The check ran on the published workspace, which has no SECRET.txt.

@@ -332,7 +332,8 @@ async def test_submit_right_after_up_says_so_is_answered_by_the_planner(up: Up) 
         beats = {b.agent_id: b for b in await bus.heartbeats.values()}
         ids = up.state["agent_ids"]
         assert set(ids) == {
-            "planner", "monitor", "guardian", "validator", "recorder", "worker-1", "worker-2"
+            "planner", "monitor", "guardian", "validator", "delivery", "recorder", "worker-1",
+            "worker-2",
         }  # fmt: skip
         assert all(beats[agent_id].ready for agent_id in ids.values())
         ticket = await bus.tickets.value(reply["ticket_id"])

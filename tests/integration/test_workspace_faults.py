@@ -163,7 +163,7 @@ async def test_the_validator_fails_a_gate_whose_workspace_cannot_be_had(
 
     # Nothing published for the ticket.
     request = gate_request("V1", "a" * 40)
-    await bus.request_gate(c.gate_subject("testing", "V1"), request.to_json(), "gate.V1", "V1")
+    await bus.enqueue(c.gate_subject("testing", "V1"), request.to_json(), "gate.V1", "V1")
     failed = await events.wait_type("V1", "gate.failed")
     assert "could not be checked out" in failed.data["feedback"]
     assert "omoi_workspaces/V1.bundle does not exist" in failed.data["feedback"]
@@ -174,7 +174,7 @@ async def test_the_validator_fails_a_gate_whose_workspace_cannot_be_had(
     headers = {c.HDR_WORKSPACE_HEAD: "b" * 40}
     await bus.workspaces.put(c.workspace_object("V2"), junk, headers=headers, replacing=None)
     request = gate_request("V2", "b" * 40)
-    await bus.request_gate(c.gate_subject("testing", "V2"), request.to_json(), "gate.V2", "V2")
+    await bus.enqueue(c.gate_subject("testing", "V2"), request.to_json(), "gate.V2", "V2")
     failed = await events.wait_type("V2", "gate.failed")
     assert "is not a readable git bundle" in failed.data["feedback"]
     assert not failed.data["checks"]  # no check ran on anything else

