@@ -105,6 +105,24 @@ class Settings(BaseModel):
     github_label: str = "omoi"
     github_clone_url: str = "https://github.com/{repo}.git"
     github_workflow: str | None = None
+    # Jira: the site and the account the delivery agent comments and transitions as; the
+    # gateway's webhook secret, the status that makes an issue a ticket, where its work is
+    # cloned from and pushed to (`{project}` is the issue's project key), its workflow, and
+    # the statuses an issue is moved to when work starts and when it is done.
+    jira_url: str | None = None
+    jira_email: str | None = None
+    jira_token: SecretStr | None = None
+    jira_webhook_secret: SecretStr | None = None
+    jira_status: str = "Ready for Omoi"
+    jira_repository: str | None = None
+    jira_workflow: str | None = None
+    jira_started_status: str = "In Progress"
+    jira_done_status: str = "Done"
+    # Memory: how many similar past tasks a coding agent's prompt gets, in how many
+    # characters at most, and how long its worker waits for the recorder to find them.
+    memory_recall: int = Field(default=5, ge=0, le=50)
+    memory_chars: int = Field(default=3000, ge=0)
+    memory_timeout_s: float = Field(default=1.0, gt=0)
     # The analytics store: events per committed batch, how often readers' files are
     # published, and how long events are kept.
     record_batch: int = Field(default=2000, ge=1, le=100_000)
@@ -297,6 +315,11 @@ class Settings(BaseModel):
     @property
     def store_path(self) -> Path:
         return self.data_dir / "store" / "omoi.duckdb"
+
+    @property
+    def memory_path(self) -> Path:
+        """The memory store (store/memory.py), the recorder's like the analytics store."""
+        return self.data_dir / "store" / "memory.duckdb"
 
     @property
     def published_dir(self) -> Path:

@@ -43,6 +43,7 @@ SCENARIOS = (
     "analytics",
     "gateway",
     "memory",
+    "recall",
     "recovery",
     "merge",
 )
@@ -120,6 +121,10 @@ TARGETS = (
            100, False, "ms", strict=True),
     Target("gateway p99 < 20 ms at 1k req/s", "gateway", "p99_ms", {"rate": 1000},
            20, False, "ms", strict=True, needs=("achieved_rate", 950)),
+    Target("memory retrieval p95 < 50 ms over 10k memories", "recall", "search_p95_ms",
+           {"memories": 10_000}, 50, False, "ms", strict=True),
+    Target("memory recall@5 ≥ 0.8 on the labelled set (69 past tasks, 71 queries)", "recall",
+           "recall_at_5", {"memories": 69}, 0.8, True, "share"),
     Target("default worker: idle gap p50 ≤ 5 ms with a backlog", "default_worker",
            "idle_gap_p50_ms", W2, 5, False, "ms"),
     Target("default worker: idle gap p99 ≤ 50 ms with a backlog", "default_worker",

@@ -19,6 +19,7 @@ import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.js.api import ConsumerConfig
 
 from bus import constants as c
 from bus.auth import Credentials
@@ -360,6 +361,12 @@ class Bus:
                 await msg.respond(reply)
 
         return await self.nc.subscribe(subject, queue=queue, cb=on_msg)
+
+    async def ensure_own_consumer(self, stream: str, config: ConsumerConfig) -> None:
+        """Create (or converge) a durable consumer a role makes for itself when it needs
+        it, rather than the topology for everyone (the delivery agent's tracker)."""
+        with as_bus_errors(f"making consumer {config.durable_name}"):
+            await ensure_consumer(self.admin, stream, config)
 
     async def ensure_task_consumer(
         self, phase: str, capability: str, topology: TopologyConfig, lane: str = c.NORMAL_LANE

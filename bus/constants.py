@@ -52,6 +52,16 @@ VALIDATOR_CONSUMER = "validator"
 DELIVERIES_STREAM = "OMOI_DELIVERIES"
 DELIVERIES_SUBJECTS = "omoi.deliveries.>"
 DELIVERY_CONSUMER = "delivery"
+# What the delivery agent tells an issue tracker (Jira) about the tickets from it: made by
+# the agent itself when a tracker is configured, reading only new events.
+TRACKER_CONSUMER = "delivery-tracker"
+TRACKER_EVENT_FILTERS = tuple(
+    f"omoi.events.*.{kind}"
+    for kind in (
+        "ticket.created", "ticket.phase_changed", "delivery.succeeded", "delivery.failed",
+        "ticket.blocked", "ticket.done", "ticket.failed", "ticket.cancelled",
+    )
+)  # fmt: skip
 
 # The recorder copies every event, and every dead letter, into the analytics store.
 RECORDER_EVENTS_CONSUMER = "recorder"
@@ -138,6 +148,13 @@ CONTROL_CANCEL_PREFIX = "omoi.control.cancel"
 AGENT_INBOXES = "omoi.agents.*.inbox"
 TICKET_CHANNELS = "omoi.channels.*"
 CAPABILITY_QUESTIONS = "omoi.ask.*"
+
+
+# Memory: past tasks' lessons, searched (workers before a coding task, people) and
+# forgotten (operators), request/reply, answered by a recorder.
+MEMORY_SEARCH = "omoi.memory.search"
+MEMORY_FORGET = "omoi.memory.forget"
+MEMORY_QUEUE = "omoi-memory"
 
 
 def agent_inbox(agent_id: str) -> str:

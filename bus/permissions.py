@@ -305,7 +305,10 @@ def _table() -> dict[str, Permissions]:
                     "task.handed_off",
                     "merge.conflicted",
                     "message.sent",
+                    "memory.recorded",
                 ),
+                # What similar past tasks taught, before a coding task starts.
+                c.MEMORY_SEARCH,
                 *_AGENT_EVENTS,
                 *_telemetry("worker"),
                 *_workspaces(write=True),
@@ -338,6 +341,9 @@ def _table() -> dict[str, Permissions]:
                 *_reads(c.TICKETS_BUCKET, c.TASKS_BUCKET),
                 *_HEARTBEAT,
                 *_pulls(c.DELIVERIES_STREAM, c.DELIVERY_CONSUMER),
+                # Its tracker's own event consumer (Jira comments and transitions).
+                *_pulls(c.EVENTS_STREAM, c.TRACKER_CONSUMER, create=True),
+                c.dlq_subject("events"),
                 *_events("delivery.succeeded", "delivery.failed"),
                 *_AGENT_EVENTS,
                 *_telemetry("delivery"),
@@ -370,11 +376,14 @@ def _table() -> dict[str, Permissions]:
                 c.dlq_subject("spans"),
                 *_AGENT_EVENTS,
                 *_telemetry("recorder"),
+                # Memory: forgetting is audited and announced.
+                c.audit_subject(AuditAction.MEMORY_FORGET),
+                c.event_subject("_agents", "memory.forgotten"),
             ),
-            subscribe=own("recorder", *_serves("recorder")),
-            # Its answers to service requests. It takes every event, far too many for
-            # `allow_responses` (see RESPONSE_WINDOW).
-            replies_to=_DISCOVERERS,
+            subscribe=own("recorder", c.MEMORY_SEARCH, c.MEMORY_FORGET, *_serves("recorder")),
+            # Its answers to service requests and memory searches. It takes every event,
+            # far too many for `allow_responses` (see RESPONSE_WINDOW).
+            replies_to=(*_DISCOVERERS, "worker"),
             notes="reads every event, dead letter, audit entry, log line and span into the "
             "store; changes no state",
         ),
@@ -460,6 +469,9 @@ def _table() -> dict[str, Permissions]:
                 *_AUDIT,
                 *_DISCOVERS,
                 *_GUARDIAN_ASK,
+                # `omoi memory search` and `forget`.
+                c.MEMORY_SEARCH,
+                c.MEMORY_FORGET,
                 # `omoi profile` of an agent on another host, through its supervisor.
                 c.supervisor_subject("*", "profile"),
             ),
@@ -480,6 +492,7 @@ def _table() -> dict[str, Permissions]:
                 ),
                 *_DISCOVERS,
                 *_GUARDIAN_BOOK,
+                c.MEMORY_SEARCH,
             ),
             subscribe=own("viewer", _EXTERNAL_INBOX, c.EVENTS_SUBJECTS, c.LOGS_SUBJECTS),
             notes="reads state and follows events and logs",

@@ -246,6 +246,17 @@ def consumer_configs(cfg: TopologyConfig) -> list[tuple[str, ConsumerConfig]]:
     return out
 
 
+def tracker_consumer_config(cfg: TopologyConfig) -> ConsumerConfig:
+    return ConsumerConfig(
+        durable_name=c.TRACKER_CONSUMER,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=cfg.ack_wait_s,
+        deliver_policy=DeliverPolicy.NEW,
+        max_deliver=-1,
+        filter_subjects=list(c.TRACKER_EVENT_FILTERS),
+    )
+
+
 async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
     try:
         await js.add_stream(config)

@@ -505,6 +505,9 @@ def _register_token_commands() -> None:
     from cli.guardian_commands import guardian_app
 
     app.add_typer(guardian_app, name="guardian")
+    from cli.memory_commands import memory_app
+
+    app.add_typer(memory_app, name="memory")
 
 
 _register_token_commands()

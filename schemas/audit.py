@@ -30,6 +30,7 @@ class AuditAction(StrEnum):
     TICKET_PULL_REQUEST = "ticket.pull_request"
     # A provider's webhook delivery (GitHub), whatever became of it.
     WEBHOOK = "webhook"
+    MEMORY_FORGET = "memory.forget"
     # The guardian acting on its own authority, and operators approving or undoing that.
     INTERVENTION = "guardian.intervene"
     INTERVENTION_APPROVE = "guardian.approve"

@@ -52,6 +52,10 @@ class EventType(StrEnum):
     TICKET_PAUSED = "ticket.paused"
     TICKET_RESUMED = "ticket.resumed"
     TICKET_PRIORITY_CHANGED = "ticket.priority_changed"
+    # A succeeded coding task's lesson (data: schemas.memory.MemoryRecord), and one an
+    # operator had forgotten.
+    MEMORY_RECORDED = "memory.recorded"
+    MEMORY_FORGOTTEN = "memory.forgotten"
     AGENT_STARTED = "agent.started"
     AGENT_STOPPED = "agent.stopped"
     AGENT_STALE = "agent.stale"

@@ -11,6 +11,8 @@ already has (a no-op), finds the pull request it opened, and publishes its repor
 the same event id. A refusal (a protected branch, a missing remote, no rights, a
 pull request call that fails) is the report's reason, never a crash; the ticket waits
 with its branch for `omoi ticket deliver`.
+
+With Jira configured it also tells a Jira issue how its ticket goes (agents/delivery/tracker.py).
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from pydantic import ValidationError
 from agents.base import Agent
 from agents.delivery import body
 from agents.delivery.github import GitHub, GitHubError
+from agents.delivery.jira import Jira
 from agents.delivery.push import Credentials, PushError, default_branch, local_copy, push
+from agents.delivery.tracker import Statuses, Tracker
 from agents.redact import Redactor
 from agents.settings import Settings
 from agents.spans import mark_failed, work_span
@@ -33,6 +37,7 @@ from agents.workspace import WorkspaceError
 from agents.workspace_sync import download
 from bus import Bus, Consumer, Delivery, Reject, Source
 from bus import constants as c
+from bus.topology import tracker_consumer_config
 from bus.trace_context import bind_ticket
 from schemas import Event, EventType, TaskState
 from schemas.delivery import DeliveryReport, DeliveryRequest, PullRequest
@@ -86,10 +91,33 @@ class DeliveryAgent(Agent):
                 keep_alive_s=max(1.0, self.settings.ack_wait_s / 3),
                 logger=self.log,
             )
-            await self.consume(consumer)
+            await self.consume(consumer, *await self._tracking())
         finally:
             if own_http:
                 await self.http.aclose()
+
+    async def _tracking(self) -> list[Consumer]:
+        """The consumer that tells Jira how its issues' tickets go, when Jira is set up."""
+        s = self.settings
+        if not (s.jira_url and s.jira_email and s.jira_token and s.jira_token.get_secret_value()):
+            return []
+        assert self.http is not None
+        jira = Jira(self.http, s.jira_url, s.jira_email, s.jira_token.get_secret_value())
+        tracker = Tracker(self.bus, jira, Statuses(s.jira_started_status, s.jira_done_status))
+        await self.bus.ensure_own_consumer(c.EVENTS_STREAM, tracker_consumer_config(s.topology()))
+        return [
+            Consumer(
+                self.bus,
+                [Source(c.EVENTS_STREAM, c.TRACKER_CONSUMER)],
+                tracker.handle,
+                dead_letter=self.bus.dead_letterer("events"),
+                name="tracker",
+                poll_s=s.fetch_poll_s,
+                grace_s=s.shutdown_grace_s,
+                keep_alive_s=max(1.0, s.ack_wait_s / 3),
+                logger=self.log,
+            )
+        ]
 
     async def _handle(self, delivery: Delivery) -> None:
         try:

@@ -37,6 +37,8 @@ class ExecutionContext:
     # A `join` task's dependencies' results, by task (a split's, by subtask).
     joined: dict[str, str] = field(default_factory=dict)
     team: TeamLink | None = None
+    # What similar past tasks taught (agents/memory.py), for a coding agent's prompt.
+    recalled: str = ""
 
 
 class Executor(Protocol):

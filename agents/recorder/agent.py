@@ -1,5 +1,6 @@
 """The recorder: every event, dead letter, audit entry, log line and span, into DuckDB, in
-batches, once.
+batches, once; and the memory of past tasks (agents/recorder/memory.py), which it keeps
+from `memory.recorded` events and answers searches of.
 
 It acks a batch only after the store committed it, so a crash loses nothing; the store
 ignores event ids it already has, so the redelivery that follows duplicates nothing.
@@ -13,12 +14,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from agents.base import Agent
+from agents.recorder.memory import MemoryService
 from agents.settings import Settings
 from bus import BatchConsumer, Bus, Delivery, Source
 from bus import constants as c
 from bus.topology import find_consumer
 from schemas import utcnow
 from store.errors import StoreError
+from store.memory import MemoryStore
 from store.writer import AuditRecord, DeadLetter, EventStore, LogLine, RecordedEvent, SpanRow
 
 # Compaction and retention are cheap but not free: do them now and then.
@@ -31,11 +34,13 @@ class Recorder(Agent):
     def __init__(self, bus: Bus, settings: Settings, agent_id: str | None = None) -> None:
         super().__init__(bus, settings, agent_id)
         self.store = EventStore(settings.store_path, settings.published_dir)
+        self.memory = MemoryService(bus, MemoryStore(settings.memory_path), self.id, self.log)
         self.recorded = 0
 
     async def main(self) -> None:
         self.settings.store_path.parent.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self.store.open)
+        await self.memory.start()
         topology = self.settings.topology()
         consumers = [
             BatchConsumer(
@@ -61,6 +66,7 @@ class Recorder(Agent):
             await self.consume(*consumers, also=[self._publish_loop()])
             await self._publish(maintain=False)
         finally:
+            await self.memory.stop()
             await asyncio.to_thread(self.store.close)
 
     async def _events(self, batch: list[Delivery]) -> None:
@@ -69,6 +75,7 @@ class Recorder(Agent):
             batch, lambda d, data: RecordedEvent.from_event_json(data, d.seq), "events", "event"
         )
         inserted = await asyncio.to_thread(self.store.ingest, records)
+        await self.memory.take(batch)
         self.recorded += inserted
         self.log.debug("recorded %d of %d events", inserted, len(batch))
 

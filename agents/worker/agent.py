@@ -13,7 +13,7 @@ from typing import Any
 from opentelemetry.trace import Span
 from pydantic import ValidationError
 
-from agents import workspace
+from agents import memory, workspace
 from agents.base import Agent
 from agents.branches import MergeConflict, MissingBase
 from agents.errors import PermanentFailure, TaskFailure, TransientFailure
@@ -488,7 +488,17 @@ class Worker(Agent):
             budget=await self._ticket_budget_left(ticket),
             joined=joined,
             team=TaskTeam(self.team, task),
+            recalled=await self._recall(task, ticket) if executor.capability == "agent" else "",
         )
+
+    async def _recall(self, task: TaskState, ticket: TicketState | None) -> str:
+        s = self.settings
+        if not s.memory_recall:
+            return ""
+        found = await memory.recall(
+            self.bus, task, ticket, limit=s.memory_recall, timeout_s=s.memory_timeout_s
+        )
+        return memory.prompt_section(found, s.memory_chars)
 
     async def _ticket(self, ticket_id: str, *, fresh: bool) -> TicketState | None:
         """The task's ticket.

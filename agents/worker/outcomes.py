@@ -17,15 +17,17 @@ from typing import Literal
 from agents import workspace
 from agents.errors import TaskFailure, TransientFailure
 from agents.events import task_event
+from agents.memory import learned
 from agents.redact import Redactor
 from agents.settings import Settings
 from agents.ticket_spans import record_task
 from agents.worker.leases import Busy, Lease, Leases
 from agents.workspace_sync import WorkspaceSync
-from bus import Abandon, Bus, Retry, Versioned
+from bus import Abandon, Bus, BusError, Retry, Versioned
 from schemas import (
     AttemptError,
     ErrorCategory,
+    Event,
     EventType,
     TaskResult,
     TaskState,
@@ -201,6 +203,28 @@ class OutcomeRecorder:
                 files=result.files[:100],
                 usage=result.usage.model_dump() if result.usage else None,
             )
+            await self.remember(done.value)
+
+    async def remember(self, task: TaskState) -> None:
+        """A coding task's lesson, for the memory (agents/memory.py). Its outcome is
+        recorded already: a lesson that cannot be published is only logged."""
+        if task.capability != "agent":
+            return
+        try:
+            lesson = learned(task, await self.bus.tickets.value(task.ticket_id))
+            if lesson is not None:
+                await self.bus.publish_event(
+                    Event(
+                        id=f"{lesson.id}.{EventType.MEMORY_RECORDED.value}",
+                        type=EventType.MEMORY_RECORDED,
+                        ticket_id=task.ticket_id,
+                        task=task.name,
+                        agent=self.worker_id,
+                        data=lesson.model_dump(mode="json"),
+                    )
+                )
+        except BusError as exc:
+            self.log.warning("the lesson of %s was not recorded: %r", task.id, exc)
 
     async def hand_off(
         self, claimed: Versioned[TaskState], result: TaskResult, handoff: Handoff

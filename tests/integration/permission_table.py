@@ -81,6 +81,10 @@ PUBLISH = [
     ("delivery", c.event_subject(T, "delivery.failed"), True),
     ("delivery", f"$JS.API.CONSUMER.MSG.NEXT.{c.DELIVERIES_STREAM}.{c.DELIVERY_CONSUMER}", True),
     ("delivery", c.dlq_subject("deliveries"), True),
+    ("delivery", f"$JS.API.CONSUMER.DURABLE.CREATE.{c.EVENTS_STREAM}.{c.TRACKER_CONSUMER}", True),
+    ("delivery", f"$JS.API.CONSUMER.MSG.NEXT.{c.EVENTS_STREAM}.{c.TRACKER_CONSUMER}", True),
+    ("delivery", f"$JS.API.CONSUMER.MSG.NEXT.{c.EVENTS_STREAM}.{c.PLANNER_EVENTS_CONSUMER}", False),
+    ("delivery", f"$JS.API.CONSUMER.DURABLE.CREATE.{c.EVENTS_STREAM}.recorder", False),
     ("delivery", f"$KV.{c.TICKETS_BUCKET}.{T}", False),
     ("delivery", OUTCOME, False),
     ("delivery", c.delivery_subject(T), False),
@@ -95,6 +99,19 @@ PUBLISH = [
     ("guardian", c.CMD_TICKET_DELIVER, False),
     ("submitter", c.CMD_TICKET_DELIVER, False),
     ("operator", c.CMD_TICKET_DELIVER, True),
+    # Memory: workers and people search it; operators forget; the recorder answers.
+    ("worker", c.MEMORY_SEARCH, True),
+    ("worker", c.event_subject(T, "memory.recorded"), True),
+    ("worker", c.MEMORY_FORGET, False),
+    ("viewer", c.MEMORY_SEARCH, True),
+    ("viewer", c.MEMORY_FORGET, False),
+    ("operator", c.MEMORY_FORGET, True),
+    ("submitter", c.MEMORY_SEARCH, False),
+    ("planner", c.event_subject(T, "memory.recorded"), False),
+    ("recorder", f"{inbox_prefix('worker')}.abc", True),  # its answers to searches
+    ("recorder", c.audit_subject("memory.forget"), True),
+    ("recorder", c.event_subject("_agents", "memory.forgotten"), True),
+    ("recorder", c.event_subject(T, "memory.recorded"), False),
     ("recorder", f"$JS.ACK.{c.EVENTS_STREAM}.{c.RECORDER_EVENTS_CONSUMER}.1.1.1.1.1", True),
     ("recorder", f"$JS.ACK.{c.AUDIT_STREAM}.{c.RECORDER_AUDIT_CONSUMER}.1.1.1.1.1", True),
     ("recorder", f"$JS.API.CONSUMER.MSG.NEXT.{c.AUDIT_STREAM}.{c.RECORDER_AUDIT_CONSUMER}", True),
@@ -280,6 +297,10 @@ PUBLISH = [
 
 # (role, subject, allowed): subscriptions.
 SUBSCRIBE = [
+    ("recorder", c.MEMORY_SEARCH, True),
+    ("recorder", c.MEMORY_FORGET, True),
+    ("worker", c.MEMORY_SEARCH, False),
+    ("delivery", c.delivery_subject(T), False),
     ("planner", c.SUBMIT_SUBJECT, True),
     ("planner", c.TRUSTED_SUBMIT_SUBJECT, True),
     ("planner", c.CMD_TICKET_CANCEL, True),

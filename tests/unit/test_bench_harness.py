@@ -110,6 +110,8 @@ def full_set(**overrides: float) -> list[Metric]:
         Metric("anomalies", "faulty_workers_detected", values["detected"], "of 2",
                {"tasks": 6000}),
         Metric("telemetry", "on_vs_off_pct", values["telemetry"], "%", {"workers": 2}),
+        Metric("recall", "search_p95_ms", 20.0, "ms", {"memories": 10_000}),
+        Metric("recall", "recall_at_5", 0.85, "share", {"memories": 69}),
     ]  # fmt: skip
 
 

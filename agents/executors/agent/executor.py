@@ -99,7 +99,9 @@ class AgentExecutor:
             conversation_id=conv_id,
             workspace=str(ctx.workspace.resolve()),
             state_dir=str((state_dir / "conversations").resolve()),
-            prompt=build_prompt(task, ctx.ticket, ctx.workspace.resolve(), ctx.joined),
+            prompt=build_prompt(
+                task, ctx.ticket, ctx.workspace.resolve(), ctx.joined, ctx.recalled
+            ),
             model=model,
             budget=budget,
             progress_interval_s=self.settings.progress_interval_s,

@@ -1,4 +1,5 @@
-"""The prompt an agent task starts from: the ticket, the task, and what earlier phases left."""
+"""The prompt an agent task starts from: the ticket, the task, what earlier phases left,
+and what similar past tasks taught."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ def build_prompt(
     ticket: TicketState | None,
     workspace: Path,
     joined: Mapping[str, str] | None = None,
+    recalled: str = "",
 ) -> str:
     lines = [
         f"You are working on ticket {task.ticket_id}, phase {task.phase.value}, task {task.name}.",
@@ -40,6 +42,8 @@ def build_prompt(
             lines += [f"### {ctx.phase.value}", "", ctx.summary.strip(), ""]
             if ctx.feedback:
                 lines += ["Gate feedback:", *[f"- {f}" for f in ctx.feedback], ""]
+    if recalled:
+        lines += [recalled.rstrip(), ""]
     lines += [
         "## Rules",
         "",
