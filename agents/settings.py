@@ -118,6 +118,11 @@ class Settings(BaseModel):
     jira_workflow: str | None = None
     jira_started_status: str = "In Progress"
     jira_done_status: str = "Done"
+    # Discoveries (agents/planner/discoveries.py): how deep a chain of them may go, how
+    # many a ticket may take, and the estimate above which one waits for an operator.
+    discovery_max_depth: int = Field(default=2, ge=0, le=10)
+    discovery_max: int = Field(default=10, ge=0, le=500)
+    discovery_approval_usd: float = Field(default=1.0, ge=0)
     # Memory: how many similar past tasks a coding agent's prompt gets, in how many
     # characters at most, and how long its worker waits for the recorder to find them.
     memory_recall: int = Field(default=5, ge=0, le=50)

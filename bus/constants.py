@@ -40,6 +40,7 @@ PLANNER_EVENT_FILTERS = (
     "omoi.events.*.gate.failed",
     "omoi.events.*.delivery.succeeded",
     "omoi.events.*.delivery.failed",
+    "omoi.events.*.discovery.reported",
 )
 
 # Phase gates: `omoi.gates.<phase>.<ticket>` requests, a work queue consumed by validators.
@@ -126,6 +127,8 @@ CMD_TICKET_PRIORITY = "omoi.commands.ticket.priority"
 CMD_TICKET_DELIVER = "omoi.commands.ticket.deliver"
 # What happened to a ticket's pull request (the gateway, from GitHub's webhooks).
 CMD_TICKET_PULL_REQUEST = "omoi.commands.ticket.pull_request"
+# An operator's answer to a held discovery (approve: it becomes a task).
+CMD_TICKET_DISCOVERY = "omoi.commands.ticket.discovery"
 
 # The guardian (agents/guardian): it reads findings and outcomes from the events stream
 # and answers operators approving its proposals or undoing what it did (request/reply).

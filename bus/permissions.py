@@ -265,6 +265,9 @@ def _table() -> dict[str, Permissions]:
                     "task.failed",
                     "gate.requested",
                     "delivery.requested",
+                    "discovery.accepted",
+                    "discovery.rejected",
+                    "discovery.held",
                 ),
                 *_AGENT_EVENTS,
                 *_telemetry("planner"),
@@ -306,6 +309,7 @@ def _table() -> dict[str, Permissions]:
                     "merge.conflicted",
                     "message.sent",
                     "memory.recorded",
+                    "discovery.reported",
                 ),
                 # What similar past tasks taught, before a coding task starts.
                 c.MEMORY_SEARCH,

@@ -349,6 +349,21 @@ def ticket_deliver(
     _reply(c.CMD_TICKET_DELIVER, {"ticket_id": ticket_id, "reason": reason}, as_json, timeout)
 
 
+@ticket_app.command("discovery")
+def ticket_discovery(
+    ticket_id: str,
+    discovery_id: Annotated[str, typer.Argument(help="A held discovery's id (`ticket show`).")],
+    approve: Annotated[bool, typer.Option("--approve/--reject", help="Make it a task, or not.")],
+    reason: str = "decided by operator",
+    as_json: JsonFlag = False,
+    timeout: Timeout = 5.0,
+) -> None:
+    """Answer a discovery the planner held (a new phase, or over the cost threshold)."""
+    body = {"ticket_id": ticket_id, "discovery_id": discovery_id, "approve": approve,
+            "reason": reason}  # fmt: skip
+    _reply(c.CMD_TICKET_DISCOVERY, body, as_json, timeout)
+
+
 @ticket_app.command("resume")
 def ticket_resume(
     ticket_id: str, reason: str = "resumed by operator", as_json: JsonFlag = False,

@@ -44,6 +44,13 @@ def ticket(console: Console, t: TicketState, tasks: list[TaskState]) -> None:
         console.print(f"reason: {t.reason}")
     if t.delivery is not None:
         delivery(console, t)
+    if t.discoveries:
+        found = Table("discovery", "kind", "status", "title", "task", "why",
+                      title="discoveries", title_justify="left")  # fmt: skip
+        for d in t.discoveries:
+            found.add_row(d.id, d.kind, styled(d.status.value), escape(d.title),
+                          d.task or "-", escape(d.reason))  # fmt: skip
+        console.print(found)
     history = Table("from", "to", "at", "reason", title="phase history", title_justify="left")
     for step in t.phase_history:
         history.add_row(

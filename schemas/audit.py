@@ -28,6 +28,7 @@ class AuditAction(StrEnum):
     TICKET_PRIORITY = "ticket.priority"
     TICKET_DELIVER = "ticket.deliver"
     TICKET_PULL_REQUEST = "ticket.pull_request"
+    TICKET_DISCOVERY = "ticket.discovery"
     # A provider's webhook delivery (GitHub), whatever became of it.
     WEBHOOK = "webhook"
     MEMORY_FORGET = "memory.forget"

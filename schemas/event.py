@@ -52,6 +52,12 @@ class EventType(StrEnum):
     TICKET_PAUSED = "ticket.paused"
     TICKET_RESUMED = "ticket.resumed"
     TICKET_PRIORITY_CHANGED = "ticket.priority_changed"
+    # More work an agent noticed (data: schemas.discovery.DiscoveryReport), and the
+    # planner's judgement of it (data: schemas.discovery.DiscoveryState).
+    DISCOVERY_REPORTED = "discovery.reported"
+    DISCOVERY_ACCEPTED = "discovery.accepted"
+    DISCOVERY_REJECTED = "discovery.rejected"
+    DISCOVERY_HELD = "discovery.held"
     # A succeeded coding task's lesson (data: schemas.memory.MemoryRecord), and one an
     # operator had forgotten.
     MEMORY_RECORDED = "memory.recorded"

@@ -105,6 +105,8 @@ class TaskSpec(StrictWireModel):
     join: bool = False
     # A barrier: tasks naming the same sync group start only once all of them can.
     sync: Identifier | None = None
+    # Plugin tools (agents/tools, entry points `omoi.tools`) a coding agent gets.
+    tools: list[Identifier] = Field(default_factory=list, max_length=20)
 
 
 class AttemptError(WireModel):
@@ -163,6 +165,7 @@ class TaskState(WireModel):
     split: SplitSpec | None = None
     join: bool = False
     sync: str | None = None
+    tools: list[str] = Field(default_factory=list)
     # A split's subtask: its item (a JSON value; a string as itself).
     item: str | None = None
     # The last handoff, and the worker the task is meant for (others leave it to that
@@ -223,6 +226,7 @@ class TaskState(WireModel):
             split=spec.split,
             join=spec.join,
             sync=spec.sync,
+            tools=list(spec.tools),
         )
 
     @property

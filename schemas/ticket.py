@@ -10,6 +10,7 @@ from pydantic import Field, StringConstraints, model_validator
 
 from schemas.common import Identifier, Phase, Priority, StrictWireModel, WireModel, utcnow
 from schemas.delivery import DeliveryState, TicketSource
+from schemas.discovery import DiscoveryState
 from schemas.gate import GateSpec, GateVerdict
 from schemas.task import TaskSpec
 from schemas.usage import Budget
@@ -129,6 +130,8 @@ class TicketState(WireModel):
     deliver: bool = False
     delivery: DeliveryState | None = None
     source: TicketSource | None = None
+    # What agents reported finding, and what became of each (agents/planner/discoveries.py).
+    discoveries: list[DiscoveryState] = Field(default_factory=list)
     # Whether the workspace is a git repository with a commit per task: tickets with
     # agent tasks, gates or a repository. Plain shell tickets skip git's cost.
     versioned: bool = False

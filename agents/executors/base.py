@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from schemas import TaskResult, TaskState
+from schemas.discovery import Discovery
 from schemas.ticket import TicketState
 from schemas.usage import Budget
 
@@ -23,6 +24,8 @@ class TeamLink(Protocol):
     async def ask(self, to: str, question: str, timeout_s: float) -> str | None: ...
 
     def listen(self, listener: Callable[[str, str], Awaitable[None]]) -> Callable[[], None]: ...
+
+    async def discover(self, n: int, found: Discovery) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from agents.planner.admission import Admission
 from agents.planner.apply import Reconciler
 from agents.planner.assign import Assigner
 from agents.planner.commands import Commands
+from agents.planner.discoveries import Desk, Limits
 from agents.planner.intake import derive_ticket_id
 from agents.planner.restore import Restorer
 from agents.settings import Settings
@@ -51,6 +52,7 @@ from schemas import (
 )
 from schemas.audit import AuditOutcome
 from schemas.delivery import DeliveryReport
+from schemas.discovery import DiscoveryDecision, DiscoveryReport
 from schemas.gate import GateVerdict
 from schemas.task import task_key
 
@@ -70,7 +72,13 @@ class Planner(Agent):
             context_tokens=settings.context_tokens,
             assigner=self.assigner,
         )
-        self.commands = Commands(bus, self.reconciler)
+        self.desk = Desk(
+            bus,
+            self.id,
+            Limits(settings.discovery_max_depth, settings.discovery_max,
+                   settings.discovery_approval_usd),
+        )  # fmt: skip
+        self.commands = Commands(bus, self.reconciler, self.desk)
         self.restorer = Restorer(bus, self.id, lost_after_s=settings.lost_message_after_s)
         self.admission = Admission(bus, settings, self.id, self.reconciler, self.model, self.log)
 
@@ -92,6 +100,7 @@ class Planner(Agent):
                     (c.CMD_TICKET_PRIORITY, SetPriority),
                     (c.CMD_TICKET_DELIVER, DeliverTicket),
                     (c.CMD_TICKET_PULL_REQUEST, PullRequestUpdate),
+                    (c.CMD_TICKET_DISCOVERY, DiscoveryDecision),
                 )
             ],
         ]
@@ -146,6 +155,8 @@ class Planner(Agent):
                 GateVerdict.model_validate(event.data)
             if event.type in DELIVERY_REPORTS:
                 DeliveryReport.model_validate(event.data)
+            if event.type is EventType.DISCOVERY_REPORTED:
+                DiscoveryReport.model_validate(event.data)
         except ValidationError as exc:
             raise Reject(f"not an event: {exc}", "invalid_event") from exc
         return event
@@ -170,6 +181,10 @@ class Planner(Agent):
             await self.reconciler.record_verdict(GateVerdict.model_validate(event.data))
         if event.type in DELIVERY_REPORTS:
             await self.reconciler.record_delivery(DeliveryReport.model_validate(event.data))
+        if event.type is EventType.DISCOVERY_REPORTED:
+            if (loaded := await self.reconciler.load(event.ticket_id)) is not None:
+                report = DiscoveryReport.model_validate(event.data)
+                await self.desk.record(*loaded, report)
         if not delivery.more_in_group:
             await self.reconciler.reconcile(event.ticket_id)
 
@@ -185,6 +200,7 @@ class Planner(Agent):
             SetPriority: self.commands.set_priority,
             DeliverTicket: self.commands.deliver_ticket,
             PullRequestUpdate: self.commands.pull_request,
+            DiscoveryDecision: self.commands.decide_discovery,
         }
         run = handlers[model]
 

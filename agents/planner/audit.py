@@ -20,6 +20,7 @@ _COMMANDS = {
     c.CMD_TICKET_PRIORITY: AuditAction.TICKET_PRIORITY,
     c.CMD_TICKET_DELIVER: AuditAction.TICKET_DELIVER,
     c.CMD_TICKET_PULL_REQUEST: AuditAction.TICKET_PULL_REQUEST,
+    c.CMD_TICKET_DISCOVERY: AuditAction.TICKET_DISCOVERY,
 }
 # The commands the guardian may send too (it audits its own reasons beside them).
 _GUARDIAN_COMMANDS = frozenset(

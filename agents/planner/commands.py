@@ -9,6 +9,7 @@ from agents.errors import CommandError, TransitionError
 from agents.events import ticket_event
 from agents.planner import delivery
 from agents.planner.apply import Reconciler, merge_context
+from agents.planner.discoveries import Desk
 from agents.planner.phases import check_transition, phase_index
 from bus import Bus
 from bus import constants as c
@@ -30,6 +31,7 @@ from schemas import (
     split_task_key,
     utcnow,
 )
+from schemas.discovery import DiscoveryDecision
 from schemas.ticket import GateStatus, PhaseContext, TicketState
 
 log = logging.getLogger(__name__)
@@ -39,9 +41,10 @@ REWORK_FROM = Phase.IMPLEMENTATION
 
 
 class Commands:
-    def __init__(self, bus: Bus, reconciler: Reconciler) -> None:
+    def __init__(self, bus: Bus, reconciler: Reconciler, desk: Desk) -> None:
         self.bus = bus
         self.reconciler = reconciler
+        self.desk = desk
 
     async def _ticket(self, ticket_id: str) -> TicketState:
         ticket = await self.bus.tickets.value(ticket_id)
@@ -186,6 +189,15 @@ class Commands:
             log.info("ticket %s: pull request %s", after.id, cmd.action)
         await self.reconciler.reconcile(cmd.ticket_id)
         return after or await self._ticket(cmd.ticket_id)
+
+    async def decide_discovery(self, cmd: DiscoveryDecision) -> TicketState:
+        """An operator's answer to a held discovery: approved, it becomes a task."""
+        loaded = await self.reconciler.load(cmd.ticket_id)
+        if loaded is None:
+            raise CommandError(f"no ticket {cmd.ticket_id!r}", "not_found")
+        after = await self.desk.decide(*loaded, cmd)
+        await self.reconciler.reconcile(cmd.ticket_id)
+        return after
 
     async def _move_queued(self, ticket: TicketState) -> None:
         """Tasks waiting in the other lane, not yet taken, go back to be queued again (a

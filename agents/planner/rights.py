@@ -18,10 +18,12 @@ keeps the template instead).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Set
+from collections.abc import Iterable, Mapping, Set
 from enum import StrEnum
 
+from agents import tools
 from agents.errors import InvalidTicket
+from agents.tools import ToolPlugin
 from bus.constants import TRUSTED_SUBMIT_SUBJECT
 from schemas import TaskSpec, TicketSubmission
 from schemas.gate import CheckKind
@@ -58,12 +60,18 @@ def runs_command(spec: TaskSpec) -> bool:
     return spec.capability == "shell" or spec.command is not None
 
 
-def required(submission: TicketSubmission) -> dict[Right, list[str]]:
-    """Each right the submission needs, with what in it needs that right."""
+def required(
+    submission: TicketSubmission, plugins: Mapping[str, ToolPlugin] | None = None
+) -> dict[Right, list[str]]:
+    """Each right the submission needs, with what in it needs that right (a plugin tool's
+    own rights too: `plugins`, the installed tools by default). InvalidTicket for a tool
+    that is not installed."""
     needs: dict[Right, list[str]] = {}
+    installed = tools.installed() if plugins is None else plugins
     for spec in submission.tasks or ():
         if runs_command(spec):
             needs.setdefault(Right.SHELL_COMMANDS, []).append(f"task {spec.name!r}")
+        _tool_rights(spec, installed, needs)
     for phase, gate in (submission.gates or {}).items():
         for check in gate.checks:
             if check.kind is CheckKind.COMMAND:
@@ -74,6 +82,22 @@ def required(submission: TicketSubmission) -> dict[Right, list[str]]:
     if submission.delivers:
         needs[Right.PUSH] = ["pushing its branch (set deliver: false to keep the result in Omoi)"]
     return needs
+
+
+def _tool_rights(
+    spec: TaskSpec, installed: Mapping[str, ToolPlugin], needs: dict[Right, list[str]]
+) -> None:
+    for name in spec.tools:
+        plugin = installed.get(name)
+        if plugin is None:
+            known = ", ".join(sorted(installed)) or "none"
+            raise InvalidTicket(
+                f"task {spec.name!r} asks for tool {name!r}, which is not installed "
+                f"(installed: {known})",
+                "unknown_tool",
+            )
+        for right in plugin.rights:
+            needs.setdefault(Right(right), []).append(f"tool {name!r} of task {spec.name!r}")
 
 
 def required_rights(submission: TicketSubmission) -> set[Right]:

@@ -23,7 +23,8 @@ from agents.events import task_event
 from agents.llm.client import ModelClient, ModelError
 from bus import Bus, BusError, Request
 from bus import constants as c
-from schemas import EventType, TaskState
+from schemas import Event, EventType, TaskState
+from schemas.discovery import Discovery, DiscoveryReport, discovery_depth
 from schemas.team import TeamMessage
 
 log = logging.getLogger(__name__)
@@ -172,3 +173,25 @@ class TaskTeam:
 
     def listen(self, listener: Listener) -> Callable[[], None]:
         return self.team.listen(self.task.ticket_id, listener)
+
+    async def discover(self, n: int, found: Discovery) -> None:
+        """A discovery, for the planner to judge (`discovery.reported`); its id names the
+        attempt and the report's place in it, so a re-sent line is one report."""
+        task = self.task
+        report = DiscoveryReport(
+            id=f"{task.id}.{task.generation}-{task.attempts}-{n}",
+            ticket_id=task.ticket_id,
+            from_task=task.name,
+            depth=discovery_depth(task.origin),
+            discovery=found,
+        )
+        await self.team.bus.publish_event(
+            Event(
+                id=f"{report.id}.{EventType.DISCOVERY_REPORTED.value}",
+                type=EventType.DISCOVERY_REPORTED,
+                ticket_id=task.ticket_id,
+                task=task.name,
+                agent=self.team.agent_id,
+                data=report.model_dump(mode="json"),
+            )
+        )

@@ -99,6 +99,14 @@ PUBLISH = [
     ("guardian", c.CMD_TICKET_DELIVER, False),
     ("submitter", c.CMD_TICKET_DELIVER, False),
     ("operator", c.CMD_TICKET_DELIVER, True),
+    # Discoveries: workers report, the planner judges.
+    ("worker", c.event_subject(T, "discovery.reported"), True),
+    ("worker", c.event_subject(T, "discovery.accepted"), False),
+    ("planner", c.event_subject(T, "discovery.accepted"), True),
+    ("planner", c.event_subject(T, "discovery.held"), True),
+    ("validator", c.event_subject(T, "discovery.reported"), False),
+    ("operator", c.CMD_TICKET_DISCOVERY, True),
+    ("guardian", c.CMD_TICKET_DISCOVERY, False),
     # Memory: workers and people search it; operators forget; the recorder answers.
     ("worker", c.MEMORY_SEARCH, True),
     ("worker", c.event_subject(T, "memory.recorded"), True),

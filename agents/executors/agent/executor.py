@@ -19,10 +19,12 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from agents import tools
 from agents.errors import PermanentFailure, TaskTimeout, TransientFailure
 from agents.executors.agent.prompt import build_prompt
 from agents.executors.agent.protocol import (
     AskLine,
+    DiscoveryLine,
     InboundLine,
     MessageLine,
     ModelCall,
@@ -105,6 +107,7 @@ class AgentExecutor:
             model=model,
             budget=budget,
             progress_interval_s=self.settings.progress_interval_s,
+            tools=tools.for_task(task.tools),
         )
         # Short: a tmux socket path must fit in 107 bytes.
         tmux_dir = (
@@ -231,6 +234,9 @@ class AgentExecutor:
                 elif b'"kind":"message"' in line and ctx.team is not None:
                     sent = MessageLine.model_validate_json(line)
                     await ctx.team.send(sent.to, sent.text)
+                elif b'"kind":"discovery"' in line and ctx.team is not None:
+                    found = DiscoveryLine.model_validate_json(line)
+                    await ctx.team.discover(found.n, found.discovery)
                 elif b'"kind":"ask"' in line:
                     inbound.ask(AskLine.model_validate_json(line), ctx.team)
                 elif b'"kind":"model_call"' in line:

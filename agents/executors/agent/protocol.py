@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from schemas.common import WireModel
+from schemas.discovery import Discovery
 from schemas.usage import Budget, Usage
 
 Outcome = Literal["finished", "budget", "error", "stuck", "interrupted", "handoff"]
@@ -31,6 +32,8 @@ class SessionSpec(WireModel):
     model: ModelSpec
     budget: Budget = Field(default_factory=Budget)
     progress_interval_s: float = 2.0
+    # The tools (agents/tools) the conversation gets besides Omoi's own.
+    tools: list[str] = Field(default_factory=list)
 
 
 class Progress(WireModel):
@@ -66,6 +69,14 @@ class MessageLine(WireModel):
     kind: Literal["message"] = "message"
     to: str
     text: str
+
+
+class DiscoveryLine(WireModel):
+    """The `discover` tool's report: the n-th of this session."""
+
+    kind: Literal["discovery"] = "discovery"
+    n: int
+    discovery: Discovery
 
 
 class AskLine(WireModel):

@@ -25,10 +25,12 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TextIO
 
 from pydantic import SecretStr
 
+from agents import tools
 from agents.executors.agent.protocol import (
     AskLine,
     InboundLine,
@@ -41,6 +43,7 @@ from agents.executors.agent.protocol import (
 )
 from agents.executors.agent.team_tools import Mailbox, build_tools, handoff_in
 from agents.redact import Redactor, install_log_redaction
+from agents.tools import ToolContext
 from schemas.usage import Usage
 
 log = logging.getLogger("omoi.agent-session")
@@ -175,6 +178,24 @@ def conversation_usage(conversation: Any) -> Usage:
     )
 
 
+def plugin_tools(spec: SessionSpec, mailbox: Mailbox) -> list[str]:
+    """The plugin tools the task gets (agents/tools), registered; a missing one is
+    reported and left out (intake checks names, but a worker may lack a package)."""
+    ctx = ToolContext(emit=mailbox.emit, workspace=Path(spec.workspace), task_id=spec.task_id)
+    found = tools.installed()
+    names: list[str] = []
+    for name in spec.tools:
+        plugin = found.get(name)
+        if plugin is None:
+            log.warning("tool %r is not installed on this worker; left out", name)
+            continue
+        try:
+            names += plugin.build(ctx)
+        except Exception as exc:  # noqa: BLE001 - a broken tool is left out, not the task
+            log.warning("tool %r could not be built, left out: %r", name, exc)
+    return names
+
+
 def build_conversation(
     spec: SessionSpec, api_key: str | None, watcher: Watcher, mailbox: Mailbox
 ) -> Any:
@@ -201,6 +222,7 @@ def build_conversation(
             Tool(name=FileEditorTool.name),
             Tool(name=TaskTrackerTool.name),
             *(Tool(name=name) for name in build_tools(mailbox)),
+            *(Tool(name=name) for name in plugin_tools(spec, mailbox)),
         ],
     )
     return Conversation(
