@@ -122,7 +122,7 @@ async def _receive(
         _audit(ctx, request, AuditOutcome.DENIED, 401, delivery, "bad or missing signature")
         raise ApiProblem(401, "unauthorized", f"the delivery's {hook.signature} is wrong")
     if delivery.endswith(":") or not event:
-        await _malformed(ctx, request, raw, delivery, f"no {hook.delivery} or event header")
+        raise await _malformed(ctx, request, raw, delivery, f"no {hook.delivery} or event header")
     if not ctx.webhooks.first(delivery):
         _audit(ctx, request, AuditOutcome.OK, 200, delivery, f"{event}: a redelivery")
         return WebhookResult(outcome="duplicate", detail="this delivery was taken before")
@@ -140,8 +140,7 @@ async def _act(
     try:
         decision = hook.decide(event, raw)
     except MalformedDelivery as exc:
-        await _malformed(ctx, request, raw, delivery, f"{event}: {exc}")
-        raise AssertionError("unreachable") from None
+        raise await _malformed(ctx, request, raw, delivery, f"{event}: {exc}") from None
     timeout = ctx.options.request_timeout_s
     if isinstance(decision, Ignore):
         _audit(ctx, request, AuditOutcome.OK, 202, delivery, f"{event}: {decision.reason}")
@@ -187,11 +186,12 @@ def _audit(
 
 async def _malformed(
     ctx: GatewayContext, request: Request[Any, Any, Any], raw: bytes, delivery: str, why: str
-) -> None:
-    """Refuse a signed delivery Omoi cannot read: audited, its body kept as a dead letter."""
+) -> ApiProblem:
+    """The refusal of a signed delivery Omoi cannot read: audited, its body kept as a dead
+    letter."""
     _audit(ctx, request, AuditOutcome.REJECTED, 400, delivery, why)
     try:
         await ctx.bus.dead_letter("webhooks", raw, why, "malformed_webhook")
     except Exception as exc:  # noqa: BLE001 - the refusal stands without its copy
         log.warning("dead letter of GitHub delivery %s not stored: %r", delivery, exc)
-    raise ApiProblem(400, "malformed-webhook", why)
+    return ApiProblem(400, "malformed-webhook", why)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from pydantic import Field
 
 from schemas.common import StrictWireModel, WireModel
@@ -18,6 +20,14 @@ class Usage(WireModel):
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+    @classmethod
+    def total(cls, spent: Iterable[Usage]) -> Usage:
+        """What several attempts (or tasks) spent together."""
+        out = cls()
+        for usage in spent:
+            out = out + usage
+        return out
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(

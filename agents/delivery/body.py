@@ -23,13 +23,6 @@ def title(ticket: TicketState) -> str:
     return f"{ticket.title} (omoi {ticket.id})"[:TITLE_MAX]
 
 
-def spent(tasks: Iterable[TaskState]) -> Usage:
-    total = Usage()
-    for task in tasks:
-        total = total + task.usage
-    return total
-
-
 def body(ticket: TicketState, tasks: Iterable[TaskState]) -> str:
     tasks = list(tasks)
     parts = [_header(ticket), _phases(ticket, tasks), _gates(ticket, OUTPUT_TAIL), _usage(tasks)]
@@ -106,7 +99,7 @@ def _check(check: CheckResult, tail: int) -> list[str]:
 
 
 def _usage(tasks: list[TaskState]) -> str:
-    total = spent(tasks)
+    total = Usage.total(t.usage for t in tasks)
     done = sum(1 for t in tasks if t.status is TaskStatus.SUCCEEDED)
     return "\n".join(
         [

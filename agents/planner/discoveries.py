@@ -56,13 +56,6 @@ def similarity(a: str, b: str) -> float:
     return len(x & y) / len(x | y) if x and y else 0.0
 
 
-def _spent(tasks: Mapping[str, TaskState]) -> Usage:
-    total = Usage()
-    for task in tasks.values():
-        total = total + task.usage
-    return total
-
-
 def judge(
     ticket: TicketState, tasks: Mapping[str, TaskState], report: DiscoveryReport, limits: Limits
 ) -> tuple[DiscoveryVerdict, str]:
@@ -92,7 +85,9 @@ def _refusal(
     taken = [d for d in ticket.discoveries if d.status is not DiscoveryStatus.REJECTED]
     if len(taken) >= limits.max_per_ticket:
         return f"the ticket has {len(taken)} discoveries, its limit"
-    if ticket.budget is not None and (why := ticket.budget.exhausted_by(_spent(tasks))):
+    if ticket.budget is not None and (
+        why := ticket.budget.exhausted_by(Usage.total(t.usage for t in tasks.values()))
+    ):
         return f"the ticket's budget is spent: {why}"
     found = report.discovery
     text = f"{found.title}\n{found.description}"

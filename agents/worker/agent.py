@@ -535,12 +535,8 @@ class Worker(Agent):
         budget = (ticket.budget or Budget()).tightest(self.settings.ticket_budget())
         if budget == Budget():
             return None
-        spent = Usage()
-        for name in ticket.tasks:
-            other = await self.bus.tasks.value(f"{ticket.id}.{name}")
-            if other is not None:
-                spent = spent + other.usage
-        return budget.remaining(spent)
+        found = [await self.bus.tasks.value(f"{ticket.id}.{name}") for name in ticket.tasks]
+        return budget.remaining(Usage.total(t.usage for t in found if t is not None))
 
 
 def _describe(span: Span, outcome: Outcome) -> None:
