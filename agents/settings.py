@@ -118,6 +118,13 @@ class Settings(BaseModel):
     jira_workflow: str | None = None
     jira_started_status: str = "In Progress"
     jira_done_status: str = "Done"
+    # The Jira projects the `jira` tool may touch besides a ticket's own issue's.
+    jira_projects: tuple[str, ...] = ()
+    # Supabase (the `supabase` tool, made by the delivery agent): the Management API, the
+    # project migrations go to, and a personal access token.
+    supabase_api_url: str = "https://api.supabase.com"
+    supabase_project: str | None = Field(default=None, pattern=r"^[a-z0-9]{1,40}$")
+    supabase_token: SecretStr | None = None
     # Discoveries (agents/planner/discoveries.py): how deep a chain of them may go, how
     # many a ticket may take, and the estimate above which one waits for an operator.
     discovery_max_depth: int = Field(default=2, ge=0, le=10)
@@ -191,7 +198,7 @@ class Settings(BaseModel):
     def _split_kinds(cls, value: object) -> object:
         return split_list(value)
 
-    @field_validator("worker_labels", mode="before")
+    @field_validator("worker_labels", "jira_projects", mode="before")
     @classmethod
     def _split_labels(cls, value: object) -> object:
         return split_list(value)

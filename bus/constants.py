@@ -159,6 +159,15 @@ MEMORY_SEARCH = "omoi.memory.search"
 MEMORY_FORGET = "omoi.memory.forget"
 MEMORY_QUEUE = "omoi-memory"
 
+# Integration calls (schemas/integration.py): a coding agent's GitHub, Jira and Supabase
+# tools, through its worker, answered by a delivery agent (which holds the credentials).
+INTEGRATIONS = "omoi.integrations.>"
+INTEGRATIONS_QUEUE = "omoi-integrations"
+
+
+def integration_subject(tool: str, op: str) -> str:
+    return f"omoi.integrations.{tool}.{op}"
+
 
 def agent_inbox(agent_id: str) -> str:
     return f"omoi.agents.{agent_id}.inbox"

@@ -313,6 +313,8 @@ def _table() -> dict[str, Permissions]:
                 ),
                 # What similar past tasks taught, before a coding task starts.
                 c.MEMORY_SEARCH,
+                # Its coding agents' GitHub, Jira and Supabase tools, made by delivery.
+                c.INTEGRATIONS,
                 *_AGENT_EVENTS,
                 *_telemetry("worker"),
                 *_workspaces(write=True),
@@ -348,14 +350,17 @@ def _table() -> dict[str, Permissions]:
                 # Its tracker's own event consumer (Jira comments and transitions).
                 *_pulls(c.EVENTS_STREAM, c.TRACKER_CONSUMER, create=True),
                 c.dlq_subject("events"),
-                *_events("delivery.succeeded", "delivery.failed"),
+                *_events("delivery.succeeded", "delivery.failed", "integration.called"),
                 *_AGENT_EVENTS,
                 *_telemetry("delivery"),
                 *_workspaces(write=False),
                 c.dlq_subject("deliveries"),
             ),
-            subscribe=own("delivery", *_serves("delivery")),
+            subscribe=own("delivery", c.INTEGRATIONS, *_serves("delivery")),
             responds=True,
+            # Integration calls take longer than RESPONSE_WINDOW: answered into the
+            # workers' inboxes.
+            replies_to=("worker",),
             notes="the only role that reports deliveries; holds the credentials that push "
             "to repositories and open pull requests",
         ),

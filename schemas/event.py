@@ -62,6 +62,9 @@ class EventType(StrEnum):
     # operator had forgotten.
     MEMORY_RECORDED = "memory.recorded"
     MEMORY_FORGOTTEN = "memory.forgotten"
+    # A coding agent's GitHub, Jira or Supabase tool call, as the delivery agent made it
+    # (data: tool, op, ok, category, error, clipped arguments).
+    INTEGRATION_CALLED = "integration.called"
     AGENT_STARTED = "agent.started"
     AGENT_STOPPED = "agent.stopped"
     AGENT_STALE = "agent.stale"

@@ -1,10 +1,11 @@
 """A local stand-in for the Jira Cloud REST v3 endpoints Omoi calls, for tests.
 
-Shapes from Atlassian's REST reference: `GET/POST /rest/api/3/issue/{key}/comment`
-(comments whose `body` is an Atlassian Document; 201 on add), `GET/POST
-/rest/api/3/issue/{key}/transitions` (`{"transitions": [{"id", "name", "to": {"name"}}]}`;
-204 on a transition). Basic auth with an email and an API token. Every request is recorded
-so tests assert on what Omoi sent; issues move through a small workflow.
+Shapes from Atlassian's REST reference: `GET /rest/api/3/issue/{key}` (its `fields`:
+summary, status, description as an Atlassian Document, comment); `GET/POST
+/rest/api/3/issue/{key}/comment` (comments whose `body` is an Atlassian Document; 201 on
+add); `GET/POST /rest/api/3/issue/{key}/transitions` (`{"transitions": [{"id", "name",
+"to": {"name"}}]}`; 204 on a transition). Basic auth with an email and an API token.
+Every request is recorded so tests assert on what Omoi sent; issues move through a small workflow.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ WORKFLOW = {"To Do": ["In Progress"], "Ready for Omoi": ["In Progress"],
             "In Progress": ["Done"], "Done": []}  # fmt: skip
 IDS = {"In Progress": "21", "Done": "31"}
 _PATH = re.compile(
-    r"^/rest/api/3/issue/(?P<key>[A-Z][A-Z0-9_]*-\d+)/(?P<what>comment|transitions)$"
+    r"^/rest/api/3/issue/(?P<key>[A-Z][A-Z0-9_]*-\d+)(?:/(?P<what>comment|transitions))?$"
 )
 
 
@@ -40,6 +41,7 @@ class Call:
 class FakeJira(ThreadedReceiver):
     status: dict[str, str] = field(default_factory=dict)  # issue key -> status name
     comments: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    summaries: dict[str, str] = field(default_factory=dict)  # issue key -> summary
     calls: list[Call] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -69,6 +71,8 @@ class FakeJira(ThreadedReceiver):
                     ]
                 }
             key = found["key"]
+            if found["what"] is None:
+                return 200, self._issue(key)
             if found["what"] == "comment":
                 if method == "GET":
                     listed = self.comments.get(key, [])
@@ -87,6 +91,21 @@ class FakeJira(ThreadedReceiver):
                 return 400, {"errorMessages": ["Transition id is not valid"]}
             self.status[key] = target
             return 204, None
+
+    def _issue(self, key: str) -> dict[str, Any]:
+        text = {"type": "text", "text": f"What {key} asks for."}
+        description = {"type": "doc", "version": 1,
+                       "content": [{"type": "paragraph", "content": [text]}]}  # fmt: skip
+        listed = self.comments.get(key, [])
+        return {
+            "key": key,
+            "fields": {
+                "summary": self.summaries.get(key, key),
+                "status": {"name": self.status[key]},
+                "description": description,
+                "comment": {"comments": listed, "total": len(listed)},
+            },
+        }
 
 
 def _handler(fake: FakeJira) -> type[QuietHandler]:

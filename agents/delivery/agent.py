@@ -13,11 +13,14 @@ pull request call that fails) is the report's reason, never a crash; the ticket 
 with its branch for `omoi ticket deliver`.
 
 With Jira configured it also tells a Jira issue how its ticket goes (agents/delivery/tracker.py).
+It answers coding agents' integration calls (agents/delivery/integrations.py): the GitHub,
+Jira and Supabase tools, whose credentials only it holds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -27,6 +30,7 @@ from pydantic import ValidationError
 from agents.base import Agent
 from agents.delivery import body
 from agents.delivery.github import GitHub, GitHubError
+from agents.delivery.integrations import Integrations
 from agents.delivery.jira import Jira
 from agents.delivery.push import Credentials, PushError, default_branch, local_copy, push
 from agents.delivery.tracker import Statuses, Tracker
@@ -79,6 +83,8 @@ class DeliveryAgent(Agent):
     async def main(self) -> None:
         own_http = self.http is None
         self.http = self.http or httpx.AsyncClient(timeout=HTTP_TIMEOUT_S)
+        calls = Integrations(self.bus, self.settings, self.http, self.id, self.redactor)
+        serving = await self.bus.serve(c.INTEGRATIONS, calls.answer, queue=c.INTEGRATIONS_QUEUE)
         try:
             consumer = Consumer(
                 self.bus,
@@ -93,6 +99,8 @@ class DeliveryAgent(Agent):
             )
             await self.consume(consumer, *await self._tracking())
         finally:
+            with contextlib.suppress(Exception):
+                await serving.unsubscribe()
             if own_http:
                 await self.http.aclose()
 

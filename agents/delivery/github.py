@@ -1,7 +1,10 @@
-"""The few GitHub REST calls delivery makes: find a branch's open pull request, open one.
+"""The few GitHub REST calls Omoi makes: find a branch's open pull request, open one; for
+the `github` tool, read an issue and its comments, comment, read a pull request's review
+comments.
 
 Shapes from GitHub's REST reference ("Pulls": list pull requests, create a pull
-request; API version 2022-11-28). The client is given its HTTP session, base URL and
+request, list review comments; "Issues": get an issue, list and create issue comments;
+API version 2022-11-28). The client is given its HTTP session, base URL and
 token; a call that fails says why in a `GitHubError` (the status and GitHub's message),
 after a few tries when the failure may pass (a 5xx, a 429, no connection).
 """
@@ -66,6 +69,25 @@ class GitHub:
         if status != 200 or not isinstance(body, list):
             raise GitHubError(f"listing pull requests failed: {_message(status, body)}", status)
         return _pull(body[0]) if body else None
+
+    async def get(self, path: str, **params: Any) -> Any:
+        """A GET's JSON answer (the integration tools' reads); GitHubError unless 200."""
+        status, body = await self._call("GET", path, params=params or None)
+        if status != 200:
+            raise GitHubError(f"GET {path} failed: {_message(status, body)}", status)
+        return body
+
+    async def comment_once(self, repo: str, number: int, text: str, tag: str) -> str:
+        """Comment on an issue or pull request unless a comment carrying `tag` is there
+        (a call made again adds none); the comment's URL."""
+        path = f"/repos/{repo}/issues/{number}/comments"
+        for comment in await self.get(path, per_page=100):
+            if tag in str(comment.get("body", "")):
+                return str(comment.get("html_url", ""))
+        status, body = await self._call("POST", path, json={"body": f"{text}\n\n{tag}"})
+        if status != 201:
+            raise GitHubError(f"commenting on #{number} failed: {_message(status, body)}", status)
+        return str(body.get("html_url", ""))
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
         for attempt in range(1, TRIES + 1):

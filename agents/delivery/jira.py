@@ -1,6 +1,6 @@
-"""The few Jira Cloud REST calls Omoi makes (API v3): comment on an issue, move it to a
-status. Shapes from Atlassian's REST reference ("Issue comments": get comments, add
-comment; "Issues": get transitions, transition issue). Comments are Atlassian Document
+"""The few Jira Cloud REST calls Omoi makes (API v3): read an issue, comment on it, move it
+to a status. Shapes from Atlassian's REST reference ("Issue comments": get comments, add
+comment; "Issues": get issue, get transitions, transition issue). Comments are Atlassian Document
 Format; each carries a marker naming the Omoi event it reports, so a redelivered event
 finds its comment made and adds none.
 """
@@ -44,6 +44,17 @@ def document(text: str) -> dict[str, Any]:
     }
 
 
+def plain(node: Any) -> str:
+    """An ADF document's text (a paragraph a line); a string stays as it is."""
+    if isinstance(node, str) or node is None:
+        return node or ""
+    if node.get("type") == "text":
+        return str(node.get("text", ""))
+    parts = [plain(child) for child in node.get("content") or []]
+    joiner = "\n" if node.get("type") in ("doc", "bulletList", "orderedList") else ""
+    return joiner.join(parts)
+
+
 class Jira:
     def __init__(self, http: httpx.AsyncClient, base_url: str, email: str, token: str) -> None:
         self.http = http
@@ -65,6 +76,23 @@ class Jira:
         if status != 201:
             raise JiraError(f"commenting on {key} failed: {_message(status, body)}", status)
         return True
+
+    async def read(self, key: str) -> dict[str, Any]:
+        """The issue as the `jira` tool shows it: summary, status, description, comments."""
+        status, body = await self._call(
+            "GET", f"/issue/{key}", params={"fields": "summary,status,description,comment"}
+        )
+        if status != 200:
+            raise JiraError(f"reading {key} failed: {_message(status, body)}", status)
+        fields = body.get("fields") or {}
+        comments = (fields.get("comment") or {}).get("comments", [])
+        return {
+            "key": body.get("key", key),
+            "summary": fields.get("summary"),
+            "status": (fields.get("status") or {}).get("name"),
+            "description": plain(fields.get("description")),
+            "comments": [plain(c.get("body")) for c in comments],
+        }
 
     async def move_to(self, key: str, status_name: str) -> bool:
         """Transition the issue to the status named so (case-insensitive); False when no

@@ -27,6 +27,8 @@ class TeamLink(Protocol):
 
     async def discover(self, n: int, found: Discovery) -> None: ...
 
+    async def call(self, call_id: str, tool: str, op: str, args: dict[str, Any]) -> str: ...
+
 
 @dataclass(frozen=True)
 class ExecutionContext:

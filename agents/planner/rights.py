@@ -45,6 +45,10 @@ class Right(StrEnum):
     # Writing to the ticket's repository: its branch pushed, a pull request opened there
     # with Omoi's credentials.
     PUSH = "push"
+    # Writing to the issue tracker (Jira comments, transitions) with Omoi's credentials.
+    TRACKER = "tracker"
+    # Changing a database (a Supabase migration) with Omoi's credentials.
+    DATABASE = "database"
 
 
 NONE: frozenset[Right] = frozenset()
@@ -128,4 +132,6 @@ _NOUN = {
     Right.GATE_COMMANDS: "gate commands",
     Right.LOCAL_REPOSITORY: "a local repository",
     Right.PUSH: "a push to its repository",
+    Right.TRACKER: "writing to the issue tracker",
+    Right.DATABASE: "changing a database",
 }

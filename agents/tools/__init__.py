@@ -10,7 +10,8 @@ at import time: the planner loads it to check rights and names, and never import
     [project.entry-points."omoi.tools"]
     my_tool = "my_package.omoi_tool:PLUGIN"
 
-Omoi ships `discover` (agents/tools/discover.py), given to every coding agent.
+Omoi ships `discover` (agents/tools/discover.py), given to every coding agent, and
+`github`, `jira` and `supabase` (agents/tools/integrations.py), which a task declares.
 """
 
 from __future__ import annotations
@@ -34,11 +35,13 @@ DEFAULT_TOOLS = ("discover",)
 class ToolContext:
     """What a tool gets in the session: a line to the worker (JSON lines on stdout, which
     the worker turns into NATS messages: a session never holds Omoi's credentials), the
-    workspace, and the task."""
+    workspace, and the task. `call(tool, op, args)` is an integration call (its answer's
+    text), made for the session by the delivery agent (schemas/integration.py)."""
 
     emit: Callable[[Any], None]
     workspace: Path
     task_id: str
+    call: Callable[[str, str, dict[str, Any]], str] = lambda tool, op, args: "not connected"
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -25,6 +26,7 @@ from bus import Bus, BusError, Request
 from bus import constants as c
 from schemas import Event, EventType, TaskState
 from schemas.discovery import Discovery, DiscoveryReport, discovery_depth
+from schemas.integration import IntegrationCall, IntegrationReply
 from schemas.team import TeamMessage
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,8 @@ ANSWER_SYSTEM = (
     "You are a coding agent in a team working on one ticket. Another agent asks you a "
     "question; answer it briefly and precisely from what you know of your own work."
 )
+# The delivery agent retries a provider a few times; past this the call is lost to the tool.
+INTEGRATION_TIMEOUT_S = 60.0
 # A session's ear: (kind, text), kind "message" or "steer".
 Listener = Callable[[str, str], Awaitable[None]]
 
@@ -112,6 +116,30 @@ class Team:
         answer = json.loads(reply).get("answer")
         return str(answer) if answer is not None else None
 
+    async def call(
+        self, task: TaskState, call_id: str, tool: str, op: str, args: dict[str, Any]
+    ) -> str:
+        """An integration call for a running task, made by a delivery agent; what the agent
+        reads back (the provider's answer, or why there is none)."""
+        try:
+            asked = IntegrationCall(id=call_id, ticket_id=task.ticket_id, task=task.name,
+                                    tool=tool, op=op, args=args)  # fmt: skip
+        except ValidationError as exc:
+            return f"not a call: {exc}"
+        subject = c.integration_subject(tool, op)
+        try:
+            raw = await self.bus.request(subject, asked.to_json(), INTEGRATION_TIMEOUT_S,
+                                         ticket_id=task.ticket_id)  # fmt: skip
+        except BusError as exc:
+            return f"no delivery agent answered {tool} {op}: {exc}"
+        try:
+            reply = IntegrationReply.model_validate_json(raw)
+        except ValidationError:
+            return f"an unreadable answer to {tool} {op}"
+        if reply.ok:
+            return reply.result
+        return f"{tool} {op} failed ({reply.category}): {reply.error}"
+
     async def _record(self, task: TaskState, to: str, text: str, kind: str) -> None:
         self._sent += 1
         base = task_event(task, EventType.MESSAGE_SENT, self.agent_id, to=to, message=kind,
@@ -173,6 +201,9 @@ class TaskTeam:
 
     def listen(self, listener: Listener) -> Callable[[], None]:
         return self.team.listen(self.task.ticket_id, listener)
+
+    async def call(self, call_id: str, tool: str, op: str, args: dict[str, Any]) -> str:
+        return await self.team.call(self.task, call_id, tool, op, args)
 
     async def discover(self, n: int, found: Discovery) -> None:
         """A discovery, for the planner to judge (`discovery.reported`); its id names the

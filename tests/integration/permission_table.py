@@ -90,6 +90,15 @@ PUBLISH = [
     ("delivery", c.delivery_subject(T), False),
     ("delivery", c.CMD_TICKET_PULL_REQUEST, False),
     ("worker", c.event_subject(T, "delivery.succeeded"), False),
+    # Integration calls: workers ask for their sessions, the delivery agent alone answers
+    # (into the workers' inboxes) and records them.
+    ("worker", c.integration_subject("github", "comment"), True),
+    ("delivery", f"{inbox_prefix('worker')}.abc", True),
+    ("delivery", f"{inbox_prefix('planner')}.abc", False),
+    ("delivery", c.event_subject(T, "integration.called"), True),
+    ("worker", c.event_subject(T, "integration.called"), False),
+    ("validator", c.integration_subject("supabase", "migrate"), False),
+    ("submitter", c.integration_subject("jira", "comment"), False),
     ("worker", c.delivery_subject(T), False),
     ("validator", c.event_subject(T, "delivery.failed"), False),
     # Pull requests' fates come from the gateway (GitHub's webhooks) or an operator.
@@ -309,6 +318,9 @@ SUBSCRIBE = [
     ("recorder", c.MEMORY_FORGET, True),
     ("worker", c.MEMORY_SEARCH, False),
     ("delivery", c.delivery_subject(T), False),
+    ("delivery", c.INTEGRATIONS, True),
+    ("worker", c.INTEGRATIONS, False),
+    ("recorder", c.integration_subject("github", "comment"), False),
     ("planner", c.SUBMIT_SUBJECT, True),
     ("planner", c.TRUSTED_SUBMIT_SUBJECT, True),
     ("planner", c.CMD_TICKET_CANCEL, True),

@@ -43,7 +43,21 @@ def test_commands_and_local_repositories_need_their_rights() -> None:
     assert needs(repository="/srv/repo", deliver=False) == {Right.LOCAL_REPOSITORY}
     # Delivering (the default with a repository) writes to it: a right of its own.
     assert needs(repository="/srv/repo") == {Right.LOCAL_REPOSITORY, Right.PUSH}
-    assert needs(tasks=[SHELL], gates=GATE_CMD, repository="../x") == set(Right)
+    everything = set(Right) - {Right.TRACKER, Right.DATABASE}
+    assert needs(tasks=[SHELL], gates=GATE_CMD, repository="../x") == everything
+
+
+def test_the_shipped_integration_tools_need_the_rights_of_what_they_write() -> None:
+    # Each writes with Omoi's credentials: the repository, the tracker, a database.
+    assert needs(tasks=[{**AGENT, "tools": ["github"]}]) == {Right.PUSH}
+    assert needs(tasks=[{**AGENT, "tools": ["jira"]}]) == {Right.TRACKER}
+    assert needs(tasks=[{**AGENT, "tools": ["supabase", "discover"]}]) == {Right.DATABASE}
+    submission = TicketSubmission.model_validate(
+        {"title": "t", "tasks": [{**AGENT, "tools": ["supabase"]}]}
+    )
+    with pytest.raises(InvalidTicket) as info:
+        rights.check(submission, rights.NONE)
+    assert "changing a database (tool 'supabase' of task" in info.value.message
 
 
 @pytest.mark.parametrize(

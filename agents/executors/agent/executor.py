@@ -24,6 +24,7 @@ from agents.errors import PermanentFailure, TaskTimeout, TransientFailure
 from agents.executors.agent.prompt import build_prompt
 from agents.executors.agent.protocol import (
     AskLine,
+    CallLine,
     DiscoveryLine,
     InboundLine,
     MessageLine,
@@ -231,22 +232,33 @@ class AgentExecutor:
             try:
                 if b'"kind":"result"' in line:
                     results.append(SessionResult.model_validate_json(line))
-                elif b'"kind":"message"' in line and ctx.team is not None:
-                    sent = MessageLine.model_validate_json(line)
-                    await ctx.team.send(sent.to, sent.text)
-                elif b'"kind":"discovery"' in line and ctx.team is not None:
-                    found = DiscoveryLine.model_validate_json(line)
-                    await ctx.team.discover(found.n, found.discovery)
-                elif b'"kind":"ask"' in line:
-                    inbound.ask(AskLine.model_validate_json(line), ctx.team)
                 elif b'"kind":"model_call"' in line:
                     _record_model_call(ModelCall.model_validate_json(line))
                 elif b'"kind":"progress"' in line:
                     progress = Progress.model_validate_json(line)
                     if ctx.report is not None:
                         await ctx.report(progress.model_dump(exclude={"kind"}))
+                else:
+                    await _team_line(line, ctx.team, inbound)
             except ValidationError:
                 log.debug("unreadable session line: %r", line[:200])
+
+
+async def _team_line(line: bytes, team: TeamLink | None, inbound: Inbound) -> None:
+    """A line for the other agents or the providers: a message, a discovery, a question,
+    an integration call (answered on the session's stdin)."""
+    if b'"kind":"call"' in line:
+        inbound.call(CallLine.model_validate_json(line), team)
+    elif b'"kind":"ask"' in line:
+        inbound.ask(AskLine.model_validate_json(line), team)
+    elif team is None:
+        return
+    elif b'"kind":"message"' in line:
+        sent = MessageLine.model_validate_json(line)
+        await team.send(sent.to, sent.text)
+    elif b'"kind":"discovery"' in line:
+        found = DiscoveryLine.model_validate_json(line)
+        await team.discover(found.n, found.discovery)
 
 
 def _record_model_call(call: ModelCall) -> None:
@@ -321,6 +333,15 @@ class Inbound:
                 found = await team.ask(question.to, question.question, question.timeout_s)
             text = found if found is not None else f"no answer from {question.to} in time"
             self._write(InboundLine(kind="answer", id=question.id, text=text))
+
+        self.asking.append(asyncio.create_task(answer()))
+
+    def call(self, call: CallLine, team: TeamLink | None) -> None:
+        async def answer() -> None:
+            text = "no integrations here (no worker team)"
+            if team is not None:
+                text = await team.call(call.id, call.tool, call.op, call.args)
+            self._write(InboundLine(kind="answer", id=call.id, text=text))
 
         self.asking.append(asyncio.create_task(answer()))
 

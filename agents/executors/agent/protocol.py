@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -77,6 +77,16 @@ class DiscoveryLine(WireModel):
     kind: Literal["discovery"] = "discovery"
     n: int
     discovery: Discovery
+
+
+class CallLine(WireModel):
+    """An integration tool's call (schemas/integration.py); answered like a question."""
+
+    kind: Literal["call"] = "call"
+    id: str
+    tool: str
+    op: str
+    args: dict[str, Any] = Field(default_factory=dict)
 
 
 class AskLine(WireModel):

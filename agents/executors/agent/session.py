@@ -181,7 +181,9 @@ def conversation_usage(conversation: Any) -> Usage:
 def plugin_tools(spec: SessionSpec, mailbox: Mailbox) -> list[str]:
     """The plugin tools the task gets (agents/tools), registered; a missing one is
     reported and left out (intake checks names, but a worker may lack a package)."""
-    ctx = ToolContext(emit=mailbox.emit, workspace=Path(spec.workspace), task_id=spec.task_id)
+    ctx = ToolContext(
+        emit=mailbox.emit, workspace=Path(spec.workspace), task_id=spec.task_id, call=mailbox.call
+    )
     found = tools.installed()
     names: list[str] = []
     for name in spec.tools:

@@ -30,9 +30,11 @@ from openhands.sdk.tool import (
 )
 from pydantic import Field
 
-from agents.executors.agent.protocol import AskLine, HandoffRequest, MessageLine
+from agents.executors.agent.protocol import AskLine, CallLine, HandoffRequest, MessageLine
 
 ASK_TIMEOUT_S = 120.0
+# A provider call is retried by the delivery agent; beyond this the tool says it timed out.
+CALL_TIMEOUT_S = 90.0
 
 
 class Mailbox:
@@ -80,6 +82,16 @@ class Mailbox:
     def ask(self, to: str, question: str, timeout_s: float) -> str | None:
         ask_id = uuid.uuid4().hex
         self.emit(AskLine(id=ask_id, to=to, question=question, timeout_s=timeout_s))
+        return self._answer(ask_id, timeout_s)
+
+    def call(self, tool: str, op: str, args: dict[str, Any]) -> str:
+        """An integration call, through the worker; the reply's text (JSON)."""
+        call_id = uuid.uuid4().hex
+        self.emit(CallLine(id=call_id, tool=tool, op=op, args=args))
+        answer = self._answer(call_id, CALL_TIMEOUT_S)
+        return answer if answer is not None else f"no answer to {tool} {op} in time"
+
+    def _answer(self, ask_id: str, timeout_s: float) -> str | None:
         with self._lock:
             self._lock.wait_for(lambda: ask_id in self._answers, timeout=timeout_s + 5)
             return self._answers.pop(ask_id, None)
