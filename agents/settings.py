@@ -135,6 +135,13 @@ class Settings(BaseModel):
     memory_recall: int = Field(default=5, ge=0, le=50)
     memory_chars: int = Field(default=3000, ge=0)
     memory_timeout_s: float = Field(default=1.0, gt=0)
+    # Embeddings for memory (agents/embeddings.py), made by the recorder through litellm:
+    # the model ("openai/text-embedding-3-small"; unset: full-text search alone), and its
+    # provider's address and key when they are not the chat model's.
+    embedding_model: str | None = None
+    embedding_base_url: str | None = None
+    embedding_api_key: SecretStr | None = None
+    embedding_timeout_s: float = Field(default=10.0, gt=0)
     # The analytics store: events per committed batch, how often readers' files are
     # published, and how long events are kept.
     record_batch: int = Field(default=2000, ge=1, le=100_000)

@@ -62,6 +62,9 @@ class MemoryAnswer(WireModel):
     # What recurs among the hits: an error category that was fixed before, and how.
     playbook: list[str] = Field(default_factory=list)
     took_ms: float = 0.0
+    # How the hits were ranked: by words alone ("bm25"), or by words and meaning fused
+    # ("hybrid": the recorder embedded the query).
+    ranked_by: str = "bm25"
     error: str | None = None
 
 

@@ -3,7 +3,8 @@
 It answers from a script file (see `agents.llm.script`), so the OpenHands SDK and litellm
 can run fully offline against 127.0.0.1. Every response says it is scripted: the model is
 `scripted-model`, the fingerprint `omoi-scripted-model`, and each response carries the
-header `X-Omoi-Scripted-Model: 1`.
+header `X-Omoi-Scripted-Model: 1`. It answers embeddings requests too
+(agents/llm/scripted_embeddings.py).
 
     python -m agents.llm.scripted --script FILE [--host H] [--port P] [--request-log F]
 """
@@ -37,6 +38,7 @@ from agents.llm.script import (
     select,
     stream_events,
 )
+from agents.llm.scripted_embeddings import embeddings_response
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ MODEL_ID = "scripted-model"
 FINGERPRINT = "omoi-scripted-model"
 MAX_BODY_BYTES = 32 * 1024 * 1024
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
+EMBEDDING_PATHS = frozenset({"/v1/embeddings", "/embeddings"})
 
 
 class ScriptedModelServer:
@@ -208,11 +211,18 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(404, _error(message, "not_found"), close=True)
 
     def do_POST(self) -> None:
-        if self.path.split("?", 1)[0] not in CHAT_PATHS:
+        path = self.path.split("?", 1)[0]
+        if path not in CHAT_PATHS and path not in EMBEDDING_PATHS:
             self._not_found()
             return
         request = self._read_json()
         if request is None:
+            return
+        if path in EMBEDDING_PATHS:
+            entry: dict[str, Any] = {"conversation": "embeddings", "turn": 0, "messages": []}
+            entry.update(input=request.get("input"), credential=self._credential())
+            self.app._record(entry)
+            self._send_json(*embeddings_response(request))
             return
         messages = request.get("messages")
         if not isinstance(messages, list):
@@ -225,13 +235,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(400, _error(str(exc), "no_script_match"))
             return
         name, turn = selection.conversation_name, selection.turn_index
-        # Which credential came, as a digest: whether the key reached the model client
-        # is testable, and the key itself is never kept (the request log is a file).
-        auth = self.headers.get("Authorization") or ""
-        credential = hashlib.sha256(auth.encode()).hexdigest() if auth else None
-        self.app._record(
-            {"conversation": name, "turn": turn, "messages": messages, "credential": credential}
-        )
+        self.app._record({"conversation": name, "turn": turn, "messages": messages,
+                          "credential": self._credential()})  # fmt: skip
         answer = reply(selection, messages)
         if answer.delay_s > 0 and self.app._stopping.wait(answer.delay_s):
             self.close_connection = True  # shutting down: hang up without an answer
@@ -242,6 +247,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._stream(answer, include_usage=usage)
         else:
             self._send_json(200, completion(answer, self._envelope("chat.completion")))
+
+    def _credential(self) -> str | None:
+        # Which credential came, as a digest: whether the key reached the model client
+        # is testable, and the key itself is never kept (the request log is a file).
+        auth = self.headers.get("Authorization") or ""
+        return hashlib.sha256(auth.encode()).hexdigest() if auth else None
 
     def _read_json(self) -> dict[str, Any] | None:
         try:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from agents.base import Agent
+from agents.embeddings import Embedder, EmbeddingConfig
 from agents.recorder.memory import MemoryService
 from agents.settings import Settings
 from bus import BatchConsumer, Bus, Delivery, Source
@@ -34,7 +35,11 @@ class Recorder(Agent):
     def __init__(self, bus: Bus, settings: Settings, agent_id: str | None = None) -> None:
         super().__init__(bus, settings, agent_id)
         self.store = EventStore(settings.store_path, settings.published_dir)
-        self.memory = MemoryService(bus, MemoryStore(settings.memory_path), self.id, self.log)
+        config = EmbeddingConfig.from_settings(settings)
+        embedder = Embedder(config) if config is not None else None
+        self.memory = MemoryService(
+            bus, MemoryStore(settings.memory_path), self.id, self.log, embedder
+        )
         self.recorded = 0
 
     async def main(self) -> None:

@@ -5,9 +5,11 @@ similar ticket's coding agent is shown it in its prompt; `omoi memory forget` ta
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from agents.recorder.agent import Recorder
 from agents.scripts.build_demo import create, finish, task
@@ -144,3 +146,58 @@ async def test_omoi_memory_search_and_forget_as_the_operator(
 
 async def _found(bus: Bus, text: str) -> bool:
     return bool((await search(bus, text)).hits)
+
+
+def lesson(i: str, title: str, summary: str) -> Event:
+    record = MemoryRecord(id=f"E{i}.code.g0", ticket_id=f"E{i}", task="code",
+                          phase="implementation", title=title, summary=summary)  # fmt: skip
+    return Event(id=f"E{i}.memory", type=EventType.MEMORY_RECORDED, ticket_id=f"E{i}",
+                 task="code", data=record.model_dump(mode="json"))  # fmt: skip
+
+
+async def test_with_an_embedding_model_a_lesson_is_found_by_meaning(
+    bus: Bus, settings: Settings, short_dir: Path, model_server: ModelFactory, running: Running
+) -> None:
+    server = model_server({"conversations": []})
+    s = with_model(settings, server, short_dir).model_copy(
+        update={"embedding_model": "openai/scripted-embedding"}
+    )
+    await running.start(Recorder(bus, s))
+    await bus.publish_event(lesson("1", "Throttle the API", "A quota of ten calls a second."))
+    await bus.publish_event(lesson("2", "Pagination", "The last page was skipped."))
+
+    # No word of the query is in lesson 1 (throttle, quota, calls): it is found by meaning
+    # once the recorder has embedded it, in the background.
+    async def by_meaning() -> MemoryAnswer | None:
+        answer = await search(bus, "rate limiting requests")
+        return answer if answer.hits else None
+
+    answer = await wait_until(by_meaning, timeout=30)
+    assert answer.ranked_by == "hybrid"
+    assert answer.hits[0].memory.id == "E1.code.g0"
+    embedded = [r for r in server.requests if r["conversation"] == "embeddings"]
+    assert any("Throttle the API" in str(r["input"]) for r in embedded)
+    # The key went to the provider, and nowhere else.
+    assert all(r["credential"] for r in embedded)
+
+
+async def test_without_its_provider_memory_searches_by_words(
+    bus: Bus, settings: Settings, running: Running
+) -> None:
+    with socket.socket() as closed:  # a port nothing listens on once it is closed
+        closed.bind(("127.0.0.1", 0))
+        gone = f"http://127.0.0.1:{closed.getsockname()[1]}/v1"
+    key = SecretStr("sk-embed-0123456789")
+    s = settings.model_copy(
+        update={"embedding_model": "openai/x", "embedding_base_url": gone, "embedding_api_key": key}
+    )
+    await running.start(Recorder(bus, s))
+    await bus.publish_event(lesson("3", "Throttle the API", "A quota of ten calls a second."))
+
+    async def by_words() -> MemoryAnswer | None:
+        answer = await search(bus, "throttle quota")
+        return answer if answer.hits else None
+
+    answer = await wait_until(by_words, timeout=30)
+    assert answer.ranked_by == "bm25" and answer.hits[0].memory.id == "E3.code.g0"
+    assert not (await search(bus, "rate limiting requests")).hits

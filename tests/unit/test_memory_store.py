@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from agents import memory
+from agents.llm.scripted_embeddings import embed, embeddings_response
 from benchmarks.scenarios.recall import labelled, recall_at_5
 from schemas import Phase, TaskResult, TaskState, TaskStatus
 from schemas.memory import MemoryAnswer, MemoryHit, MemoryRecord
@@ -101,3 +102,43 @@ def test_recall_at_5_on_the_labelled_set(tmp_path: Path) -> None:
         assert recall_at_5(store, queries) >= 0.8
     finally:
         store.close()
+
+
+def test_a_vector_finds_a_lesson_that_shares_no_word_and_fuses_with_bm25(tmp_path: Path) -> None:
+    store = MemoryStore(tmp_path / "v.duckdb").open()
+    lessons = [
+        record("a", title="Throttle the API", summary="a quota per client, ten calls a second"),
+        record("b", title="Pagination", summary="the last page of results was skipped"),
+        record("c", title="Rate limit logins", summary="lock out after five failed logins"),
+    ]
+    try:
+        store.add(lessons)
+        assert store.unembedded(["a", "b", "c", "zz"]) == ["a", "b", "c"]
+        assert store.add_vectors({r.id: embed(r.text()) for r in lessons[:2]}) == 2
+        assert store.add_vectors({"a": embed("again"), "zz": embed("not kept")}) == 0
+        assert store.unembedded(["a", "b", "c"]) == ["c"]
+        query = "rate limiting requests"
+        # By words, "rate limit" is only in c; by meaning, a (throttle, quota, calls) is
+        # as near, and it has a vector while c has none.
+        assert [h.memory.id for h in store.search(query, 2)] == ["c"]
+        fused = store.search(query, 2, vector=embed(query))
+        assert {h.memory.id for h in fused} == {"a", "c"}
+        # A vector of another model's length is not compared; excluded tickets stay out.
+        assert [h.memory.id for h in store.search("zzz", 3, vector=[1.0, 0.0])] == []
+        assert store.search(query, 3, exclude_ticket="T1", vector=embed(query)) == []
+        assert store.forget("a") and store.unembedded(["a"]) == []
+        assert "a" not in {h.memory.id for h in store.search(query, 3, vector=embed(query))}
+    finally:
+        store.close()
+
+
+def test_scripted_embeddings_put_words_of_one_meaning_close() -> None:
+    def cosine(x: str, y: str) -> float:
+        return sum(a * b for a, b in zip(embed(x), embed(y), strict=True))
+
+    assert abs(sum(v * v for v in embed("any text")) - 1) < 1e-4
+    assert cosine("throttle calls", "rate limit requests") > 0.7
+    assert cosine("throttle calls", "fix pagination") < 0.3
+    status, answer = embeddings_response({"input": ["a", "b"], "model": "x"})
+    assert status == 200 and [d["index"] for d in answer["data"]] == [0, 1]
+    assert embeddings_response({"input": 3})[0] == 400

@@ -266,6 +266,10 @@ def test_raw_endpoints_and_errors(server: ScriptedModelServer) -> None:
     assert status == 404 and json.loads(body)["error"]["code"] == "not_found"
     assert headers["X-Omoi-Scripted-Model"] == "1"
     status, _, body = post(f"{server.url}/embeddings", {"input": "x"})
+    assert status == 200 and len(json.loads(body)["data"][0]["embedding"]) == 256
+    status, _, body = post(f"{server.url}/embeddings", {"input": []})
+    assert status == 400 and json.loads(body)["error"]["code"] == "bad_input"
+    status, _, body = post(f"{server.url}/completions", {"prompt": "x"})
     assert status == 404
     status, _, body = post(f"{server.url}/chat/completions", b"{not json")
     assert status == 400 and json.loads(body)["error"]["code"] == "bad_json"
