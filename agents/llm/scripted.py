@@ -164,6 +164,9 @@ def _error(message: str, code: str) -> dict[str, Any]:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "OmoiScriptedModel/1"
+    # Headers and body go out as two writes: with Nagle's algorithm on, a kept-alive
+    # client's delayed ACK held every answer back 40 ms.
+    disable_nagle_algorithm = True
 
     @property
     def app(self) -> ScriptedModelServer:

@@ -6,6 +6,9 @@ synthetic memories up to 10,000, made from the same vocabulary so they compete f
 same words. Then:
 - `search_p95_ms`, `search_p50_ms`: a search as a worker asks it, `omoi.memory.search` on
   a real nats-server to the recorder's memory service, round trip included;
+- `hybrid_search_p95_ms`, `..._p50_ms`: the same with an embedding model (the scripted
+  model's `/v1/embeddings` through litellm, 256 dimensions): each search embeds its text
+  and fuses the BM25 ranking with the nearest vectors;
 - `recall_at_5`: the share of each new task's relevant past tasks among its first five
   hits, averaged, over the labelled set alone (the figure the target is on), and
   `recall_at_5_among` with the 10,000 other memories about other work around it.
@@ -21,6 +24,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
+from agents.embeddings import Embedder, EmbeddingConfig
+from agents.llm.script import Script
+from agents.llm.scripted import ScriptedModelServer
+from agents.llm.scripted_embeddings import embed
 from agents.recorder.memory import MemoryService
 from benchmarks.common import BenchConfig, Metric
 from bus import Bus
@@ -113,33 +122,57 @@ async def run(cfg: BenchConfig) -> list[Metric]:
     server = EmbeddedNatsServer(cfg.workdir / "recall-nats", port=0)
     url = await server.start()
     bus = await Bus.connect(url, name="bench-recall", topology=TopologyConfig())
+    model = ScriptedModelServer(Script(conversations=[]))
+    model.start()
     store = MemoryStore(cfg.workdir / "recall.duckdb")
-    service = MemoryService(bus, store, "bench-recorder", logging.getLogger(SCENARIO))
+    log = logging.getLogger(SCENARIO)
     try:
-        await service.start()
+        words = MemoryService(bus, store, "bench-recorder", log)
+        await words.start()
         memories = real + synthetic(real, total - len(real))
         for start in range(0, len(memories), 1000):
             store.add(memories[start : start + 1000])
         recall = recall_at_5(store, queries)
-        timings = []
-        for _ in range(ROUNDS):
-            for q in queries:
-                body = MemoryQuery(text=q["text"], limit=5, exclude_ticket="new").to_json()
-                started = time.perf_counter()
-                answer = MemoryAnswer.model_validate_json(
-                    await bus.request(c.MEMORY_SEARCH, body, timeout=5.0)
-                )
-                timings.append((time.perf_counter() - started) * 1000)
-                assert answer.ok, answer.error
+        timings = await _searches(bus, queries)
         stored = store.count()
+        await words.stop()
+        # The same searches by words and meaning: each embeds its query through litellm
+        # (the scripted model's /v1/embeddings), the lessons embedded beforehand.
+        store.open()
+        store.add_vectors({m.id: embed(m.text()) for m in memories})
+        store.close()
+        config = EmbeddingConfig("openai/scripted-embedding", SecretStr("sk-bench"), model.url)
+        both = MemoryService(bus, store, "bench-recorder", log, Embedder(config))
+        await both.start()
+        hybrid = await _searches(bus, queries, ranked_by="hybrid")
+        await both.stop()
     finally:
-        await service.stop()
+        model.stop()
         await bus.close()
         await server.stop()
     params = {"memories": stored}
     return [
         Metric(SCENARIO, "search_p50_ms", percentile(timings, 0.5), "ms", params),
         Metric(SCENARIO, "search_p95_ms", percentile(timings, 0.95), "ms", params),
+        Metric(SCENARIO, "hybrid_search_p50_ms", percentile(hybrid, 0.5), "ms", params),
+        Metric(SCENARIO, "hybrid_search_p95_ms", percentile(hybrid, 0.95), "ms", params),
         Metric(SCENARIO, "recall_at_5", recall_alone, "share", {"memories": len(real)}),
         Metric(SCENARIO, "recall_at_5_among", recall, "share", params),
     ]
+
+
+async def _searches(
+    bus: Bus, queries: list[dict[str, Any]], ranked_by: str = "bm25"
+) -> list[float]:
+    timings = []
+    for _ in range(ROUNDS):
+        for q in queries:
+            body = MemoryQuery(text=q["text"], limit=5, exclude_ticket="new").to_json()
+            started = time.perf_counter()
+            answer = MemoryAnswer.model_validate_json(
+                await bus.request(c.MEMORY_SEARCH, body, timeout=5.0)
+            )
+            timings.append((time.perf_counter() - started) * 1000)
+            assert answer.ok, answer.error
+            assert answer.ranked_by == ranked_by, answer.ranked_by
+    return timings
