@@ -180,6 +180,9 @@ class Settings(BaseModel):
     # steering message from its trajectory, else the rules' own advice is sent.
     guardian_stuck_steps: int = Field(default=4, ge=2)
     guardian_model_review: bool = False
+    # A held discovery whose estimate is at most this (and that opens no phase) the
+    # guardian approves on its own; any other it proposes.
+    guardian_discovery_usd: float = Field(default=5.0, ge=0)
     guardian_autonomous: tuple[InterventionKind, ...] = tuple(InterventionKind)
     # How often a running agent task may publish a task.progress event.
     progress_interval_s: float = Field(default=2.0, gt=0)

@@ -139,6 +139,7 @@ GUARDIAN_EVENT_FILTERS = (
     "omoi.events.*.task.retrying",
     "omoi.events.*.task.failed",
     "omoi.events.*.task.progress",
+    "omoi.events.*.discovery.held",
 )
 GUARDIAN_APPROVE = "omoi.guardian.approve"
 GUARDIAN_UNDO = "omoi.guardian.undo"

@@ -430,6 +430,8 @@ def _table() -> dict[str, Permissions]:
                 c.CMD_TICKET_RESUME,
                 c.CMD_TICKET_PRIORITY,
                 c.CMD_TASK_CANCEL,
+                # Approving a held discovery within its limit.
+                c.CMD_TICKET_DISCOVERY,
                 c.event_subject("_agents", "guardian.>"),
                 # Steering a stuck agent: a message into its worker's inbox.
                 c.AGENT_INBOXES,

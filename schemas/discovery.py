@@ -61,6 +61,10 @@ class DiscoveryState(WireModel):
     status: DiscoveryStatus
     reason: str = ""
     task: str | None = None  # the task made of it
+    # Why it waits, while it does: it opens a phase with no work yet, or its estimate is
+    # over the planner's threshold (`estimate_usd`). The guardian reads both.
+    held_for: Literal["phase", "estimate"] | None = None
+    estimate_usd: float | None = None
     report: DiscoveryReport | None = None  # kept while held, to make the task on approval
 
 

@@ -31,6 +31,9 @@ class InterventionKind(StrEnum):
     # The ticket of a starved task goes to `priority` (its queued tasks move to the urgent
     # lane); undone by setting back `previous_priority`.
     RAISE_PRIORITY = "raise_priority"
+    # A discovery the planner held becomes a task (target: the discovery's id, which
+    # begins with its ticket's): final, like an operator's approval.
+    APPROVE_DISCOVERY = "approve_discovery"
 
 
 REVERSIBLE = frozenset(

@@ -1,6 +1,6 @@
-"""The guardian: reads the monitor's findings and task failures off the events stream,
-decides (agents/guardian/policy.py), and applies what is within its authority or records
-a proposal. Operators approve proposals and undo interventions through it
+"""The guardian: reads the monitor's findings, task failures and held discoveries off the
+events stream, decides (agents/guardian/policy.py), and applies what is within its
+authority or records a proposal. Operators approve proposals and undo interventions through it
 (`omoi guardian approve|undo`, request/reply on `omoi.guardian.approve|undo`).
 
 Every step is an `Intervention` in `omoi_interventions`, written compare-and-set, told
@@ -27,6 +27,7 @@ from agents.guardian.policy import (
     on_anomaly,
     on_crash_loop,
     on_failure,
+    on_held_discovery,
     on_stuck,
     steering,
     stuck_on,
@@ -40,6 +41,7 @@ from bus.trace_context import bind_ticket
 from schemas import AGENTS_TOKEN, Event, EventType, utcnow
 from schemas.anomaly import Anomaly
 from schemas.audit import AuditAction, AuditEntry, AuditOutcome, clip
+from schemas.discovery import DiscoveryState, DiscoveryStatus
 from schemas.guardian import (
     Intervention,
     InterventionKind,
@@ -73,6 +75,7 @@ def guardian_rules(settings: Settings) -> GuardianRules:
         poison_workers=settings.guardian_poison_workers,
         stuck_steps=settings.guardian_stuck_steps,
         autonomous=frozenset(settings.guardian_autonomous),
+        discovery_usd=settings.guardian_discovery_usd,
     )
 
 
@@ -146,11 +149,25 @@ class Guardian(Agent):
             return on_crash_loop(event.id, loop, await self._fleet(), self.rules, self.id)
         if event.type is EventType.TASK_PROGRESS and event.task and event.agent:
             return await self._progressed(event, event.task, event.agent)
+        if event.type is EventType.DISCOVERY_HELD:
+            return await self._held(event)
         if event.type in (EventType.TASK_RETRYING, EventType.TASK_FAILED) and event.task:
             bind_ticket(event.ticket_id, event.task)
             task = await self.bus.tasks.value(task_key(event.ticket_id, event.task))
             return on_failure(task, self.rules, self.id) if task is not None else []
         return []
+
+    async def _held(self, event: Event) -> list[Decision]:
+        """A held discovery, as the ticket keeps it now (an operator may have decided it)."""
+        bind_ticket(event.ticket_id, event.task)
+        reported = DiscoveryState.model_validate(event.data)
+        ticket = await self.bus.tickets.value(event.ticket_id)
+        held = (
+            next((d for d in ticket.discoveries if d.id == reported.id), None) if ticket else None
+        )
+        if held is None or held.status is not DiscoveryStatus.HELD:
+            return []
+        return on_held_discovery(event.id, held, self.rules, self.id)
 
     async def _progressed(self, event: Event, task: str, worker: str) -> list[Decision]:
         attempt = int(event.data.get("attempt", 0))

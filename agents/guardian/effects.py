@@ -3,7 +3,7 @@
 Each effect is idempotent, so applying an intervention again after a crash (or twice from
 two guardians) leaves the same result: a quarantine is a key put or deleted; pausing and
 resuming a ticket already so is answered as done; holding a held child changes nothing;
-cancelling a finished task is no error.
+cancelling a finished task is no error; a discovery decided meanwhile stays decided.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from bus import Bucket, Bus, BusError
 from bus import constants as c
 from schemas import CancelTask, PauseTicket, Reply, ResumeTicket, SetPriority
 from schemas.common import Priority
+from schemas.discovery import DiscoveryDecision
 from schemas.guardian import Intervention, InterventionKind, Quarantine
 from schemas.supervisor import HoldReply, HoldRequest
 from schemas.team import TeamMessage
@@ -44,10 +45,12 @@ class Effects:
             return await self._steer(iv)
         if iv.kind is InterventionKind.RAISE_PRIORITY:
             return await self._priority(iv, iv.priority or "high", f"guardian: {iv.reason}")
+        if iv.kind is InterventionKind.APPROVE_DISCOVERY:
+            return await self._approve_discovery(iv)
         if iv.kind is InterventionKind.CANCEL_TASK:
             body_task = CancelTask(task_id=iv.target, reason=f"guardian: {iv.reason}")
             reply = await self._command(
-                c.CMD_TASK_CANCEL, body_task.model_dump_json().encode(), finished_is_done=True
+                c.CMD_TASK_CANCEL, body_task.model_dump_json().encode(), done_if="already_finished"
             )
             return f"task {iv.target} cancelled" if not reply.error else reply.error.message
         raise InterventionError(f"no effect for {iv.kind}")
@@ -76,11 +79,22 @@ class Effects:
     async def _priority(self, iv: Intervention, priority: Priority, reason: str) -> str:
         body = SetPriority(ticket_id=iv.target, priority=priority, reason=reason)
         reply = await self._command(
-            c.CMD_TICKET_PRIORITY, body.model_dump_json().encode(), finished_is_done=True
+            c.CMD_TICKET_PRIORITY, body.model_dump_json().encode(), done_if="already_finished"
         )
         if reply.error:
             return reply.error.message
         return f"ticket {iv.target} is {priority}"
+
+    async def _approve_discovery(self, iv: Intervention) -> str:
+        ticket_id = iv.target.rsplit(".", 2)[0]  # a discovery id: <ticket>.<task>.<n>
+        body = DiscoveryDecision(ticket_id=ticket_id, discovery_id=iv.target, approve=True,
+                                 reason=f"approved by the guardian: {iv.reason}")  # fmt: skip
+        reply = await self._command(
+            c.CMD_TICKET_DISCOVERY, body.model_dump_json().encode(), done_if="not_found"
+        )
+        if reply.error:
+            return f"discovery {iv.target} was decided already"
+        return f"discovery {iv.target} approved: a task is made of it"
 
     async def _steer(self, iv: Intervention) -> str:
         """Into the worker's inbox, which says it into the ticket's running conversations."""
@@ -109,7 +123,9 @@ class Effects:
         if not reply.ok:
             raise InterventionError(reply.error or f"the supervisor of {host} refused")
 
-    async def _command(self, subject: str, data: bytes, *, finished_is_done: bool = False) -> Reply:
+    async def _command(self, subject: str, data: bytes, *, done_if: str | None = None) -> Reply:
+        """The planner's reply; InterventionError unless it is ok or refused only as
+        `done_if` (a category that means the work is done already)."""
         try:
             raw = await self.bus.request(subject, data, COMMAND_TIMEOUT_S)
         except BusError as exc:
@@ -118,7 +134,7 @@ class Effects:
         if reply.ok:
             return reply
         category = reply.error.category if reply.error else "error"
-        if finished_is_done and category == "already_finished":
+        if done_if is not None and category == done_if:
             return reply
         message = reply.error.message if reply.error else "refused"
         raise InterventionError(f"{category}: {message}")

@@ -7,11 +7,13 @@ Its authority (docs/architecture.md, "Guardian"):
   a ticket whose task is poison and cancel that task; tell a coding agent that keeps
   running the same command to step back (`task.progress`: rules decide it is stuck, a
   model may word the advice); raise the priority of a ticket whose task starved in the
-  normal lane to `high` (`anomaly.detected`, starved);
+  normal lane to `high` (`anomaly.detected`, starved); approve a discovery the planner
+  held for its estimate when that is within its own limit (`discovery.held`);
 - proposed, for an operator to approve: quarantining a worker that is only slow or costly
   (it still finishes its work), holding an agent that is no worker (a planner, say) or
   whose role it cannot tell, and anything that would leave one of the worker's phase and
-  capability pairs with nobody to take it.
+  capability pairs with nobody to take it; a held discovery that opens a phase, or whose
+  estimate is over its limit.
 Which kinds it may apply alone is a setting (`OMOI_GUARDIAN_AUTONOMOUS`); the rest it
 proposes too.
 """
@@ -27,6 +29,7 @@ from datetime import datetime
 from schemas import Heartbeat, TaskState
 from schemas.anomaly import Anomaly, AnomalyKind
 from schemas.common import PRIORITIES
+from schemas.discovery import DiscoveryState
 from schemas.guardian import REVERSIBLE, Intervention, InterventionKind, InterventionStatus
 
 # Findings that say a worker is broken, and those that say it is merely worse.
@@ -43,6 +46,8 @@ class GuardianRules:
     stuck_steps: int = 4
     # The kinds it applies on its own authority; any other it proposes.
     autonomous: frozenset[InterventionKind] = frozenset(InterventionKind)
+    # A held discovery estimated at most this it approves alone.
+    discovery_usd: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -326,3 +331,24 @@ def on_stuck(
     alone = kind in rules.autonomous
     iv = _intervention(kind, task_id, trigger, reason, evidence, decided_by, alone)
     return Decision(iv.model_copy(update={"message": message, "worker": worker}), apply=alone)
+
+
+def on_held_discovery(
+    trigger: str, held: DiscoveryState, rules: GuardianRules, decided_by: str
+) -> list[Decision]:
+    """Approve a discovery held only for its cost when the cost is within the guardian's
+    limit; propose approving any other (an operator decides: `omoi guardian approve`)."""
+    kind = InterventionKind.APPROVE_DISCOVERY
+    estimate = held.estimate_usd or 0.0
+    evidence = [f"discovery {held.id} from task {held.from_task}: {held.title}", held.reason]
+    if held.held_for == "phase":
+        why = "it opens a phase: an operator's call"
+    elif estimate > rules.discovery_usd:
+        why = f"its estimate ${estimate:.2f} is over the guardian's ${rules.discovery_usd:.2f}"
+    else:
+        alone = kind in rules.autonomous
+        reason = f"its estimate ${estimate:.2f} is within the guardian's ${rules.discovery_usd:.2f}"
+        iv = _intervention(kind, held.id, trigger, reason, evidence, decided_by, alone)
+        return [Decision(iv, apply=alone)]
+    iv = _intervention(kind, held.id, trigger, why, evidence, decided_by, False)
+    return [Decision(iv, apply=False)]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from agents.errors import CommandError
 from agents.planner.merges import leaves
@@ -61,15 +62,26 @@ def judge(
 ) -> tuple[DiscoveryVerdict, str]:
     if (why := _refusal(ticket, tasks, report, limits)) is not None:
         return "reject", why
+    if (held := hold_cause(ticket, tasks, report, limits)) is not None:
+        return "hold", held[1]
+    return "accept", "new work, within the ticket's limits"
+
+
+def hold_cause(
+    ticket: TicketState, tasks: Mapping[str, TaskState], report: DiscoveryReport, limits: Limits
+) -> tuple[Literal["phase", "estimate"], str] | None:
+    """Why a discovery the ticket could take waits for approval (cause, reason), if it does."""
     found = report.discovery
     phase = found.phase or DEFAULT_PHASE[found.kind]
     if phase_index(phase) > phase_index(ticket.phase) and not any(
         t.phase is phase for t in tasks.values()
     ):
-        return "hold", f"it opens the {phase.value} phase, which has no work yet"
+        return "phase", f"it opens the {phase.value} phase, which has no work yet"
     if found.estimate_usd is not None and found.estimate_usd > limits.approval_usd:
-        return "hold", f"its estimate ${found.estimate_usd:.2f} is over ${limits.approval_usd:.2f}"
-    return "accept", "new work, within the ticket's limits"
+        return "estimate", (
+            f"its estimate ${found.estimate_usd:.2f} is over ${limits.approval_usd:.2f}"
+        )
+    return None
 
 
 def _refusal(
@@ -147,6 +159,7 @@ def decided(ticket: TicketState, decision: DiscoveryDecision, task: str | None) 
     held.reason = decision.reason
     held.task = task
     held.report = None
+    held.held_for = None
     if task is not None and task not in ticket.tasks:
         ticket.tasks.append(task)
     ticket.updated_at = utcnow()
@@ -172,10 +185,12 @@ class Desk:
             await self.bus.tasks.create(task.id, task)
         status = {"accept": DiscoveryStatus.ACCEPTED, "reject": DiscoveryStatus.REJECTED,
                   "hold": DiscoveryStatus.HELD}[verdict]  # fmt: skip
+        held = hold_cause(ticket, tasks, report, self.limits) if verdict == "hold" else None
         state = DiscoveryState(
             id=report.id, from_task=report.from_task, kind=report.discovery.kind,
             title=report.discovery.title, status=status, reason=reason,
             task=task.name if task else None, report=report if verdict == "hold" else None,
+            held_for=held[0] if held else None, estimate_usd=report.discovery.estimate_usd,
         )  # fmt: skip
         if await self.bus.tickets.update(ticket.id, lambda t: recorded(t, state)) is None:
             return

@@ -115,7 +115,9 @@ PUBLISH = [
     ("planner", c.event_subject(T, "discovery.held"), True),
     ("validator", c.event_subject(T, "discovery.reported"), False),
     ("operator", c.CMD_TICKET_DISCOVERY, True),
-    ("guardian", c.CMD_TICKET_DISCOVERY, False),
+    # The guardian approves a held discovery within its limit (agents/guardian/policy.py).
+    ("guardian", c.CMD_TICKET_DISCOVERY, True),
+    ("monitor", c.CMD_TICKET_DISCOVERY, False),
     # Memory: workers and people search it; operators forget; the recorder answers.
     ("worker", c.MEMORY_SEARCH, True),
     ("worker", c.event_subject(T, "memory.recorded"), True),

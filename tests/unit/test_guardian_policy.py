@@ -15,6 +15,7 @@ from agents.guardian.policy import (
     on_anomaly,
     on_crash_loop,
     on_failure,
+    on_held_discovery,
     on_stuck,
     poison_workers,
     steering,
@@ -23,6 +24,7 @@ from agents.guardian.policy import (
 )
 from schemas import Heartbeat, Phase, TaskState, TaskStatus, utcnow
 from schemas.anomaly import Anomaly, AnomalyKind
+from schemas.discovery import DiscoveryState, DiscoveryStatus
 from schemas.guardian import InterventionKind, InterventionStatus
 from schemas.task import AttemptError
 
@@ -196,3 +198,31 @@ def test_a_stuck_agent_is_steered_once_per_command_it_is_stuck_on() -> None:
         InterventionKind.STEER_AGENT, "T.a", stuck_trigger("T.a", 2, "make")
     )
     assert "ran `make` 4 times" in steering("make", trail)
+
+
+def held(held_for: str, estimate: float | None) -> DiscoveryState:
+    return DiscoveryState.model_validate({
+        "id": "T1.code.0-1-2", "from_task": "code", "kind": "bug", "title": "Cache never expires",
+        "status": DiscoveryStatus.HELD, "reason": "held", "held_for": held_for,
+        "estimate_usd": estimate,
+    })  # fmt: skip
+
+
+def test_a_held_discovery_is_approved_within_the_guardians_limit_and_proposed_beyond() -> None:
+    (cheap,) = on_held_discovery("ev-1", held("estimate", 2.5), RULES, "g-1")
+    assert cheap.apply and cheap.intervention.autonomous
+    iv = cheap.intervention
+    assert (iv.kind, iv.target) == (InterventionKind.APPROVE_DISCOVERY, "T1.code.0-1-2")
+    assert not iv.reversible and "within the guardian's $5.00" in iv.reason
+    (dear,) = on_held_discovery("ev-1", held("estimate", 5.01), RULES, "g-1")
+    assert not dear.apply and "over the guardian's $5.00" in dear.intervention.reason
+    (phase,) = on_held_discovery("ev-1", held("phase", None), RULES, "g-1")
+    assert not phase.apply and "opens a phase" in phase.intervention.reason
+    assert phase.intervention.status is InterventionStatus.PROPOSED
+    # Not among its autonomous kinds: even a cheap one is only proposed.
+    rules = GuardianRules(autonomous=frozenset({InterventionKind.PAUSE_TICKET}))
+    (asked,) = on_held_discovery("ev-1", held("estimate", 0.5), rules, "g-1")
+    assert not asked.apply and not asked.intervention.autonomous
+    # One finding, one intervention.
+    again = on_held_discovery("ev-1", held("estimate", 2.5), RULES, "g-1")[0].intervention
+    assert again.id == iv.id
