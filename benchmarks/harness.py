@@ -42,6 +42,7 @@ SCENARIOS = (
     "anomalies",
     "analytics",
     "gateway",
+    "ticket_reads",
     "memory",
     "recall",
     "recovery",
@@ -121,6 +122,12 @@ TARGETS = (
            100, False, "ms", strict=True),
     Target("gateway p99 < 20 ms at 1k req/s", "gateway", "p99_ms", {"rate": 1000},
            20, False, "ms", strict=True, needs=("achieved_rate", 950)),
+    *(
+        Target(f"ticket reads: {what} p95 < 50 ms at 100k tickets", "ticket_reads",
+               f"{name}_p95_ms", {"tickets": 100_000}, 50, False, "ms", strict=True)
+        for name, what in (("page", "a page"), ("filtered", "a filtered page"),
+                           ("dashboard", "the dashboard"))
+    ),
     Target("memory retrieval p95 < 50 ms over 10k memories", "recall", "search_p95_ms",
            {"memories": 10_000}, 50, False, "ms", strict=True),
     Target("memory retrieval with embeddings p95 < 50 ms over 10k memories", "recall",

@@ -30,6 +30,7 @@ from bus.objects import ObjectBucket
 from bus.retry import Outage, Patience
 from bus.settle import DeadLetter
 from bus.state import Bucket, stream_subjects
+from bus.ticket_index import TicketIndex
 from bus.topology import TopologyConfig, ensure_consumer, provision, task_consumer_config
 from bus.trace_context import headers_for
 from schemas import Event, Heartbeat, TaskDispatch, TaskState, TicketState
@@ -151,6 +152,14 @@ class Bus:
             mirror = MirroredBucket(kv, model, self.patience, stream=c.kv_stream(name))
             await mirror.start(self.admin)
         return mirror
+
+    async def index_tickets(self) -> TicketIndex:
+        """Every ticket's order and status, kept current by a watch (bus/ticket_index.py):
+        what pages of tickets are read from; `stop()` it when done."""
+        index = TicketIndex(self.patience)
+        with as_bus_errors("indexing tickets"):
+            await index.start(self.admin, self.js)
+        return index
 
     async def mirror_state(self) -> None:
         """Read tickets and tasks from in-memory mirrors that KV watches keep current.

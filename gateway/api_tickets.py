@@ -133,10 +133,10 @@ class TicketController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
         offset: Annotated[int, QueryParameter(ge=0, le=1_000_000)] = 0,
     ) -> TicketPage:
-        found = await reads.tickets(ctx.bus, status=status, phase=phase)
-        return TicketPage(
-            items=found[offset : offset + limit], total=len(found), limit=limit, offset=offset
+        items, total = await reads.tickets(
+            ctx.bus, ctx.index, status=status, phase=phase, limit=limit, offset=offset
         )
+        return TicketPage(items=items, total=total, limit=limit, offset=offset)
 
     @get("/{ticket_id:str}", summary="One ticket", responses=problems(404))
     async def get_ticket(self, ctx: Ctx, ticket_id: TicketId) -> TicketState:

@@ -20,6 +20,7 @@ from bus.audit import AuditTrail
 from bus.mirror import MirroredBucket
 from bus.registry import DISCOVERY_STALL_S, DISCOVERY_TIMEOUT_S
 from bus.span_shipper import SpanShipper
+from bus.ticket_index import TicketIndex
 from gateway.auth import SessionCodec
 from gateway.github_hooks import RecentDeliveries
 from gateway.problems import ApiProblem
@@ -85,6 +86,8 @@ class GatewayContext:
     connected: Bus | None = None
     # The watched copy of `omoi_tokens` and the audit trail, while connected.
     tokens: MirroredBucket[ApiToken] | None = None
+    # Every ticket's order and status, watched: pages of tickets are read from it.
+    ticket_index: TicketIndex | None = None
     audit: AuditTrail | None = None
     # Where the gateway's spans go once connected (None: tracing is off).
     span_shipper: SpanShipper | None = None
@@ -98,6 +101,7 @@ class GatewayContext:
     async def attach(self, bus: Bus) -> None:
         """Start checking tokens and auditing over `bus`; routes work from now on."""
         self.tokens = await bus.watch_bucket(c.TOKENS_BUCKET, ApiToken)
+        self.ticket_index = await bus.index_tickets()
         self.audit = AuditTrail(bus, fold_s=self.options.audit_fold_s)
         if self.span_shipper is not None:
             self.span_shipper.buffer.attach(bus)
@@ -119,14 +123,23 @@ class GatewayContext:
             raise ApiProblem(503, "nats-unavailable", "the gateway is not connected to NATS (yet)")
         return self.connected
 
+    @property
+    def index(self) -> TicketIndex:
+        if self.ticket_index is None:
+            raise ApiProblem(503, "nats-unavailable", "the gateway is not connected to NATS (yet)")
+        return self.ticket_index
+
     async def release(self) -> Bus | None:
         """Forget the connection (routes answer 503 from now on), after sending the audit
         entries still in flight; hands the connection back to close."""
         audit, tokens, self.audit, self.tokens = self.audit, self.tokens, None, None
+        index, self.ticket_index = self.ticket_index, None
         if audit is not None:
             await audit.flush()
         if tokens is not None:
             await tokens.stop()
+        if index is not None:
+            await index.stop()
         if self.span_shipper is not None:
             await self.span_shipper.stop()
         bus, self.connected = self.connected, None

@@ -113,7 +113,7 @@ class DashboardController(Controller):
     async def index(self, ctx: Ctx) -> Template:
         since = await streams.last_seq(ctx.bus, c.EVENTS_STREAM)
         found, agents, failures, drawn, alerts, interventions = await asyncio.gather(
-            reads.tickets(ctx.bus),
+            reads.tickets(ctx.bus, ctx.index, limit=ctx.options.dashboard_tickets),
             reads.agents(ctx.bus, ctx.options.stale_beats),
             _failures(ctx),
             draw_charts(ctx.reader),
@@ -124,8 +124,8 @@ class DashboardController(Controller):
             "index.html",
             context={
                 "since": since,
-                "tickets": found[: ctx.options.dashboard_tickets],
-                "total": len(found),
+                "tickets": found[0],
+                "total": found[1],
                 "agents": agents,
                 "charts": drawn,
                 "alerts": alerts,

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from bus import Bus
 from bus import constants as c
 from bus.streams import StreamEntry
+from bus.ticket_index import TicketIndex
 from schemas import Heartbeat, Phase, TaskState, TicketState, TicketStatus, task_key, utcnow
 
 log = logging.getLogger(__name__)
@@ -53,20 +54,21 @@ async def _gather_bounded[T](calls: Sequence[Callable[[], Awaitable[T]]]) -> lis
 
 
 async def tickets(
-    bus: Bus, *, status: TicketStatus | None = None, phase: Phase | None = None
-) -> list[TicketState]:
-    """Every ticket matching the filters, newest first."""
-    keys = await bus.tickets.keys()
-    found = await _gather_bounded([partial(bus.tickets.value, k) for k in keys])
-    out = [
-        t
-        for t in found
-        if t is not None
-        and (status is None or t.status is status)
-        and (phase is None or t.phase is phase)
-    ]
-    out.sort(key=lambda t: (t.created_at, t.id), reverse=True)
-    return out
+    bus: Bus,
+    index: TicketIndex,
+    *,
+    status: TicketStatus | None = None,
+    phase: Phase | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[TicketState], int]:
+    """One page of the tickets matching the filters, newest first, and how many match:
+    the page's ids from the index, then their values by key (the cost of a page, not of
+    the history)."""
+    await index.caught_up()
+    ids, total = index.page(status=status, phase=phase, limit=limit, offset=offset)
+    found = await _gather_bounded([partial(bus.tickets.value, i) for i in ids])
+    return [t for t in found if t is not None], total
 
 
 async def ticket_tasks(bus: Bus, ticket: TicketState) -> list[TaskState]:

@@ -111,6 +111,11 @@ def full_set(**overrides: float) -> list[Metric]:
                {"tasks": 6000}),
         Metric("telemetry", "on_vs_off_pct", values["telemetry"], "%", {"workers": 2}),
         Metric("recall", "search_p95_ms", 20.0, "ms", {"memories": 10_000}),
+        Metric("recall", "hybrid_search_p95_ms", 30.0, "ms", {"memories": 10_000}),
+        *(
+            Metric("ticket_reads", f"{name}_p95_ms", 12.0, "ms", {"tickets": 100_000})
+            for name in ("page", "filtered", "dashboard")
+        ),
         Metric("recall", "recall_at_5", 0.85, "share", {"memories": 69}),
     ]  # fmt: skip
 
