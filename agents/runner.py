@@ -28,7 +28,9 @@ from schemas.registry import check_label
 
 log = logging.getLogger(__name__)
 
-ROLES = ("planner", "worker", "monitor", "validator", "delivery", "recorder", "guardian")
+ROLES = (
+    "planner", "worker", "monitor", "validator", "delivery", "recorder", "guardian", "autoscaler",
+)  # fmt: skip
 
 
 def _agent_id(value: str) -> str:
@@ -141,6 +143,10 @@ def build_agent(
         config = ModelConfig.from_settings(settings) if settings.guardian_model_review else None
         model = ModelClient(config) if config is not None else None
         return Guardian(bus, settings, agent_id=args.agent_id, model=model)
+    if role == "autoscaler":
+        from agents.autoscaler.agent import Autoscaler
+
+        return Autoscaler(bus, settings, agent_id=args.agent_id)
     raise SystemExit(f"unknown agent role {role!r}; one of {', '.join(ROLES)}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -20,6 +21,9 @@ from schemas.usage import Budget
 
 DEFAULT_NATS_PORT = 4222
 ENV_PREFIX = "OMOI_"
+
+
+_POOL = re.compile(r"^[a-z]+:[a-z0-9_-]+:[0-9]{1,3}:[0-9]{1,3}$")
 
 
 class Settings(BaseModel):
@@ -180,6 +184,16 @@ class Settings(BaseModel):
     # steering message from its trajectory, else the rules' own advice is sent.
     guardian_stuck_steps: int = Field(default=4, ge=2)
     guardian_model_review: bool = False
+    # The autoscaler (agents/autoscaler): its pools (`phase:capability:min:max`, comma
+    # list), the host whose supervisor runs them (default: its own), how often it looks,
+    # how many tasks a worker is worth, and its cooldown and hysteresis.
+    autoscaler_pools: tuple[str, ...] = ()
+    autoscaler_host: str | None = None
+    autoscaler_interval_s: float = Field(default=5.0, gt=0)
+    autoscaler_tasks_per_worker: int = Field(default=10, ge=1)
+    autoscaler_cooldown_s: float = Field(default=30.0, ge=0)
+    autoscaler_down_after_s: float = Field(default=60.0, ge=0)
+    autoscaler_urgent_wait_s: float = Field(default=60.0, gt=0)
     # A held discovery whose estimate is at most this (and that opens no phase) the
     # guardian approves on its own; any other it proposes.
     guardian_discovery_usd: float = Field(default=5.0, ge=0)
@@ -208,10 +222,21 @@ class Settings(BaseModel):
     def _split_kinds(cls, value: object) -> object:
         return split_list(value)
 
-    @field_validator("worker_labels", "jira_projects", mode="before")
+    @field_validator("worker_labels", "jira_projects", "autoscaler_pools", mode="before")
     @classmethod
     def _split_labels(cls, value: object) -> object:
         return split_list(value)
+
+    @field_validator("autoscaler_pools")
+    @classmethod
+    def _pools(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pool in value:
+            if not _POOL.match(pool):
+                raise ValueError(f"a pool is phase:capability:min:max, not {pool!r}")
+            low, high = (int(n) for n in pool.split(":")[2:])
+            if low > high:
+                raise ValueError(f"pool {pool!r}: its min is over its max")
+        return value
 
     @field_validator("worker_labels")
     @classmethod

@@ -50,6 +50,8 @@ class Child:
     # Held (the guardian stopped a crash loop, or an operator): not restarted until released.
     held: str | None = None
     released: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    # One of a pool's workers, started (and stopped) by `Supervisor.scale`.
+    pool: bool = False
 
     @property
     def role(self) -> str | None:
@@ -96,6 +98,10 @@ class Supervisor:
     (from `backoff_base_s` up to `backoff_cap_s`) and resets once it stayed up for
     `healthy_after_s`.
 
+    `pools` name the workers it may run more or fewer of (`scale`): a pool
+    `<phase>-<capability>` runs children `<pool>-<n>`, each a worker of that phase and
+    capability; the autoscaler asks for a number (agents/autoscaler).
+
     With a `log_dir`, a child's output (stdout and stderr) is appended to
     `<log_dir>/<name>.log`, across restarts; with `on_line` as well, every line is also
     handed to it. Without a `log_dir` the children share this process's stdout and stderr.
@@ -111,8 +117,13 @@ class Supervisor:
         backoff_base_s: float = 0.5,
         backoff_cap_s: float = 30.0,
         healthy_after_s: float = 60.0,
+        pools: Sequence[str] = (),
+        grace_s: float = 10.0,
     ) -> None:
         self.children = list(children)
+        self.pools = frozenset(pools)
+        self.grace_s = grace_s
+        self._scaling = asyncio.Lock()
         self.env = dict(env)
         self.log_dir = log_dir
         self.on_line = on_line
@@ -239,6 +250,50 @@ class Supervisor:
             child.held = None
             child.released.set()
         return child
+
+    def replicas(self, pool: str) -> list[Child]:
+        """The pool's children, oldest first."""
+        mine = [c for c in self.children if c.name.rsplit("-", 1)[0] == pool and c.pool]
+        return sorted(mine, key=lambda c: int(c.name.rsplit("-", 1)[1]))
+
+    async def scale(self, pool: str, replicas: int) -> int:
+        """Run `replicas` workers of `pool`: start the missing ones, stop the newest beyond
+        it (SIGTERM: a worker finishes or hands back what it runs). How many run now."""
+        if pool not in self.pools:
+            raise ValueError(f"no pool {pool!r} here (pools: {', '.join(sorted(self.pools))})")
+        phase, capability = pool.split("-", 1)
+        async with self._scaling:
+            have = self.replicas(pool)
+            taken = {int(c.name.rsplit("-", 1)[1]) for c in have}
+            for _ in range(replicas - len(have)):
+                n = next(i for i in range(len(taken) + 1) if i not in taken)
+                taken.add(n)
+                argv = agent_argv("worker", "--phase", phase, "--capability", capability)
+                child = Child(f"{pool}-{n}", argv, agent=True, pool=True)
+                self.children.append(child)
+                await self._spawn(child)
+                child.watcher = asyncio.create_task(self._watch(child))
+                log.info("scaled %s up: started %s", pool, child.name)
+            for child in reversed(have[replicas:]):
+                await self._retire(child)
+                log.info("scaled %s down: stopped %s", pool, child.name)
+            return len(self.replicas(pool))
+
+    async def _retire(self, child: Child) -> None:
+        self.children.remove(child)
+        if child.watcher is not None:
+            child.watcher.cancel()
+        proc = child.proc
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), self.grace_s)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
 
     def _child(self, name: str) -> Child | None:
         return next((child for child in self.children if child.name == name), None)

@@ -1,7 +1,8 @@
 """A supervisor's control subjects: how the monitor's watchdog, on any host, sees this
 host's children and has one restarted (`omoi.supervisors.<host>.status|restart`), and
-how the guardian holds a crash-looping one and releases it (`.hold|release`), and how
-`omoi profile` samples one from another machine (`.profile`).
+how the guardian holds a crash-looping one and releases it (`.hold|release`), how
+`omoi profile` samples one from another machine (`.profile`), and how the autoscaler runs
+more or fewer of a pool's workers (`.scale`).
 
 The host token is the machine's host name as the agents' heartbeats carry it, made a
 subject token (`bus.constants.host_token`), so a watchdog that sees a wedged agent's beat
@@ -32,6 +33,8 @@ from schemas.supervisor import (
     ProfileRequest,
     RestartReply,
     RestartRequest,
+    ScaleReply,
+    ScaleRequest,
     SupervisorStatus,
 )
 
@@ -60,6 +63,7 @@ class SupervisorControl:
             await self.bus.serve(c.supervisor_subject(self.host, "hold"), self._hold),
             await self.bus.serve(c.supervisor_subject(self.host, "release"), self._release),
             await self.bus.serve(c.supervisor_subject(self.host, "profile"), self._profile),
+            await self.bus.serve(c.supervisor_subject(self.host, c.SCALE_VERB), self._scale),
         ]
         return self
 
@@ -70,6 +74,20 @@ class SupervisorControl:
                 await sub.unsubscribe()
             except Exception:  # the connection may be gone already
                 log.debug("could not unsubscribe", exc_info=True)
+
+    async def _scale(self, request: Request) -> bytes:
+        try:
+            asked = ScaleRequest.model_validate_json(request.data)
+            if asked.replicas is None:
+                if asked.pool not in self.supervisor.pools:
+                    raise ValueError(f"no pool {asked.pool!r} here")
+                running = len(self.supervisor.replicas(asked.pool))
+            else:
+                log.info("scaling %s to %d: %s", asked.pool, asked.replicas, asked.reason)
+                running = await self.supervisor.scale(asked.pool, asked.replicas)
+        except (ValidationError, ValueError) as exc:
+            return ScaleReply(ok=False, error=str(exc)[:1000]).to_json()
+        return ScaleReply(ok=True, pool=asked.pool, replicas=running).to_json()
 
     async def _status(self, _: Request) -> bytes:
         children = [child.status() for child in self.supervisor.children]

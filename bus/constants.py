@@ -196,6 +196,9 @@ SUPERVISOR_VERBS = ("status", "restart", "hold", "release", "profile")
 # What the watchdog asks; holding and releasing a child is the guardian's.
 WATCHDOG_VERBS = ("status", "restart")
 HOLD_VERBS = ("hold", "release")
+# The autoscaler asking a supervisor how many of a pool's workers it runs, and to run more
+# or fewer.
+SCALE_VERB = "scale"
 
 # KV buckets.
 TICKETS_BUCKET = "omoi_tickets"

@@ -36,6 +36,7 @@ ROLES = (
     "recorder",
     "monitor",
     "guardian",
+    "autoscaler",
     "gateway",
     "operator",
     "submitter",
@@ -48,7 +49,9 @@ ROLES = (
 SYSTEM_ROLE = "system"
 SYSTEM_ACCOUNT = "SYS"
 # The agent processes, each running as its own role.
-AGENT_ROLES = ("planner", "worker", "validator", "delivery", "recorder", "monitor", "guardian")
+AGENT_ROLES = (
+    "planner", "worker", "validator", "delivery", "recorder", "monitor", "guardian", "autoscaler",
+)  # fmt: skip
 
 # Every stream Omoi owns, for the roles that provision and administer them.
 STREAMS = (
@@ -446,6 +449,23 @@ def _table() -> dict[str, Permissions]:
             responds=True,
             notes="quarantines workers, pauses tickets, cancels poison tasks; records each "
             "intervention and proposes what exceeds its authority",
+        ),
+        "autoscaler": Permissions(
+            publish=(
+                *_HEARTBEAT,
+                *_AGENT_EVENTS,
+                c.event_subject("_agents", "autoscaler.>"),
+                # The task consumers' backlogs, and the oldest task each has waiting.
+                f"{_API}.CONSUMER.LIST.{c.TASKS_STREAM}",
+                f"{_API}.STREAM.MSG.GET.{c.TASKS_STREAM}",
+                # More or fewer of a pool's workers, from the host's supervisor.
+                c.supervisor_subject("*", c.SCALE_VERB),
+                *_telemetry("autoscaler"),
+            ),
+            subscribe=own("autoscaler", *_serves("autoscaler")),
+            responds=True,
+            notes="reads the task consumers' backlogs; asks supervisors to run more or fewer "
+            "workers of a pool",
         ),
         "gateway": Permissions(
             publish=(

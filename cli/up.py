@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from agents.autoscaler.policy import parse_pools
 from agents.settings import Settings
 from agents.supervisor import Child, LineSink, Supervisor, agent_argv
 from agents.supervisor_control import SupervisorControl
@@ -70,7 +71,7 @@ async def up(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    children, http_url = plan(workers, http_port)
+    children, http_url = plan(workers, http_port, autoscaled=bool(settings.autoscaler_pools))
     try:
         bus = await Bus.connect(
             str(settings.nats_url),
@@ -88,6 +89,7 @@ async def up(
                 {**os.environ, **settings.to_env()},
                 log_dir=settings.data_dir / "logs",
                 on_line=on_line,
+                pools=[pool.name for pool in parse_pools(settings.autoscaler_pools)],
             )
             await _supervise(settings, bus, supervisor, http_url, ready_timeout, stop, on_ready)
         finally:
@@ -126,12 +128,15 @@ async def _sign_in_line(bus: Bus, settings: Settings, http_url: str) -> None:
     log.info("API token (admin): %s; `omoi token link` makes a new sign-in link", token_file)
 
 
-def plan(workers: int, http_port: int | None) -> tuple[list[Child], str | None]:
-    """The processes to run, and the gateway's URL (None without one)."""
-    children = [
-        Child(role, agent_argv(role), agent=True)
-        for role in ("planner", "monitor", "guardian", "validator", "delivery", "recorder")
-    ]
+def plan(
+    workers: int, http_port: int | None, *, autoscaled: bool = False
+) -> tuple[list[Child], str | None]:
+    """The processes to run, and the gateway's URL (None without one). With autoscaled
+    pools (OMOI_AUTOSCALER_POOLS) an autoscaler runs too, and starts their workers."""
+    roles = ["planner", "monitor", "guardian", "validator", "delivery", "recorder"]
+    if autoscaled:
+        roles.append("autoscaler")
+    children = [Child(role, agent_argv(role), agent=True) for role in roles]
     http_url = None
     if http_port is not None:
         port = http_port or free_port()

@@ -76,6 +76,8 @@ class EventType(StrEnum):
     AGENT_CRASH_LOOPING = "agent.crash_looping"
     # The monitor's findings (data: schemas.anomaly.Anomaly), and their end.
     ANOMALY_DETECTED = "anomaly.detected"
+    # The autoscaler changed how many workers a pool runs (agents/autoscaler).
+    AUTOSCALER_SCALED = "autoscaler.scaled"
     ANOMALY_RESOLVED = "anomaly.resolved"
     # Alert rules that fired or stopped (data: schemas.alert.AlertNotice), and each
     # attempt to tell a webhook or a mailbox (data: schemas.alert.Delivery).

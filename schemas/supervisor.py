@@ -71,3 +71,19 @@ class ProfileReply(WireModel):
     # The profile, gzip-compressed and base64-encoded.
     data: str = ""
     error: str | None = None
+
+
+class ScaleRequest(WireModel):
+    """Run this many workers of a pool (`<phase>-<capability>`, one the supervisor was
+    given), or, with no `replicas`, only say how many run."""
+
+    pool: str = Field(pattern=r"^[a-z]+-[a-z0-9_-]+$", max_length=100)
+    replicas: int | None = Field(default=None, ge=0, le=256)
+    reason: str = ""
+
+
+class ScaleReply(WireModel):
+    ok: bool
+    pool: str = ""
+    replicas: int = 0  # how many of the pool's workers it runs now
+    error: str | None = None

@@ -115,6 +115,17 @@ PUBLISH = [
     ("planner", c.event_subject(T, "discovery.held"), True),
     ("validator", c.event_subject(T, "discovery.reported"), False),
     ("operator", c.CMD_TICKET_DISCOVERY, True),
+    # The autoscaler: task consumers' backlogs, its own events, supervisors' scale subject.
+    ("autoscaler", f"$JS.API.CONSUMER.LIST.{c.TASKS_STREAM}", True),
+    ("autoscaler", f"$JS.API.STREAM.MSG.GET.{c.TASKS_STREAM}", True),
+    ("autoscaler", c.supervisor_subject("host-1", c.SCALE_VERB), True),
+    ("autoscaler", c.event_subject("_agents", "autoscaler.scaled"), True),
+    ("autoscaler", c.supervisor_subject("host-1", "restart"), False),
+    ("autoscaler", c.event_subject(T, "task.succeeded"), False),
+    ("autoscaler", DISPATCH, False),
+    ("autoscaler", f"$KV.{c.TASKS_BUCKET}.{T}.a", False),
+    ("worker", c.supervisor_subject("host-1", c.SCALE_VERB), False),
+    ("monitor", c.event_subject("_agents", "autoscaler.scaled"), False),
     # The guardian approves a held discovery within its limit (agents/guardian/policy.py).
     ("guardian", c.CMD_TICKET_DISCOVERY, True),
     ("monitor", c.CMD_TICKET_DISCOVERY, False),

@@ -1,0 +1,3 @@
+from agents.runner import main
+
+main("autoscaler")
