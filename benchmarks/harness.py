@@ -52,7 +52,7 @@ SCENARIOS = (
 # with Omoi's of the same name and params; None compares every metric they share.
 OMOI_SCENARIOS = ("lifecycle", "latency")
 BASELINES: dict[str, tuple[str, tuple[str, ...] | None]] = {
-    "raw_jetstream": ("%", ("tasks_per_s",)),
+    "raw_jetstream": ("%", ("tasks_per_s", "cpu_us_per_task")),
     "celery_redis": ("x", None),
 }
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -100,6 +100,9 @@ AT_200 = {"rate": 200, "workers": 2}
 TARGETS = (
     Target("lifecycle ≥ 50 % of raw JetStream (2 workers)", "lifecycle", "tasks_per_s", W2,
            50, True, "%", baseline="raw_jetstream"),
+    Target("Omoi CPU per task ≤ 5x the raw JetStream round trip's (2 workers)", "lifecycle",
+           "cpu_us_per_task", {"workers": 2, "role": "total"}, 500, False, "%",
+           baseline="raw_jetstream"),
     Target("lifecycle ≥ 5x Celery + Redis (2 workers)", "lifecycle", "tasks_per_s", W2,
            5, True, "x", baseline="celery_redis"),
     Target("schedule-to-start p50 ≤ 2 ms at 200 tasks/s", "latency", "start_p50_ms", AT_200,

@@ -1,12 +1,15 @@
 """GitHub webhook deliveries: is it GitHub's (the signature), and what it asks of Omoi.
 
 Only the payload fields Omoi uses are read, with the shapes of GitHub's webhook reference
-("issues", "pull_request", "pull_request_review", "pull_request_review_comment"):
+("issues", "pull_request", "pull_request_review", "pull_request_review_comment",
+"issue_comment"):
 - an issue given the configured label becomes a ticket, with a deterministic id from the
   repository and the issue number, so the same issue never makes two tickets;
 - a pull request from an `omoi/<ticket>` branch that is closed ends its ticket (merged: done;
   not merged: cancelled);
-- a review asking for changes, or a review comment, becomes a follow-up task on the branch.
+- a review asking for changes, a review comment, or a comment in the pull request's
+  conversation becomes a follow-up task on the branch (never a bot's, nor one Omoi made:
+  those carry its `<!-- omoi:` marker).
 Everything else is acknowledged and ignored. `decide` is pure; the controller acts on it.
 """
 
@@ -128,6 +131,7 @@ class _Pull(BaseModel):
 
 class _User(BaseModel):
     login: str = ""
+    type: str = "User"
 
 
 class _Review(BaseModel):
@@ -143,6 +147,28 @@ class _Comment(BaseModel):
     path: str | None = None
     line: int | None = None
     user: _User = _User()
+
+
+class _IssueComment(BaseModel):
+    id: int
+    body: str = ""
+    user: _User = _User()
+
+
+class _CommentedIssue(_Issue):
+    # Present (an object of URLs) when the issue is a pull request.
+    pull_request: dict[str, Any] | None = None
+
+
+class _IssueCommentEvent(BaseModel):
+    action: str
+    issue: _CommentedIssue
+    comment: _IssueComment
+
+
+# Omoi's pull requests are titled "<ticket title> (omoi <ticket id>)" (agents/delivery/body.py).
+_OMOI_TITLE = re.compile(r"\(omoi ([A-Za-z0-9][A-Za-z0-9_.-]{0,63})\)\s*$")
+OMOI_MARKER = "<!-- omoi:"
 
 
 class _PullEvent(BaseModel):
@@ -186,6 +212,8 @@ def decide(event: str, body: bytes, config: HookConfig) -> Decision:
             return _review(_ReviewEvent.model_validate(payload))
         if event == "pull_request_review_comment":
             return _comment(_CommentEvent.model_validate(payload))
+        if event == "issue_comment":
+            return _conversation(_IssueCommentEvent.model_validate(payload))
     except ValidationError as exc:
         raise MalformedDelivery(f"not a {event} event: {_first_error(exc)}") from None
     return Ignore(f"event {event!r} is not one Omoi acts on")
@@ -256,6 +284,22 @@ def _comment(hook: _CommentEvent) -> Decision:
         author=comment.user.login,
         body=(where if comment.path else "") + comment.body[:19_000],
     )
+
+
+def _conversation(hook: _IssueCommentEvent) -> Decision:
+    comment, issue = hook.comment, hook.issue
+    if hook.action != "created" or issue.pull_request is None or not comment.body.strip():
+        return Ignore(f"issue_comment.{hook.action} that asks for nothing")
+    if comment.user.type == "Bot" or OMOI_MARKER in comment.body:
+        return Ignore("a comment of a bot's, or Omoi's own")
+    found = _OMOI_TITLE.search(issue.title)
+    if found is None:
+        return Ignore(f"pull request #{issue.number} is not one of Omoi's")
+    update = PullRequestUpdate(
+        ticket_id=found[1], number=issue.number, url=issue.html_url, action="review",
+        review_id=comment.id, author=comment.user.login, body=comment.body[:20_000],
+    )  # fmt: skip
+    return Command(c.CMD_TICKET_PULL_REQUEST, update)
 
 
 def _first_error(exc: ValidationError) -> str:

@@ -20,7 +20,9 @@ TITLE_MAX = 256
 
 
 def title(ticket: TicketState) -> str:
-    return f"{ticket.title} (omoi {ticket.id})"[:TITLE_MAX]
+    # The suffix stays whole: comments on the pull request are routed to the ticket by it.
+    suffix = f" (omoi {ticket.id})"
+    return ticket.title[: TITLE_MAX - len(suffix)] + suffix
 
 
 def body(ticket: TicketState, tasks: Iterable[TaskState]) -> str:

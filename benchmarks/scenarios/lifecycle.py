@@ -3,7 +3,9 @@ dependency release, with 1, 2 and 4 worker processes and the `noop` executor.
 
 Each ticket has ten implementation tasks: five independent, five each depending on one
 of those, so dependency release is on the path. Timed from the first submission to the
-last `ticket.done`; peak RSS per role is sampled meanwhile (the memory scenario reuses it).
+last `ticket.done`; peak RSS per role is sampled meanwhile (the memory scenario reuses it),
+and each role's CPU per task is read (planner, workers, nats-server, and the submitting
+client), compared with the raw JetStream round trip's in the same run.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 from typing import Any
 
 from benchmarks.common import BenchConfig, Metric
+from benchmarks.cpu import CpuMeter
 from benchmarks.scenarios.omoi_stack import Stack, omoi_stack
 from bus import constants as c
 
@@ -34,9 +37,10 @@ def ticket(i: int, capability: str = "noop", prefix: str = "bench") -> dict[str,
 
 
 async def drive(
-    stack: Stack, tickets: int, prefix: str = "bench"
+    stack: Stack, tickets: int, prefix: str = "bench", cpu: list[CpuMeter] | None = None
 ) -> tuple[float, dict[str, float]]:
-    """Submit `tickets` tickets, wait for all of them; elapsed seconds and peak RSS (MB)."""
+    """Submit `tickets` tickets, wait for all of them; elapsed seconds and peak RSS (MB).
+    With `cpu`, a meter of each role's CPU over the run is appended to it."""
     done = asyncio.Event()
     finished = 0
 
@@ -57,6 +61,8 @@ async def drive(
             await asyncio.sleep(0.5)
 
     sampler = asyncio.create_task(sample())
+    if cpu is not None:
+        cpu.append(CpuMeter(stack.cpu_roles()))
     start = time.perf_counter()
     for i in range(tickets):
         body = ticket(i, prefix=prefix)
@@ -74,11 +80,15 @@ async def run(cfg: BenchConfig) -> list[Metric]:
     out: list[Metric] = []
     for workers in cfg.worker_counts:
         workdir = cfg.workdir / f"lifecycle-{workers}"
+        meters: list[CpuMeter] = []
         async with omoi_stack(workdir, workers=workers, phases=("implementation",)) as stack:
-            elapsed, peak = await drive(stack, tickets)
-        n = tickets * TASKS_PER_TICKET
+            elapsed, peak = await drive(stack, tickets, cpu=meters)
+            n = tickets * TASKS_PER_TICKET
+            spent = meters[0].per_task(n)
         params = {"workers": workers}
         out.append(Metric("lifecycle", "tasks_per_s", n / elapsed, "tasks/s", params))
+        for role, us in spent.items():
+            out.append(Metric("lifecycle", "cpu_us_per_task", us, "µs", {**params, "role": role}))
         for role, mb in sorted(peak.items()):
             out.append(Metric("lifecycle", "rss_peak_mb", mb, "MB", {**params, "role": role}))
     return out

@@ -42,6 +42,14 @@ class Stack:
     # The embedded server, when the stack started one (a fault scenario kills it).
     server: EmbeddedNatsServer | None = None
 
+    def cpu_roles(self) -> dict[str, list[int | None]]:
+        """The processes whose CPU a task costs, by role (this process is the client)."""
+        roles: dict[str, list[int | None]] = {"client": [os.getpid()]}
+        for name, proc in self.procs.items():
+            roles.setdefault(name.split("-")[0], []).append(proc.pid)
+        roles["nats-server"] = [self.server.pid if self.server is not None else None]
+        return roles
+
     def rss_mb(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for name, proc in self.procs.items():

@@ -35,6 +35,7 @@ from nats.js.errors import NotFoundError
 
 from agents.runner import loop_factory
 from benchmarks.common import BenchConfig, Metric
+from benchmarks.cpu import CpuMeter
 from bus.server import EmbeddedNatsServer
 
 SCENARIO = "raw_jetstream"
@@ -91,9 +92,14 @@ async def run(cfg: BenchConfig) -> list[Metric]:
             try:
                 await _round(nc, js, WARMUP_PER_WORKER * workers, None)
                 if workers in cfg.worker_counts:
+                    meter = CpuMeter({"client": [os.getpid()], "worker": [p.pid for p in procs],
+                                      "nats-server": [server.pid]})  # fmt: skip
                     elapsed, _ = await _round(nc, js, n, None)
                     params = {"workers": workers}
                     metrics.append(Metric(SCENARIO, "tasks_per_s", n / elapsed, "tasks/s", params))
+                    for role, us in meter.per_task(n).items():
+                        role_params = {**params, "role": role}
+                        metrics.append(Metric(SCENARIO, "cpu_us_per_task", us, "µs", role_params))
                 if workers == LATENCY_WORKERS:
                     for rate in LATENCY_RATES:
                         _, samples = await _round(nc, js, cfg.count(LATENCY_TASKS), rate)

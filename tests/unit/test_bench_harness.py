@@ -84,6 +84,9 @@ def full_set(**overrides: float) -> list[Metric]:
         tps("lifecycle", 2, values["omoi"]),
         tps("raw_jetstream", 2, values["raw"]),
         tps("celery_redis", 2, values["celery"]),
+        Metric("lifecycle", "cpu_us_per_task", values.get("cpu", 900.0), "µs",
+               {"workers": 2, "role": "total"}),
+        Metric("raw_jetstream", "cpu_us_per_task", 200.0, "µs", {"workers": 2, "role": "total"}),
         lat("latency", "start_p50_ms", values["p50"]),
         lat("latency", "start_p99_ms", values["p99"]),
         Metric("recorder", "ingest_events_per_s", values["ingest"], "events/s", {"events": 1}),
@@ -127,6 +130,11 @@ def test_targets_at_full_scale() -> None:
     assert got["lifecycle ≥ 50 % of raw JetStream (2 workers)"].verdict == "PASS"
     assert got["lifecycle ≥ 50 % of raw JetStream (2 workers)"].measured == pytest.approx(50)
     assert got["lifecycle ≥ 5x Celery + Redis (2 workers)"].verdict == "PASS"
+    # CPU per task as a share of the raw round trip's: 900 / 200 µs is 450 %, within 500 %.
+    cpu = "Omoi CPU per task ≤ 5x the raw JetStream round trip's (2 workers)"
+    assert got[cpu].verdict == "PASS" and got[cpu].measured == pytest.approx(450)
+    costly = {v.target: v for v in harness.evaluate(full_set(cpu=1001.0), 1.0)}
+    assert costly[cpu].verdict == "MISS"
     assert got["schedule-to-start p50 ≤ 2 ms at 200 tasks/s"].verdict == "PASS"
     assert got["schedule-to-start p99 ≤ 10 ms at 200 tasks/s"].verdict == "MISS"
     assert got["recorder ingest ≥ 50k events/s"].verdict == "PASS"

@@ -90,6 +90,37 @@ def test_reviews_asking_for_changes_and_review_comments_become_follow_ups() -> N
     assert isinstance(noted, Command) and noted.update.body.startswith("On a.py, line 3:")
 
 
+def test_a_comment_in_an_omoi_pull_requests_conversation_becomes_a_follow_up() -> None:
+    pr = {"number": 4, "title": "Add rate limiting (omoi T-9)", "pull_request": {"url": "u"},
+          "html_url": "https://github.test/acme/app/pull/4"}  # fmt: skip
+
+    def said(body: str, user: dict[str, str] | None = None, **issue: Any) -> Any:
+        comment = {"id": 11, "body": body, "user": user or {"login": "alice", "type": "User"}}
+        return hook("issue_comment", {"action": "created", "issue": {**pr, **issue},
+                                      "comment": comment})  # fmt: skip
+
+    asked = said("Please also cover the admin API.")
+    assert isinstance(asked, Command) and asked.subject == c.CMD_TICKET_PULL_REQUEST
+    update = asked.update
+    assert (update.ticket_id, update.number, update.review_id) == ("T-9", 4, 11)
+    assert (update.action, update.author) == ("review", "alice")
+    assert update.body == "Please also cover the admin API."
+    # Omoi's own comments (its marker), bots', plain issues' and other PRs' are not asked.
+    assert isinstance(said("Taking this.\n\n<!-- omoi:abc -->"), Ignore)
+    assert isinstance(said("LGTM", {"login": "ci[bot]", "type": "Bot"}), Ignore)
+    assert isinstance(said("hm", pull_request=None), Ignore)
+    assert isinstance(said("hm", title="Someone else's change"), Ignore)
+    assert isinstance(said("   "), Ignore)
+
+
+def test_a_long_ticket_title_keeps_the_omoi_suffix_its_comments_are_routed_by() -> None:
+    from agents.delivery.body import TITLE_MAX, title
+    from schemas.ticket import TicketState
+
+    made = title(TicketState(id="T-9", title="x" * 400))
+    assert len(made) <= TITLE_MAX and made.endswith(" (omoi T-9)")
+
+
 @pytest.mark.parametrize(
     ("event", "body"),
     [
