@@ -6,6 +6,7 @@ the agent. Calls outside the task's tools or the ticket's targets are refused, a
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -138,7 +139,7 @@ async def test_a_coding_agent_reads_comments_and_migrates_through_the_delivery_a
 
 
 async def ask(bus: Bus, tool: str, op: str, task: str = "code", **args: Any) -> IntegrationReply:
-    sent = IntegrationCall(id=f"{tool}-{op}-{len(args)}", ticket_id="IT2", task=task, tool=tool,
+    sent = IntegrationCall(id=uuid.uuid4().hex, ticket_id="IT2", task=task, tool=tool,
                            op=op, args=args)  # type: ignore[arg-type]  # fmt: skip
     raw = await bus.request(c.integration_subject(tool, op), sent.to_json(), 30)
     return IntegrationReply.model_validate_json(raw)
@@ -154,7 +155,7 @@ async def test_calls_beyond_the_task_or_the_ticket_are_refused_and_say_why(
     s = configured(settings, github, jira, supabase)
     source = TicketSource(provider="github", repo="acme/app", number=7)
     await bus.tickets.put("IT2", TicketState(id="IT2", title="Limits", source=source))
-    for name, tools, status in (("code", ["github", "supabase"], TaskStatus.RUNNING),
+    for name, tools, status in (("code", ["github", "supabase", "jira"], TaskStatus.RUNNING),
                                 ("later", ["github"], TaskStatus.QUEUED)):  # fmt: skip
         state = TaskState(id=task_key("IT2", name), ticket_id="IT2", name=name,
                           phase=Phase.IMPLEMENTATION, capability="agent", tools=tools,
@@ -162,9 +163,23 @@ async def test_calls_beyond_the_task_or_the_ticket_are_refused_and_say_why(
         await bus.tasks.put(state.id, state)
     await running.start(DeliveryAgent(bus, s))
 
-    undeclared = await ask(bus, "jira", "read", key="PROJ-7")
+    undeclared = await ask(bus, "jira", "read", task="later", key="PROJ-7")
     assert (undeclared.ok, undeclared.category) == (False, "refused")
     assert "did not declare the jira tool" in (undeclared.error or "")
+    read = await ask(bus, "jira", "read", key="PROJ-7")
+    assert read.ok and json.loads(read.result)["status"] == "To Do"
+    assert json.loads(read.result)["description"] == "What PROJ-7 asks for."
+    moved = await ask(bus, "jira", "transition", key="PROJ-7", status="in progress")
+    assert moved.ok and jira.status["PROJ-7"] == "In Progress"
+    nowhere = await ask(bus, "jira", "transition", key="PROJ-7", status="Shipped")
+    assert nowhere.category == "provider" and "no transition" in (nowhere.error or "")
+    github.review_comments["acme/app#3"] = [
+        {"path": "limit.py", "line": 4, "body": "Use a constant.", "user": {"login": "bob"}}
+    ]
+    reviewed = await ask(bus, "github", "review_comments", number=3)
+    assert json.loads(reviewed.result) == [
+        {"path": "limit.py", "line": 4, "body": "Use a constant.", "user": "bob"}
+    ]
     waiting = await ask(bus, "github", "read_issue", task="later", number=7)
     assert waiting.category == "refused" and "queued, not running" in (waiting.error or "")
     unknown = await ask(bus, "github", "delete_repository")
