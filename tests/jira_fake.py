@@ -16,9 +16,8 @@ import re
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Self
-from urllib.parse import urlsplit
 
-from tests.http_receivers import QuietHandler, ThreadedReceiver
+from tests.http_receivers import ThreadedReceiver, json_handler
 
 EMAIL, TOKEN = "omoi@example.com", "jira-api-token-0123456789"
 AUTH = "Basic " + base64.b64encode(f"{EMAIL}:{TOKEN}".encode()).decode()
@@ -46,7 +45,7 @@ class FakeJira(ThreadedReceiver):
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        self.serve(_handler(self))
+        self.serve(json_handler(self.answer))
 
     def __enter__(self) -> Self:
         return self.start()
@@ -106,24 +105,3 @@ class FakeJira(ThreadedReceiver):
                 "comment": {"comments": listed, "total": len(listed)},
             },
         }
-
-
-def _handler(fake: FakeJira) -> type[QuietHandler]:
-    class Handler(QuietHandler):
-        def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            body = json.loads(raw) if raw else None
-            status, answer = fake.answer(
-                self.command, urlsplit(self.path).path, self.headers.get("Authorization", ""), body
-            )
-            data = b"" if answer is None else json.dumps(answer).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_POST = _serve
-
-    return Handler

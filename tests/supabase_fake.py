@@ -9,17 +9,15 @@ default schema is `public`, so migrations and `information_schema` reads are rea
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
-from urllib.parse import urlsplit
 
 import duckdb
 
-from tests.http_receivers import QuietHandler, ThreadedReceiver
+from tests.http_receivers import ThreadedReceiver, json_handler
 
 TOKEN = "sbp_test-token-0123456789"
 PROJECT = "abcdefghijklmnop"
@@ -36,7 +34,7 @@ class FakeSupabase(ThreadedReceiver):
     def __post_init__(self) -> None:
         self.db = duckdb.connect(str(self.database))
         self.db.execute("create schema if not exists public; set schema = 'public'")
-        self.serve(_handler(self))
+        self.serve(json_handler(self.answer))
 
     def __enter__(self) -> Self:
         return self.start()
@@ -72,24 +70,3 @@ class FakeSupabase(ThreadedReceiver):
             version = f"2026120700{len(self.migrations):04d}"
             self.migrations.append({"version": version, "name": str(body.get("name", ""))})
             return 200, {}
-
-
-def _handler(fake: FakeSupabase) -> type[QuietHandler]:
-    class Handler(QuietHandler):
-        def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            body = json.loads(raw) if raw else None
-            status, answer = fake.answer(
-                self.command, urlsplit(self.path).path, self.headers.get("Authorization", ""), body
-            )
-            data = json.dumps(answer, default=str).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_POST = _serve
-
-    return Handler
