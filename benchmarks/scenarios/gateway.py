@@ -48,6 +48,27 @@ async def wait_ready(url: str, timeout: float = 60.0) -> None:
     await asyncio.wait_for(probe(), timeout)
 
 
+async def start_gateway(
+    settings: Settings, token_rate: str
+) -> tuple[asyncio.subprocess.Process, str]:
+    """The gateway as its own process, as `omoi up` runs it, with a token rate limit above
+    the load; the process and its base URL."""
+    port = free_port()
+    env = {**os.environ, **settings.to_env(), "OMOI_GATEWAY_TOKEN_RATE_LIMIT": token_rate}
+    gateway = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port),
+        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    return gateway, f"http://127.0.0.1:{port}"
+
+
+async def stop_gateway(gateway: asyncio.subprocess.Process, timeout: float = 30.0) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(gateway.pid, signal.SIGTERM)
+    await asyncio.wait_for(gateway.wait(), timeout)
+
+
 async def run(cfg: BenchConfig) -> list[Metric]:
     server = EmbeddedNatsServer(cfg.workdir / "gw-nats", port=0)
     nats_url = await server.start()
@@ -56,19 +77,8 @@ async def run(cfg: BenchConfig) -> list[Metric]:
     await bus.tickets.create("bench-gw", TicketState(id="bench-gw", title="gateway bench"))
     token, record = mint(Role.VIEWER, "bench")
     await (await bus.bucket(c.TOKENS_BUCKET, ApiToken)).create(record.id, record)
-    port = free_port()
-    env = {
-        **os.environ,
-        **settings.to_env(),
-        "OMOI_GATEWAY_TOKEN_RATE_LIMIT": f"{RATE * 120}/minute",
-    }
-    gateway = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port),
-        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        start_new_session=True,
-    )  # fmt: skip
+    gateway, base = await start_gateway(settings, f"{RATE * 120}/minute")
     try:
-        base = f"http://127.0.0.1:{port}"
         await wait_ready(base)
         seconds = max(1.0, 10 * cfg.scale)
         load = await asyncio.create_subprocess_exec(
@@ -79,9 +89,7 @@ async def run(cfg: BenchConfig) -> list[Metric]:
         out, _ = await asyncio.wait_for(load.communicate(), timeout=seconds * 10 + 60)
         result = json.loads(out)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(gateway.pid, signal.SIGTERM)
-        await asyncio.wait_for(gateway.wait(), 20)
+        await stop_gateway(gateway)
         await bus.close()
         await server.stop()
     latencies = result["latencies_ms"]

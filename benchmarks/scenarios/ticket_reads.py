@@ -10,10 +10,6 @@ the cost of one read, not of a queue.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
-import sys
 import time
 from datetime import timedelta
 
@@ -21,7 +17,7 @@ import httpx
 
 from agents.settings import Settings
 from benchmarks.common import BenchConfig, Metric
-from benchmarks.scenarios.gateway import free_port, wait_ready
+from benchmarks.scenarios.gateway import start_gateway, stop_gateway, wait_ready
 from benchmarks.scenarios.latency import percentile
 from bus import Bus, EmbeddedNatsServer
 from bus import constants as c
@@ -54,15 +50,8 @@ async def _measure(cfg: BenchConfig, count: int, rounds: int) -> dict[str, float
     await _fill(bus, count)
     token, record = mint(Role.VIEWER, "bench")
     await (await bus.bucket(c.TOKENS_BUCKET, ApiToken)).create(record.id, record)
-    port = free_port()
-    env = {**os.environ, **settings.to_env(), "OMOI_GATEWAY_TOKEN_RATE_LIMIT": "100000/minute"}
-    gateway = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port),
-        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        start_new_session=True,
-    )  # fmt: skip
+    gateway, base = await start_gateway(settings, "100000/minute")
     try:
-        base = f"http://127.0.0.1:{port}"
         await wait_ready(base, timeout=300)
         headers = {"Authorization": f"Bearer {token}"}
         out = {}
@@ -80,9 +69,7 @@ async def _measure(cfg: BenchConfig, count: int, rounds: int) -> dict[str, float
                 out[name] = percentile(timings, 0.95)
         return out
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(gateway.pid, signal.SIGTERM)
-        await asyncio.wait_for(gateway.wait(), 30)
+        await stop_gateway(gateway)
         await bus.close()
         await server.stop()
 
