@@ -2,7 +2,8 @@
 dependency release, with 1, 2 and 4 worker processes and the `noop` executor.
 
 Each ticket has ten implementation tasks: five independent, five each depending on one
-of those, so dependency release is on the path. Timed from the first submission to the
+of those, so dependency release is on the path. With 2 workers it runs once more with
+three planners. Timed from the first submission to the
 last `ticket.done`; peak RSS per role is sampled meanwhile (the memory scenario reuses it),
 and each role's CPU per task is read (planner, workers, nats-server, and the submitting
 client), compared with the raw JetStream round trip's in the same run.
@@ -21,6 +22,7 @@ from benchmarks.scenarios.omoi_stack import Stack, omoi_stack
 from bus import constants as c
 
 TASKS_PER_TICKET = 10
+PLANNERS = 3
 
 
 def ticket(i: int, capability: str = "noop", prefix: str = "bench") -> dict[str, Any]:
@@ -91,4 +93,20 @@ async def run(cfg: BenchConfig) -> list[Metric]:
             out.append(Metric("lifecycle", "cpu_us_per_task", us, "µs", {**params, "role": role}))
         for role, mb in sorted(peak.items()):
             out.append(Metric("lifecycle", "rss_peak_mb", mb, "MB", {**params, "role": role}))
+    # Several planners at once, as a cluster runs them: they share the intake and event
+    # consumers and write by compare-and-set (not sharded: issue 15).
+    workdir = cfg.workdir / "lifecycle-planners"
+    async with omoi_stack(
+        workdir, workers=2, planners=PLANNERS, phases=("implementation",)
+    ) as stack:
+        elapsed, _ = await drive(stack, tickets)
+    # A name of its own: targets on `tasks_per_s` at 2 workers mean one planner.
+    one = next((m.value for m in out if m.name == "tasks_per_s" and m.params == {"workers": 2}),
+               None)  # fmt: skip
+    if one is not None:
+        out.append(Metric("lifecycle", "planners_tasks_per_s", one, "tasks/s",
+                          {"workers": 2, "planners": 1}))  # fmt: skip
+    many = tickets * TASKS_PER_TICKET / elapsed
+    out.append(Metric("lifecycle", "planners_tasks_per_s", many, "tasks/s",
+                      {"workers": 2, "planners": PLANNERS}))  # fmt: skip
     return out

@@ -63,6 +63,7 @@ async def omoi_stack(
     workdir: Path,
     *,
     workers: int,
+    planners: int = 1,
     capabilities: tuple[str, ...] = ("noop",),
     phases: tuple[str, ...] = (),
     concurrency: int = BENCH_CONCURRENCY,
@@ -72,8 +73,9 @@ async def omoi_stack(
     auth: bool = True,
     log_level: str = "WARNING",
 ) -> AsyncIterator[Stack]:
-    """A planner and `workers` worker processes, on an embedded server unless `nats_url`
-    names one (a cluster). Workers serve `phases` (all when empty) and `capabilities`."""
+    """`planners` planners and `workers` worker processes, on an embedded server unless
+    `nats_url` names one (a cluster). Workers serve `phases` (all when empty) and
+    `capabilities`."""
     server = None
     # Auth on, as `omoi up` runs it: every process connects as its own role.
     identities = AuthDir(workdir / "data" / "auth").ensure()
@@ -101,7 +103,11 @@ async def omoi_stack(
     env = {**os.environ, **settings.to_env(), **AGENT_ENV, **(env or {})}
     log = await asyncio.to_thread(_open_log, workdir)
     try:
-        argv = {"planner": ["agents.planner"]}
+        argv = (
+            {"planner": ["agents.planner"]}
+            if planners == 1
+            else {f"planner-{n + 1}": ["agents.planner"] for n in range(planners)}
+        )
         for i in range(workers):
             args = ["agents.worker"]
             for capability in capabilities:
