@@ -264,6 +264,8 @@ class Supervisor:
         phase, capability = pool.split("-", 1)
         async with self._scaling:
             have = self.replicas(pool)
+            if self._stop.is_set():
+                return len(have)  # shutting down: nothing new starts
             taken = {int(c.name.rsplit("-", 1)[1]) for c in have}
             for _ in range(replicas - len(have)):
                 n = next(i for i in range(len(taken) + 1) if i not in taken)

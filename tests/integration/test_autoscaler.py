@@ -12,7 +12,9 @@ from agents.autoscaler.policy import Pool, ScaleRules
 from agents.planner.agent import Planner
 from agents.settings import Settings
 from bus import Bus
+from bus import constants as c
 from schemas import AGENTS_TOKEN, Event
+from schemas.supervisor import ScaleReply, ScaleRequest
 from schemas.ticket import TicketStatus
 from tests.helpers import EventLog, Running, submit, supervising, ticket_finished, wait_until
 
@@ -57,4 +59,10 @@ async def test_a_burst_scales_a_pool_to_its_max_and_a_drained_queue_back_to_its_
         assert supervisor.replicas(POOL.name) == []
         changes = [e.data["to"] for e in events.events if e.type == "autoscaler.scaled"]
         assert max(changes) == POOL.max and all(0 <= n <= POOL.max for n in changes)
+        # A pool the supervisor was not given is refused, by name.
+        subject = c.supervisor_subject("scaled-host", c.SCALE_VERB)
+        asked = ScaleRequest(pool="design-shell", replicas=2).to_json()
+        refused = ScaleReply.model_validate_json(await bus.request(subject, asked, 10))
+        assert not refused.ok and "no pool 'design-shell'" in (refused.error or "")
+        assert supervisor.replicas("design-shell") == []
         await own.close()

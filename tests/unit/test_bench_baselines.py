@@ -19,21 +19,34 @@ from tests.helpers import require_tool
 LATENCY = [f"{kind}_{p}_ms" for kind in ("start", "e2e") for p in ("p50", "p99", "max")]
 
 
-def expected_keys(workers: tuple[int, ...]) -> set[tuple[str, tuple[tuple[str, int], ...]]]:
-    keys = {("tasks_per_s", (("workers", w),)) for w in workers}
+CPU_ROLES = ("client", "worker", "nats-server", "total")
+
+
+def expected_keys(
+    workers: tuple[int, ...], cpu: bool = False
+) -> set[tuple[str, tuple[tuple[str, object], ...]]]:
+    keys: set[tuple[str, tuple[tuple[str, object], ...]]] = {
+        ("tasks_per_s", (("workers", w),)) for w in workers
+    }
+    if cpu:  # raw JetStream's CPU per task per role, Omoi's lifecycle is compared with
+        keys |= {("cpu_us_per_task", (("role", r), ("workers", w))) for w in workers
+                 for r in CPU_ROLES}  # fmt: skip
     for rate in (200, 1000):
         keys |= {(name, (("rate", rate), ("workers", 2))) for name in LATENCY}
     return keys
 
 
-def check(metrics: list[Metric], scenario: str, workers: tuple[int, ...]) -> None:
+def check(
+    metrics: list[Metric], scenario: str, workers: tuple[int, ...], cpu: bool = False
+) -> None:
     assert {m.scenario for m in metrics} == {scenario}
     got = [(m.name, tuple(sorted(m.params.items()))) for m in metrics]
     assert len(got) == len(set(got)), "a metric is reported twice"
-    assert set(got) == expected_keys(workers)
+    assert set(got) == expected_keys(workers, cpu)
     for m in metrics:
         assert math.isfinite(m.value)
-        assert m.value > 0, m
+        # CPU is counted in clock ticks: a tiny run may cost a role none.
+        assert m.value >= 0 if m.name == "cpu_us_per_task" else m.value > 0, m
     by_key = {(m.name, m.params.get("rate")): m.value for m in metrics}
     for rate in (200, 1000):
         # A task starts before its completion is seen, and the max bounds the percentiles.
@@ -50,7 +63,10 @@ def assert_no_children() -> None:
 @pytest.mark.timeout(40)
 async def test_raw_jetstream_smoke(tmp_path: Path) -> None:
     cfg = BenchConfig(workdir=tmp_path, scale=0.002, worker_counts=(1, 2))
-    check(await raw_jetstream.run(cfg), "raw_jetstream", cfg.worker_counts)
+    metrics = await raw_jetstream.run(cfg)
+    check(metrics, "raw_jetstream", cfg.worker_counts, cpu=True)
+    totals = [m for m in metrics if m.name == "cpu_us_per_task" and m.params["role"] == "total"]
+    assert all(m.value > 0 for m in totals)
     assert_no_children()
 
 
