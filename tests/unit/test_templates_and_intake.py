@@ -114,6 +114,24 @@ def test_workflow_with_an_invalid_task_fails_to_render(tmp_path: Path) -> None:
     assert err.category == "bad_workflow"
 
 
+def test_a_workflows_tasks_name_tools_that_a_plain_ticket_may_use(tmp_path: Path) -> None:
+    (tmp_path / "gh.toml").write_text(
+        'name = "gh"\n[[tasks]]\nname = "fix"\nphase = "implementation"\n'
+        'capability = "agent"\ninstructions = "Fix ${title}"\ntools = ["github"]\n'
+    )
+    body = json.dumps({"title": "the limiter", "workflow": "gh"}).encode()
+    made = build(body, granted=rights.NONE, max_bytes=10_000, default_workflow="default",
+                 workflow_dirs=[tmp_path])  # fmt: skip
+    (fix,) = made.tasks
+    assert fix.tools == ["github"] and fix.instructions == "Fix the limiter"
+    # The same tool in the plain submission's own task needs its right (push).
+    own = {"title": "t", "tasks": [{"name": "x", "phase": "implementation",
+                                    "capability": "agent", "tools": ["github"]}]}  # fmt: skip
+    err = invalid(build, json.dumps(own).encode(), granted=rights.NONE, max_bytes=10_000,
+                  default_workflow="default")  # fmt: skip
+    assert err.category == "forbidden" and "tool 'github'" in err.message
+
+
 # intake
 
 
