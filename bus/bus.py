@@ -361,13 +361,36 @@ class Bus:
         """A core publish: best effort, for signals that state also carries."""
         await self.nc.publish(subject, data)
 
-    async def serve(self, subject: str, responder: Responder, queue: str = "") -> Subscription:
-        """Call `responder` for each message on `subject`; what it returns is the reply."""
+    async def serve(
+        self, subject: str, responder: Responder, queue: str = "", concurrency: int = 1
+    ) -> Subscription:
+        """Call `responder` for each message on `subject`; what it returns is the reply.
+        One at a time unless `concurrency` says more: a responder that waits on something
+        slow (a provider's API) would otherwise hold up every request behind it."""
 
-        async def on_msg(msg: Msg) -> None:
+        async def answer(msg: Msg) -> None:
             reply = await responder(Request(msg.subject, msg.data, bool(msg.reply)))
             if reply is not None and msg.reply:
                 await msg.respond(reply)
+
+        if concurrency <= 1:
+            return await self.nc.subscribe(subject, queue=queue, cb=answer)
+        slots = asyncio.Semaphore(concurrency)
+        running: set[asyncio.Task[None]] = set()
+
+        async def in_slot(msg: Msg) -> None:
+            try:
+                await answer(msg)
+            except Exception:  # one request's failure is logged, never the subscription's
+                log.exception("answering a request on %s failed", msg.subject)
+            finally:
+                slots.release()
+
+        async def on_msg(msg: Msg) -> None:
+            await slots.acquire()  # full: the next message waits, as with one at a time
+            task = asyncio.create_task(in_slot(msg))
+            running.add(task)
+            task.add_done_callback(running.discard)
 
         return await self.nc.subscribe(subject, queue=queue, cb=on_msg)
 

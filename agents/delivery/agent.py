@@ -30,7 +30,7 @@ from pydantic import ValidationError
 from agents.base import Agent
 from agents.delivery import body
 from agents.delivery.github import GitHub, GitHubError
-from agents.delivery.integrations import Integrations
+from agents.delivery.integrations import INTEGRATION_CONCURRENCY, Integrations
 from agents.delivery.jira import Jira
 from agents.delivery.push import Credentials, PushError, default_branch, local_copy, push
 from agents.delivery.tracker import Statuses, Tracker
@@ -84,7 +84,10 @@ class DeliveryAgent(Agent):
         own_http = self.http is None
         self.http = self.http or httpx.AsyncClient(timeout=HTTP_TIMEOUT_S)
         calls = Integrations(self.bus, self.settings, self.http, self.id, self.redactor)
-        serving = await self.bus.serve(c.INTEGRATIONS, calls.answer, queue=c.INTEGRATIONS_QUEUE)
+        serving = await self.bus.serve(
+            c.INTEGRATIONS, calls.answer, queue=c.INTEGRATIONS_QUEUE,
+            concurrency=INTEGRATION_CONCURRENCY,
+        )  # fmt: skip
         try:
             consumer = Consumer(
                 self.bus,

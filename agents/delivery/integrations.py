@@ -35,6 +35,8 @@ from schemas.ticket import TicketState
 log = logging.getLogger(__name__)
 
 RESULT_CHARS = 20_000
+# Calls answered at once: each waits on a provider (retried for seconds when it fails).
+INTEGRATION_CONCURRENCY = 16
 _ISSUE_KEY = re.compile(r"^[A-Z][A-Z0-9_]{0,30}-[0-9]{1,12}$")
 
 
