@@ -95,5 +95,10 @@ async def test_a_jira_issue_becomes_a_ticket_and_hears_how_it_goes(
         assert any("pushed branch omoi/jira-PROJ-7" in t for t in texts)
         markers = [m for t in texts for m in re.findall(r"\[omoi:[^\]]+\]", t)]
         assert len(markers) == len(set(markers)) == len(texts)  # each event told once
-        assert jira.status["PROJ-7"] == "Done"
+
+        # The comment is made before the transition: wait for the issue to be moved too.
+        async def moved_done() -> bool:
+            return jira.status["PROJ-7"] == "Done"
+
+        assert await wait_until(moved_done, timeout=30)
         assert "PROJ-8" not in jira.comments

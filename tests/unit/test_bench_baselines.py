@@ -63,10 +63,7 @@ def assert_no_children() -> None:
 @pytest.mark.timeout(40)
 async def test_raw_jetstream_smoke(tmp_path: Path) -> None:
     cfg = BenchConfig(workdir=tmp_path, scale=0.002, worker_counts=(1, 2))
-    metrics = await raw_jetstream.run(cfg)
-    check(metrics, "raw_jetstream", cfg.worker_counts, cpu=True)
-    totals = [m for m in metrics if m.name == "cpu_us_per_task" and m.params["role"] == "total"]
-    assert all(m.value > 0 for m in totals)
+    check(await raw_jetstream.run(cfg), "raw_jetstream", cfg.worker_counts, cpu=True)
     assert_no_children()
 
 
