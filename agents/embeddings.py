@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from agents.errors import AgentError
-from agents.llm.client import import_litellm
+from agents.llm.client import import_litellm, without_key
 from agents.settings import Settings
 
 
@@ -66,14 +66,11 @@ class Embedder:
             answer = await asyncio.wait_for(litellm.aembedding(**kwargs), limit)
             vectors = [_vector(item) for item in sorted(answer.data, key=_index)]
         except Exception as exc:  # noqa: BLE001 - any failure is "no vectors", said why
-            raise EmbeddingError(self._redact(f"no embeddings from {cfg.model}: {exc!r}")) from None
+            said = without_key(f"no embeddings from {cfg.model}: {exc!r}", cfg.api_key)
+            raise EmbeddingError(said[:1000]) from None
         if len(vectors) != len(texts) or not all(vectors):
             raise EmbeddingError(f"{cfg.model} gave {len(vectors)} vectors for {len(texts)} texts")
         return vectors
-
-    def _redact(self, text: str) -> str:
-        key = self.config.api_key.get_secret_value() if self.config.api_key else ""
-        return text.replace(key, "***")[:1000] if len(key) >= 4 else text[:1000]
 
 
 def _index(item: Any) -> int:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import BaseModel, Field, PrivateAttr, SecretStr, ValidationError, field_validator
 
+from agents.autoscaler.policy import parse_pools
 from agents.errors import SettingsError
 from agents.logs import LogFormat
 from agents.secret_files import FILE_SUFFIX, read_secret_file
@@ -21,9 +21,6 @@ from schemas.usage import Budget
 
 DEFAULT_NATS_PORT = 4222
 ENV_PREFIX = "OMOI_"
-
-
-_POOL = re.compile(r"^[a-z]+:[a-z0-9_-]+:[0-9]{1,3}:[0-9]{1,3}$")
 
 
 class Settings(BaseModel):
@@ -230,12 +227,7 @@ class Settings(BaseModel):
     @field_validator("autoscaler_pools")
     @classmethod
     def _pools(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for pool in value:
-            if not _POOL.match(pool):
-                raise ValueError(f"a pool is phase:capability:min:max, not {pool!r}")
-            low, high = (int(n) for n in pool.split(":")[2:])
-            if low > high:
-                raise ValueError(f"pool {pool!r}: its min is over its max")
+        parse_pools(value)  # the autoscaler's own reading: a bad pool is named here
         return value
 
     @field_validator("worker_labels")

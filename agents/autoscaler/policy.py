@@ -13,6 +13,7 @@ what it wants.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 
@@ -92,15 +93,18 @@ def decide(
     return Scaling(want, f"{load} for {now - memory.low_since:.0f} s: {want} workers are enough")
 
 
+_POOL = re.compile(r"^([a-z]+):([a-z0-9_-]+):([0-9]{1,3}):([0-9]{1,3})$")
+
+
 def parse_pools(specs: tuple[str, ...]) -> list[Pool]:
     """`phase:capability:min:max` each (e.g. `implementation:agent:0:8`); ValueError."""
     pools = []
     for spec in specs:
-        parts = spec.split(":")
-        if len(parts) != 4 or not parts[0] or not parts[1]:
+        found = _POOL.match(spec)
+        if found is None:
             raise ValueError(f"a pool is phase:capability:min:max, not {spec!r}")
-        low, high = int(parts[2]), int(parts[3])
-        if not 0 <= low <= high:
-            raise ValueError(f"pool {spec!r}: need 0 <= min <= max")
-        pools.append(Pool(parts[0], parts[1], low, high))
+        phase, capability, low, high = found[1], found[2], int(found[3]), int(found[4])
+        if low > high:
+            raise ValueError(f"pool {spec!r}: its min is over its max")
+        pools.append(Pool(phase, capability, low, high))
     return pools

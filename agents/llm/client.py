@@ -50,8 +50,13 @@ class ModelConfig:
         )
 
     def redact(self, text: str) -> str:
-        key = self.api_key.get_secret_value() if self.api_key else ""
-        return text.replace(key, "***") if len(key) >= 4 else text
+        return without_key(text, self.api_key)
+
+
+def without_key(text: str, api_key: SecretStr | None) -> str:
+    """`text` with the key taken out (a key too short to be one is left alone)."""
+    key = api_key.get_secret_value() if api_key else ""
+    return text.replace(key, "***") if len(key) >= 4 else text
 
 
 @dataclass(frozen=True)
