@@ -14,7 +14,7 @@ from typing import Any
 from agents.settings import Settings
 from agents.version import omoi_version
 from bus import Bus, BusError
-from bus.consumer import Runtime
+from bus.consumer import Consuming
 from bus.log_context import bind_log_fields
 from bus.registry import AgentService
 from schemas import AGENTS_TOKEN, Event, EventType, Heartbeat, utcnow
@@ -191,7 +191,7 @@ class Agent:
             )
         )
 
-    async def consume(self, *consumers: Runtime, also: Sequence[Awaitable[None]] = ()) -> None:
+    async def consume(self, *consumers: Consuming, also: Sequence[Awaitable[None]] = ()) -> None:
         """Run `consumers`, and the loops in `also`, until the agent is asked to stop; then
         stop the consumers (each hands back what it has not finished) and give the loops
         the shutdown grace to notice. The agent is ready once every consumer is bound."""
@@ -227,7 +227,7 @@ class Agent:
         return self.stopping.is_set()
 
 
-async def _started(consumers: Sequence[Runtime], runs: Sequence[asyncio.Task[None]]) -> bool:
+async def _started(consumers: Sequence[Consuming], runs: Sequence[asyncio.Task[None]]) -> bool:
     """Wait until every consumer is bound; False if one of them ended first."""
     waits = [asyncio.create_task(consumer.started.wait()) for consumer in consumers]
     try:

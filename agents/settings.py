@@ -70,6 +70,9 @@ class Settings(BaseModel):
     worker_labels: tuple[str, ...] = ()
     # Outcome events the planner takes at once; a ticket is reconciled once per batch.
     planner_batch: int = Field(default=256, ge=1, le=10_000)
+    # Planners share the tickets' partitions by leases of this length, renewed three
+    # times a lease: a dead planner's partitions move to the others within about this long.
+    planner_lease_s: float = Field(default=6.0, ge=1.0, le=300.0)
     events_max_age_s: float = Field(default=7 * 24 * 3600, gt=0)
     # How long OMOI_LOGS keeps lines (the store keeps them for `store_retention_s`).
     logs_max_age_s: float = Field(default=3 * 24 * 3600, gt=0)
@@ -324,6 +327,7 @@ class Settings(BaseModel):
             logs_max_age_s=self.logs_max_age_s,
             # Long enough for the monitor to see an agent go stale before it vanishes.
             heartbeat_ttl_s=max(5 * self.heartbeat_interval_s, 1.0),
+            partition_lease_s=self.planner_lease_s,
         )
 
     @property

@@ -28,7 +28,6 @@ TASKS_SUBJECTS = "omoi.tasks.>"
 # Events: `omoi.events.<ticket_id>.<type>`, retained by age.
 EVENTS_STREAM = "OMOI_EVENTS"
 EVENTS_SUBJECTS = "omoi.events.>"
-PLANNER_EVENTS_CONSUMER = "planner-events"
 # The outcomes the planner reacts to.
 PLANNER_EVENT_FILTERS = (
     "omoi.events.*.task.succeeded",
@@ -41,6 +40,54 @@ PLANNER_EVENT_FILTERS = (
     "omoi.events.*.delivery.succeeded",
     "omoi.events.*.delivery.failed",
     "omoi.events.*.discovery.reported",
+)
+
+# Planner partitions. The server copies the outcomes above from OMOI_EVENTS into
+# OMOI_PLANNER as `omoi.planner.<partition>.<ticket>.<type>` (a stream source with a subject
+# transform), so each ticket's outcomes land in one of PLANNER_PARTITIONS partitions, each
+# read by its own durable consumer. A partition is owned by one planner at a time (leases
+# in the partitions bucket, bus/ownership.py); OMOI_EVENTS' own subjects stay as they are.
+PLANNER_STREAM = "OMOI_PLANNER"
+PLANNER_SUBJECTS_PREFIX = "omoi.planner"
+# More planners than partitions add no throughput. Changing it re-partitions the copy.
+PLANNER_PARTITIONS = 8
+PLANNER_GROUP = "planner"
+
+
+def planner_partition(ticket_id: str) -> int:
+    """The partition of a ticket: what the server's `partition(n, 1)` transform gives its
+    subject (FNV-1a, 32 bits, of the ticket id token, modulo the partition count)."""
+    h = 0x811C9DC5
+    for byte in ticket_id.encode():
+        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return h % PLANNER_PARTITIONS
+
+
+def planner_events_consumer(partition: int) -> str:
+    return f"planner-events-{partition}"
+
+
+PLANNER_EVENTS_CONSUMERS = tuple(planner_events_consumer(p) for p in range(PLANNER_PARTITIONS))
+
+
+def planner_partition_filter(partition: int) -> str:
+    return f"{PLANNER_SUBJECTS_PREFIX}.{partition}.>"
+
+
+def planner_subject_transform(event_filter: str) -> tuple[str, str]:
+    """(src, dest) of the transform copying `omoi.events.*.<type>` into its partition."""
+    kind = event_filter.removeprefix("omoi.events.*.")
+    dest = (
+        f"{PLANNER_SUBJECTS_PREFIX}.{{{{partition({PLANNER_PARTITIONS},1)}}}}"
+        f".{{{{wildcard(1)}}}}.{kind}"
+    )
+    return event_filter, dest
+
+
+# Consumers of earlier versions, deleted when provisioning finds them: (stream, durable).
+RETIRED_CONSUMERS = (
+    # Every planner's one consumer, before planners shared the work by partition.
+    (EVENTS_STREAM, "planner-events"),
 )
 
 # Phase gates: `omoi.gates.<phase>.<ticket>` requests, a work queue consumed by validators.
@@ -99,6 +146,7 @@ MESSAGE_STREAMS = (
     GATES_STREAM,
     DELIVERIES_STREAM,
     EVENTS_STREAM,
+    PLANNER_STREAM,
     DLQ_STREAM,
     AUDIT_STREAM,
     LOGS_STREAM,
@@ -211,6 +259,10 @@ INTERVENTIONS_BUCKET = "omoi_interventions"
 QUARANTINE_BUCKET = "omoi_quarantine"
 # HTTP API tokens by id (their hashes, never the tokens); revoking deletes the key.
 TOKENS_BUCKET = "omoi_tokens"
+# Who owns which partition of a group (the planners'): `<group>.owners.<partition>` and
+# `<group>.members.<agent_id>`, each holding a PartitionLease that lives as long as the
+# bucket's TTL unless renewed.
+PARTITIONS_BUCKET = "omoi_partitions"
 
 # Object stores. A ticket's git workspace travels between machines as a bundle of its
 # history, `<ticket_id>.bundle` in `omoi_workspaces`, with its head commit and branch in

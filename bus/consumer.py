@@ -22,7 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from nats.aio.msg import Msg
 
@@ -51,6 +51,16 @@ class Source:
     stream: str
     durable: str
     rank: int = 0
+
+
+class Consuming(Protocol):
+    """What an agent runs as a consumer: a `Runtime`, or several (`PartitionedConsumer`)."""
+
+    started: asyncio.Event  # bound to its consumers: fetching begins
+
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 class Runtime:

@@ -63,6 +63,7 @@ STREAMS = (
     c.kv_stream(c.TOKENS_BUCKET),
     c.kv_stream(c.INTERVENTIONS_BUCKET),
     c.kv_stream(c.QUARANTINE_BUCKET),
+    c.kv_stream(c.PARTITIONS_BUCKET),
     c.obj_stream(c.WORKSPACES_BUCKET),
 )
 STATE_BUCKETS = (c.TICKETS_BUCKET, c.TASKS_BUCKET, c.HEARTBEATS_BUCKET)
@@ -153,6 +154,8 @@ def _provisions() -> tuple[str, ...]:
             f"{_API}.CONSUMER.CREATE.{stream}.*.>",
             f"{_API}.CONSUMER.DURABLE.CREATE.{stream}.*",
         ]
+    # Consumers of earlier versions are deleted by whoever provisions (and only those).
+    out += [f"{_API}.CONSUMER.DELETE.{s}.{d}" for s, d in c.RETIRED_CONSUMERS]
     return tuple(out)
 
 
@@ -253,7 +256,10 @@ def _table() -> dict[str, Permissions]:
                 *_writes(c.TICKETS_BUCKET, c.TASKS_BUCKET, c.HEARTBEATS_BUCKET),
                 *_watches(c.kv_stream(c.TICKETS_BUCKET), c.kv_stream(c.TASKS_BUCKET)),
                 *_pulls(c.INTAKE_STREAM, c.INTAKE_CONSUMER),
-                *_pulls(c.EVENTS_STREAM, c.PLANNER_EVENTS_CONSUMER),
+                *_pulls(c.PLANNER_STREAM, *c.PLANNER_EVENTS_CONSUMERS),
+                # Which partitions it owns (bus/ownership.py).
+                *_reads(c.PARTITIONS_BUCKET),
+                *_writes(c.PARTITIONS_BUCKET),
                 c.TASKS_SUBJECTS,
                 c.GATES_SUBJECTS,
                 c.DELIVERIES_SUBJECTS,

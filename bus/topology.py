@@ -6,6 +6,7 @@ configuration: missing pieces are created, changed settings are updated in place
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from nats.js.api import (
     RetentionPolicy,
     StorageType,
     StreamConfig,
+    StreamSource,
+    SubjectTransform,
 )
 from nats.js.errors import BadRequestError, NotFoundError, ServerError
 
@@ -53,6 +56,13 @@ class TopologyConfig:
     # a chatty fleet from filling the disk.
     logs_max_age_s: float = 3 * 24 * 3600
     logs_max_bytes: int = 1024 * 1024 * 1024
+    # A planner partition whose owner stopped renewing its lease is free after this long.
+    partition_lease_s: float = 6.0
+    # The planners' copy of the outcomes keeps the newest this many: a limits stream, not a
+    # work queue, because a source finds where it left off in the last message it copied,
+    # and a work queue emptied by acks forgets it (after a kill -9 the server then copied
+    # the whole source again). Planners read it long before the cap.
+    planner_max_msgs: int = 1_000_000
 
 
 def stream_configs(cfg: TopologyConfig) -> list[StreamConfig]:
@@ -133,6 +143,30 @@ def stream_configs(cfg: TopologyConfig) -> list[StreamConfig]:
     return streams
 
 
+def planner_stream_config(cfg: TopologyConfig, start_seq: int | None = None) -> StreamConfig:
+    """OMOI_PLANNER: the planner-bound outcomes of OMOI_EVENTS, copied by the server into
+    their ticket's partition (bus/constants.py). It has no subjects of its own, so nothing
+    can be published into it but the copy."""
+    return StreamConfig(
+        name=c.PLANNER_STREAM,
+        subjects=[],
+        sources=[
+            StreamSource(
+                name=c.EVENTS_STREAM,
+                opt_start_seq=start_seq,
+                subject_transforms=[
+                    SubjectTransform(*c.planner_subject_transform(f))
+                    for f in c.PLANNER_EVENT_FILTERS
+                ],
+            )
+        ],
+        retention=RetentionPolicy.LIMITS,
+        max_msgs=cfg.planner_max_msgs,
+        discard=DiscardPolicy.OLD,
+        max_age=cfg.events_max_age_s,
+    )
+
+
 def object_store_configs(cfg: TopologyConfig) -> list[StreamConfig]:
     """The streams behind Omoi's object stores, laid out as nats-py and the nats CLI make
     them (so `nats object` works on them), on the topology's replicas."""
@@ -176,16 +210,19 @@ def consumer_configs(cfg: TopologyConfig) -> list[tuple[str, ConsumerConfig]]:
                 max_deliver=-1,
             ),
         ),
-        (
-            c.EVENTS_STREAM,
-            ConsumerConfig(
-                durable_name=c.PLANNER_EVENTS_CONSUMER,
-                filter_subjects=list(c.PLANNER_EVENT_FILTERS),
-                ack_policy=AckPolicy.EXPLICIT,
-                ack_wait=cfg.ack_wait_s,
-                deliver_policy=DeliverPolicy.ALL,
-                max_deliver=-1,
-            ),
+        *(
+            (
+                c.PLANNER_STREAM,
+                ConsumerConfig(
+                    durable_name=c.planner_events_consumer(p),
+                    filter_subject=c.planner_partition_filter(p),
+                    ack_policy=AckPolicy.EXPLICIT,
+                    ack_wait=cfg.ack_wait_s,
+                    deliver_policy=DeliverPolicy.ALL,
+                    max_deliver=-1,
+                ),
+            )
+            for p in range(c.PLANNER_PARTITIONS)
         ),
         (
             c.EVENTS_STREAM,
@@ -347,6 +384,12 @@ async def ensure_buckets(js: JetStreamContext, cfg: TopologyConfig) -> None:
         KeyValueConfig(bucket=c.TOKENS_BUCKET, history=1, replicas=cfg.replicas),
         KeyValueConfig(bucket=c.INTERVENTIONS_BUCKET, history=5, replicas=cfg.replicas),
         KeyValueConfig(bucket=c.QUARANTINE_BUCKET, history=1, replicas=cfg.replicas),
+        KeyValueConfig(
+            bucket=c.PARTITIONS_BUCKET,
+            history=1,
+            ttl=cfg.partition_lease_s,
+            replicas=cfg.replicas,
+        ),
     ]
     for bucket in buckets:
         try:
@@ -374,13 +417,39 @@ async def _raise_ttl(js: JetStreamContext, bucket: KeyValueConfig) -> None:
     await js.update_stream(config)
 
 
+async def ensure_planner_stream(js: JetStreamContext, cfg: TopologyConfig) -> None:
+    """Make OMOI_PLANNER, copying from OMOI_EVENTS from now on (an upgrade must not copy a
+    week of old outcomes), or converge it keeping where its copy started."""
+    try:
+        info = await js.stream_info(c.PLANNER_STREAM)
+    except NotFoundError:
+        events = await js.stream_info(c.EVENTS_STREAM)
+        start = events.state.last_seq + 1 if events.state.last_seq else None
+    else:
+        sources = info.config.sources or []
+        start = sources[0].opt_start_seq if sources else None
+    config = planner_stream_config(cfg, start)
+    config.storage = StorageType.FILE
+    config.num_replicas = cfg.replicas
+    await ensure_stream(js, config)
+
+
+async def retire_consumers(js: JetStreamContext) -> None:
+    for stream, durable in c.RETIRED_CONSUMERS:
+        with contextlib.suppress(NotFoundError):
+            await js.delete_consumer(stream, durable)
+            log.info("deleted consumer %s of %s (retired)", durable, stream)
+
+
 async def provision(js: JetStreamContext, cfg: TopologyConfig) -> None:
     for stream in stream_configs(cfg):
         await ensure_stream(js, stream)
+    await ensure_planner_stream(js, cfg)
     for stream in object_store_configs(cfg):
         await ensure_stream(js, stream)
     for stream_name, consumer in consumer_configs(cfg):
         await ensure_consumer(js, stream_name, consumer)
+    await retire_consumers(js)
     # Last: the roles that may not provision wait until they can bind the buckets, and
     # then find every stream and consumer in place.
     await ensure_buckets(js, cfg)

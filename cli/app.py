@@ -113,6 +113,9 @@ def up(
     data_dir: Annotated[Path, typer.Option(help="State directory.")] = Path(".omoi"),
     nats_port: Annotated[int, typer.Option(help="Embedded server port (0: any free)")] = 4222,
     workers: Annotated[int, typer.Option(min=0, help="Worker processes (0: none here).")] = 2,
+    planners: Annotated[
+        int, typer.Option(min=1, help="Planner processes (they share the tickets' partitions).")
+    ] = 1,
     http_port: Annotated[
         int, typer.Option(help="Gateway and dashboard port on 127.0.0.1 (0: any free; -1: off).")
     ] = 8000,
@@ -148,6 +151,7 @@ def up(
                 settings,
                 nats_port=nats_port,
                 workers=workers,
+                planners=planners,
                 http_port=None if http_port < 0 else http_port,
                 ready_timeout=ready_timeout,
                 on_line=_show_child_line if logs else None,

@@ -45,6 +45,7 @@ async def up(
     *,
     nats_port: int,
     workers: int,
+    planners: int = 1,
     http_port: int | None = 8000,
     ready_timeout: float = DEFAULT_READY_TIMEOUT_S,
     on_line: LineSink | None = None,
@@ -71,7 +72,9 @@ async def up(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    children, http_url = plan(workers, http_port, autoscaled=bool(settings.autoscaler_pools))
+    children, http_url = plan(
+        workers, http_port, autoscaled=bool(settings.autoscaler_pools), planners=planners
+    )
     try:
         bus = await Bus.connect(
             str(settings.nats_url),
@@ -129,7 +132,7 @@ async def _sign_in_line(bus: Bus, settings: Settings, http_url: str) -> None:
 
 
 def plan(
-    workers: int, http_port: int | None, *, autoscaled: bool = False
+    workers: int, http_port: int | None, *, autoscaled: bool = False, planners: int = 1
 ) -> tuple[list[Child], str | None]:
     """The processes to run, and the gateway's URL (None without one). With autoscaled
     pools (OMOI_AUTOSCALER_POOLS) an autoscaler runs too, and starts their workers."""
@@ -137,6 +140,9 @@ def plan(
     if autoscaled:
         roles.append("autoscaler")
     children = [Child(role, agent_argv(role), agent=True) for role in roles]
+    children += [
+        Child(f"planner-{i}", agent_argv("planner"), agent=True) for i in range(2, planners + 1)
+    ]
     http_url = None
     if http_port is not None:
         port = http_port or free_port()

@@ -65,6 +65,7 @@ def settings(tmp_path: Path, nats_server: EmbeddedNatsServer, auth_dir: AuthDir)
         shutdown_grace_s=2.0,
         reconcile_interval_s=1.0,
         fetch_poll_s=0.25,
+        planner_lease_s=3.0,
     )
 
 

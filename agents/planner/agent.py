@@ -12,6 +12,7 @@ never strands it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import Awaitable, Callable
@@ -34,6 +35,8 @@ from agents.settings import Settings
 from bus import Bus, Consumer, Delivery, Reject, Request, Source
 from bus import constants as c
 from bus.log_context import logging_context
+from bus.ownership import Ownership
+from bus.partitioned import PartitionedConsumer
 from bus.trace_context import bind_ticket, new_span_id
 from schemas import (
     CancelTask,
@@ -54,6 +57,7 @@ from schemas.audit import AuditOutcome
 from schemas.delivery import DeliveryReport
 from schemas.discovery import DiscoveryDecision, DiscoveryReport
 from schemas.gate import GateVerdict
+from schemas.partition import PartitionLease
 from schemas.task import task_key
 
 
@@ -81,6 +85,8 @@ class Planner(Agent):
         self.commands = Commands(bus, self.reconciler, self.desk)
         self.restorer = Restorer(bus, self.id, lost_after_s=settings.lost_message_after_s)
         self.admission = Admission(bus, settings, self.id, self.reconciler, self.model, self.log)
+        self.partitions: PartitionedConsumer | None = None  # bound in main()
+        self._sweep_now = asyncio.Event()
 
     async def main(self) -> None:
         # Queue groups: with several planners, exactly one answers each request.
@@ -105,18 +111,29 @@ class Planner(Agent):
             ],
         ]
         await self.bus.mirror_state()
-        await self.sweep()
+        leases = await self.bus.bucket(c.PARTITIONS_BUCKET, PartitionLease)
+        ownership = Ownership(leases, c.PLANNER_GROUP, self.id, range(c.PLANNER_PARTITIONS))
+        # Outcome events, a batch at a time, from the partitions this planner owns, with one
+        # reconcile per ticket per batch: reconciling reads the whole ticket, so ten outcomes
+        # of one ticket need one pass, not ten. Different tickets are reconciled at once.
+        self.partitions = PartitionedConsumer(
+            ownership,
+            lambda p: self._consumer(
+                c.PLANNER_STREAM, c.planner_events_consumer(p), self._on_event, _event_key
+            ),
+            renew_s=self.settings.planner_lease_s / 3,
+            # Taking a partition over, sweep its tickets: their last outcomes may have
+            # been in the hands of a planner that died.
+            on_gained=lambda _: self._sweep_now.set(),
+            logger=self.log,
+        )
         try:
             await self.consume(
+                # Intake is shared: any planner admits a ticket and starts it.
                 self._consumer(
                     c.INTAKE_STREAM, c.INTAKE_CONSUMER, self.admission.take, _intake_key
                 ),
-                # Outcome events, a batch at a time, with one reconcile per ticket per batch:
-                # reconciling reads the whole ticket, so ten outcomes of one ticket need one
-                # pass, not ten. Different tickets are reconciled concurrently.
-                self._consumer(
-                    c.EVENTS_STREAM, c.PLANNER_EVENTS_CONSUMER, self._on_event, _event_key
-                ),
+                self.partitions,
                 also=[self._sweep_loop()],
             )
         finally:
@@ -245,9 +262,18 @@ class Planner(Agent):
 
     # Sweep
 
+    async def owned_tickets(self) -> list[str]:
+        """The running tickets of the partitions this planner owns: those it sweeps."""
+        held = self.partitions.held if self.partitions is not None else frozenset()
+        return [
+            t for t in await self.reconciler.running_tickets() if c.planner_partition(t) in held
+        ]
+
     async def sweep(self) -> None:
-        """Reconcile every running ticket, and give work that lost its message a new one."""
-        for ticket_id in await self.reconciler.running_tickets():
+        """Reconcile every running ticket it owns, and give work that lost its message a
+        new one."""
+        owned = await self.owned_tickets()
+        for ticket_id in owned:
             # Each ticket's reconciling is a span of its own, in the ticket's trace.
             with logging_context(span_id=new_span_id()):
                 bind_ticket(ticket_id)
@@ -256,17 +282,17 @@ class Planner(Agent):
                 except Exception:
                     self.log.exception("reconciling %s failed", ticket_id)
         try:
-            await self.restorer.restore(await self.reconciler.running_tickets())
+            await self.restorer.restore(owned)
         except Exception:
             self.log.exception("restoring lost messages failed")
         try:
-            await self.expire_handoffs()
+            await self.expire_handoffs(owned)
         except Exception:
             self.log.exception("checking handed-off tasks failed")
 
-    async def expire_handoffs(self) -> None:
+    async def expire_handoffs(self, tickets: list[str]) -> None:
         serving = handoffs.served(await self.bus.heartbeats.values())
-        for ticket_id in await self.reconciler.running_tickets():
+        for ticket_id in tickets:
             loaded = await self.reconciler.load(ticket_id)
             if loaded is None:
                 continue
@@ -280,7 +306,16 @@ class Planner(Agent):
                     await self.reconciler.reconcile(ticket_id)
 
     async def _sweep_loop(self) -> None:
-        while not await self.wait_stopping(self.settings.reconcile_interval_s):
+        while not self.stopping.is_set():
+            waits = [asyncio.ensure_future(e.wait()) for e in (self.stopping, self._sweep_now)]
+            await asyncio.wait(
+                waits, timeout=self.settings.reconcile_interval_s, return_when="FIRST_COMPLETED"
+            )
+            for wait in waits:
+                wait.cancel()
+            if self.stopping.is_set():
+                return
+            self._sweep_now.clear()
             await self.sweep()
 
 
@@ -292,9 +327,9 @@ def _intake_key(delivery: Delivery) -> str:
 
 
 def _event_key(delivery: Delivery) -> str:
-    # omoi.events.<ticket>.<type...>
+    # omoi.planner.<partition>.<ticket>.<type...>
     parts = delivery.subject.split(".")
-    return parts[2] if len(parts) > 2 else ""
+    return parts[3] if len(parts) > 3 else ""
 
 
 def _named_target(data: bytes) -> str:

@@ -93,8 +93,8 @@ async def run(cfg: BenchConfig) -> list[Metric]:
             out.append(Metric("lifecycle", "cpu_us_per_task", us, "µs", {**params, "role": role}))
         for role, mb in sorted(peak.items()):
             out.append(Metric("lifecycle", "rss_peak_mb", mb, "MB", {**params, "role": role}))
-    # Several planners at once, as a cluster runs them: they share the intake and event
-    # consumers and write by compare-and-set (not sharded: issue 15).
+    # Several planners at once, as a cluster runs them: they share the intake, and each
+    # owns some of the tickets' partitions (docs/architecture.md, "Sharded planners").
     workdir = cfg.workdir / "lifecycle-planners"
     async with omoi_stack(
         workdir, workers=2, planners=PLANNERS, phases=("implementation",)

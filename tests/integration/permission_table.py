@@ -27,6 +27,25 @@ PUBLISH = [
     ("planner", c.event_subject(T, "ticket.created"), True),
     ("planner", AUDIT, True),
     ("planner", f"$KV.{c.TOKENS_BUCKET}.abcdefabcdef", False),
+    # Sharded planners: the partition consumers and their leases are the planner's alone.
+    (
+        "planner",
+        f"$JS.API.CONSUMER.MSG.NEXT.{c.PLANNER_STREAM}.{c.planner_events_consumer(7)}",
+        True,
+    ),
+    ("planner", f"$KV.{c.PARTITIONS_BUCKET}.planner.owners.3", True),
+    (
+        "planner",
+        f"$JS.API.CONSUMER.DELETE.{c.PLANNER_STREAM}.{c.planner_events_consumer(3)}",
+        False,
+    ),
+    ("worker", f"$KV.{c.PARTITIONS_BUCKET}.planner.owners.3", False),
+    (
+        "worker",
+        f"$JS.API.CONSUMER.MSG.NEXT.{c.PLANNER_STREAM}.{c.planner_events_consumer(3)}",
+        False,
+    ),
+    ("gateway", f"$KV.{c.PARTITIONS_BUCKET}.planner.members.x", False),
     ("planner", VERDICT, False),
     ("planner", f"{inbox_prefix('gateway')}.abc", True),  # its answers
     ("planner", f"{inbox_prefix('worker')}.abc", False),
@@ -83,7 +102,11 @@ PUBLISH = [
     ("delivery", c.dlq_subject("deliveries"), True),
     ("delivery", f"$JS.API.CONSUMER.DURABLE.CREATE.{c.EVENTS_STREAM}.{c.TRACKER_CONSUMER}", True),
     ("delivery", f"$JS.API.CONSUMER.MSG.NEXT.{c.EVENTS_STREAM}.{c.TRACKER_CONSUMER}", True),
-    ("delivery", f"$JS.API.CONSUMER.MSG.NEXT.{c.EVENTS_STREAM}.{c.PLANNER_EVENTS_CONSUMER}", False),
+    (
+        "delivery",
+        f"$JS.API.CONSUMER.MSG.NEXT.{c.PLANNER_STREAM}.{c.planner_events_consumer(0)}",
+        False,
+    ),
     ("delivery", f"$JS.API.CONSUMER.DURABLE.CREATE.{c.EVENTS_STREAM}.recorder", False),
     ("delivery", f"$KV.{c.TICKETS_BUCKET}.{T}", False),
     ("delivery", OUTCOME, False),
@@ -149,7 +172,11 @@ PUBLISH = [
     ("recorder", AUDIT, False),
     ("recorder", OUTCOME, False),
     ("recorder", f"$KV.{c.TICKETS_BUCKET}.{T}", False),
-    ("recorder", f"$JS.API.CONSUMER.DELETE.{c.EVENTS_STREAM}.{c.PLANNER_EVENTS_CONSUMER}", False),
+    (
+        "recorder",
+        f"$JS.API.CONSUMER.DELETE.{c.PLANNER_STREAM}.{c.planner_events_consumer(0)}",
+        False,
+    ),
     ("monitor", c.event_subject("_agents", "agent.stale"), True),
     ("monitor", c.audit_subject("auth.failure"), True),  # refused connections
     ("monitor", AUDIT, False),
@@ -193,7 +220,11 @@ PUBLISH = [
     ("guardian", f"$KV.{c.TASKS_BUCKET}.{T}.a", False),
     ("guardian", f"$KV.{c.TICKETS_BUCKET}.{T}", False),
     ("guardian", f"$JS.API.CONSUMER.MSG.NEXT.{c.EVENTS_STREAM}.{c.GUARDIAN_CONSUMER}", True),
-    ("guardian", f"$JS.API.CONSUMER.MSG.NEXT.{c.EVENTS_STREAM}.{c.PLANNER_EVENTS_CONSUMER}", False),
+    (
+        "guardian",
+        f"$JS.API.CONSUMER.MSG.NEXT.{c.PLANNER_STREAM}.{c.planner_events_consumer(0)}",
+        False,
+    ),
     ("guardian", c.supervisor_subject("host-1", "restart"), False),
     ("guardian", c.supervisor_subject("host-1", "hold"), True),
     ("guardian", c.supervisor_subject("host-1", "release"), True),
@@ -252,7 +283,11 @@ PUBLISH = [
     ("viewer", c.TRUSTED_SUBMIT_SUBJECT, False),
     ("viewer", c.CMD_TICKET_CANCEL, False),
     ("viewer", f"$KV.{c.TICKETS_BUCKET}.{T}", False),
-    ("viewer", f"$JS.API.CONSUMER.DURABLE.CREATE.{c.EVENTS_STREAM}.planner-events", False),
+    (
+        "viewer",
+        f"$JS.API.CONSUMER.DURABLE.CREATE.{c.PLANNER_STREAM}.{c.planner_events_consumer(0)}",
+        False,
+    ),
     ("viewer", AUDIT, False),
     ("viewer", f"$KV.{c.TOKENS_BUCKET}.abcdefabcdef", False),
     ("viewer", f"$JS.API.STREAM.MSG.GET.{c.kv_stream(c.TOKENS_BUCKET)}", False),

@@ -114,10 +114,10 @@ async def test_backup_of_a_running_system_restores_it_and_in_flight_work_finishe
     backed_up = {s["name"] for s in manifest["streams"]}
     assert backed_up == {
         c.INTAKE_STREAM, c.TASKS_STREAM, c.GATES_STREAM, c.DELIVERIES_STREAM, c.EVENTS_STREAM,
-        c.DLQ_STREAM, c.AUDIT_STREAM, c.LOGS_STREAM, c.SPANS_STREAM,
+        c.PLANNER_STREAM, c.DLQ_STREAM, c.AUDIT_STREAM, c.LOGS_STREAM, c.SPANS_STREAM,
         *(c.kv_stream(b) for b in (c.TICKETS_BUCKET, c.TASKS_BUCKET, c.HEARTBEATS_BUCKET,
                                    c.LOCKS_BUCKET, c.TOKENS_BUCKET, c.INTERVENTIONS_BUCKET,
-                                   c.QUARANTINE_BUCKET)),
+                                   c.QUARANTINE_BUCKET, c.PARTITIONS_BUCKET)),
         c.obj_stream(c.WORKSPACES_BUCKET),
     }  # fmt: skip
     assert manifest["server_version"] and manifest["omoi_version"]
@@ -145,9 +145,12 @@ async def test_backup_of_a_running_system_restores_it_and_in_flight_work_finishe
             for entry in manifest["streams"]:
                 want = stream_position(entry)
                 got = restored[entry["name"]]["state"]
-                if entry["name"] == c.kv_stream(c.HEARTBEATS_BUCKET):
-                    # Beats go on at the source, and restored ones age out with the
-                    # bucket's TTL (2.5 s here): the sequence is kept, entries may be gone.
+                if entry["name"] in (
+                    c.kv_stream(c.HEARTBEATS_BUCKET),
+                    c.kv_stream(c.PARTITIONS_BUCKET),
+                ):
+                    # Beats and partition leases go on at the source, and restored ones age
+                    # out with the bucket's TTL: the sequence is kept, entries may be gone.
                     assert got["last_seq"] == want["last_seq"]
                     assert got["messages"] <= want["messages"]
                     continue
@@ -160,11 +163,11 @@ async def test_backup_of_a_running_system_restores_it_and_in_flight_work_finishe
                 assert _outstanding(restored[name]) == _outstanding(source_streams[name]), name
             durable = c.task_consumer("implementation", "shell")
             assert _outstanding(restored[c.TASKS_STREAM])[durable] == 1  # the running task
-            planner = c.PLANNER_EVENTS_CONSUMER
-            assert (
-                restored[c.EVENTS_STREAM]["consumers"][planner]["ack_floor"]
-                == source_streams[c.EVENTS_STREAM]["consumers"][planner]["ack_floor"]
-            )
+            for planner in c.PLANNER_EVENTS_CONSUMERS:
+                assert (
+                    restored[c.PLANNER_STREAM]["consumers"][planner]["ack_floor"]
+                    == source_streams[c.PLANNER_STREAM]["consumers"][planner]["ack_floor"]
+                ), planner
             # The recorder starts over so a new analytics store gets every event.
             recorder = restored[c.EVENTS_STREAM]["consumers"][c.RECORDER_EVENTS_CONSUMER]
             assert recorder["ack_floor"] == 0 and recorder["pending"] == len(source_events)

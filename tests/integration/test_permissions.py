@@ -196,15 +196,15 @@ async def test_a_watcher_cannot_take_over_a_durable_consumer(
     settings_bus: Bus, auth_dir: AuthDir, server: EmbeddedNatsServer
 ) -> None:
     """The bare (ephemeral) create subject a viewer may use admits no durable name, so it
-    cannot reconfigure the planner's consumer through it."""
-    before = await settings_bus.admin.consumer_info(c.EVENTS_STREAM, c.PLANNER_EVENTS_CONSUMER)
+    cannot reconfigure the guardian's consumer through it."""
+    before = await settings_bus.admin.consumer_info(c.EVENTS_STREAM, c.GUARDIAN_CONSUMER)
     probe = await Probe().connect(server.url, auth_dir, "viewer")
     try:
         assert probe.nc is not None
         for key in ("durable_name", "name"):
             request = {
                 "stream_name": c.EVENTS_STREAM,
-                "config": {key: c.PLANNER_EVENTS_CONSUMER, "filter_subject": "omoi.events.x.>"},
+                "config": {key: c.GUARDIAN_CONSUMER, "filter_subject": "omoi.events.x.>"},
             }
             reply = await probe.nc.request(
                 f"$JS.API.CONSUMER.CREATE.{c.EVENTS_STREAM}", json.dumps(request).encode(), 5
@@ -212,7 +212,7 @@ async def test_a_watcher_cannot_take_over_a_durable_consumer(
             assert "error" in json.loads(reply.data), key
     finally:
         await probe.close()
-    after = await settings_bus.admin.consumer_info(c.EVENTS_STREAM, c.PLANNER_EVENTS_CONSUMER)
+    after = await settings_bus.admin.consumer_info(c.EVENTS_STREAM, c.GUARDIAN_CONSUMER)
     assert after.config.filter_subjects == before.config.filter_subjects
 
 
