@@ -420,18 +420,29 @@ async def _raise_ttl(js: JetStreamContext, bucket: KeyValueConfig) -> None:
 async def ensure_planner_stream(js: JetStreamContext, cfg: TopologyConfig) -> None:
     """Make OMOI_PLANNER, copying from OMOI_EVENTS from now on (an upgrade must not copy a
     week of old outcomes), or converge it keeping where its copy started."""
+
+    def config(start: int | None) -> StreamConfig:
+        made = planner_stream_config(cfg, start)
+        made.storage = StorageType.FILE
+        made.num_replicas = cfg.replicas
+        return made
+
     try:
         info = await js.stream_info(c.PLANNER_STREAM)
     except NotFoundError:
         events = await js.stream_info(c.EVENTS_STREAM)
-        start = events.state.last_seq + 1 if events.state.last_seq else None
-    else:
-        sources = info.config.sources or []
-        start = sources[0].opt_start_seq if sources else None
-    config = planner_stream_config(cfg, start)
-    config.storage = StorageType.FILE
-    config.num_replicas = cfg.replicas
-    await ensure_stream(js, config)
+        try:
+            await js.add_stream(
+                config(events.state.last_seq + 1 if events.state.last_seq else None)
+            )
+            return
+        except BadRequestError as exc:
+            if is_transient(exc):
+                raise
+            # Another provisioner made it meanwhile: converge to its start, not ours.
+            info = await js.stream_info(c.PLANNER_STREAM)
+    sources = info.config.sources or []
+    await ensure_stream(js, config(sources[0].opt_start_seq if sources else None))
 
 
 async def retire_consumers(js: JetStreamContext) -> None:

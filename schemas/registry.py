@@ -86,6 +86,8 @@ class AgentStatus(WireModel):
     running: int | None = None
     slots: int | None = None
     tasks: list[str] = Field(default_factory=list)
+    # A planner's share of the tickets: the partitions it owns now.
+    partitions: list[int] | None = None
 
 
 class AgentListing(AgentCard):

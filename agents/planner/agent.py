@@ -58,6 +58,7 @@ from schemas.delivery import DeliveryReport
 from schemas.discovery import DiscoveryDecision, DiscoveryReport
 from schemas.gate import GateVerdict
 from schemas.partition import PartitionLease
+from schemas.registry import AgentStatus
 from schemas.task import task_key
 
 
@@ -162,6 +163,10 @@ class Planner(Agent):
             keep_alive_s=max(0.5, self.settings.ack_wait_s / 3),
             logger=self.log,
         )
+
+    def status(self) -> AgentStatus:
+        held = self.partitions.held if self.partitions is not None else frozenset()
+        return super().status().model_copy(update={"partitions": sorted(held)})
 
     # Task outcomes
 

@@ -187,6 +187,7 @@ async def test_a_nats_js_client_sees_every_agent_with_its_metadata(
             "running": 0,
             "slots": slots,
             "tasks": [],
+            "partitions": None,  # a planner's
         }
 
     # By name and id: that one service, whichever verb; and as the operator too.

@@ -17,6 +17,7 @@ from bus import Bus
 from bus import constants as c
 from schemas import Event, EventType
 from schemas.partition import PartitionLease
+from schemas.registry import AgentStatus
 from tests.conftest import agent_env
 from tests.helpers import AgentProcess, EventLog, Running, stop_all, submit, wait_until
 
@@ -128,6 +129,11 @@ async def test_planners_joining_and_leaving_share_the_partitions_and_lose_no_tic
 
     await wait_until(shared_out, timeout=20)
     assert set((await owners(bus)).values()) == {"planner-a", "planner-b", "planner-c"}
+    for planner in planners:  # what `nats micro stats omoi-planner` shows
+        reply = await bus.request(c.agent_status_subject("planner", planner.id), b"", 5)
+        status = AgentStatus.model_validate_json(reply)
+        assert planner.partitions is not None
+        assert status.partitions == sorted(planner.partitions.held)
 
     await load
     leaving = planners.pop(1)

@@ -9,6 +9,7 @@ from bus import Bus, EmbeddedNatsServer
 from bus import constants as c
 from bus.auth import Credentials
 from bus.topology import TopologyConfig, provision
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -74,5 +75,44 @@ async def test_a_consumer_whose_ack_policy_changed_resumes_after_its_ack_floor(
         again = await bus.js.consumer_info(c.EVENTS_STREAM, c.RECORDER_EVENTS_CONSUMER)
         assert again.created == created
         assert again.config.ack_policy == AckPolicy.ALL
+    finally:
+        await bus.close()
+
+
+async def test_an_upgrade_copies_only_new_outcomes_to_the_planners_and_retires_the_old_consumer(
+    nats_server: EmbeddedNatsServer, admin: Credentials
+) -> None:
+    """A deployment from before sharded planners has a week of outcomes in OMOI_EVENTS and
+    one `planner-events` consumer on it. Provisioning copies only outcomes from then on
+    into OMOI_PLANNER (the old ones were the old consumer's), keeps that start when run
+    again, and deletes the old consumer."""
+    bus = await Bus.connect(nats_server.url, name="t", topology=TopologyConfig(), credentials=admin)
+    try:
+        await bus.js.delete_stream(c.PLANNER_STREAM)
+        await bus.js.add_consumer(
+            c.EVENTS_STREAM,
+            ConsumerConfig(durable_name="planner-events", ack_policy=AckPolicy.EXPLICIT),
+        )
+        for i in range(5):
+            await bus.js.publish(f"omoi.events.old{i}.task.succeeded", b"{}")
+        await provision(bus.js, TopologyConfig())
+        await bus.js.publish("omoi.events.new.task.succeeded", b"{}")
+        await provision(bus.js, TopologyConfig())  # again: nothing moves
+
+        info = await bus.js.stream_info(c.PLANNER_STREAM)
+        sources = info.config.sources or []
+        assert [s.opt_start_seq for s in sources] == [6]
+
+        async def copied() -> dict[str, int]:
+            return await bus.live_subjects(c.PLANNER_STREAM, ">")
+
+        async def any_copied() -> bool:
+            return bool(await copied())
+
+        await wait_until(any_copied)
+        partition = c.planner_partition("new")
+        assert await copied() == {f"omoi.planner.{partition}.new.task.succeeded": 1}
+        consumers = await bus.js.consumers_info(c.EVENTS_STREAM)
+        assert "planner-events" not in {x.name for x in consumers}
     finally:
         await bus.close()

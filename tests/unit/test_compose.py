@@ -122,9 +122,9 @@ def test_every_role_and_the_gateway_run_against_the_whole_cluster() -> None:
         assert healthy == nodes, role
         assert service.get("restart") == "unless-stopped", role
     assert services["worker"]["deploy"]["replicas"] >= 2
-    # One planner decides, and DuckDB allows a single writer to the store.
-    for single in ("planner", "recorder"):
-        assert services[single].get("deploy", {}).get("replicas", 1) == 1, single
+    # Planners share the tickets' partitions; DuckDB allows a single writer to the store.
+    assert services["planner"]["deploy"]["replicas"] >= 2
+    assert services["recorder"].get("deploy", {}).get("replicas", 1) == 1
 
 
 def test_only_the_roles_that_call_a_model_get_its_key() -> None:
