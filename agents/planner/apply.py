@@ -397,10 +397,17 @@ class Reconciler:
         return [task for task, _ in ended]
 
     async def running_tickets(self) -> list[str]:
-        tickets = await self.bus.tickets.values()
-        return [
-            t.id for t in tickets if t.status is TicketStatus.RUNNING and t.phase is not Phase.DONE
-        ]
+        """The running tickets the mirror holds. A ticket another planner finished leaves
+        the mirror here, as the ones this planner finishes do, so each sweep costs the
+        tickets in flight, not every ticket there ever was."""
+        running = []
+        for t in await self.bus.tickets.values():
+            if t.status.terminal:
+                self.bus.tickets.forget(t.id)
+                self.bus.tasks.forget(t.id)
+            elif t.status is TicketStatus.RUNNING and t.phase is not Phase.DONE:
+                running.append(t.id)
+        return running
 
 
 def _gate_marks(ticket: TicketState) -> dict[Phase, tuple[int, GateStatus]]:

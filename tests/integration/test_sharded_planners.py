@@ -15,6 +15,7 @@ from agents.planner.agent import Planner
 from agents.settings import Settings
 from bus import Bus
 from bus import constants as c
+from bus.auth import Credentials
 from schemas import Event, EventType
 from schemas.partition import PartitionLease
 from schemas.registry import AgentStatus
@@ -38,6 +39,27 @@ async def procs(settings: Settings, tmp_path: Path) -> AsyncIterator[Callable[..
 
     yield make
     await stop_all(made)
+
+
+@pytest.fixture
+async def buses(
+    settings: Settings, admin: Credentials
+) -> AsyncIterator[Callable[[], Awaitable[Bus]]]:
+    """More connections, closed after the agents on them have stopped."""
+    made: list[Bus] = []
+
+    async def connect() -> Bus:
+        assert settings.nats_url
+        b = await Bus.connect(
+            settings.nats_url, name=f"test-{len(made)}", topology=settings.topology(),
+            credentials=admin,
+        )  # fmt: skip
+        made.append(b)
+        return b
+
+    yield connect
+    for b in made:
+        await b.close()
 
 
 async def owners(bus: Bus) -> dict[int, str]:
@@ -103,6 +125,7 @@ async def test_planners_joining_and_leaving_share_the_partitions_and_lose_no_tic
     bus: Bus,
     events: EventLog,
     settings: Settings,
+    buses: Callable[[], Awaitable[Bus]],
     running: Running,
     start_worker: Start,
 ) -> None:
@@ -115,7 +138,9 @@ async def test_planners_joining_and_leaving_share_the_partitions_and_lose_no_tic
 
     planners = [first]
     for name in ("planner-b", "planner-c"):
-        joined = await running.start(Planner(bus, settings, agent_id=name))
+        # Each on its own connection, with its own mirror, as separate processes are.
+        own = await buses()
+        joined = await running.start(Planner(own, settings, agent_id=name))
         assert isinstance(joined, Planner)
         planners.append(joined)
 
@@ -146,6 +171,11 @@ async def test_planners_joining_and_leaving_share_the_partitions_and_lose_no_tic
     await wait_until(taken_over, timeout=20)
     await wait_until(lambda: _all_done(events, ids), timeout=60)
     finished_once(events, ids)
+    for planner in planners:
+        # Tickets another planner finished leave this one's mirror at its next sweep, so
+        # sweeps cost the tickets in flight, not all there ever were.
+        assert await planner.reconciler.running_tickets() == []
+        assert all([await planner.bus.tickets.get_cached(t) is None for t in ids])
 
 
 async def _all_done(events: EventLog, ids: list[str]) -> bool:
