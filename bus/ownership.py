@@ -14,6 +14,7 @@ state write is a compare-and-set.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -84,21 +85,26 @@ class Ownership:
         await self.bucket.put(self.member_key(self.member), PartitionLease(holder=self.member))
         self.members = await self._live_members()
         self.wanted = share(self.partitions, self.members)
-        owners = {p: await self.bucket.read(self.owner_key(p)) for p in self.partitions}
-        gained: set[int] = set()
-        lost: set[int] = set()
-        for partition in sorted(self.held):
-            if not await self._renew(partition, owners[partition]):
-                self.held.discard(partition)
-                lost.add(partition)
-        for partition in self.partitions:
-            if partition in self.held or self.wanted.get(partition) != self.member:
-                continue
-            if owners[partition] is None and await self.bucket.create(
-                self.owner_key(partition), PartitionLease(holder=self.member)
-            ):
-                self.held.add(partition)
-                gained.add(partition)
+        # Each step's requests go out at once: a round is a few round trips, not dozens.
+        read = await asyncio.gather(*(self.bucket.read(self.owner_key(p)) for p in self.partitions))
+        owners = dict(zip(self.partitions, read, strict=True))
+        mine = sorted(self.held)
+        renewed = await asyncio.gather(*(self._renew(p, owners[p]) for p in mine))
+        lost = {p for p, ok in zip(mine, renewed, strict=True) if not ok}
+        self.held -= lost
+        free = [
+            p
+            for p in self.partitions
+            if p not in self.held and self.wanted.get(p) == self.member and owners[p] is None
+        ]
+        taken = await asyncio.gather(
+            *(
+                self.bucket.create(self.owner_key(p), PartitionLease(holder=self.member))
+                for p in free
+            )
+        )
+        gained = {p for p, ok in zip(free, taken, strict=True) if ok}
+        self.held |= gained
         return gained, lost
 
     async def _renew(self, partition: int, current: Versioned[PartitionLease] | None) -> bool:
@@ -120,12 +126,10 @@ class Ownership:
     async def _live_members(self) -> list[str]:
         prefix = self.member_key("")
         names = {k[len(prefix) :] for k in await self.bucket.keys() if k.startswith(prefix)}
-        live = {self.member}
-        for name in names - live:
-            # A member that left keeps a delete marker until the TTL drops it.
-            if await self.bucket.value(self.member_key(name)) is not None:
-                live.add(name)
-        return sorted(live)
+        others = sorted(names - {self.member})
+        # A member that left keeps a delete marker until the TTL drops it.
+        found = await asyncio.gather(*(self.bucket.value(self.member_key(n)) for n in others))
+        return sorted({self.member, *(n for n, v in zip(others, found, strict=True) if v)})
 
     async def release(self, partition: int) -> None:
         """Give a held partition up, for its wanted owner to take at its next round."""
@@ -138,6 +142,5 @@ class Ownership:
 
     async def leave(self) -> None:
         """Release everything and stop being a member (a graceful shutdown)."""
-        for partition in sorted(self.held):
-            await self.release(partition)
+        await asyncio.gather(*(self.release(p) for p in sorted(self.held)))
         await self.bucket.delete(self.member_key(self.member))

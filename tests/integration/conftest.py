@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,8 @@ from agents.validator.agent import Validator
 from agents.worker.agent import Worker, default_executors
 from bus import Bus
 from schemas import WORK_PHASES
-from tests.helpers import Running
+from tests.conftest import agent_env
+from tests.helpers import AgentProcess, Running, stop_all
 from tests.integration.agent_support import ModelFactory, Start
 from tests.integration.monitor_support import Store
 
@@ -78,3 +79,19 @@ async def monitor_bus(settings: Settings, bus: Bus) -> AsyncIterator[Bus]:
     )
     yield b
     await b.close()
+
+
+@pytest.fixture
+async def procs(settings: Settings, tmp_path: Path) -> AsyncIterator[Callable[..., AgentProcess]]:
+    """Agents as real OS processes (for kill -9), on the test's settings unless given
+    others; every one is stopped at teardown."""
+    made: list[AgentProcess] = []
+
+    def make(role: str, agent_id: str, s: Settings | None = None) -> AgentProcess:
+        env = agent_env(s or settings)
+        p = AgentProcess(role, agent_id, env, tmp_path / f"{agent_id}.log")
+        made.append(p)
+        return p
+
+    yield make
+    await stop_all(made)

@@ -1,11 +1,11 @@
 """Faults of a 3-node JetStream cluster under load, with agents as real processes.
 
 Three nats-server processes are clustered on loopback (ephemeral ports), every stream
-and bucket has three replicas, and a planner and two workers run as processes against
-all three URLs. The load is tickets of three chained shell tasks, each appending its
-name to one file, so every run of every task is counted. Each test kills part of the
-cluster mid-load and ends with every ticket done, every task run exactly once, nothing
-left queued or running, and the returned node caught up.
+and bucket has three replicas, and two planners (sharing the tickets' partitions) and two
+workers run as processes against all three URLs. The load is tickets of three chained
+shell tasks, each appending its name to one file, so every run of every task is counted.
+Each test kills part of the cluster mid-load and ends with every ticket done, every task
+run exactly once, nothing left queued or running, and the returned node caught up.
 """
 
 from __future__ import annotations
@@ -122,6 +122,7 @@ async def agents(
     async def start() -> None:
         for role, agent_id in (
             ("planner", "planner-1"),
+            ("planner", "planner-2"),
             ("worker", "worker-1"),
             ("worker", "worker-2"),
         ):
@@ -164,10 +165,29 @@ async def finish_and_check(load: Load, bus: Bus) -> None:
             assert task is not None and task.status == "succeeded", (ticket_id, name, task)
             assert task.attempts == 1, (ticket_id, name, task.errors)
     await wait_until(lambda: caught_up(bus), timeout=60, interval=0.25)
+    await wait_until(lambda: copied_once(bus), timeout=30, interval=0.25)
+
+
+async def copied_once(bus: Bus) -> bool:
+    """The planners' copy holds each outcome once: none skipped, none copied again after a
+    leader change."""
+    outcomes = 0
+    for kind in c.PLANNER_EVENT_FILTERS:
+        outcomes += sum((await bus.live_subjects(c.EVENTS_STREAM, kind)).values())
+    info = await bus.admin.stream_info(c.PLANNER_STREAM)
+    return bool(outcomes) and info.state.messages == outcomes
 
 
 async def kill_task_stream_leader(cluster: LocalCluster, bus: Bus) -> str:
     leader = await stream_leader(bus, c.TASKS_STREAM)
+    await cluster.kill(leader)
+    return leader
+
+
+async def kill_planner_stream_leader(cluster: LocalCluster, bus: Bus) -> str:
+    # The node leading the planners' copy of the outcomes: the next leader must go on
+    # copying from where this one stopped, neither skipping outcomes nor copying them all.
+    leader = await stream_leader(bus, c.PLANNER_STREAM)
     await cluster.kill(leader)
     return leader
 
@@ -188,8 +208,8 @@ async def wipe_task_state_leader(cluster: LocalCluster, bus: Bus) -> str:
 
 @pytest.mark.parametrize(
     "fault",
-    [kill_task_stream_leader, kill_meta_leader, wipe_task_state_leader],
-    ids=["task-stream-leader", "meta-leader", "node-with-empty-disk"],
+    [kill_task_stream_leader, kill_planner_stream_leader, kill_meta_leader, wipe_task_state_leader],
+    ids=["task-stream-leader", "planner-stream-leader", "meta-leader", "node-with-empty-disk"],
 )
 async def test_losing_a_node_under_load_strands_nothing(
     cluster: LocalCluster,

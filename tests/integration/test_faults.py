@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,25 +14,11 @@ import pytest
 from agents.settings import Settings
 from bus import Bus
 from schemas import TaskState
-from tests.conftest import agent_env
-from tests.helpers import AgentProcess, EventLog, gated, read_pid, stop_all, submit, wait_until
+from tests.helpers import AgentProcess, EventLog, gated, read_pid, submit, wait_until
 
 pytestmark = pytest.mark.integration
 
 Start = Callable[..., Awaitable[Any]]
-
-
-@pytest.fixture
-async def procs(settings: Settings, tmp_path: Path) -> AsyncIterator[Callable[..., AgentProcess]]:
-    made: list[AgentProcess] = []
-
-    def make(role: str, agent_id: str) -> AgentProcess:
-        p = AgentProcess(role, agent_id, agent_env(settings), tmp_path / f"{agent_id}.log")
-        made.append(p)
-        return p
-
-    yield make
-    await stop_all(made)
 
 
 async def _pid_changed(path: Path, old: int) -> bool:

@@ -10,7 +10,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,6 @@ from tests.helpers import (
     Running,
     gated,
     read_pid,
-    stop_all,
     submit,
     ticket_finished,
     wait_until,
@@ -91,19 +90,6 @@ async def test_exclusive_resources_never_overlap_within_or_across_tickets(
     locks = await bus.bucket(c.LOCKS_BUCKET, LockState)
     lock = await locks.value("named.db.migrations")
     assert lock is not None and lock.holders == [] and lock.fence >= 6
-
-
-@pytest.fixture
-async def procs(settings: Settings, tmp_path: Path) -> AsyncIterator[Callable[..., AgentProcess]]:
-    made: list[AgentProcess] = []
-
-    def make(role: str, agent_id: str, s: Settings) -> AgentProcess:
-        p = AgentProcess(role, agent_id, agent_env(s), tmp_path / f"{agent_id}.log")
-        made.append(p)
-        return p
-
-    yield make
-    await stop_all(made)
 
 
 async def omoi_locks(env: dict[str, str]) -> dict[str, Any]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,26 +18,12 @@ from bus.auth import Credentials
 from schemas import Event, EventType
 from schemas.partition import PartitionLease
 from schemas.registry import AgentStatus
-from tests.conftest import agent_env
-from tests.helpers import AgentProcess, EventLog, Running, stop_all, submit, wait_until
+from tests.helpers import AgentProcess, EventLog, Running, submit, wait_until
 
 pytestmark = pytest.mark.integration
 
 Start = Callable[..., Awaitable[Any]]
 ALL = set(range(c.PLANNER_PARTITIONS))
-
-
-@pytest.fixture
-async def procs(settings: Settings, tmp_path: Path) -> AsyncIterator[Callable[..., AgentProcess]]:
-    made: list[AgentProcess] = []
-
-    def make(role: str, agent_id: str) -> AgentProcess:
-        p = AgentProcess(role, agent_id, agent_env(settings), tmp_path / f"{agent_id}.log")
-        made.append(p)
-        return p
-
-    yield make
-    await stop_all(made)
 
 
 @pytest.fixture

@@ -4,10 +4,9 @@ through the `omoi_workspaces` object store."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ from bus import Bus
 from bus import constants as c
 from schemas import Phase, TaskState, TicketStatus
 from schemas.ticket import GateStatus
-from tests.conftest import agent_env
 from tests.helpers import (
     AgentProcess,
     EventLog,
@@ -45,21 +43,6 @@ def machine(settings: Settings, tmp_path: Path, name: str) -> Settings:
 def git(cwd: Path, *args: str) -> str:
     out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True)
     return out.stdout.strip()
-
-
-@pytest.fixture
-async def procs(settings: Settings, tmp_path: Path) -> AsyncIterator[Callable[..., AgentProcess]]:
-    made: list[AgentProcess] = []
-
-    def make(role: str, agent_id: str) -> AgentProcess:
-        p = AgentProcess(role, agent_id, agent_env(settings), tmp_path / f"{agent_id}.log")
-        made.append(p)
-        return p
-
-    yield make
-    for p in made:
-        with contextlib.suppress(ProcessLookupError):
-            await p.terminate()
 
 
 @pytest.fixture
